@@ -1,0 +1,62 @@
+"""Linear blend skinning with pose correctives: batched, differentiable, device-agnostic."""
+from __future__ import annotations
+
+import torch
+
+
+def axis_angle_to_matrix(rvec: torch.Tensor) -> torch.Tensor:
+    """(..., 3) axis-angle -> (..., 3, 3) rotation matrices (Rodrigues), safe at zero angle."""
+    angle = torch.linalg.vector_norm(rvec, dim=-1, keepdim=True)
+    axis = rvec / angle.clamp_min(1e-8)
+    x, y, z = axis.unbind(-1)
+    zero = torch.zeros_like(x)
+    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*rvec.shape[:-1], 3, 3)
+    s, c = torch.sin(angle)[..., None], torch.cos(angle)[..., None]
+    eye = torch.eye(3, dtype=rvec.dtype, device=rvec.device).expand_as(K)
+    return eye + s * K + (1 - c) * (K @ K)
+
+
+def rigid_chain(rot: torch.Tensor, joints: torch.Tensor, parents: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Compose local joint rotations along the kinematic tree.
+
+    rot (B, J, 3, 3), joints (B, J, 3) rest positions. Returns posed joints (B, J, 3) and the
+    per-joint transforms (B, J, 4, 4) that map rest-pose points to posed points.
+    """
+    B, J = joints.shape[:2]
+    rel = joints.clone()
+    rel[:, 1:] = joints[:, 1:] - joints[:, parents[1:]]
+    local = torch.zeros(B, J, 4, 4, dtype=rot.dtype, device=rot.device)
+    local[..., :3, :3] = rot
+    local[..., :3, 3] = rel
+    local[..., 3, 3] = 1
+    world = [local[:, 0]]
+    for j in range(1, J):
+        world.append(world[parents[j]] @ local[:, j])
+    world = torch.stack(world, 1)
+    posed_joints = world[..., :3, 3]
+    # Remove the rest-pose joint offset so the transform applies to rest-pose vertices.
+    world = world.clone()
+    world[..., :3, 3] = posed_joints - (world[..., :3, :3] @ joints[..., None])[..., 0]
+    return posed_joints, world
+
+
+def lbs(v_shaped: torch.Tensor, pose: torch.Tensor, J_regressor: torch.Tensor, parents: list[int],
+        weights: torch.Tensor, posedirs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pose shaped vertices.
+
+    v_shaped (B, V, 3); pose (B, J, 3) axis-angle per joint (joint 0 = global rotation);
+    J_regressor (J, V); weights (V, J); posedirs (9 * (J - 1), V * 3) or None.
+    Returns posed vertices (B, V, 3) and posed joints (B, J, 3).
+    """
+    B, V = v_shaped.shape[:2]
+    joints = torch.einsum("jv,bvc->bjc", J_regressor, v_shaped)
+    rot = axis_angle_to_matrix(pose)
+    v_posed = v_shaped
+    if posedirs is not None:
+        eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
+        feature = (rot[:, 1:] - eye).reshape(B, -1)
+        v_posed = v_shaped + (feature @ posedirs).reshape(B, V, 3)
+    posed_joints, T = rigid_chain(rot, joints, parents)
+    T_v = torch.einsum("vj,bjrc->bvrc", weights, T)
+    verts = (T_v[..., :3, :3] @ v_posed[..., None])[..., 0] + T_v[..., :3, 3]
+    return verts, posed_joints

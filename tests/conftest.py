@@ -1,0 +1,33 @@
+"""Shared test set-up: import paths, a real backend process, a throwaway Blender user folder."""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT / "backend" / "src", ROOT):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+# Nothing a test does with Blender may land in the real ~/.config/blender.
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="headcraft-blender-user-"))
+
+
+@pytest.fixture(scope="session")
+def backend_process(tmp_path_factory):
+    """A real backend process on a real socket, shared by the session's tests."""
+    from headcraft_blender.client.launcher import LocalBackend
+    d = tmp_path_factory.mktemp("backend")
+    b = LocalBackend(sys.executable, "cpu", log_path=d / "backend.log", pid_file=d / "backend.pid")
+    b.start()
+    yield b
+    b.stop(None)
+
+
+@pytest.fixture
+def conn(backend_process):
+    c = backend_process.connect()
+    yield c
+    c.close()
