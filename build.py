@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""HeadCraft for Blender: set-up, tests, demo, benchmarks and the extension zip.
+
+    python3 build.py setup       # .venv (Python 3.11) with bpy 4.2 LTS, torch, the backend (editable)
+    python3 build.py test        # setup, then the whole test suite
+    python3 build.py demo        # setup, then the main job headless -> out/demo/
+    python3 build.py extension   # validate and build dist/headcraft-<version>.zip
+    python3 build.py bench       # benchmarks, printing ratios against baselines
+
+Every subcommand is idempotent and works on a fresh machine (PyPI reachable).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAGE = ROOT / ".stage"
+DIST = ROOT / "dist"
+EXT_ID = "headcraft"
+BPY = "bpy==4.2.23"          # newest 4.2 LTS wheel
+TORCH = "torch==2.13.0"       # the CPU build on this project's machines
+NUMPY = "numpy==1.26.4"       # the numpy Blender 4.2 bundles (and mediapipe needs < 2)
+REQUIREMENTS = [NUMPY, TORCH, BPY, "scipy>=1.10", "pytest>=8", "pytest-timeout>=2.3"]
+WIRE_SRC = ROOT / "backend" / "src" / "headcraft_backend" / "wire.py"
+WIRE_COPY = ROOT / "headcraft_blender" / "client" / "wire.py"
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def run(*cmd, **kw) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def find_python311() -> str:
+    if sys.version_info[:2] == (3, 11):
+        return sys.executable
+    exe = shutil.which("python3.11")
+    if not exe:
+        sys.exit("Python 3.11 is required (the bpy 4.2 wheel needs it): install python3.11")
+    return exe
+
+
+def setup() -> Path:
+    """Create/refresh .venv; skipped when nothing it depends on changed."""
+    py = venv_python()
+    stamp = VENV / ".headcraft-setup"
+    key = hashlib.sha256("\n".join(REQUIREMENTS).encode()
+                         + (ROOT / "backend" / "pyproject.toml").read_bytes()).hexdigest()
+    if py.exists() and stamp.exists() and stamp.read_text() == key:
+        return py
+    if not py.exists():
+        run(find_python311(), "-m", "venv", VENV)
+    pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # torch first and alone, pinned, so nothing pulls a CUDA build in.
+    run(*pip, NUMPY, TORCH)
+    run(*pip, *REQUIREMENTS, "-e", f"{ROOT / 'backend'}[test]")
+    stamp.write_text(key)
+    return py
+
+
+def sync() -> None:
+    """The extension carries a byte-identical copy of the backend's wire codec."""
+    src = WIRE_SRC.read_bytes()
+    if not WIRE_COPY.exists() or WIRE_COPY.read_bytes() != src:
+        WIRE_COPY.write_bytes(src)
+        print(f"synced {WIRE_COPY.relative_to(ROOT)}")
+
+
+def stage() -> Path:
+    """Copy the extension into .stage/headcraft/ with its manifest (the layout Blender loads)."""
+    sync()
+    dst = STAGE / EXT_ID
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(ROOT / "headcraft_blender", dst,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(ROOT / "blender_manifest.toml", dst / "blender_manifest.toml")
+    return dst
+
+
+def blender_ext_cli(py: Path) -> tuple[Path, Path]:
+    out = subprocess.run([py, "-c", "import bpy, os; print(os.path.dirname(bpy.__file__))"],
+                         check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    base = Path(out) / "4.2" / "scripts"
+    return (base / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py",
+            base / "modules" / "_bpy_internal" / "extensions" / "tags.py")
+
+
+def extension() -> Path:
+    py = setup()
+    src = stage()
+    cli, tags = blender_ext_cli(py)
+    version = tomllib.loads((ROOT / "blender_manifest.toml").read_text())["version"]
+    DIST.mkdir(exist_ok=True)
+    out = DIST / f"{EXT_ID}-{version}.zip"
+    run(py, cli, "validate", src, f"--valid-tags={tags}")
+    run(py, cli, "build", "--source-dir", src, "--output-filepath", out, f"--valid-tags={tags}")
+    run(py, cli, "validate", out, f"--valid-tags={tags}")
+    print(f"built {out.relative_to(ROOT)} ({out.stat().st_size / 1e6:.1f} MB)")
+    return out
+
+
+def test(args) -> int:
+    py = setup()
+    sync()
+    cmd = [py, "-m", "pytest", "-q", "-ra", "--timeout=900", "tests", *args]
+    print("+", " ".join(map(str, cmd)), flush=True)
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    return 1 if code == 5 else code  # 5 = no tests collected: a broken suite, not a pass
+
+
+def demo(args) -> int:
+    py = setup()
+    stage()
+    return subprocess.run([py, ROOT / "tools" / "demo.py", *args], cwd=ROOT).returncode
+
+
+def bench(args) -> int:
+    py = setup()
+    stage()
+    return subprocess.run([py, ROOT / "tools" / "bench.py", *args], cwd=ROOT).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "setup":
+        print(f"ready: {setup()}")
+    elif cmd == "sync":
+        sync()
+    elif cmd == "stage":
+        print(stage())
+    elif cmd == "extension":
+        extension()
+    elif cmd == "test":
+        return test(rest)
+    elif cmd == "demo":
+        return demo(rest)
+    elif cmd == "bench":
+        return bench(rest)
+    else:
+        print(f"unknown command {cmd!r}\n{__doc__}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

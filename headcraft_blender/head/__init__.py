@@ -1,0 +1,1 @@
+"""Add Head: a parametric head (OpenHead or FLAME) with shape keys and a rig."""

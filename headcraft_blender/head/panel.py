@@ -1,0 +1,47 @@
+"""The Add Head part of the HeadCraft sidebar."""
+from __future__ import annotations
+
+import bpy
+
+from . import build
+
+
+class VIEW3D_PT_headcraft_head(bpy.types.Panel):
+    bl_label = "Head"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "HeadCraft"
+    bl_parent_id = "VIEW3D_PT_headcraft"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.headcraft
+        col = layout.column(align=True)
+        col.prop(settings, "model")
+        col.prop(settings, "num_shape")
+        col.prop(settings, "num_expr")
+        row = layout.row(align=True)
+        row.prop(settings, "random_identity", toggle=True)
+        row.prop(settings, "random_expression", toggle=True)
+        op = layout.operator("headcraft.add_head", icon="USER")
+        op.model, op.num_shape, op.num_expr = settings.model, settings.num_shape, settings.num_expr
+        op.randomize_identity = settings.random_identity
+        op.randomize_expression = settings.random_expression
+        head = build.find_head(context.active_object)
+        if head is None:
+            layout.label(text="Select a HeadCraft head to edit it", icon="INFO")
+            return
+        box = layout.box()
+        box.label(text=f"{head.name}: {head.get('headcraft_model', '?')} "
+                       f"{head.get('headcraft_version', '')}", icon="MESH_MONKEY")
+        box.label(text=f"{head.get('headcraft_num_shape', 0)} identity, "
+                       f"{head.get('headcraft_num_expr', 0)} expression keys")
+        row = box.row(align=True)
+        row.operator("headcraft.randomize_identity", text="Identity", icon="FILE_REFRESH")
+        row.operator("headcraft.randomize_expression", text="Expression", icon="FILE_REFRESH")
+        row = box.row(align=True)
+        row.operator("headcraft.reset_head", icon="LOOP_BACK")
+        row.operator("headcraft.sync_rig", icon="BONE_DATA")
+
+
+CLASSES = (VIEW3D_PT_headcraft_head,)

@@ -1,0 +1,81 @@
+"""Fast conversion between numpy arrays and Blender meshes, and the one axis conversion.
+
+Backend/model frame: metres, Y up, face towards +Z. Blender: metres, Z up, face towards -Y.
+model (x, y, z) -> Blender (x, -z, y); this file is the only place that converts.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import bpy
+
+
+def model_to_blender(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return np.stack([v[..., 0], -v[..., 2], v[..., 1]], -1)
+
+
+def blender_to_model(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return np.stack([v[..., 0], v[..., 2], -v[..., 1]], -1)
+
+
+def new_mesh(name: str, verts: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None) -> bpy.types.Mesh:
+    """A triangle mesh from (V, 3) Blender-frame vertices, (F, 3) faces, optional (F, 3, 2) UVs."""
+    verts = np.ascontiguousarray(verts, np.float32)
+    faces = np.ascontiguousarray(faces, np.int32)
+    me = bpy.data.meshes.new(name)
+    me.vertices.add(len(verts))
+    me.vertices.foreach_set("co", verts.ravel())
+    me.loops.add(faces.size)
+    me.loops.foreach_set("vertex_index", faces.ravel())
+    me.polygons.add(len(faces))
+    me.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+    if uv is not None:
+        layer = me.uv_layers.new(name="UVMap")
+        layer.uv.foreach_set("vector", np.ascontiguousarray(uv, np.float32).ravel())
+    me.update(calc_edges=True)
+    return me
+
+
+def read_vertices(me: bpy.types.Mesh) -> np.ndarray:
+    out = np.empty(len(me.vertices) * 3, np.float32)
+    me.vertices.foreach_get("co", out)
+    return out.reshape(-1, 3)
+
+
+def write_vertices(me: bpy.types.Mesh, verts: np.ndarray) -> None:
+    me.vertices.foreach_set("co", np.ascontiguousarray(verts, np.float32).ravel())
+    me.update()
+
+
+def read_faces(me: bpy.types.Mesh) -> np.ndarray:
+    """Triangles of a mesh (its loop triangles, so n-gons come out triangulated)."""
+    me.calc_loop_triangles()
+    out = np.empty(len(me.loop_triangles) * 3, np.int32)
+    me.loop_triangles.foreach_get("vertices", out)
+    return out.reshape(-1, 3)
+
+
+def add_shape_keys(obj: bpy.types.Object, names: list[str], deltas: np.ndarray,
+                   slider_min: float, slider_max: float) -> None:
+    """Append one key per name: basis + delta (deltas (K, V, 3), Blender frame)."""
+    if obj.data.shape_keys is None:
+        obj.shape_key_add(name="Basis", from_mix=False)
+    basis = read_vertices(obj.data)
+    for name, delta in zip(names, deltas):
+        kb = obj.shape_key_add(name=name, from_mix=False)
+        kb.points.foreach_set("co", (basis + delta).ravel())
+        kb.slider_min, kb.slider_max = slider_min, slider_max
+
+
+def key_values(obj: bpy.types.Object, names: list[str]) -> np.ndarray:
+    blocks = obj.data.shape_keys.key_blocks if obj.data.shape_keys else {}
+    return np.array([blocks[n].value if n in blocks else 0.0 for n in names], np.float32)
+
+
+def set_key_values(obj: bpy.types.Object, names: list[str], values) -> None:
+    blocks = obj.data.shape_keys.key_blocks
+    for n, v in zip(names, values):
+        kb = blocks[n]
+        kb.value = float(np.clip(v, kb.slider_min, kb.slider_max))
