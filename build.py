@@ -85,13 +85,18 @@ def stage() -> Path:
     shutil.copytree(ROOT / "headcraft_blender", dst,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(ROOT / "blender_manifest.toml", dst / "blender_manifest.toml")
+    # The backend travels inside the extension so 'Set Up Backend' can pip-install it.
+    subprocess.run([venv_python() if venv_python().exists() else sys.executable, "-m", "pip", "wheel",
+                    "-q", "--no-deps", "--no-build-isolation", "-w", dst / "backend_dist",
+                    ROOT / "backend"], check=True, capture_output=True)
+    shutil.rmtree(ROOT / "backend" / "build", ignore_errors=True)
     return dst
 
 
 def blender_ext_cli(py: Path) -> tuple[Path, Path]:
-    out = subprocess.run([py, "-c", "import bpy, os; print(os.path.dirname(bpy.__file__))"],
-                         check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    base = Path(out) / "4.2" / "scripts"
+    out = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    base = Path(out) / "bpy" / "4.2" / "scripts"
     return (base / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py",
             base / "modules" / "_bpy_internal" / "extensions" / "tags.py")
 
@@ -157,4 +162,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"build.py: step failed (exit {exc.returncode}): {' '.join(map(str, exc.cmd))}")

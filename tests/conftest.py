@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT / "backend" / "src", ROOT, ROOT / "tests"):
+for p in (ROOT / "backend" / "src", ROOT, ROOT / "tests", ROOT / "tests" / "blender"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 

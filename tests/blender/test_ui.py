@@ -1,0 +1,65 @@
+"""Every panel's draw code runs against a recording layout; the extension zip builds."""
+import subprocess
+import sys
+import zipfile
+
+import bpy
+import pytest
+
+from recording_layout import draw
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def _panels(ext):
+    return [c for c in ext.addon.CLASSES if issubclass(c, bpy.types.Panel)]
+
+
+def test_panels_draw_with_and_without_a_head(blender, ext):
+    ctx = bpy.context
+    for cls in _panels(ext):
+        calls = draw(cls, ctx, real=object())
+        assert calls, cls.__name__
+    calls = draw(ext.ui.VIEW3D_PT_headcraft, ctx, real=object())
+    assert any(c[0] == "label" and "Backend" in c[1] for c in calls)
+
+
+def test_panel_shows_progress_and_cancel_while_a_job_runs(blender, ext):
+    job = ext.runtime.UIJob("Test job", "diagnostics.echo", {}, None, lambda r, a: None)
+    job.fraction, job.stage = 0.4, "stage"
+    ext.runtime.ACTIVE.append(job)
+    try:
+        calls = draw(ext.ui.VIEW3D_PT_headcraft, bpy.context, real=object())
+    finally:
+        ext.runtime.ACTIVE.remove(job)
+    assert ("progress", 0.4, "Test job: stage") in calls
+    assert ("operator", "headcraft.cancel_job") in calls
+
+
+def test_preferences_draw_in_both_modes(blender, ext):
+    prefs = bpy.context.preferences.addons[ext.__name__].preferences
+    for mode in ("LOCAL", "REMOTE"):
+        prefs.backend_mode = mode
+        calls = draw(prefs, bpy.context)
+        assert ("operator", "headcraft.restart_backend") in calls
+        assert ("prop", "flame_model_path") in calls
+        assert (("prop", "remote_token") in calls) == (mode == "REMOTE")
+    prefs.backend_mode = "LOCAL"
+
+
+def test_manifest_and_zip_validate(blender):
+    out = subprocess.run([sys.executable, str(ROOT / "build.py"), "extension"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    zips = sorted((ROOT / "dist").glob("headcraft-*.zip"))
+    with zipfile.ZipFile(zips[-1]) as z:
+        names = set(z.namelist())
+    assert {"blender_manifest.toml", "__init__.py", "client/wire.py", "head/build.py"} <= names
+    assert any(n.startswith("backend_dist/headcraft_backend-") for n in names)
+    assert not any("torch" in n or "numpy" in n for n in names)
+
+
+def test_no_torch_in_the_extension():
+    for path in (ROOT / "headcraft_blender").rglob("*.py"):
+        text = path.read_text()
+        assert "import torch" not in text and "from torch" not in text, path
