@@ -1,0 +1,136 @@
+"""Benchmarks (`python build.py bench`): each prints our time and the ratio to a straightforward
+baseline measured in the same run. Timings are medians of several repeats."""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+import bpy  # noqa: E402
+import addon_utils  # noqa: E402
+
+# The staged extension, enabled as Blender would load it.
+bpy.context.preferences.extensions.repos.new(name="bench", module="bench",
+                                             custom_directory=str(ROOT / ".stage"), source="USER")
+addon_utils.enable("bl_ext.bench.headcraft", default_set=True)
+ext = sys.modules["bl_ext.bench.headcraft"]
+from bl_ext.bench.headcraft.client.launcher import LocalBackend  # noqa: E402
+from bl_ext.bench.headcraft.meshdata import new_mesh, read_vertices, write_vertices  # noqa: E402
+
+
+def median_ms(fn, repeats=7) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def sphere_mesh(n_side: int):
+    """A closed-ish UV sphere with n_side^2 vertices, radius 0.1 m, and its triangles."""
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, n_side, endpoint=False),
+                       np.linspace(0.05, np.pi - 0.05, n_side), indexing="xy")
+    verts = 0.1 * np.stack([np.sin(v) * np.cos(u), np.sin(v) * np.sin(u), np.cos(v)], -1).reshape(-1, 3)
+    i, j = np.meshgrid(np.arange(n_side - 1), np.arange(n_side), indexing="ij")
+    a = i * n_side + j
+    b = i * n_side + (j + 1) % n_side
+    c, d = a + n_side, b + n_side
+    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    return verts.astype(np.float32), faces.astype(np.int32)
+
+
+def bench_roundtrip(conn) -> None:
+    verts, faces = sphere_mesh(317)  # 100,489 vertices
+    me = new_mesh("bench", verts, faces)
+
+    def ours():
+        co = read_vertices(me)
+        back = conn.call("diagnostics.echo", {}, {"co": co}).arrays["co"]
+        write_vertices(me, back)
+
+    def json_baseline():
+        co = read_vertices(me)
+        payload = np.frombuffer(json.dumps(co.tolist()).encode(), np.uint8)
+        back = conn.call("diagnostics.echo", {}, {"json": payload}).arrays["json"]
+        write_vertices(me, np.array(json.loads(back.tobytes()), np.float32))
+
+    t_ours, t_base = median_ms(ours), median_ms(json_baseline, 3)
+    print(f"mesh round trip Blender->backend->Blender, {len(verts):,} vertices: {t_ours:.1f} ms "
+          f"(target <= 30 ms) | JSON baseline {t_base:.1f} ms | speed-up x{t_base / t_ours:.1f}")
+    bpy.data.meshes.remove(me)
+
+
+def bench_add_head() -> None:
+    """Add Head's Blender side on a 100K-vertex head with 152 shape keys (100 identity + 52
+    expressions): mesh, UVs, regions, weights, keys, rig."""
+    verts, faces = sphere_mesh(317)
+    V, S, E, J = len(verts), 100, 52, 5
+    rng = np.random.default_rng(0)
+    model_verts = np.stack([verts[:, 0], verts[:, 2], -verts[:, 1]], 1)
+    weights = np.zeros((V, J), np.float32)
+    weights[np.arange(V), rng.integers(0, J, V)] = 1
+    result = {"num_shape": S, "num_expr": E, "joint_names": ["global", "neck", "jaw", "eye_L", "eye_R"],
+              "expr_names": [f"expr{i:02d}" for i in range(E)], "parents": [-1, 0, 1, 1, 1],
+              "model": "bench", "version": "0", "expr_kind": "blendshape"}
+    arrays = {"vertices": model_verts, "faces": faces, "uv": rng.random((len(faces), 3, 2), np.float32),
+              "shape_deltas": rng.standard_normal((S, V, 3), np.float32) * 1e-3,
+              "expr_deltas": rng.standard_normal((E, V, 3), np.float32) * 1e-3,
+              "joints": np.array([[0, -0.08, 0], [0, -0.05, 0], [0, -0.03, 0.03], [0.03, 0.03, 0.07],
+                                  [-0.03, 0.03, 0.07]], np.float32),
+              "joint_shape_deltas": np.zeros((S, J, 3), np.float32), "lbs_weights": weights,
+              "region__face": np.arange(0, V // 2, dtype=np.int32)}
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        head = ext.head.build.create_head(bpy.context, result, arrays, name="BenchHead")
+        times.append((time.perf_counter() - t) * 1e3)
+        rig, me = head.parent, head.data
+        bpy.data.objects.remove(head)
+        bpy.data.meshes.remove(me)
+        arm = rig.data
+        bpy.data.objects.remove(rig)
+        bpy.data.armatures.remove(arm)
+    t_ours = statistics.median(times)
+
+    # Baseline: the same keys written the straightforward way (key_block.data, float64 lists);
+    # 10 keys timed, scaled to 152.
+    me = new_mesh("base", verts, faces)
+    obj = bpy.data.objects.new("base", me)
+    bpy.context.scene.collection.objects.link(obj)
+    obj.shape_key_add(name="Basis")
+    t = time.perf_counter()
+    for k in range(10):
+        kb = obj.shape_key_add(name=f"k{k}", from_mix=False)
+        kb.data.foreach_set("co", (verts + arrays["shape_deltas"][k]).astype(np.float64).ravel().tolist())
+    t_keys_base = (time.perf_counter() - t) * 1e3 * (S + E) / 10
+    bpy.data.objects.remove(obj)
+    bpy.data.meshes.remove(me)
+    print(f"Add Head in Blender, {V:,} vertices, {S + E} shape keys + rig: {t_ours:.0f} ms | "
+          f"baseline shape keys alone via key_block.data + float64: {t_keys_base:.0f} ms | "
+          f"speed-up x{t_keys_base / t_ours:.1f}")
+
+
+def main() -> int:
+    backend = LocalBackend(sys.executable, "cpu")
+    backend.start()
+    conn = backend.connect()
+    try:
+        print(f"backend: {conn.info['device_name']} ({conn.info['torch_version']})")
+        bench_roundtrip(conn)
+        bench_add_head()
+    finally:
+        backend.stop(conn)
+        addon_utils.disable("bl_ext.bench.headcraft", default_set=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
