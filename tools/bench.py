@@ -13,13 +13,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 import bpy  # noqa: E402
-import addon_utils  # noqa: E402
 
-# The staged extension, enabled as Blender would load it.
-bpy.context.preferences.extensions.repos.new(name="bench", module="bench",
-                                             custom_directory=str(ROOT / ".stage"), source="USER")
-addon_utils.enable("bl_ext.bench.headcraft", default_set=True)
-ext = sys.modules["bl_ext.bench.headcraft"]
+from blender_session import disable_extension, enable_extension  # noqa: E402
+
+ext = enable_extension("bench")
 from bl_ext.bench.headcraft.client.launcher import LocalBackend  # noqa: E402
 from bl_ext.bench.headcraft.meshdata import new_mesh, read_vertices, write_vertices  # noqa: E402
 
@@ -128,7 +125,7 @@ def main() -> int:
         bench_add_head()
     finally:
         backend.stop(conn)
-        addon_utils.disable("bl_ext.bench.headcraft", default_set=True)
+        disable_extension(ext)
     return 0
 
 

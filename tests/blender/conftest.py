@@ -7,8 +7,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-REPO = "hc_test"
-MODULE = f"bl_ext.{REPO}.headcraft"
+sys.path.insert(0, str(ROOT / "tools"))
+from blender_session import disable_extension, enable_extension  # noqa: E402
 
 
 def _build_module():
@@ -21,17 +21,11 @@ def _build_module():
 @pytest.fixture(scope="session")
 def blender():
     """bpy with the HeadCraft extension enabled and pointed at this Python as its backend."""
-    import bpy  # noqa: I001  (bpy first: it puts Blender's script modules on sys.path)
-    import addon_utils
-    stage = _build_module().stage()
-    bpy.context.preferences.extensions.repos.new(
-        name=REPO, module=REPO, custom_directory=str(stage.parent), source="USER")
-    addon_utils.enable(MODULE, default_set=True, handle_error=None)
-    prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.python_path = sys.executable
-    prefs.device = "CPU"
+    import bpy
+    _build_module().stage()
+    ext = enable_extension("hc_test")
     yield bpy
-    addon_utils.disable(MODULE, default_set=True)
+    disable_extension(ext)
 
 
 @pytest.fixture
@@ -43,4 +37,4 @@ def ext(blender):
     for coll in (bpy.data.meshes, bpy.data.armatures, bpy.data.collections):
         for block in list(coll):
             coll.remove(block)
-    return sys.modules[MODULE]
+    return sys.modules["bl_ext.hc_test.headcraft"]

@@ -41,3 +41,66 @@ def test_add_flame_head(blender, ext, flame_dir):
     head.data.vertices.foreach_get("co", co)
     v = flame_dir.arrays["v_template"]
     np.testing.assert_allclose(co.reshape(-1, 3), np.stack([v[:, 0], -v[:, 2], v[:, 1]], 1), atol=1e-6)
+
+
+def _scene_snapshot(bpy):
+    return sorted((o.name, o.type) for o in bpy.data.objects), len(bpy.data.meshes), len(bpy.data.armatures)
+
+
+def test_flame_not_configured_is_a_clear_error_and_creates_nothing(blender, ext):
+    bpy = blender
+    p = bpy.context.preferences.addons[ext.__name__].preferences
+    p.flame_model_path = ""
+    before = _scene_snapshot(bpy)
+    # a script sees the operator's error report as an exception
+    with pytest.raises(RuntimeError, match="FLAME is not configured"):
+        bpy.ops.headcraft.add_head(model="FLAME")
+    assert _scene_snapshot(bpy) == before
+    level, text = ext.runtime.MESSAGES[-1]
+    assert level == "ERROR" and "FLAME is not configured" in text
+
+
+def test_broken_flame_file_names_the_file(blender, ext, tmp_path, flame_dir):
+    bpy = blender
+    configure_flame(bpy, ext, flame_dir)
+    bad = tmp_path / "generic_model.pkl"
+    bad.write_bytes(flame_dir.model.read_bytes()[:1000])  # truncated
+    bpy.context.preferences.addons[ext.__name__].preferences.flame_model_path = str(bad)
+    before = _scene_snapshot(bpy)
+    with pytest.raises(RuntimeError, match="generic_model.pkl"):
+        bpy.ops.headcraft.add_head(model="FLAME")
+    assert _scene_snapshot(bpy) == before
+    assert "generic_model.pkl" in ext.runtime.MESSAGES[-1][1]
+
+
+def test_dead_backend_gives_clear_message_then_recovers(blender, ext, flame_dir):
+    bpy = blender
+    configure_flame(bpy, ext, flame_dir)
+    mgr = ext.runtime.MANAGER
+    prefs = bpy.context.preferences.addons[ext.__name__].preferences
+    good = prefs.python_path
+    mgr.stop()
+    prefs.python_path = "/nonexistent/python"
+    before = _scene_snapshot(bpy)
+    with pytest.raises(RuntimeError, match="Set up backend"):
+        bpy.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2)
+    assert "not found" in ext.runtime.MESSAGES[-1][1] and _scene_snapshot(bpy) == before
+    assert mgr.status()["state"] == "error"
+    prefs.python_path = good
+    # a backend killed behind our back: the next job restarts it
+    assert bpy.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2) == {"FINISHED"}
+    mgr.local.process.kill()
+    mgr.local.process.wait()
+    assert bpy.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2) == {"FINISHED"}
+    assert mgr.status()["state"] == "ready"
+
+
+def test_restart_and_release_operators(blender, ext):
+    bpy = blender
+    assert bpy.ops.headcraft.restart_backend() == {"FINISHED"}
+    pid = ext.runtime.MANAGER.local.process.pid
+    assert bpy.ops.headcraft.release_gpu() == {"FINISHED"}
+    assert bpy.ops.headcraft.restart_backend() == {"FINISHED"}
+    assert ext.runtime.MANAGER.local.process.pid != pid
+    assert bpy.ops.headcraft.stop_backend() == {"FINISHED"}
+    assert ext.runtime.MANAGER.status()["state"] == "stopped"
