@@ -22,21 +22,19 @@ def rigid_chain(rot: torch.Tensor, joints: torch.Tensor, parents: list[int]) -> 
     rot (B, J, 3, 3), joints (B, J, 3) rest positions. Returns posed joints (B, J, 3) and the
     per-joint transforms (B, J, 4, 4) that map rest-pose points to posed points.
     """
-    B, J = joints.shape[:2]
-    rel = joints.clone()
-    rel[:, 1:] = joints[:, 1:] - joints[:, parents[1:]]
-    local = torch.zeros(B, J, 4, 4, dtype=rot.dtype, device=rot.device)
-    local[..., :3, :3] = rot
-    local[..., :3, 3] = rel
-    local[..., 3, 3] = 1
+    rel = torch.cat([joints[:, :1], joints[:, 1:] - joints[:, parents[1:]]], 1)
+    bottom = torch.zeros_like(rel[..., None, :1]).expand(*rel.shape[:2], 1, 4).clone()
+    bottom[..., 3] = 1
+    local = torch.cat([torch.cat([rot, rel[..., None]], -1), bottom], -2)  # (B, J, 4, 4)
     world = [local[:, 0]]
-    for j in range(1, J):
+    for j in range(1, len(parents)):
         world.append(world[parents[j]] @ local[:, j])
     world = torch.stack(world, 1)
     posed_joints = world[..., :3, 3]
     # Remove the rest-pose joint offset so the transform applies to rest-pose vertices.
-    world = world.clone()
-    world[..., :3, 3] = posed_joints - (world[..., :3, :3] @ joints[..., None])[..., 0]
+    R = world[..., :3, :3]
+    t = posed_joints - (R @ joints[..., None])[..., 0]
+    world = torch.cat([torch.cat([R, t[..., None]], -1), bottom], -2)
     return posed_joints, world
 
 
