@@ -154,6 +154,23 @@ def last_finished() -> UIJob | None:
     return _LAST[0]
 
 
+def in_thread(fn: Callable[[], object], done: str) -> None:
+    """Run a blocking backend call off the main thread; report the outcome in the panel."""
+    def work():
+        try:
+            fn()
+            notify(done)
+        except BackendError as exc:
+            notify_error(str(exc))
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+
+    def redraw():
+        _redraw()
+        return 0.2 if thread.is_alive() else None
+    bpy.app.timers.register(redraw, first_interval=0.1)
+
+
 def ensure_pump() -> None:
     if not bpy.app.timers.is_registered(pump):
         bpy.app.timers.register(pump, first_interval=0.05)

@@ -65,9 +65,15 @@ class HEADCRAFT_OT_cancel_job(bpy.types.Operator):
 
 
 def _backend_op(fn, done: str):
+    """An operator body that talks to the backend: synchronous headless, else in a thread so
+    the UI never waits for a backend to start or stop."""
     def execute(self, context):
+        settings = runtime.settings_from_prefs()
+        if not bpy.app.background:
+            runtime.in_thread(lambda: fn(settings), done)
+            return {"FINISHED"}
         try:
-            fn()
+            fn(settings)
         except BackendError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -76,26 +82,30 @@ def _backend_op(fn, done: str):
     return execute
 
 
+def _restart(settings):
+    runtime.MANAGER.configure(settings)
+    runtime.MANAGER.restart()
+
+
 class HEADCRAFT_OT_restart_backend(bpy.types.Operator):
     """Stop the backend and start it again with the current preferences"""
     bl_idname = "headcraft.restart_backend"
     bl_label = "Restart Backend"
-    execute = _backend_op(lambda: (runtime.MANAGER.configure(runtime.settings_from_prefs()),
-                                   runtime.MANAGER.restart()), "backend restarted")
+    execute = _backend_op(_restart, "backend restarted")
 
 
 class HEADCRAFT_OT_stop_backend(bpy.types.Operator):
     """Stop the backend process (it starts again when a job needs it)"""
     bl_idname = "headcraft.stop_backend"
     bl_label = "Stop Backend"
-    execute = _backend_op(lambda: runtime.MANAGER.stop(), "backend stopped")
+    execute = _backend_op(lambda s: runtime.MANAGER.stop(), "backend stopped")
 
 
 class HEADCRAFT_OT_release_gpu(bpy.types.Operator):
     """Drop cached models and free the backend's GPU memory"""
     bl_idname = "headcraft.release_gpu"
     bl_label = "Release GPU"
-    execute = _backend_op(lambda: runtime.MANAGER.release(), "backend memory released")
+    execute = _backend_op(lambda s: runtime.MANAGER.release(), "backend memory released")
 
 
 class HEADCRAFT_OT_setup_backend(bpy.types.Operator):

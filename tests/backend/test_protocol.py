@@ -1,4 +1,5 @@
 """The wire protocol against a real backend process over a real socket."""
+import os
 import socket
 import struct
 import sys
@@ -196,3 +197,46 @@ def test_header_prefix_layout():
     buf = wire.encode("ping", {})[0]
     magic, hl, pl = struct.unpack("<4sIQ", buf[:16])
     assert magic == b"HCW1" and pl == 0 and hl == len(buf) - 16
+
+
+def test_orphaned_backend_is_cleaned_up(tmp_path):
+    """A backend whose Blender died (pid file owner gone) is killed by the next launch."""
+    import json
+    import subprocess
+    from headcraft_blender.client.launcher import cleanup_orphan
+    b = LocalBackend(sys.executable, "cpu", log_path=tmp_path / "log", pid_file=tmp_path / "pid")
+    b.start()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = json.loads((tmp_path / "pid").read_text())
+    record["owner"] = dead.pid  # as if another Blender had started it and crashed
+    (tmp_path / "pid").write_text(json.dumps(record))
+    assert cleanup_orphan(tmp_path / "pid") == b.process.pid
+    assert b.process.wait(10) is not None
+    assert not (tmp_path / "pid").exists()
+    # a pid file naming a live process that is not a backend is left alone
+    (tmp_path / "pid").write_text(json.dumps({"pid": os.getpid(), "owner": dead.pid}))
+    assert cleanup_orphan(tmp_path / "pid") is None
+
+
+def test_backend_exits_when_its_parent_dies(tmp_path):
+    import os as _os
+    import subprocess
+    # a short-lived parent launches the backend and exits; the backend must follow within seconds
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from headcraft_blender.client.launcher import LocalBackend\n"
+        "b = LocalBackend(sys.executable, 'cpu'); b.start(); print(b.process.pid, flush=True)\n"
+    ) % str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    pid = int(out.stdout.split()[-1])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            _os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        _os.kill(pid, 9)
+        pytest.fail("backend outlived its parent")

@@ -104,3 +104,21 @@ def test_restart_and_release_operators(blender, ext):
     assert ext.runtime.MANAGER.local.process.pid != pid
     assert bpy.ops.headcraft.stop_backend() == {"FINISHED"}
     assert ext.runtime.MANAGER.status()["state"] == "stopped"
+
+
+def test_cancel_applies_nothing(blender, ext):
+    """A cancelled job reports 'cancelled' and its result callback never runs."""
+    import threading
+    applied = []
+    job = ext.runtime.UIJob("Self-test", "diagnostics.selftest", {"seconds": 60}, None,
+                            lambda r, a: applied.append(r))
+    ext.runtime.ACTIVE.append(job)
+    threading.Thread(target=job._run, daemon=True).start()
+    import time
+    deadline = time.monotonic() + 60
+    while job.fraction == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.state == "running"
+    assert blender.ops.headcraft.cancel_job() == {"FINISHED"}
+    ext.runtime.wait(job, timeout=10)
+    assert job.state == "cancelled" and applied == [] and job not in ext.runtime.ACTIVE

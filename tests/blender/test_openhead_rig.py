@@ -102,3 +102,21 @@ def test_randomize_expression_and_head_panel(blender, ext, head):
     blender.context.view_layer.objects.active = head.parent  # the rig selects its head too
     calls = draw(ext.head.panel.VIEW3D_PT_headcraft_head, blender.context, real=object())
     assert ("operator", "headcraft.reset_head") in calls
+
+
+def test_rig_can_be_keyframed(blender, head):
+    bpy = blender
+    jaw = head.parent.pose.bones["jaw"]
+    scene = bpy.context.scene
+    jaw.rotation_euler = (0.0, 0.0, 0.0)
+    jaw.keyframe_insert("rotation_euler", frame=1)
+    jaw.rotation_euler = (0.35, 0.0, 0.0)
+    jaw.keyframe_insert("rotation_euler", frame=11)
+    scene.frame_set(1)
+    closed = evaluated(bpy, head)
+    scene.frame_set(11)
+    opened = evaluated(bpy, head)
+    c = chin(head)
+    assert opened[c, 2] < closed[c, 2] - 0.005
+    head.parent.animation_data_clear()
+    scene.frame_set(1)

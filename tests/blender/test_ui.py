@@ -57,6 +57,25 @@ def test_manifest_and_zip_validate(blender):
     assert {"blender_manifest.toml", "__init__.py", "client/wire.py", "head/build.py"} <= names
     assert any(n.startswith("backend_dist/headcraft_backend-") for n in names)
     assert not any("torch" in n or "numpy" in n for n in names)
+    # A user's install: the zip into a fresh Blender user folder, enabled, Add Head works.
+    script = f"""
+import os, sys, tempfile
+os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp()
+import bpy, addon_utils
+bpy.ops.extensions.package_install_files(filepath={str(zips[-1])!r}, repo="user_default",
+                                         enable_on_install=True)
+mod = "bl_ext.user_default.headcraft"
+prefs = bpy.context.preferences.addons[mod].preferences
+prefs.python_path, prefs.device = sys.executable, "CPU"
+bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=3, num_expr=4)
+head = bpy.context.active_object
+print("HEAD", head["headcraft_model"], len(head.data.vertices), len(head.data.shape_keys.key_blocks))
+addon_utils.disable(mod, default_set=True)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in __import__("os").environ.items()
+                              if k != "BLENDER_USER_RESOURCES"})
+    assert "HEAD openhead 4570 8" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
 
 
 def test_no_torch_in_the_extension():
