@@ -52,6 +52,7 @@ def find_python311() -> str:
 
 def setup() -> Path:
     """Create/refresh .venv; skipped when nothing it depends on changed."""
+    sync()
     py = venv_python()
     stamp = VENV / ".headcraft-setup"
     key = hashlib.sha256("\n".join(REQUIREMENTS).encode()
@@ -69,7 +70,7 @@ def setup() -> Path:
 
 
 def sync() -> None:
-    """The extension carries a byte-identical copy of the backend's wire codec."""
+    """The extension carries a generated copy of the backend's wire codec (not tracked)."""
     src = WIRE_SRC.read_bytes()
     if not WIRE_COPY.exists() or WIRE_COPY.read_bytes() != src:
         WIRE_COPY.write_bytes(src)
@@ -117,7 +118,6 @@ def extension() -> Path:
 
 def test(args) -> int:
     py = setup()
-    sync()
     cmd = [py, "-m", "pytest", "-q", "-ra", "--timeout=900", "tests", *args]
     print("+", " ".join(map(str, cmd)), flush=True)
     code = subprocess.run(cmd, cwd=ROOT).returncode

@@ -1,5 +1,4 @@
 """Add-on preferences: where the backend runs, the device, FLAME files, models folder."""
-from __future__ import annotations
 
 import bpy
 

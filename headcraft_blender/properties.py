@@ -1,5 +1,4 @@
 """Scene settings of the HeadCraft panels."""
-from __future__ import annotations
 
 import bpy
 

@@ -1,5 +1,4 @@
 """Operators for adding and editing parametric heads."""
-from __future__ import annotations
 
 import bpy
 

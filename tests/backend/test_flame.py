@@ -2,7 +2,6 @@
 import io
 import pickle
 import pickletools
-import sys
 import zipfile
 from pathlib import Path
 

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from headcraft_backend import wire
-from headcraft_blender.client import wire as client_wire
 from headcraft_blender.client.connection import BackendError, Connection
 from headcraft_blender.client.launcher import LocalBackend
-
-
-def test_extension_carries_identical_wire_module():
-    assert open(wire.__file__, "rb").read() == open(client_wire.__file__, "rb").read(), \
-        "headcraft_blender/client/wire.py differs: run `python build.py sync`"
 
 
 class _Pair:

@@ -1,7 +1,6 @@
 """'Set Up Backend' creates a real environment with pip, and the extension then runs on it."""
 import sys
 
-import pytest
 
 
 def test_setup_backend_then_add_head(blender, ext, tmp_path, monkeypatch):

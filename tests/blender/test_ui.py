@@ -4,7 +4,6 @@ import sys
 import zipfile
 
 import bpy
-import pytest
 
 from recording_layout import draw
 

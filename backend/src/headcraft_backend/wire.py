@@ -1,8 +1,8 @@
 """HeadCraft wire protocol: framing and array codec (stdlib + numpy only, no pickle).
 
 The protocol is specified in docs/PROTOCOL.md. This file is the single implementation; the
-Blender extension carries a byte-identical copy (headcraft_blender/client/wire.py, kept in sync
-by `python build.py extension|test` and checked by tests/backend/test_wire.py).
+Blender extension gets a generated, untracked copy as headcraft_blender/client/wire.py
+(`python build.py sync`, run by every build.py command and by the test suite).
 
 Frame = MAGIC (4 bytes) | header length (uint32 LE) | payload length (uint64 LE)
         | header (UTF-8 JSON object) | payload (raw little-endian array bytes).
