@@ -27,7 +27,7 @@ def frame_camera(bpy, head, distance: float = 0.75) -> None:
     direction = centre - np.array(cam.location)
     cam.rotation_euler = _look_rotation(direction)
     scene.camera = cam
-    for name, loc, energy in (("Key", (0.6, -0.8, 0.7), 60.0), ("Fill", (-0.7, -0.5, 0.2), 20.0)):
+    for name, loc, energy in (("Key", (0.6, -0.8, 0.7), 30.0), ("Fill", (-0.7, -0.5, 0.2), 8.0)):
         light = bpy.data.objects.new(name, bpy.data.lights.new(name, "AREA"))
         light.data.energy, light.data.size = energy, 0.6
         light.location = tuple(np.array(loc) + centre)
@@ -70,7 +70,7 @@ def main() -> int:
         mat = bpy.data.materials.new("Demo Skin")
         mat.use_nodes = True
         bsdf = mat.node_tree.nodes["Principled BSDF"]
-        bsdf.inputs["Base Color"].default_value = (0.8, 0.62, 0.52, 1.0)
+        bsdf.inputs["Base Color"].default_value = (0.62, 0.42, 0.33, 1.0)
         bsdf.inputs["Roughness"].default_value = 0.45
         head.data.materials.append(mat)
         head.data.shade_smooth()
