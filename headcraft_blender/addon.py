@@ -17,13 +17,17 @@ def register():
         bpy.utils.register_class(cls)
     properties.register()
     atexit.register(runtime.shutdown)
+    if not bpy.app.background:
+        bpy.app.timers.register(runtime.health_check, first_interval=runtime.HEALTH_INTERVAL_S,
+                                persistent=True)
 
 
 def unregister():
     atexit.unregister(runtime.shutdown)
     runtime.shutdown()
-    if bpy.app.timers.is_registered(runtime.pump):
-        bpy.app.timers.unregister(runtime.pump)
+    for timer in (runtime.pump, runtime.health_check):
+        if bpy.app.timers.is_registered(timer):
+            bpy.app.timers.unregister(timer)
     properties.unregister()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

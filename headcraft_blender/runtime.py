@@ -171,6 +171,23 @@ def in_thread(fn: Callable[[], object], done: str) -> None:
     bpy.app.timers.register(redraw, first_interval=0.1)
 
 
+HEALTH_INTERVAL_S = 5.0
+
+
+def health_check() -> float:
+    """Timer: ping a ready backend from a thread; a dead one shows up in the panel at once."""
+    conn = MANAGER.conn
+    if MANAGER.state == "ready" and conn is not None and not ACTIVE:
+        def ping():
+            try:
+                conn.ping(timeout=HEALTH_INTERVAL_S)
+            except BackendError as exc:
+                MANAGER.state, MANAGER.error = "error", str(exc)
+            _redraw()
+        threading.Thread(target=ping, daemon=True).start()
+    return HEALTH_INTERVAL_S
+
+
 def ensure_pump() -> None:
     if not bpy.app.timers.is_registered(pump):
         bpy.app.timers.register(pump, first_interval=0.05)

@@ -166,7 +166,9 @@ def sync_rig(context, head: bpy.types.Object) -> None:
     ns = int(head["headcraft_num_shape"])
     joints = np.array(head.data["headcraft_joints"], np.float32).reshape(-1, 3)
     deltas = np.array(head.data["headcraft_joint_shape_deltas"], np.float32).reshape(ns, -1, 3)
-    current = joints + np.einsum("k,kjc->jc", key_values(head, shape_key_names(ns)), deltas)
+    identity = key_values(head, shape_key_names(ns))
+    current = joints + np.einsum("k,kjc->jc", identity, deltas)
+    head["headcraft_rig_identity"] = identity.tolist()
     with _edit_mode(context, rig):
         for j, name in enumerate(rig.data["headcraft_bones"]):
             eb = rig.data.edit_bones[name]
@@ -174,6 +176,13 @@ def sync_rig(context, head: bpy.types.Object) -> None:
             eb.head = current[j]
             eb.tail = current[j] + np.array([0, 0, length], np.float32)
             eb.align_roll((0.0, -1.0, 0.0))
+
+
+def rig_out_of_date(head: bpy.types.Object) -> bool:
+    """True when identity keys were edited since the rig's joints were last placed."""
+    ns = int(head.get("headcraft_num_shape", 0))
+    synced = np.array(head.get("headcraft_rig_identity", [0.0] * ns), np.float32)
+    return synced.shape != (ns,) or not np.allclose(key_values(head, shape_key_names(ns)), synced, atol=1e-4)
 
 
 def randomize(head: bpy.types.Object, identity: bool, expression: bool, seed: int | None) -> None:

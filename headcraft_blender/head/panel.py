@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bpy
 
+from .. import runtime
 from . import build
 
 
@@ -18,6 +19,8 @@ class VIEW3D_PT_headcraft_head(bpy.types.Panel):
         settings = context.scene.headcraft
         col = layout.column(align=True)
         col.prop(settings, "model")
+        if settings.model == "FLAME" and not runtime.prefs().flame_model_path:
+            col.label(text="Set the FLAME files in the preferences", icon="ERROR")
         col.prop(settings, "num_shape")
         col.prop(settings, "num_expr")
         row = layout.row(align=True)
@@ -42,6 +45,8 @@ class VIEW3D_PT_headcraft_head(bpy.types.Panel):
         row = box.row(align=True)
         row.operator("headcraft.reset_head", icon="LOOP_BACK")
         row.operator("headcraft.sync_rig", icon="BONE_DATA")
+        if build.rig_out_of_date(head):
+            box.label(text="Identity edited: press Fit Rig to Identity", icon="ERROR")
 
 
 CLASSES = (VIEW3D_PT_headcraft_head,)

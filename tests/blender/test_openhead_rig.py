@@ -120,3 +120,25 @@ def test_rig_can_be_keyframed(blender, head):
     assert opened[c, 2] < closed[c, 2] - 0.005
     head.parent.animation_data_clear()
     scene.frame_set(1)
+
+
+def test_panel_flags_rig_out_of_date_after_manual_identity_edit(blender, ext, head):
+    panel = ext.head.panel.VIEW3D_PT_headcraft_head
+    stale = ("label", "Identity edited: press Fit Rig to Identity")
+    assert stale not in draw(panel, blender.context, real=object())
+    head.data.shape_keys.key_blocks["Shape000"].value = 2.0
+    assert stale in draw(panel, blender.context, real=object())
+    assert blender.ops.headcraft.sync_rig() == {"FINISHED"}
+    assert stale not in draw(panel, blender.context, real=object())
+    _, joints = backend_eval(ext, shape=[2.0])
+    np.testing.assert_allclose(np.array(head.parent.data.bones["neck"].head_local), joints[1], atol=1e-5)
+
+
+def test_flame_hint_when_unconfigured(blender, ext):
+    settings = blender.context.scene.headcraft
+    prefs = blender.context.preferences.addons[ext.__name__].preferences
+    prefs.flame_model_path = ""
+    settings.model = "FLAME"
+    calls = draw(ext.head.panel.VIEW3D_PT_headcraft_head, blender.context, real=object())
+    settings.model = "OPENHEAD"
+    assert ("label", "Set the FLAME files in the preferences") in calls
