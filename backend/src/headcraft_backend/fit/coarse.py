@@ -1,0 +1,150 @@
+"""Coarse fit: a similarity from landmarks, then identity, expression and jaw/neck pose from
+landmarks plus a robust surface term with Gaussian priors (REFERENCE 2.1)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from ..head.lbs import axis_angle_to_matrix
+from ..head.model import HeadModel
+from .units import MM_PER_UNIT, to_units
+
+JAW, NECK = 2, 1
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity with dst ~ s R src + t (Umeyama 1991)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1
+    R = U @ D @ Vt
+    s = float(np.trace(np.diag(S) @ D) / max((a * a).sum() / len(src), 1e-30))
+    return s, R, mu_d - s * R @ mu_s
+
+
+@dataclasses.dataclass
+class Similarity:
+    """Maps model-frame points (metres) to scan-frame points: x_scan = s R x + t."""
+    scale: float
+    rotation: np.ndarray
+    translation: np.ndarray
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self.scale * x @ self.rotation.T + self.translation
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return (y - self.translation) @ self.rotation / self.scale
+
+
+@dataclasses.dataclass
+class CoarseSettings:
+    steps: int = 300
+    lr: float = 1e-2
+    num_shape: int = 50
+    w_landmarks: float = 1.0
+    w_surface: float = 1.0
+    w_shape: float = 1e-3
+    w_expr: float = 1e-3
+    w_pose: float = 1e-2
+    robust_sigma: float = 0.5      # Geman-McClure scale of the surface term, HeadCraft units
+    refresh: int = 10
+
+
+@dataclasses.dataclass
+class CoarseFit:
+    shape: np.ndarray
+    expr: np.ndarray
+    pose: np.ndarray               # (J, 3) axis-angle
+    similarity: Similarity         # model frame -> scan frame
+    vertices: np.ndarray           # fitted coarse vertices, model frame, metres
+    landmark_rmse_mm: float
+    surface_median_mm: float
+
+
+def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.ndarray,
+               lmk_faces: np.ndarray, lmk_bary: np.ndarray, fit_region: np.ndarray,
+               settings: CoarseSettings = CoarseSettings(),
+               report: Callable[[float, str, str], None] | None = None) -> CoarseFit:
+    """scan_points (N, 3) and scan_landmarks (L, 3) in the scan frame (any units); the model's
+    landmarks are (lmk_faces, lmk_bary) on its triangles; fit_region: model vertices the surface
+    term uses (the bare face: hair and clothing would bias it)."""
+    report = report or (lambda f, s, m: None)
+    dev = model.v_template.device
+    faces = model.faces
+    tri_lmk = lambda v: (v[:, faces[torch.as_tensor(lmk_faces, device=dev)]]  # noqa: E731
+                         * torch.as_tensor(lmk_bary, dtype=torch.float32, device=dev)[None, :, :, None]).sum(2)
+    with torch.no_grad():
+        lmk0 = tri_lmk(model.v_template[None])[0].cpu().numpy()
+    s, R, t = umeyama(lmk0.astype(np.float64), scan_landmarks.astype(np.float64))
+    sim0 = Similarity(s, R, t)
+    # Work in the model frame, HeadCraft units.
+    scan_m = to_units(sim0.inverse(scan_points)).astype(np.float32)
+    lmk_m = torch.as_tensor(to_units(sim0.inverse(scan_landmarks)), dtype=torch.float32, device=dev)
+    tree = cKDTree(scan_m)
+    scan_t = torch.as_tensor(scan_m, device=dev)
+    region = torch.as_tensor(fit_region, dtype=torch.long, device=dev)
+    ns = min(settings.num_shape, model.data.num_shape)
+    shape = torch.zeros(1, ns, device=dev, requires_grad=True)
+    expr = torch.zeros(1, model.data.num_expr, device=dev, requires_grad=True)
+    jaw_neck = torch.zeros(1, 2, 3, device=dev, requires_grad=True)
+    rot = torch.zeros(3, device=dev, requires_grad=True)
+    trans = torch.zeros(3, device=dev, requires_grad=True)
+    log_scale = torch.zeros(1, device=dev, requires_grad=True)
+    opt = torch.optim.Adam([shape, expr, jaw_neck, rot, trans, log_scale], lr=settings.lr)
+    blend = model.data.name == "openhead"
+    nn_idx = None
+
+    def forward():
+        pose = torch.zeros(1, model.num_joints, 3, device=dev)
+        pose = pose.index_put((torch.tensor([0]), torch.tensor([NECK, JAW])), jaw_neck[0])
+        e = expr.clamp(0, 1) if blend else expr
+        v = to_units(model(shape=shape, expr=e, pose=pose).vertices)
+        Rc = axis_angle_to_matrix(rot)
+        return torch.exp(log_scale) * v @ Rc.T + trans
+
+    sigma2 = settings.robust_sigma ** 2
+    for step in range(settings.steps):
+        v = forward()
+        l_lmk = ((tri_lmk(v)[0] - lmk_m) ** 2).sum(-1).mean()
+        rigid_only = step < settings.steps // 4
+        if nn_idx is None or step % settings.refresh == 0:
+            nn_idx = torch.as_tensor(tree.query(v[0, region].detach().cpu().numpy(), workers=-1)[1], device=dev)
+        d2 = ((v[0, region] - scan_t[nn_idx]) ** 2).sum(-1)
+        l_surf = (d2 / (d2 + sigma2)).mean()
+        loss = settings.w_landmarks * l_lmk + settings.w_surface * l_surf
+        if not rigid_only:
+            loss = loss + settings.w_shape * (shape ** 2).sum() + settings.w_expr * (expr ** 2).sum() \
+                + settings.w_pose * (jaw_neck ** 2).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if rigid_only:  # first settle the similarity, then let the model deform
+            for p in (shape, expr, jaw_neck):
+                p.grad = None
+        opt.step()
+        if step % 10 == 0 or step == settings.steps - 1:
+            report((step + 1) / settings.steps, "coarse fit",
+                   f"step {step + 1}/{settings.steps}  landmarks {l_lmk.item():.3g}  surface {l_surf.item():.3g}")
+    with torch.no_grad():
+        pose = torch.zeros(model.num_joints, 3)
+        pose[[NECK, JAW]] = jaw_neck[0].cpu()
+        e = expr.clamp(0, 1) if blend else expr
+        verts_model = model(shape=shape, expr=e, pose=pose[None].to(dev)).vertices[0].cpu().numpy()
+        v = forward()[0]
+        lmk_rmse = torch.sqrt(((tri_lmk(v[None])[0] - lmk_m) ** 2).sum(-1).mean()).item()
+        surf = tree.query(v[region].cpu().numpy())[0]
+    # Compose: model -> (correction, in units) -> model frame metres -> scan frame.
+    Rc = axis_angle_to_matrix(rot.detach()).cpu().numpy().astype(np.float64)
+    sc = float(torch.exp(log_scale).item())
+    tc = trans.detach().cpu().numpy().astype(np.float64) / to_units(1.0)
+    sim = Similarity(sim0.scale * sc, sim0.rotation @ Rc, sim0.scale * sim0.rotation @ tc + sim0.translation)
+    mm = MM_PER_UNIT
+    return CoarseFit(shape=shape.detach().cpu().numpy()[0], expr=e.detach().cpu().numpy()[0],
+                     pose=pose.numpy(), similarity=sim, vertices=verts_model,
+                     landmark_rmse_mm=lmk_rmse * mm, surface_median_mm=float(np.median(surf)) * mm)

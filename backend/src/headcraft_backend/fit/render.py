@@ -1,0 +1,436 @@
+"""A small offscreen triangle rasteriser for the backend (no OpenGL, no display, no GPU needed).
+
+Renders a triangle mesh to an RGB image together with a per-pixel triangle id and barycentric
+buffer, so that anything found in the image (face landmarks, a mask) can be lifted back to the
+surface exactly: the 3D point under pixel centre ``(row, col)`` is
+``sum_k bary[row, col, k] * vertices[faces[tri_id[row, col], k]]``.
+
+Conventions
+-----------
+* Camera space is OpenCV's: x right, y down, z forward (into the screen); a pixel ``(row, col)``
+  covers ``[col, col + 1) x [row, row + 1)`` in continuous image coordinates, its centre is at
+  ``(col + 0.5, row + 0.5)``; MediaPipe's normalised landmark ``(x, y)`` is at ``(x * W, y * H)``.
+* Barycentrics in the buffer are those of the 3D surface point (perspective-correct), not of the
+  2D screen position.
+* Visibility is a z-buffer over all triangles; nothing is back-face culled (scans often have
+  inconsistent winding), and shading uses ``|n . l|`` so flipped normals still look right.
+
+The rasteriser is vectorised torch on the CPU: triangles are grouped by the size of their pixel
+bounding box and every candidate pixel of a group is tested at once; the nearest triangle per pixel
+wins through a ``scatter_reduce(amin)`` over a 64-bit key (quantised depth, triangle id).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["Camera", "RenderResult", "render_mesh", "rasterize", "camera_for_head",
+           "vertex_normals"]
+
+_BACKGROUND = (0, 0, 0)
+_MAX_CANDIDATES = 1 << 22     # candidate pixels tested per chunk (memory ~ 100 bytes each)
+_DEPTH_BITS = 30               # key = quantised depth << 32 | triangle id
+
+
+@dataclasses.dataclass
+class Camera:
+    """A pinhole (perspective) or orthographic camera.
+
+    rotation: (3, 3) world -> camera rotation; its rows are the camera's right, down and forward
+    axes in world coordinates. position: (3,) the centre of projection (perspective) or a point on
+    the image plane's axis (orthographic), in world coordinates. focal: pixels per unit of
+    x/z (perspective); scale: pixels per world unit (orthographic). (cx, cy): the principal point
+    in continuous pixel coordinates.
+    """
+    rotation: np.ndarray
+    position: np.ndarray
+    width: int
+    height: int
+    projection: str = "perspective"   # or "orthographic"
+    focal: float = 1.0
+    scale: float = 1.0
+    cx: float | None = None
+    cy: float | None = None
+
+    def __post_init__(self):
+        self.rotation = np.asarray(self.rotation, np.float64).reshape(3, 3)
+        self.position = np.asarray(self.position, np.float64).reshape(3)
+        if self.projection not in ("perspective", "orthographic"):
+            raise ValueError(f"projection must be 'perspective' or 'orthographic', "
+                             f"not {self.projection!r}")
+        if self.cx is None:
+            self.cx = self.width / 2.0
+        if self.cy is None:
+            self.cy = self.height / 2.0
+
+    @property
+    def view_direction(self) -> np.ndarray:
+        """The direction the camera looks along (world coordinates)."""
+        return self.rotation[2].copy()
+
+    def to_camera(self, points) -> np.ndarray:
+        p = np.asarray(points, np.float64)
+        return (p - self.position) @ self.rotation.T
+
+    def project(self, points) -> tuple[np.ndarray, np.ndarray]:
+        """World points (..., 3) -> continuous pixel coordinates (..., 2) as (x=col, y=row), and
+        camera-space depth (...)."""
+        c = self.to_camera(points)
+        z = c[..., 2]
+        if self.projection == "perspective":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                xy = self.focal * c[..., :2] / z[..., None]
+        else:
+            xy = self.scale * c[..., :2]
+        xy = xy + np.array([self.cx, self.cy])
+        return xy, z
+
+    def pixel_footprint(self, depth) -> np.ndarray:
+        """World-space size of one pixel at camera-space depth `depth`."""
+        if self.projection == "perspective":
+            return np.asarray(depth, np.float64) / self.focal
+        return np.full(np.shape(depth), 1.0 / self.scale)
+
+    def rays(self, xy) -> tuple[np.ndarray, np.ndarray]:
+        """Continuous pixel coordinates (..., 2) -> ray origins and unit directions (world)."""
+        xy = np.asarray(xy, np.float64)
+        d = (xy - np.array([self.cx, self.cy]))
+        if self.projection == "perspective":
+            dc = np.concatenate([d / self.focal, np.ones(d.shape[:-1] + (1,))], -1)
+            dc /= np.linalg.norm(dc, axis=-1, keepdims=True)
+            origin = np.broadcast_to(self.position, dc.shape).copy()
+        else:
+            oc = np.concatenate([d / self.scale, np.zeros(d.shape[:-1] + (1,))], -1)
+            origin = oc @ self.rotation + self.position
+            dc = np.broadcast_to(np.array([0.0, 0.0, 1.0]), oc.shape)
+        return origin, dc @ self.rotation
+
+
+@dataclasses.dataclass
+class RenderResult:
+    image: np.ndarray      # (H, W, 3) uint8 RGB
+    tri_id: np.ndarray     # (H, W) int32, -1 where no triangle covers the pixel centre
+    bary: np.ndarray       # (H, W, 3) float32 perspective-correct barycentrics (0 on background)
+    depth: np.ndarray      # (H, W) float32 camera-space depth (inf on background)
+    camera: Camera
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.tri_id >= 0
+
+    def surface_points(self, vertices, faces) -> np.ndarray:
+        """(H, W, 3) world points under every pixel centre (NaN on background)."""
+        v = np.asarray(vertices, np.float64)
+        f = np.asarray(faces, np.int64)
+        out = np.full(self.tri_id.shape + (3,), np.nan)
+        m = self.mask
+        tri = v[f[self.tri_id[m]]]                                  # (N, 3, 3)
+        out[m] = np.einsum("nk,nkc->nc", self.bary[m].astype(np.float64), tri)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+def vertex_normals(vertices, faces) -> np.ndarray:
+    """Area-weighted unit vertex normals (V, 3); zero for unused vertices."""
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
+
+
+def _screen_space(camera: Camera, vertices: np.ndarray):
+    """Vertices -> (x, y) pixel coordinates, camera depth z, and the screen-affine depth key
+    (orthographic: z; perspective: -1/z; smaller is nearer)."""
+    c = camera.to_camera(vertices)
+    z = c[:, 2]
+    if camera.projection == "perspective":
+        zs = np.where(z > 1e-12, z, np.nan)
+        xy = camera.focal * c[:, :2] / zs[:, None]
+        key = -1.0 / zs
+    else:
+        xy = camera.scale * c[:, :2]
+        key = z.copy()
+    xy = xy + np.array([camera.cx, camera.cy])
+    return xy, z, key
+
+
+def rasterize(camera: Camera, vertices, faces, near: float | None = None):
+    """Z-buffer rasterisation of pixel centres.
+
+    Returns (tri_id (H, W) int32 with -1 for background, bary (H, W, 3) float32 perspective-correct,
+    depth (H, W) float32 camera-space z with inf for background).
+    """
+    H, W = int(camera.height), int(camera.width)
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64).reshape(-1, 3)
+    tri_out = np.full((H, W), -1, np.int32)
+    bary_out = np.zeros((H, W, 3), np.float32)
+    depth_out = np.full((H, W), np.inf, np.float32)
+    if len(f) == 0 or len(v) == 0:
+        return tri_out, bary_out, depth_out
+    if len(f) >= 2 ** 31:
+        raise ValueError("too many triangles for the rasteriser (2^31)")
+
+    xy, z, key = _screen_space(camera, v)
+    if near is None:
+        near = 0.0 if camera.projection == "orthographic" else 1e-9
+    # triangles entirely usable: finite projection, in front of the near plane (perspective)
+    ok_v = np.isfinite(xy).all(1) & np.isfinite(key)
+    if camera.projection == "perspective":
+        ok_v &= z > near
+    t_xy = torch.from_numpy(xy)                       # float64 for robust edge functions
+    t_key = torch.from_numpy(np.nan_to_num(key))
+    tf = torch.from_numpy(f)
+    tri_ok = torch.from_numpy(ok_v)[tf].all(1)
+
+    p = t_xy[tf]                                      # (F, 3, 2)
+    area2 = ((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1])
+             - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0]))
+    tri_ok &= area2.abs() > 1e-12
+    lo = torch.ceil(p.amin(1) - 0.5)                  # first pixel index whose centre is >= min
+    hi = torch.floor(p.amax(1) - 0.5)
+    lo[:, 0].clamp_(min=0)
+    lo[:, 1].clamp_(min=0)
+    hi[:, 0].clamp_(max=W - 1)
+    hi[:, 1].clamp_(max=H - 1)
+    tri_ok &= (hi >= lo).all(1)
+    idx = torch.nonzero(tri_ok).squeeze(1)
+    if idx.numel() == 0:
+        return tri_out, bary_out, depth_out
+
+    # depth key range over the visible triangles -> integer quantisation
+    used = torch.unique(tf[idx].reshape(-1))
+    kmin, kmax = t_key[used].min().item(), t_key[used].max().item()
+    kscale = ((1 << _DEPTH_BITS) - 1) / max(kmax - kmin, 1e-300)
+
+    lo_i = lo[idx].long()
+    size = (hi[idx].long() - lo_i + 1)                # (N, 2) bbox width, height in pixels
+    # group by power-of-two bucket of (width, height)
+    bw = torch.ceil(torch.log2(size[:, 0].double())).long()
+    bh = torch.ceil(torch.log2(size[:, 1].double())).long()
+    group = bw * 64 + bh
+    order = torch.argsort(group)
+    groups, counts = torch.unique_consecutive(group[order], return_counts=True)
+
+    zbuf = torch.full((H * W,), torch.iinfo(torch.int64).max, dtype=torch.int64)
+    start = 0
+    for g, n in zip(groups.tolist(), counts.tolist()):
+        sel = order[start:start + n]
+        start += n
+        gw, gh = 1 << (g // 64), 1 << (g % 64)
+        per = gw * gh
+        chunk = max(1, _MAX_CANDIDATES // per)
+        jj = torch.arange(gw, dtype=torch.float64).repeat(gh)          # (per,)
+        ii = torch.arange(gh, dtype=torch.float64).repeat_interleave(gw)
+        for c0 in range(0, n, chunk):
+            s = sel[c0:c0 + chunk]
+            t = idx[s]
+            x0 = lo_i[s, 0].double()[:, None]
+            y0 = lo_i[s, 1].double()[:, None]
+            inb = (jj[None] < size[s, 0, None]) & (ii[None] < size[s, 1, None])
+            px = x0 + jj[None] + 0.5
+            py = y0 + ii[None] + 0.5
+            q = p[t]                                                  # (n, 3, 2)
+            a = area2[t][:, None]
+            w0 = ((q[:, 2, 0, None] - q[:, 1, 0, None]) * (py - q[:, 1, 1, None])
+                  - (q[:, 2, 1, None] - q[:, 1, 1, None]) * (px - q[:, 1, 0, None])) / a
+            w1 = ((q[:, 0, 0, None] - q[:, 2, 0, None]) * (py - q[:, 2, 1, None])
+                  - (q[:, 0, 1, None] - q[:, 2, 1, None]) * (px - q[:, 2, 0, None])) / a
+            w2 = 1.0 - w0 - w1
+            eps = -1e-9
+            inside = inb & (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
+            if not bool(inside.any()):
+                continue
+            kk = t_key[tf[t]]                                         # (n, 3)
+            zk = w0 * kk[:, 0, None] + w1 * kk[:, 1, None] + w2 * kk[:, 2, None]
+            zq = ((zk - kmin) * kscale).clamp(0, (1 << _DEPTH_BITS) - 1).long()
+            keys = (zq << 32) | t[:, None]
+            pix = (y0.long() + ii.long()[None]) * W + (x0.long() + jj.long()[None])
+            zbuf.scatter_reduce_(0, pix[inside], keys[inside], reduce="amin")
+
+    hit = zbuf != torch.iinfo(torch.int64).max
+    pix = torch.nonzero(hit).squeeze(1)
+    if pix.numel() == 0:
+        return tri_out, bary_out, depth_out
+    tri = (zbuf[pix] & 0xFFFFFFFF).long()
+    # exact (unquantised) barycentrics of the winner at each pixel centre
+    px = (pix % W).double() + 0.5
+    py = torch.div(pix, W, rounding_mode="floor").double() + 0.5
+    q = p[tri]
+    a = area2[tri]
+    w0 = ((q[:, 2, 0] - q[:, 1, 0]) * (py - q[:, 1, 1]) - (q[:, 2, 1] - q[:, 1, 1]) * (px - q[:, 1, 0])) / a
+    w1 = ((q[:, 0, 0] - q[:, 2, 0]) * (py - q[:, 2, 1]) - (q[:, 0, 1] - q[:, 2, 1]) * (px - q[:, 2, 0])) / a
+    b = torch.stack([w0, w1, 1.0 - w0 - w1], 1).clamp_(0.0, 1.0)
+    tz = torch.from_numpy(z)[tf[tri]]                                 # (N, 3) camera depth
+    if camera.projection == "perspective":
+        b = b / tz                                                    # perspective correction
+    b = b / b.sum(1, keepdim=True)
+    d = (b * tz).sum(1)
+    tri_out.reshape(-1)[pix.numpy()] = tri.numpy().astype(np.int32)
+    bary_out.reshape(-1, 3)[pix.numpy()] = b.numpy().astype(np.float32)
+    depth_out.reshape(-1)[pix.numpy()] = d.numpy().astype(np.float32)
+    return tri_out, bary_out, depth_out
+
+
+def _sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup (N, 2) uv -> (N, C) float in [0, 1]; v is flipped (row = (1 - v) * H)."""
+    tex = np.asarray(texture)
+    scale = 255.0 if tex.dtype == np.uint8 else (65535.0 if tex.dtype == np.uint16 else 1.0)
+    if tex.ndim == 2:
+        tex = tex[..., None]
+    Ht, Wt = tex.shape[:2]
+    x = np.clip(uv[:, 0] * Wt - 0.5, 0, Wt - 1)
+    y = np.clip((1.0 - uv[:, 1]) * Ht - 0.5, 0, Ht - 1)
+    x0 = np.floor(x).astype(np.int64)
+    y0 = np.floor(y).astype(np.int64)
+    x1 = np.minimum(x0 + 1, Wt - 1)
+    y1 = np.minimum(y0 + 1, Ht - 1)
+    fx = (x - x0)[:, None]
+    fy = (y - y0)[:, None]
+    t = tex.astype(np.float32)
+    out = ((t[y0, x0] * (1 - fx) + t[y0, x1] * fx) * (1 - fy)
+           + (t[y1, x0] * (1 - fx) + t[y1, x1] * fx) * fy)
+    return out / scale
+
+
+def render_mesh(vertices, faces, camera: Camera, *, colors=None, texture=None, uv=None,
+                shading: float | None = None, albedo: float = 0.8, ambient: float = 0.25,
+                background=_BACKGROUND, smooth: bool = True) -> RenderResult:
+    """Render a triangle mesh.
+
+    colors: (V, 3) per-vertex colours in [0, 1] (or uint8). texture: (H, W, 3|4) image with
+    uv: (F, 3, 2) per-corner or (V, 2) per-vertex UVs (v up, row = (1 - v) * H).
+    shading: how much Lambert headlight shading multiplies the colour, 0 = flat colour,
+    1 = full; default 1 for the grey render and 0.3 when colours or a texture are given.
+    Without colours the mesh is grey (`albedo`) and shaded.
+    """
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64).reshape(-1, 3)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got {v.shape}")
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError("faces index vertices that do not exist")
+    tri_id, bary, depth = rasterize(camera, v, f)
+    H, W = tri_id.shape
+    img = np.empty((H, W, 3), np.float32)
+    img[:] = np.asarray(background, np.float32) / (255.0 if max(background) > 1 else 1.0)
+    m = tri_id >= 0
+    if m.any():
+        t = tri_id[m].astype(np.int64)
+        b = bary[m].astype(np.float64)
+        corner = f[t]                                                    # (N, 3)
+        if texture is not None:
+            if uv is None:
+                raise ValueError("a texture needs UVs")
+            uvs = np.asarray(uv, np.float64)
+            uvc = uvs[t] if uvs.ndim == 3 else uvs[corner]                # (N, 3, 2)
+            col = _sample_texture(texture, np.einsum("nk,nkc->nc", b, uvc))[:, :3]
+            if col.shape[1] == 1:
+                col = np.repeat(col, 3, 1)
+        elif colors is not None:
+            c = np.asarray(colors)
+            c = c.astype(np.float64) / (255.0 if c.dtype == np.uint8 else 1.0)
+            col = np.einsum("nk,nkc->nc", b, c[corner][..., :3])
+        else:
+            col = np.full((len(t), 3), albedo)
+        if shading is None:
+            shading = 1.0 if (texture is None and colors is None) else 0.3
+        if shading > 0:
+            if smooth:
+                n = np.einsum("nk,nkc->nc", b, vertex_normals(v, f)[corner])
+            else:
+                tv = v[corner]
+                n = np.cross(tv[:, 1] - tv[:, 0], tv[:, 2] - tv[:, 0])
+            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
+            if camera.projection == "perspective":
+                pts = np.einsum("nk,nkc->nc", b, v[corner])
+                light = camera.position - pts
+                light /= np.maximum(np.linalg.norm(light, axis=1, keepdims=True), 1e-300)
+            else:
+                light = -camera.view_direction[None]
+            lam = np.abs((n * light).sum(1))
+            lit = ambient + (1.0 - ambient) * lam
+            col = col * ((1.0 - shading) + shading * lit)[:, None]
+        img[m] = col
+    image = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return RenderResult(image=image, tri_id=tri_id, bary=bary, depth=depth, camera=camera)
+
+
+# --------------------------------------------------------------------------------------------
+def _unit(a, name) -> np.ndarray:
+    a = np.asarray(a, np.float64).reshape(3)
+    n = np.linalg.norm(a)
+    if not np.isfinite(n) or n < 1e-12:
+        raise ValueError(f"{name} must be a non-zero 3-vector")
+    return a / n
+
+
+def _rotate(vec, axis, angle_rad) -> np.ndarray:
+    """Rodrigues rotation of `vec` about unit `axis` (right-handed)."""
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    return vec * c + np.cross(axis, vec) * s + axis * np.dot(axis, vec) * (1 - c)
+
+
+def head_frame(up=(0, 1, 0), forward=(0, 0, 1)) -> tuple[np.ndarray, np.ndarray]:
+    """Unit up and forward, forward made perpendicular to up."""
+    u = _unit(up, "up")
+    fw = np.asarray(forward, np.float64).reshape(3)
+    fw = fw - u * np.dot(fw, u)
+    return u, _unit(fw, "forward (must not be parallel to up)")
+
+
+def camera_for_head(vertices=None, yaw_deg: float = 0.0, *, centre=None, radius: float | None = None,
+                    up=(0, 1, 0), forward=(0, 0, 1), pitch_deg: float = 0.0,
+                    image_size: int | tuple[int, int] = 512, projection: str = "perspective",
+                    fov_deg: float = 25.0, fill: float = 0.95) -> Camera:
+    """A camera that looks at a head from direction `forward` turned by `yaw_deg` about `up`.
+
+    vertices: the scan (any units); used for the default centre (bounding-box centre) and radius
+    (largest distance from the centre). up/forward: the head's up and facing directions in the
+    scan's frame (defaults: the model frame, Y up, face +Z). Positive yaw turns the camera about
+    `up` by the right-hand rule (in the model frame towards +X, the subject's left); positive pitch
+    raises the camera above the face. The sphere (centre, radius) fills `fill` of the smaller image
+    side.
+    """
+    if isinstance(image_size, (tuple, list)):
+        W, H = int(image_size[0]), int(image_size[1])
+    else:
+        W = H = int(image_size)
+    u, fw = head_frame(up, forward)
+    if centre is None or radius is None:
+        if vertices is None:
+            raise ValueError("camera_for_head needs vertices or both centre and radius")
+        v = np.asarray(vertices, np.float64).reshape(-1, 3)
+        c = (v.min(0) + v.max(0)) / 2 if centre is None else np.asarray(centre, np.float64)
+        if radius is None:
+            radius = float(np.linalg.norm(v - c, axis=1).max())
+        centre = c
+    centre = np.asarray(centre, np.float64).reshape(3)
+    if not radius or radius <= 0 or not np.isfinite(radius):
+        raise ValueError("radius must be positive")
+    d = _rotate(fw, u, math.radians(yaw_deg))
+    side = np.cross(u, d)
+    d = _rotate(d, _unit(side, "side"), -math.radians(pitch_deg))
+    z_cam = -d                                   # looking at the head
+    y_cam = -(u - z_cam * np.dot(u, z_cam))      # image down = -up
+    y_cam /= np.linalg.norm(y_cam)
+    x_cam = np.cross(y_cam, z_cam)
+    R = np.stack([x_cam, y_cam, z_cam])
+    half = min(W, H) / 2.0
+    if projection == "perspective":
+        tan_half = math.tan(math.radians(fov_deg) / 2)
+        focal = half / tan_half
+        # the sphere's angular radius asin(r / dist) should span `fill` of the half field of view
+        dist = radius / math.sin(math.atan(fill * tan_half))
+        return Camera(R, centre + d * dist, W, H, "perspective", focal=focal)
+    if projection == "orthographic":
+        return Camera(R, centre + d * (2.0 * radius), W, H, "orthographic",
+                      scale=fill * half / radius)
+    raise ValueError(f"projection must be 'perspective' or 'orthographic', not {projection!r}")
