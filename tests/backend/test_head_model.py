@@ -115,3 +115,12 @@ def test_cuda_matches_cpu():
     cpu, gpu = HeadModel(d), HeadModel(d).cuda()
     pose = torch.randn(4, 5, 3) * 0.2
     torch.testing.assert_close(gpu(pose=pose.cuda()).vertices.cpu(), cpu(pose=pose).vertices, atol=1e-5, rtol=0)
+
+
+def test_rotation_gradient_is_exact_at_zero():
+    r = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    R = axis_angle_to_matrix(r)
+    R[0, 1].backward()  # d R01 / d rz = -1 at zero rotation
+    np.testing.assert_allclose(r.grad.numpy(), [0, 0, -1], atol=1e-12)
+    big = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(axis_angle_to_matrix, (big,))

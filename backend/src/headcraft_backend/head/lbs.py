@@ -5,15 +5,21 @@ import torch
 
 
 def axis_angle_to_matrix(rvec: torch.Tensor) -> torch.Tensor:
-    """(..., 3) axis-angle -> (..., 3, 3) rotation matrices (Rodrigues), safe at zero angle."""
-    angle = torch.linalg.vector_norm(rvec, dim=-1, keepdim=True)
-    axis = rvec / angle.clamp_min(1e-8)
-    x, y, z = axis.unbind(-1)
+    """(..., 3) axis-angle -> (..., 3, 3) rotation matrices (Rodrigues).
+
+    Written as I + a K + b K^2 with K the skew matrix of rvec itself, a = sin t / t and
+    b = (1 - cos t) / t^2 (Taylor series near t = 0), so gradients at zero rotation are exact.
+    """
+    t2 = (rvec * rvec).sum(-1, keepdim=True)[..., None]
+    small = t2 < 1e-6
+    t = torch.sqrt(torch.where(small, torch.ones_like(t2), t2))
+    a = torch.where(small, 1 - t2 / 6, torch.sin(t) / t)
+    b = torch.where(small, 0.5 - t2 / 24, (1 - torch.cos(t)) / (t * t))
+    x, y, z = rvec.unbind(-1)
     zero = torch.zeros_like(x)
     K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*rvec.shape[:-1], 3, 3)
-    s, c = torch.sin(angle)[..., None], torch.cos(angle)[..., None]
     eye = torch.eye(3, dtype=rvec.dtype, device=rvec.device).expand_as(K)
-    return eye + s * K + (1 - c) * (K @ K)
+    return eye + a * K + b * (K @ K)
 
 
 def rigid_chain(rot: torch.Tensor, joints: torch.Tensor, parents: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

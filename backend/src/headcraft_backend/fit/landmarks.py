@@ -1,0 +1,385 @@
+"""Face landmarks on 3D scans: render, detect with MediaPipe FaceMesh, lift to the surface.
+
+MediaPipe's legacy ``solutions.face_mesh.FaceMesh`` (pinned 0.10.21; the wheel carries its models,
+so nothing is downloaded) finds 478 landmarks (468 face mesh points + 10 iris points with
+``refine_landmarks=True``) on a render of the scan. Each 2D landmark is lifted to the scan's
+surface through the renderer's triangle-id / barycentric buffer, so the result is a
+(triangle, barycentric) pair on the *input* mesh and a 3D point in the input frame; no ray
+casting against the mesh is needed.
+
+The head models carry the same 478 landmarks as (triangle, barycentric) embeddings
+(:func:`model_landmark_embedding`): OpenHead's is derived once by
+``backend/tools/derive_openhead_landmarks.py`` and stored as ``assets/openhead-1-landmarks.npz``;
+FLAME's comes with the user's ``mediapipe_landmark_embedding.npz`` (105 landmarks).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from importlib import resources
+
+import numpy as np
+
+from ..service.jobs import UserError
+from .render import Camera, RenderResult, camera_for_head, head_frame, render_mesh
+
+__all__ = ["NUM_MEDIAPIPE_LANDMARKS", "FIT_LANDMARKS", "FLAME_MEDIAPIPE_INDICES", "REGIONS",
+           "LandmarkResult", "detect_landmarks", "lift_landmarks", "model_landmark_embedding",
+           "load_openhead_embedding", "OPENHEAD_LANDMARK_ASSET"]
+
+NUM_MEDIAPIPE_LANDMARKS = 478
+OPENHEAD_LANDMARK_ASSET = "openhead-1-landmarks.npz"
+
+# MediaPipe face mesh indices by region (from the wheel's face_mesh_connections: FACEMESH_* sets).
+# "left"/"right" are the subject's: MediaPipe's LEFT_EYE (263, 362, ...) is the subject's left eye,
+# which is on the image's right in a frontal view and at +X in the head-model frame.
+REGIONS: dict[str, tuple[int, ...]] = {
+    "brow_left": (276, 282, 283, 285, 293, 295, 296, 300, 334, 336),
+    "brow_right": (46, 52, 53, 55, 63, 65, 66, 70, 105, 107),
+    "eye_left": (249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466),
+    "eye_right": (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246),
+    # nose ridge (168 between the eyes ... 4 above the tip), alae (98/327, 129/358), base (2, 97, 326)
+    "nose": (168, 6, 197, 195, 5, 4, 129, 98, 97, 2, 326, 327, 358),
+    "lips_outer": (0, 17, 37, 39, 40, 61, 84, 91, 146, 181, 185, 267, 269, 270, 291, 314, 321,
+                   375, 405, 409),
+    "lips_inner": (13, 14, 78, 80, 81, 82, 87, 88, 95, 178, 191, 308, 310, 311, 312, 317, 318,
+                   324, 402, 415),
+    "iris": tuple(range(468, 478)),
+    "face_oval": (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172,
+                  176, 234, 251, 284, 288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389,
+                  397, 400, 454),
+}
+
+# The 105 MediaPipe indices of FLAME's ``mediapipe_landmark_embedding.npz``, in that file's order
+# (its ``landmark_indices`` array; the same list is used by SMIRK/MICA-style trackers): brows,
+# left eye, right eye, nose, lips.
+FLAME_MEDIAPIPE_INDICES: tuple[int, ...] = (
+    276, 282, 283, 285, 293, 295, 296, 300, 334, 336, 46, 52, 53, 55, 63, 65, 66, 70, 105, 107,
+    249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466,
+    7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,
+    168, 6, 197, 195, 5, 4, 129, 98, 97, 2, 326, 327, 358,
+    0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191,
+    267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415,
+)
+
+# The landmarks the 3DMM fit uses: the same 105 as FLAME's MediaPipe embedding (brows 20, eyes 32,
+# nose 13, outer + inner lips 40), so OpenHead and FLAME fit against identical points.
+# Left out on purpose: the iris (468-477: eyeball direction, not head shape) and the face oval
+# (a silhouette contour: MediaPipe places it on the visible outline, which slides over the surface
+# as the view or the face shape changes, so its lifted 3D points are not fixed surface points).
+FIT_LANDMARKS: np.ndarray = np.array(FLAME_MEDIAPIPE_INDICES, np.int64)
+
+# Symmetric pairs (subject's left, subject's right) used to estimate which way the face looks.
+_SYMMETRIC_PAIRS = ((263, 33), (362, 133), (276, 46), (300, 70), (334, 105), (291, 61),
+                    (327, 98), (358, 129), (409, 185), (375, 146))
+
+
+@dataclasses.dataclass
+class LandmarkResult:
+    points: np.ndarray         # (478, 3) float64 in the input frame; NaN where not valid
+    valid: np.ndarray          # (478,) bool: the landmark lies on the mesh
+    faces: np.ndarray          # (478,) int64 triangle of the input mesh (-1 where not valid)
+    bary: np.ndarray           # (478, 3) float32 barycentrics in that triangle
+    yaw_deg: float             # yaw (about `up`, from `forward`) of the view that gave them
+    confidence: float          # 0..1: face detection score x fraction of FIT_LANDMARKS valid
+    image_points: np.ndarray   # (478, 2) continuous pixel coordinates (x=col, y=row)
+    facing: np.ndarray         # (478,) |cos| between surface normal and view ray (0 = grazing)
+    render: RenderResult | None = None   # the render the landmarks were found on
+    attempts: list = dataclasses.field(default_factory=list)  # [(yaw_deg, found), ...]
+
+    @property
+    def fit_points(self) -> np.ndarray:
+        return self.points[FIT_LANDMARKS]
+
+    @property
+    def fit_valid(self) -> np.ndarray:
+        return self.valid[FIT_LANDMARKS]
+
+
+# --------------------------------------------------------------------------------------------
+def _import_mediapipe():
+    try:
+        import mediapipe as mp  # slow (~1 s): only when landmarks are needed
+        face_mesh = mp.solutions.face_mesh
+    except ImportError as exc:
+        raise UserError("automatic face landmarks need the 'mediapipe' package (version 0.10.21) "
+                        "in the HeadCraft backend's environment; install it (pip install "
+                        "mediapipe==0.10.21) or place landmarks manually") from exc
+    except AttributeError as exc:
+        raise UserError("the installed 'mediapipe' has no legacy face_mesh solution; install "
+                        "mediapipe==0.10.21 in the HeadCraft backend's environment or place "
+                        "landmarks manually") from exc
+    return mp
+
+
+class _Detector:
+    """MediaPipe FaceMesh (+ FaceDetection for a score), opened once per detect call."""
+
+    def __init__(self, mp, min_detection_confidence: float = 0.5):
+        self.mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, refine_landmarks=True, max_num_faces=1,
+            min_detection_confidence=min_detection_confidence)
+        self.det = mp.solutions.face_detection.FaceDetection(
+            model_selection=0, min_detection_confidence=0.05)
+
+    def __call__(self, image: np.ndarray):
+        """RGB uint8 image -> ((478, 3) landmarks in pixels (z in pixel-width units), score) or
+        (None, 0)."""
+        H, W = image.shape[:2]
+        img = np.ascontiguousarray(image)
+        res = self.mesh.process(img)
+        if not res.multi_face_landmarks:
+            return None, 0.0
+        lm = res.multi_face_landmarks[0].landmark
+        pts = np.array([(p.x * W, p.y * H, p.z * W) for p in lm], np.float64)
+        if len(pts) != NUM_MEDIAPIPE_LANDMARKS:
+            return None, 0.0
+        score = 0.5
+        d = self.det.process(img)
+        if d.detections:
+            score = float(max(x.score[0] for x in d.detections))
+        return pts, score
+
+    def close(self):
+        self.mesh.close()
+        self.det.close()
+
+
+def lift_landmarks(render: RenderResult, vertices, faces, xy) -> tuple[np.ndarray, np.ndarray,
+                                                                      np.ndarray, np.ndarray]:
+    """Lift continuous pixel positions (N, 2) to the surface of the rendered mesh.
+
+    For each position the triangles covering the 3x3 pixel centres around it are tested exactly
+    (screen-space barycentrics of the position itself, nearest containing triangle wins); if none
+    contains it (a sub-pixel gap, the silhouette) the nearest covered pixel centre within half a
+    pixel is used. Positions over the background are invalid.
+    Returns (faces (N,) int64 with -1 where invalid, bary (N, 3) float32, valid (N,) bool,
+    facing (N,) |cos| between normal and view ray).
+    """
+    cam = render.camera
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    N = len(xy)
+    H, W = render.tri_id.shape
+    out_f = np.full(N, -1, np.int64)
+    out_b = np.zeros((N, 3), np.float32)
+    finite = np.isfinite(xy).all(1)
+    col0 = np.floor(np.where(finite, xy[:, 0], -10)).astype(np.int64)
+    row0 = np.floor(np.where(finite, xy[:, 1], -10)).astype(np.int64)
+    # candidate triangles from the 3x3 pixels around the one containing the position
+    dr, dc = np.meshgrid(np.arange(-1, 2), np.arange(-1, 2), indexing="ij")
+    rr = row0[:, None] + dr.reshape(-1)[None]
+    cc = col0[:, None] + dc.reshape(-1)[None]
+    inimg = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+    cand = np.where(inimg, render.tri_id[np.clip(rr, 0, H - 1), np.clip(cc, 0, W - 1)], -1)
+    ok = cand >= 0
+    tri = v[f[np.where(ok, cand, 0)]]                                      # (N, 9, 3, 3)
+    pxy, z = cam.project(tri)                                              # (N, 9, 3, 2), (N, 9, 3)
+    p0, p1, p2 = pxy[..., 0, :], pxy[..., 1, :], pxy[..., 2, :]
+    P = xy[:, None, :]
+
+    def cross(a, b):
+        return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+    area = cross(p1 - p0, p2 - p0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w0 = cross(p2 - p1, P - p1) / area
+        w1 = cross(p0 - p2, P - p2) / area
+    w = np.stack([w0, w1, 1 - w0 - w1], -1)                                # screen barycentrics
+    inside = ok & np.isfinite(w).all(-1) & (w >= -1e-6).all(-1) & (np.abs(area) > 1e-12)
+    wc = np.clip(w, 0, None)
+    if cam.projection == "perspective":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wc = wc / z
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wc = wc / wc.sum(-1, keepdims=True)
+        depth = (wc * z).sum(-1)
+    depth = np.where(inside & np.isfinite(depth), depth, np.inf)
+    best = depth.argmin(1)
+    hit = np.isfinite(depth[np.arange(N), best])
+    out_f[hit] = cand[hit, best[hit]]
+    out_b[hit] = wc[hit, best[hit]]
+    # fall-back: nearest covered pixel centre, within half a pixel of the position
+    rest = np.nonzero(~hit & finite)[0]
+    if len(rest):
+        centres = np.stack([cc[rest] + 0.5, rr[rest] + 0.5], -1)          # (n, 9, 2)
+        dist = np.linalg.norm(centres - xy[rest, None], axis=-1)
+        dist = np.where(ok[rest], dist, np.inf)
+        k = dist.argmin(1)
+        near = dist[np.arange(len(rest)), k] <= 0.5 * math.sqrt(2) + 1e-9
+        for i, kk, good in zip(rest, k, near):
+            if good:
+                r, c = rr[i, kk], cc[i, kk]
+                out_f[i] = render.tri_id[r, c]
+                out_b[i] = render.bary[r, c]
+    valid = out_f >= 0
+    # how squarely the surface faces the camera at each landmark
+    facing = np.zeros(N)
+    if valid.any():
+        t = v[f[out_f[valid]]]
+        n = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
+        p = np.einsum("nk,nkc->nc", out_b[valid].astype(np.float64), t)
+        if cam.projection == "perspective":
+            ray = p - cam.position
+            ray /= np.maximum(np.linalg.norm(ray, axis=1, keepdims=True), 1e-300)
+        else:
+            ray = np.broadcast_to(cam.view_direction, p.shape)
+        facing[valid] = np.abs((n * ray).sum(1))
+    return out_f, out_b, valid, facing
+
+
+def _points(vertices, faces, tri, bary, valid) -> np.ndarray:
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    pts = np.full((len(tri), 3), np.nan)
+    if valid.any():
+        pts[valid] = np.einsum("nk,nkc->nc", bary[valid].astype(np.float64),
+                               v[f[tri[valid]]])
+    return pts
+
+
+def _face_yaw(points, valid, up, forward) -> float | None:
+    """The yaw (degrees, about `up`, from `forward`) the face actually looks at, from the
+    left-right axis through symmetric landmark pairs; None if too few pairs are valid."""
+    axes = []
+    for a, b in _SYMMETRIC_PAIRS:
+        if valid[a] and valid[b]:
+            d = points[a] - points[b]
+            n = np.linalg.norm(d)
+            if n > 0:
+                axes.append(d / n)
+    if len(axes) < 3:
+        return None
+    x = np.mean(axes, 0)
+    x = x - up * np.dot(x, up)
+    if np.linalg.norm(x) < 1e-9:
+        return None
+    fw = np.cross(x, up)                      # model frame: +X (subject's left) x +Y = +Z
+    fw /= np.linalg.norm(fw)
+    side = np.cross(up, forward)
+    return math.degrees(math.atan2(np.dot(fw, side), np.dot(fw, forward)))
+
+
+def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0, 1, 0),
+                     forward=(0, 0, 1), yaws=(0, -20, 20, -40, 40), *, centre=None,
+                     radius: float | None = None, image_size: int = 512,
+                     projection: str = "perspective", refine: bool = True,
+                     background=(0, 0, 0), keep_render: bool = True) -> LandmarkResult:
+    """Find MediaPipe's 478 face landmarks on a scan and lift them onto its surface.
+
+    vertices (V, 3) / faces (F, 3): the scan in any units; up/forward: its (rough) up and facing
+    directions. colors (V, 3) or texture + uv (F, 3, 2 or V, 2) make a coloured render; without
+    them the mesh is shaded grey. The head is rendered from `forward` and, while no face is found,
+    from the other `yaws` (degrees about `up`). With `refine`, once a face is found the camera is
+    turned to where the face actually looks (from the symmetric landmarks), framed on the face and
+    the detection repeated; the refined landmarks are kept when that succeeds.
+    centre/radius: the sphere to frame (default: bounding-box centre, farthest vertex).
+
+    Raises UserError when no face is found from any view.
+    """
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) < 3 or f.ndim != 2 or f.shape[1] != 3 or not len(f):
+        raise UserError("the scan must be a triangle mesh with vertices and faces")
+    if not np.isfinite(v).all():
+        raise UserError("the scan has NaN or infinite vertex coordinates")
+    up_u, fw_u = head_frame(up, forward)
+    mp = _import_mediapipe()
+    detector = _Detector(mp)
+
+    def render_at(yaw, c=centre, r=radius):
+        cam = camera_for_head(v, yaw, centre=c, radius=r, up=up_u, forward=fw_u,
+                              image_size=image_size, projection=projection)
+        return render_mesh(v, f, cam, colors=colors, texture=texture, uv=uv, background=background)
+
+    def attempt(rend):
+        pts2d, score = detector(rend.image)
+        if pts2d is None:
+            return None
+        tri, bary, valid, facing = lift_landmarks(rend, v, f, pts2d[:, :2])
+        return dict(pts2d=pts2d, score=score, tri=tri, bary=bary, valid=valid, facing=facing,
+                    render=rend, points=_points(v, f, tri, bary, valid))
+
+    attempts = []
+    found = None
+    try:
+        for yaw in yaws:
+            rend = render_at(float(yaw))
+            found = attempt(rend)
+            attempts.append((float(yaw), found is not None))
+            if found is not None:
+                found["yaw"] = float(yaw)
+                break
+        if found is None:
+            raise UserError(
+                f"no face found on the scan (tried {len(attempts)} views at yaw "
+                f"{', '.join(f'{a:g}' for a, _ in attempts)} degrees): check that the head's up "
+                f"and forward directions are set correctly and the face is not hidden, or place "
+                f"landmarks manually")
+        if refine:
+            yaw = _face_yaw(found["points"], found["valid"], up_u, fw_u)
+            fit_ok = found["valid"][FIT_LANDMARKS]
+            if yaw is not None and fit_ok.sum() >= 20:
+                fp = found["points"][FIT_LANDMARKS][fit_ok]
+                c = (fp.min(0) + fp.max(0)) / 2
+                # the face landmarks span brows..lips; frame the whole face with margin
+                r = 1.6 * float(np.linalg.norm(fp - c, axis=1).max())
+                rend = render_at(yaw, c, r)
+                again = attempt(rend)
+                attempts.append((float(yaw), again is not None))
+                if again is not None and again["valid"][FIT_LANDMARKS].sum() >= fit_ok.sum() * 0.9:
+                    again["yaw"] = float(yaw)
+                    found = again
+    finally:
+        detector.close()
+
+    fit_valid = found["valid"][FIT_LANDMARKS].mean()
+    return LandmarkResult(
+        points=found["points"], valid=found["valid"], faces=found["tri"], bary=found["bary"],
+        yaw_deg=found["yaw"], confidence=float(found["score"] * fit_valid),
+        image_points=found["pts2d"][:, :2], facing=found["facing"],
+        render=found["render"] if keep_render else None, attempts=attempts)
+
+
+# --------------------------------------------------------------------------------------------
+def load_openhead_embedding() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenHead's MediaPipe landmark embedding from the bundled asset: (mediapipe_index (L,) int64,
+    faces (L,) int64, bary (L, 3) float32), valid landmarks only."""
+    res = resources.files("headcraft_backend.assets") / OPENHEAD_LANDMARK_ASSET
+    with resources.as_file(res) as p:
+        with np.load(p, allow_pickle=False) as z:
+            idx = np.asarray(z["mediapipe_index"], np.int64)
+            tri = np.asarray(z["faces"], np.int64)
+            bary = np.asarray(z["bary"], np.float32)
+            valid = np.asarray(z["valid"], bool) if "valid" in z.files else tri >= 0
+    keep = valid & (tri >= 0)
+    return idx[keep], tri[keep], bary[keep]
+
+
+def model_landmark_embedding(data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A head model's MediaPipe landmarks as (mediapipe_index (L,), faces (L,), bary (L, 3)).
+
+    OpenHead: the bundled ``openhead-1-landmarks.npz``. FLAME: ``data.landmark_faces`` /
+    ``landmark_bary`` when they are the 105-point MediaPipe embedding (their MediaPipe ids are
+    :data:`FLAME_MEDIAPIPE_INDICES`, the published file's order). Raises UserError otherwise.
+    """
+    if data.name == "openhead":
+        idx, tri, bary = load_openhead_embedding()
+        if tri.size and tri.max() >= len(data.faces):
+            raise UserError(f"the OpenHead landmark asset does not match OpenHead {data.version} "
+                            f"(triangle {tri.max()} of {len(data.faces)})")
+        return idx, tri, bary
+    if data.landmark_faces is not None and len(data.landmark_faces) == len(FLAME_MEDIAPIPE_INDICES):
+        return (np.array(FLAME_MEDIAPIPE_INDICES, np.int64),
+                np.asarray(data.landmark_faces, np.int64),
+                np.asarray(data.landmark_bary, np.float32))
+    if data.landmark_faces is None:
+        raise UserError(f"the {data.name} head model has no landmark embedding: set the path to "
+                        f"FLAME's mediapipe_landmark_embedding.npz in the HeadCraft preferences, "
+                        f"or place landmarks manually")
+    raise UserError(f"the {data.name} head model's landmark embedding has "
+                    f"{len(data.landmark_faces)} points, not the 105 of FLAME's MediaPipe "
+                    f"embedding (mediapipe_landmark_embedding.npz); automatic landmarks need that "
+                    f"file, or place landmarks manually")
