@@ -139,8 +139,9 @@ def vertex_normals(vertices, faces) -> np.ndarray:
     f = np.asarray(faces, np.int64)
     fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
+    idx = f.reshape(-1)
+    for c in range(3):
+        n[:, c] = np.bincount(idx, weights=np.repeat(fn[:, c], 3), minlength=len(v))
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 

@@ -1,0 +1,78 @@
+"""The `fit.scan` job: a scan (and optional hand-placed landmarks) in, a fitted head out."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..head.registry import get_model
+from ..service.jobs import UserError, job
+from .coarse import CoarseSettings
+from .pipeline import FitOptions, fit_scan
+from .register import StageSettings
+from .scan import sanitize
+from .subdivision import dense_template
+
+
+def options_from_params(params: dict) -> FitOptions:
+    """Presets plus any per-stage override (`stage1`/`stage2`: steps, lr, w_chamfer, w_edge,
+    w_laplacian, prune) and coarse-fit settings (`coarse`: CoarseSettings fields)."""
+    opts = FitOptions(preset=params.get("preset", "paper"), convention=params.get("convention", "reference"),
+                      partial=bool(params.get("partial", False)), sparse=bool(params.get("sparse", False)),
+                      num_points=int(params.get("num_points", 200_000)),
+                      up=tuple(params.get("up", (0, 1, 0))), forward=tuple(params.get("forward", (0, 0, 1))),
+                      seed=int(params.get("seed", 0)))
+    try:
+        opts.coarse = dataclasses.replace(CoarseSettings(), **params.get("coarse", {}))
+        reg = opts.registration_settings()
+        for key in ("stage1", "stage2"):
+            if params.get(key):
+                setattr(reg, key, dataclasses.replace(getattr(reg, key), **params[key]))
+        if "stage2_mode" in params:
+            reg.stage2_mode = params["stage2_mode"]
+        opts.registration = reg
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad fit settings: {exc}") from None
+    for s in (opts.registration.stage1, opts.registration.stage2):
+        if s.steps < 0 or s.lr <= 0 or min(s.w_chamfer, s.w_edge, s.w_laplacian, s.prune) < 0:
+            raise UserError(f"bad fit settings: {s}")
+    return opts
+
+
+@job("fit.scan")
+def fit_scan_job(ctx, params, arrays):
+    if "vertices" not in arrays:
+        raise UserError("no scan was sent (the 'vertices' array is missing)")
+    scan = sanitize(arrays["vertices"], arrays.get("faces"), arrays.get("colors"),
+                    name=params.get("name") or "the scan")
+    manual = None
+    if "landmark_ids" in arrays:
+        ids, pts = arrays["landmark_ids"], arrays.get("landmark_points")
+        if pts is None or pts.shape != (len(ids), 3) or not np.isfinite(pts).all():
+            raise UserError("hand-placed landmarks must be finite (K, 3) points, one per id")
+        manual = {int(i): p for i, p in zip(ids, pts)}
+    options = options_from_params(params)
+    model = get_model(ctx, params)
+    ctx.progress(0.0, "dense template", "subdividing the template (cached after the first time)")
+    dense = dense_template(model.data)
+    res = fit_scan(model, dense, scan, options, manual, report=ctx.progress, device=ctx.device)
+    sim = res.coarse.similarity
+    fields = {
+        "model": model.data.name, "version": model.data.version,
+        "shape": res.coarse.shape.tolist(), "expr": res.coarse.expr.tolist(),
+        "expr_names": list(model.data.expr_names), "pose": res.coarse.pose.tolist(),
+        "joint_names": list(model.data.joint_names),
+        "similarity": {"scale": sim.scale, "rotation": sim.rotation.ravel().tolist(),
+                       "translation": sim.translation.tolist()},
+        "landmark_rmse_mm": res.coarse.landmark_rmse_mm, "surface_median_mm": res.coarse.surface_median_mm,
+        "landmarks_used": res.landmarks_used, "report": res.report, "notes": res.notes,
+        "history": res.registration.history[-4:],
+    }
+    out = {"dense_faces": dense.faces.astype(np.int32), "dense_uv": dense.uv.astype(np.float32),
+           "base": res.base.astype(np.float32), "final": res.final.astype(np.float32),
+           "displacement": res.displacement.astype(np.float32),
+           "vertex_error_mm": res.vertex_error_mm.astype(np.float32),
+           "coarse_vertices": res.coarse.vertices.astype(np.float32)}
+    if res.registration.visibility is not None:
+        out["visibility"] = res.registration.visibility.astype(np.uint8)
+    return fields, out

@@ -1,0 +1,122 @@
+"""Fit a scan end to end: landmarks -> coarse 3DMM fit -> dense template -> two-stage
+displacements -> error figures. Used by the `fit.scan` job and `headcraft-backend fit`."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from ..head.model import HeadModel
+from ..service.jobs import UserError
+from .coarse import CoarseFit, CoarseSettings, fit_coarse
+from .register import RegistrationResult, RegistrationSettings, Registration, preset
+from .scan import Scan
+from .subdivision import DenseRebuild, DenseTemplate
+from .units import MM_PER_UNIT, to_metres, to_units
+
+Report = Callable[[float, str, str], None]
+
+
+@dataclasses.dataclass
+class FitOptions:
+    preset: str = "paper"                 # "paper" (1000 + 1000 steps) or "preview"
+    convention: str = "reference"         # Chamfer pruning convention (fit/losses.py)
+    partial: bool = False                 # a single depth view or a sparse cloud
+    sparse: bool = False
+    num_points: int = 200_000             # scan surface samples used by the registration
+    up: tuple = (0.0, 1.0, 0.0)           # scan-frame hints for the landmark renders
+    forward: tuple = (0.0, 0.0, 1.0)
+    coarse: CoarseSettings = dataclasses.field(default_factory=CoarseSettings)
+    registration: RegistrationSettings | None = None   # overrides preset/convention/partial
+    seed: int = 0
+
+    def registration_settings(self) -> RegistrationSettings:
+        if self.registration is not None:
+            return self.registration
+        s = preset(self.preset, self.convention, self.partial)
+        s.sparse, s.seed = self.sparse, self.seed
+        return s
+
+
+@dataclasses.dataclass
+class FitResult:
+    coarse: CoarseFit
+    registration: RegistrationResult
+    base: np.ndarray              # (Vd, 3) dense template of the fitted 3DMM, model frame, metres
+    final: np.ndarray             # (Vd, 3) detailed head, model frame, metres
+    displacement: np.ndarray      # (Vd, 3) final - base, metres
+    vertex_error_mm: np.ndarray   # (Vd,) distance of each detailed vertex to the scan
+    report: dict                  # per-region error figures (mm)
+    landmarks_used: int
+    notes: list[str]
+
+
+def scan_landmarks(scan: Scan, options: FitOptions, manual: dict[int, np.ndarray] | None,
+                   report: Report) -> dict[int, np.ndarray]:
+    """MediaPipe index -> scan-frame point, from the user's points or the detector."""
+    if manual:
+        return {int(k): np.asarray(v, np.float64) for k, v in manual.items()}
+    if not scan.is_mesh:
+        raise UserError("a point-cloud scan needs landmarks placed by hand (automatic landmarks "
+                        "render the scan, which needs a mesh)")
+    from .landmarks import detect_landmarks
+    report(0.0, "landmarks", "rendering the scan and detecting the face")
+    found = detect_landmarks(scan.vertices, scan.faces, colors=scan.colors, up=options.up,
+                             forward=options.forward)
+    return {int(i): found.points[i] for i in np.flatnonzero(found.valid)}
+
+
+def fit_scan(model: HeadModel, dense: DenseTemplate, scan: Scan, options: FitOptions,
+             manual_landmarks: dict[int, np.ndarray] | None = None, report: Report | None = None,
+             device="cpu") -> FitResult:
+    report = report or (lambda f, s, m: None)
+    stage = lambda lo, hi: (lambda f, s, m: report(lo + (hi - lo) * f, s, m))  # noqa: E731
+    from .landmarks import model_landmark_embedding
+    lmk = scan_landmarks(scan, options, manual_landmarks, stage(0.0, 0.05))
+    idx, tri, bary = model_landmark_embedding(model.data)
+    have = np.array([int(i) in lmk for i in idx])
+    if have.sum() < 6:
+        raise UserError(f"only {int(have.sum())} usable landmarks on the scan; at least 6 are needed "
+                        f"(eye corners, nose tip, mouth corners): place them by hand")
+    points = scan.sample_points(options.num_points, options.seed)
+    targets = np.stack([lmk[int(i)] for i in idx[have]])
+    coarse = fit_coarse(model, points, targets, tri[have], bary[have], model.data.regions["face"],
+                        options.coarse, stage(0.05, 0.15))
+    rebuild = DenseRebuild(dense, model.data.faces).to(device)
+    with torch.no_grad():
+        base = rebuild(torch.as_tensor(coarse.vertices, dtype=torch.float32, device=device)[None])[0].cpu().numpy()
+    scan_units = to_units(coarse.similarity.inverse(points)).astype(np.float32)
+    reg = Registration(to_units(base), dense.faces, dense.regions, scan_units,
+                       options.registration_settings(), device, stage(0.15, 0.97)).run()
+    final = to_metres(reg.final)
+    report(0.97, "errors", "measuring the fit")
+    err, table = error_report(final, dense, scan_units)
+    return FitResult(coarse=coarse, registration=reg, base=base, final=final,
+                     displacement=final - base, vertex_error_mm=err, report=table,
+                     landmarks_used=int(have.sum()), notes=list(scan.notes))
+
+
+def error_report(final_m: np.ndarray, dense: DenseTemplate, scan_units: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Distances in mm of the model frame: result->scan per vertex and scan->result per scan
+    point (each point assigned to its nearest vertex's region); median and 95th percentile."""
+    final_units = to_units(final_m)
+    d_rs, _ = cKDTree(scan_units).query(final_units, workers=-1)
+    d_sr, nearest = cKDTree(final_units).query(scan_units, workers=-1)
+    d_rs, d_sr = d_rs * MM_PER_UNIT, d_sr * MM_PER_UNIT
+    table = {"all": _stats(d_rs, d_sr)}
+    for name, idx in dense.regions.items():
+        member = np.zeros(len(final_m), bool)
+        member[idx] = True
+        table[name] = _stats(d_rs[member], d_sr[member[nearest]])
+    return d_rs.astype(np.float32), table
+
+
+def _stats(result_to_scan: np.ndarray, scan_to_result: np.ndarray) -> dict:
+    def q(a, p):
+        return float(np.percentile(a, p)) if a.size else float("nan")
+    return {"result_to_scan_median": q(result_to_scan, 50), "result_to_scan_p95": q(result_to_scan, 95),
+            "scan_to_result_median": q(scan_to_result, 50), "scan_to_result_p95": q(scan_to_result, 95),
+            "vertices": int(result_to_scan.size), "scan_points": int(scan_to_result.size)}

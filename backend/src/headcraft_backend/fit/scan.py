@@ -1,0 +1,138 @@
+"""Scans in: read files, clean up what real scans get wrong, and say what was done."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ..service.jobs import UserError
+
+SCAN_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
+
+
+@dataclasses.dataclass
+class Scan:
+    vertices: np.ndarray                # (N, 3) float32, scan frame, any unit
+    faces: np.ndarray | None            # (F, 3) int32, None for a point cloud
+    colors: np.ndarray | None = None    # (N, 3) float32 in [0, 1]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def is_mesh(self) -> bool:
+        return self.faces is not None and len(self.faces) > 0
+
+    def sample_points(self, n: int, seed: int = 0) -> np.ndarray:
+        """n points spread over the surface by area (a mesh) or a subset (a cloud)."""
+        rng = np.random.default_rng(seed)
+        if not self.is_mesh:
+            if len(self.vertices) <= n:
+                return self.vertices
+            return self.vertices[rng.choice(len(self.vertices), n, replace=False)]
+        tri = self.vertices[self.faces].astype(np.float64)
+        area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+        pick = rng.choice(len(tri), n, p=area / area.sum())
+        w = rng.random((n, 2))
+        flip = w.sum(1) > 1
+        w[flip] = 1 - w[flip]
+        t = tri[pick]
+        return (t[:, 0] + w[:, :1] * (t[:, 1] - t[:, 0]) + w[:, 1:] * (t[:, 2] - t[:, 0])).astype(np.float32)
+
+
+def load_scan_file(path: str | Path) -> Scan:
+    """OBJ, PLY, GLB/glTF, STL or OFF through trimesh (scenes are merged)."""
+    import trimesh
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    if path.suffix.lower() not in SCAN_SUFFIXES:
+        raise UserError(f"{path.name}: unsupported scan format; use {', '.join(SCAN_SUFFIXES)}")
+    try:
+        loaded = trimesh.load(path, process=False)
+    except Exception as exc:  # trimesh raises many kinds for broken files
+        raise UserError(f"{path.name}: cannot read it as a scan ({exc})") from None
+    if isinstance(loaded, trimesh.Scene):
+        if not loaded.geometry:
+            raise UserError(f"{path.name}: the file holds no geometry")
+        loaded = loaded.to_geometry() if hasattr(loaded, "to_geometry") else loaded.dump(concatenate=True)
+    colors = None
+    if isinstance(loaded, trimesh.PointCloud):
+        verts, faces = np.asarray(loaded.vertices), None
+        if getattr(loaded, "colors", None) is not None and len(loaded.colors) == len(verts):
+            colors = np.asarray(loaded.colors)[:, :3] / 255.0
+    elif isinstance(loaded, trimesh.Trimesh):
+        verts, faces = np.asarray(loaded.vertices), np.asarray(loaded.faces)
+        vc = getattr(loaded.visual, "vertex_colors", None) if loaded.visual.kind == "vertex" else None
+        if vc is not None and len(vc) == len(verts):
+            colors = np.asarray(vc)[:, :3] / 255.0
+    else:
+        raise UserError(f"{path.name}: not a mesh or point cloud ({type(loaded).__name__})")
+    return sanitize(verts, faces, colors, name=path.name)
+
+
+def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_component: float = 0.02,
+             max_vertices: int = 5_000_000) -> Scan:
+    """Drop NaN/inf vertices, degenerate faces and small detached pieces; refuse what cannot
+    be fitted, with a message that names the problem."""
+    notes: list[str] = []
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
+        raise UserError(f"{name} is empty (no vertices)")
+    if len(v) > max_vertices:
+        raise UserError(f"{name} has {len(v):,} vertices, more than the {max_vertices:,} this fit "
+                        f"accepts: decimate it first (Blender: Decimate modifier)")
+    f = None if faces is None or len(faces) == 0 else np.asarray(faces, dtype=np.int64)
+    if f is not None and (f.ndim != 2 or f.shape[1] != 3):
+        raise UserError(f"{name}: faces must be triangles (triangulate the mesh first)")
+    if f is not None and (f.min() < 0 or f.max() >= len(v)):
+        raise UserError(f"{name}: faces index vertices that do not exist")
+    c = None if colors is None else np.asarray(colors, dtype=np.float32)
+    good = np.isfinite(v).all(1)
+    if not good.all():
+        bad = int((~good).sum())
+        if bad > len(v) // 2:
+            raise UserError(f"{name}: {bad:,} of {len(v):,} vertices are NaN or infinite")
+        notes.append(f"dropped {bad:,} NaN/infinite vertices")
+        v, c, f = _keep_vertices(v, c, f, good)
+    if f is not None:
+        tri = v[f]
+        area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+        ok = (area2 > 1e-12 * max(np.ptp(v, axis=0).max(), 1e-12) ** 2) & \
+             (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
+        if not ok.all():
+            notes.append(f"dropped {int((~ok).sum()):,} degenerate triangles")
+            f = f[ok]
+        if len(f) == 0:
+            raise UserError(f"{name}: every triangle is degenerate (zero area)")
+        n_comp, label = connected_components(
+            coo_matrix((np.ones(f.size), (np.repeat(f[:, 0], 3), f.reshape(-1))), shape=(len(v), len(v))),
+            directed=False)
+        used = np.zeros(len(v), bool)
+        used[f.reshape(-1)] = True
+        if n_comp > 1:
+            sizes = np.bincount(label[used], minlength=n_comp)
+            keep_comp = sizes >= min_component * sizes.max()
+            keep = used & keep_comp[label]
+            dropped = int((sizes > 0).sum() - keep_comp.sum())
+            if dropped:
+                notes.append(f"dropped {dropped} small detached piece(s) ({int(used.sum() - keep.sum()):,} vertices)")
+        else:
+            keep = used
+        if not keep.all():
+            v, c, f = _keep_vertices(v, c, f, keep)
+    if np.ptp(v, axis=0).max() <= 0:
+        raise UserError(f"{name} is degenerate: all its points coincide")
+    if len(v) < 100:
+        raise UserError(f"{name} has only {len(v)} usable points; a head scan needs thousands")
+    return Scan(v.astype(np.float32), None if f is None else f.astype(np.int32), c, notes)
+
+
+def _keep_vertices(v, c, f, keep):
+    remap = np.full(len(v), -1, np.int64)
+    remap[keep] = np.arange(int(keep.sum()))
+    if f is not None:
+        f = remap[f]
+        f = f[(f >= 0).all(1)]
+    return v[keep], (c[keep] if c is not None else None), f
