@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from importlib import resources
 
 import numpy as np
@@ -145,14 +146,19 @@ class _Detector:
         self.det.close()
 
 
-def lift_landmarks(render: RenderResult, vertices, faces, xy) -> tuple[np.ndarray, np.ndarray,
-                                                                      np.ndarray, np.ndarray]:
+def lift_landmarks(render: RenderResult, vertices, faces, xy, *, snap_depth: float | None = None,
+                   snap_px: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Lift continuous pixel positions (N, 2) to the surface of the rendered mesh.
 
     For each position the triangles covering the 3x3 pixel centres around it are tested exactly
     (screen-space barycentrics of the position itself, nearest containing triangle wins); if none
     contains it (a sub-pixel gap, the silhouette) the nearest covered pixel centre within half a
     pixel is used. Positions over the background are invalid.
+
+    snap_depth (scan units): a landmark whose surface point lies more than this behind the
+    nearest surface within `snap_px` pixels (it fell through a slit such as closed lips into the
+    mouth cavity, or past an occluding edge) is moved to the nearest pixel of that front surface.
+
     Returns (faces (N,) int64 with -1 where invalid, bary (N, 3) float32, valid (N,) bool,
     facing (N,) |cos| between normal and view ray).
     """
@@ -213,6 +219,8 @@ def lift_landmarks(render: RenderResult, vertices, faces, xy) -> tuple[np.ndarra
                 r, c = rr[i, kk], cc[i, kk]
                 out_f[i] = render.tri_id[r, c]
                 out_b[i] = render.bary[r, c]
+    if snap_depth is not None and snap_px > 0:
+        _snap_to_front(render, xy, out_f, out_b, snap_depth, snap_px, v, f)
     valid = out_f >= 0
     # how squarely the surface faces the camera at each landmark
     facing = np.zeros(N)
@@ -230,6 +238,31 @@ def lift_landmarks(render: RenderResult, vertices, faces, xy) -> tuple[np.ndarra
     return out_f, out_b, valid, facing
 
 
+def _snap_to_front(render: RenderResult, xy, out_f, out_b, snap_depth, snap_px, v, f) -> None:
+    """In place: move lifted landmarks that lie behind a nearby front surface onto it."""
+    cam = render.camera
+    H, W = render.tri_id.shape
+    rng = np.arange(-snap_px, snap_px + 1)
+    dr, dc = np.meshgrid(rng, rng, indexing="ij")
+    dr, dc = dr.reshape(-1), dc.reshape(-1)
+    for i in np.nonzero(out_f >= 0)[0]:
+        p = out_b[i].astype(np.float64) @ v[f[out_f[i]]]
+        d = float(cam.to_camera(p)[2])
+        r0, c0 = int(np.floor(xy[i, 1])), int(np.floor(xy[i, 0]))
+        rr, cc = r0 + dr, c0 + dc
+        ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+        rr, cc = rr[ok], cc[ok]
+        depth = render.depth[rr, cc].astype(np.float64)
+        front = depth.min()
+        if not np.isfinite(front) or d <= front + snap_depth:
+            continue
+        cand = depth <= front + snap_depth
+        dist = np.hypot(cc[cand] + 0.5 - xy[i, 0], rr[cand] + 0.5 - xy[i, 1])
+        k = int(np.argmin(dist))
+        out_f[i] = render.tri_id[rr[cand][k], cc[cand][k]]
+        out_b[i] = render.bary[rr[cand][k], cc[cand][k]]
+
+
 def _points(vertices, faces, tri, bary, valid) -> np.ndarray:
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
@@ -240,19 +273,23 @@ def _points(vertices, faces, tri, bary, valid) -> np.ndarray:
     return pts
 
 
-def _face_yaw(points, valid, up, forward) -> float | None:
-    """The yaw (degrees, about `up`, from `forward`) the face actually looks at, from the
-    left-right axis through symmetric landmark pairs; None if too few pairs are valid."""
+def _face_yaw(mp_points, camera: Camera, up, forward) -> float | None:
+    """The yaw (degrees, about `up`, from `forward`) the face actually looks at.
+
+    Uses MediaPipe's own 3D landmarks (image x, y and its relative depth z, all in pixels), not the
+    lifted ones: landmarks on the far side of a turned face are hidden, and lifting them would put
+    them on the wrong surface. The subject's left-right axis is the mean direction through the
+    symmetric pairs, rotated from camera to world coordinates.
+    """
     axes = []
     for a, b in _SYMMETRIC_PAIRS:
-        if valid[a] and valid[b]:
-            d = points[a] - points[b]
-            n = np.linalg.norm(d)
-            if n > 0:
-                axes.append(d / n)
+        d = mp_points[a] - mp_points[b]
+        n = np.linalg.norm(d)
+        if np.isfinite(n) and n > 0:
+            axes.append(d / n)
     if len(axes) < 3:
         return None
-    x = np.mean(axes, 0)
+    x = np.mean(axes, 0) @ camera.rotation          # camera (x right, y down, z away) -> world
     x = x - up * np.dot(x, up)
     if np.linalg.norm(x) < 1e-9:
         return None
@@ -262,11 +299,41 @@ def _face_yaw(points, valid, up, forward) -> float | None:
     return math.degrees(math.atan2(np.dot(fw, side), np.dot(fw, forward)))
 
 
+def _combine_views(views: list[dict], v, f) -> dict:
+    """Per landmark, the medoid (the view's surface point nearest the coordinate-wise median) of
+    the views where it is valid; the first view supplies the image, render and score."""
+    if len(views) == 1:
+        return views[0]
+    out = dict(views[0])
+    tri = np.stack([x["tri"] for x in views])
+    bary = np.stack([x["bary"] for x in views])
+    valid = np.stack([x["valid"] for x in views])
+    pts = np.stack([x["points"] for x in views])
+    facing = np.stack([x["facing"] for x in views])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)               # all-NaN columns
+        med = np.nanmedian(np.where(valid[..., None], pts, np.nan), axis=0)    # (L, 3)
+    dist = np.linalg.norm(pts - med[None], axis=-1)
+    dist = np.where(valid, dist, np.inf)
+    k = dist.argmin(0)
+    L = np.arange(tri.shape[1])
+    out["valid"] = valid.any(0)
+    out["tri"] = np.where(out["valid"], tri[k, L], -1)
+    out["bary"] = bary[k, L]
+    out["facing"] = facing[k, L]
+    out["points"] = _points(v, f, out["tri"], out["bary"], out["valid"])
+    out["score"] = float(np.mean([x["score"] for x in views]))
+    return out
+
+
 def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0, 1, 0),
                      forward=(0, 0, 1), yaws=(0, -20, 20, -40, 40), *, centre=None,
                      radius: float | None = None, image_size: int = 512,
                      projection: str = "perspective", refine: bool = True,
-                     background=(0, 0, 0), keep_render: bool = True) -> LandmarkResult:
+                     background=(0, 0, 0), keep_render: bool = True,
+                     snap_fraction: float = 0.04, snap_px: int = 2,
+                     face_margin: float = 1.6, pitch_deg: float = 0.0,
+                     refine_offsets=(-8.0, 0.0, 8.0)) -> LandmarkResult:
     """Find MediaPipe's 478 face landmarks on a scan and lift them onto its surface.
 
     vertices (V, 3) / faces (F, 3): the scan in any units; up/forward: its (rough) up and facing
@@ -276,6 +343,10 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
     turned to where the face actually looks (from the symmetric landmarks), framed on the face and
     the detection repeated; the refined landmarks are kept when that succeeds.
     centre/radius: the sphere to frame (default: bounding-box centre, farthest vertex).
+    snap_fraction: landmarks that fall more than this fraction of `radius` behind the nearest
+    surface within `snap_px` pixels (through closed lips into the mouth) are moved onto that
+    surface (see :func:`lift_landmarks`); 0 disables it. face_margin: the refined view frames a
+    sphere of this many times the fit landmarks' extent.
 
     Raises UserError when no face is found from any view.
     """
@@ -286,11 +357,17 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
     if not np.isfinite(v).all():
         raise UserError("the scan has NaN or infinite vertex coordinates")
     up_u, fw_u = head_frame(up, forward)
+    if centre is None:
+        centre = (v.min(0) + v.max(0)) / 2
+    centre = np.asarray(centre, np.float64).reshape(3)
+    if radius is None:
+        radius = float(np.linalg.norm(v - centre, axis=1).max())
+    snap_depth = snap_fraction * radius if snap_fraction else None
     mp = _import_mediapipe()
     detector = _Detector(mp)
 
     def render_at(yaw, c=centre, r=radius):
-        cam = camera_for_head(v, yaw, centre=c, radius=r, up=up_u, forward=fw_u,
+        cam = camera_for_head(v, yaw, centre=c, radius=r, up=up_u, forward=fw_u, pitch_deg=pitch_deg,
                               image_size=image_size, projection=projection)
         return render_mesh(v, f, cam, colors=colors, texture=texture, uv=uv, background=background)
 
@@ -298,7 +375,8 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
         pts2d, score = detector(rend.image)
         if pts2d is None:
             return None
-        tri, bary, valid, facing = lift_landmarks(rend, v, f, pts2d[:, :2])
+        tri, bary, valid, facing = lift_landmarks(rend, v, f, pts2d[:, :2], snap_depth=snap_depth,
+                                                  snap_px=snap_px)
         return dict(pts2d=pts2d, score=score, tri=tri, bary=bary, valid=valid, facing=facing,
                     render=rend, points=_points(v, f, tri, bary, valid))
 
@@ -319,19 +397,22 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
                 f"and forward directions are set correctly and the face is not hidden, or place "
                 f"landmarks manually")
         if refine:
-            yaw = _face_yaw(found["points"], found["valid"], up_u, fw_u)
+            yaw = _face_yaw(found["pts2d"], found["render"].camera, up_u, fw_u)
             fit_ok = found["valid"][FIT_LANDMARKS]
             if yaw is not None and fit_ok.sum() >= 20:
                 fp = found["points"][FIT_LANDMARKS][fit_ok]
                 c = (fp.min(0) + fp.max(0)) / 2
                 # the face landmarks span brows..lips; frame the whole face with margin
-                r = 1.6 * float(np.linalg.norm(fp - c, axis=1).max())
-                rend = render_at(yaw, c, r)
-                again = attempt(rend)
-                attempts.append((float(yaw), again is not None))
-                if again is not None and again["valid"][FIT_LANDMARKS].sum() >= fit_ok.sum() * 0.9:
-                    again["yaw"] = float(yaw)
-                    found = again
+                r = face_margin * float(np.linalg.norm(fp - c, axis=1).max())
+                views = []
+                for off in refine_offsets:
+                    again = attempt(render_at(yaw + float(off), c, r))
+                    attempts.append((yaw + float(off), again is not None))
+                    if again is not None and again["valid"][FIT_LANDMARKS].sum() >= fit_ok.sum() * 0.9:
+                        again["yaw"] = yaw + float(off)
+                        views.append(again)
+                if views:
+                    found = _combine_views(views, v, f)
     finally:
         detector.close()
 

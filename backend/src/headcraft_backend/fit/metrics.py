@@ -360,7 +360,9 @@ def _candidate_pairs(cen, rad, focus=None):
 
 
 def _segments_cross(P, Q, A, B, C, eps=1e-12):
-    """Does segment P-Q cross triangle ABC (strictly: no touching, not parallel)? Row-wise."""
+    """Does segment P-Q pass through triangle ABC? Row-wise. The segment must cross the plane
+    strictly (an end point lying in the triangle is contact, not a crossing); a crossing point
+    on the triangle's border counts (two mirror-symmetric triangles cross edge-on-edge)."""
     d = Q - P
     e1, e2 = B - A, C - A
     h = np.cross(d, e2)
@@ -374,7 +376,7 @@ def _segments_cross(P, Q, A, B, C, eps=1e-12):
     q = np.cross(s, e1)
     v = inv * np.einsum("ij,ij->i", d, q)
     t = inv * np.einsum("ij,ij->i", e2, q)
-    return ok & (u > eps) & (v > eps) & (u + v < 1 - eps) & (t > eps) & (t < 1 - eps)
+    return ok & (u >= -eps) & (v >= -eps) & (u + v <= 1 + eps) & (t > eps) & (t < 1 - eps)
 
 
 def self_intersecting_pairs(verts, faces, region_vertices=None) -> np.ndarray:

@@ -13,14 +13,25 @@ neutral template without its shape dependence.
 Mapping dense vertices onto the coarse surface
 ----------------------------------------------
 MeshLab copies a split face's attributes to its children, so each dense triangle knows the coarse
-triangle it was cut from (its face quality). A dense vertex used by dense triangles of one coarse
-triangle is projected onto that triangle (closest point); one used by two coarse triangles lies
-topologically on their shared edge and is projected onto that edge; one at an original coarse
-vertex gets that vertex exactly. So a dense vertex's surface point is representable in every
-coarse triangle around it, and each dense corner expresses the SAME point in its own triangle's
-chart: seam vertices get one position and one UV per chart. If a pymeshlab build ever stops
-carrying face quality through the filter, each dense triangle falls back to the coarse triangle
-nearest its centroid (closest point), which agrees for ~all triangles on the shipped models.
+triangle it was cut from (face quality); its three corners all use that one coarse triangle, so
+per-corner UVs interpolate inside one chart.
+
+mapping="subdivision" (default): every Butterfly vertex is the split point of an edge, i.e. it
+has an exact position in the subdivision domain (dyadic barycentrics, k/8 after 3 iterations).
+MeshLab averages vertex colours at every split, so indicator colours per coarse vertex (classes
+that differ around every triangle, 4 per run, 2 runs for OpenHead) read these positions back
+exactly. The interpolated mesh is a uniform refinement of the flat coarse triangles: no
+degenerate triangles, and a dense vertex shared by several coarse triangles is the same point in
+each of them (seam corners: one position, one UV per chart).
+
+mapping="closest" (the brief's first idea, and the fallback if colours ever stop coming back):
+project each Butterfly vertex onto the coarse surface (closest point inside its coarse triangle,
+on the shared edge for vertices between two, exact for original vertices). It sits closer to
+Butterfly's vertices (median 0.18 vs 0.34 mm before smoothing on OpenHead), but Butterfly bulges
+beyond thin coarse triangles and the clamped projection then puts all three corners of ~0.2 % of
+the triangles on one coarse edge: zero-area triangles (NaN normals) in the untouched inner mouth
+and eyeballs, which smoothing never repairs. Without face quality, each dense triangle would take
+the coarse triangle nearest its centroid (agrees with the face quality for ~93 % of triangles).
 
 Regions and smoothing
 ---------------------
@@ -140,8 +151,10 @@ class DenseRebuild(torch.nn.Module):
     """Coarse vertices (B, V, 3) -> dense vertices (B, Vd, 3): barycentric interpolation, then
     region-wise uniform Laplacian smoothing. Linear, differentiable, batched, CPU or CUDA.
 
-    Both steps are sparse CSR products on a (vertices, 3B) layout; smoothing iteration k only
-    recomputes the rows of vertices with more than k iterations.
+    interpolate() and smooth() run the two steps as written (sparse CSR products on a
+    (vertices, 3B) layout; smoothing iteration k recomputes only the rows of vertices with more
+    than k iterations). Both are linear, so forward() applies their product, composed once here
+    in float64 (~9 weights per dense vertex): one sparse product, the same result.
     """
 
     def __init__(self, dense: DenseTemplate, coarse_faces: np.ndarray):
@@ -169,22 +182,35 @@ class DenseRebuild(torch.nn.Module):
             self.register_buffer(f"s{n_stage}_rows", torch.from_numpy(rows), persistent=False)
             self.stages.append((n_stage, stop - k))
             n_stage, k = n_stage + 1, stop
+        # forward: the whole pipeline as one (Vd, V) matrix
+        M = W
+        for k in range(int(iters.max()) if iters.size else 0):
+            moving = (iters > k).astype(np.float64)
+            M = ((sp.diags(moving) @ A + sp.diags(1.0 - moving)) @ M).tocsr()
+        M.eliminate_zeros()
+        self._add_csr("full", M)
 
     def _add_csr(self, name, M):
-        M = M.tocsr()
-        M.sort_indices()
-        self.register_buffer(f"{name}_crow", torch.from_numpy(M.indptr.astype(np.int64)), persistent=False)
-        self.register_buffer(f"{name}_col", torch.from_numpy(M.indices.astype(np.int64)), persistent=False)
-        self.register_buffer(f"{name}_val", torch.from_numpy(M.data.astype(np.float32)), persistent=False)
-        setattr(self, f"{name}_shape", M.shape)
+        """Buffers for M and its transpose (the backward pass), values in float64."""
+        for suffix, m in (("", M.tocsr()), ("T", M.T.tocsr())):
+            m.sort_indices()
+            for part, arr in (("crow", m.indptr.astype(np.int64)), ("col", m.indices.astype(np.int64)),
+                              ("val", m.data.astype(np.float64))):
+                self.register_buffer(f"{name}{suffix}_{part}", torch.from_numpy(arr), persistent=False)
+            setattr(self, f"{name}{suffix}_shape", m.shape)
 
-    def _csr(self, name, like: torch.Tensor) -> torch.Tensor:
+    def _csr(self, name, dtype) -> torch.Tensor:
         with warnings.catch_warnings():   # "sparse CSR support is in beta"
             warnings.simplefilter("ignore")
             return torch.sparse_csr_tensor(
                 getattr(self, f"{name}_crow"), getattr(self, f"{name}_col"),
-                getattr(self, f"{name}_val").to(like.dtype), getattr(self, f"{name}_shape"),
+                getattr(self, f"{name}_val").to(dtype), getattr(self, f"{name}_shape"),
                 check_invariants=False)
+
+    def _mm(self, name, x):
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _SparseMM.apply(x, self, name)
+        return self._csr(name, x.dtype) @ x
 
     @staticmethod
     def _flat(v):   # (B, N, 3) -> (N, 3B)
@@ -194,27 +220,44 @@ class DenseRebuild(torch.nn.Module):
     def _unflat(x, B):  # (N, 3B) -> (B, N, 3)
         return x.reshape(x.shape[0], B, 3).permute(1, 0, 2).contiguous()
 
+    def _check(self, v: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3) with V >= the highest vertex index the coarse faces use, + 1."""
+        if v.ndim != 3 or v.shape[2] != 3 or v.shape[1] < self.num_coarse:
+            raise ValueError(f"expected (B, {self.num_coarse}, 3) coarse vertices, got {tuple(v.shape)}")
+        return v[:, :self.num_coarse]
+
     def interpolate(self, coarse_vertices: torch.Tensor) -> torch.Tensor:
         """(B, V, 3) -> (B, Vd, 3) barycentric interpolation only (no smoothing)."""
-        B = coarse_vertices.shape[0]
-        x = self._csr("interp", coarse_vertices) @ self._flat(coarse_vertices)
-        return self._unflat(x, B)
+        v = self._check(coarse_vertices)
+        return self._unflat(self._mm("interp", self._flat(v)), v.shape[0])
 
     def smooth(self, dense_vertices: torch.Tensor) -> torch.Tensor:
         """(B, Vd, 3) -> (B, Vd, 3) region-wise uniform Laplacian smoothing."""
-        B = dense_vertices.shape[0]
         x = self._flat(dense_vertices)
         for i, repeats in self.stages:
-            A, rows = self._csr(f"s{i}", x), getattr(self, f"s{i}_rows")
+            rows = getattr(self, f"s{i}_rows")
             for _ in range(repeats):
-                x = x.index_copy(0, rows, A @ x)
-        return self._unflat(x, B)
+                x = x.index_copy(0, rows, self._mm(f"s{i}", x))
+        return self._unflat(x, dense_vertices.shape[0])
 
     def forward(self, coarse_vertices: torch.Tensor) -> torch.Tensor:
-        if coarse_vertices.ndim != 3 or coarse_vertices.shape[1:] != (self.num_coarse, 3):
-            raise ValueError(f"expected (B, {self.num_coarse}, 3) coarse vertices, "
-                             f"got {tuple(coarse_vertices.shape)}")
-        return self.smooth(self.interpolate(coarse_vertices))
+        v = self._check(coarse_vertices)
+        return self._unflat(self._mm("full", self._flat(v)), v.shape[0])
+
+
+class _SparseMM(torch.autograd.Function):
+    """module's constant sparse matrix `name` @ x; the backward uses the stored transpose
+    (torch would transpose the CSR matrix on every backward call, ~100x slower)."""
+
+    @staticmethod
+    def forward(ctx, x, module, name):
+        ctx.module, ctx.name = module, name
+        return module._csr(name, x.dtype) @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        back = ctx.name[:-1] if ctx.name.endswith("T") else ctx.name + "T"
+        return _SparseMM.apply(grad.contiguous(), ctx.module, back), None, None
 
 
 def uniform_laplacian_operator(faces: np.ndarray, num_vertices: int):
@@ -245,16 +288,22 @@ def uniform_laplacian_operator(faces: np.ndarray, num_vertices: int):
 # Building
 # ------------------------------------------------------------------------------------------------
 def butterfly(vertices: np.ndarray, faces: np.ndarray, iterations: int = BUTTERFLY_ITERATIONS,
-              threshold_units: float = BUTTERFLY_THRESHOLD_UNITS):
-    """MeshLab Butterfly subdivision (pymeshlab `meshing_surface_subdivision_butterfly`) of a
-    mesh in metres, edge threshold in HeadCraft units. Returns (vertices (N, 3) float64 metres,
-    faces (M, 3) int64, coarse triangle per dense triangle (M,) int64 or None if pymeshlab did
-    not carry the face quality through). Duplicate and unreferenced vertices are removed."""
+              threshold_units: float = BUTTERFLY_THRESHOLD_UNITS, colors: np.ndarray | None = None):
+    """MeshLab Butterfly subdivision (pymeshlab `meshing_surface_subdivision_butterfly`) of a mesh
+    in metres, edge threshold in HeadCraft units (the filter runs on the mesh scaled to them).
+
+    colors: optional (V, 4) values in [0, 1]; MeshLab keeps them as 8-bit and gives every new
+    vertex the mean of its split edge's end points. Returns (vertices (N, 3) float64 metres,
+    faces (M, 3) int64, coarse triangle per dense triangle (M,) int64 or None where pymeshlab did
+    not carry the face quality through, colours (N, 4) float64 in 0..255 or None). Exact
+    duplicate vertices are merged and unreferenced ones dropped."""
     import pymeshlab
     absolute = getattr(pymeshlab, "PureValue", None) or getattr(pymeshlab, "AbsoluteValue")
     faces = np.asarray(faces, np.int32)
+    extra = {} if colors is None else {"v_color_matrix": np.asarray(colors, np.float64)}
     mesh = pymeshlab.Mesh(vertex_matrix=np.asarray(vertices, np.float64) * HC_UNITS_PER_METRE,
-                          face_matrix=faces, f_scalar_array=np.arange(len(faces), dtype=np.float64))
+                          face_matrix=faces, f_scalar_array=np.arange(len(faces), dtype=np.float64),
+                          **extra)
     ms = pymeshlab.MeshSet()
     ms.add_mesh(mesh)
     ms.meshing_surface_subdivision_butterfly(iterations=int(iterations),
@@ -262,26 +311,26 @@ def butterfly(vertices: np.ndarray, faces: np.ndarray, iterations: int = BUTTERF
     out = ms.current_mesh()
     v = out.vertex_matrix() / HC_UNITS_PER_METRE
     f = out.face_matrix().astype(np.int64)
+    col = np.rint(out.vertex_color_matrix() * 255) if colors is not None else None
     prov = None
     if out.has_face_scalar():
         q = out.face_scalar_array()
         qi = np.rint(q).astype(np.int64)
         if len(q) == len(f) and np.allclose(q, qi) and qi.min() >= 0 and qi.max() < len(faces):
             prov = qi
-    # merge exact duplicates (MeshLab may split vertices), drop unused ones and collapsed faces
+    # merge exact duplicates (keeping MeshLab's order), drop collapsed faces and unused vertices
     _, first, inv = np.unique(v, axis=0, return_index=True, return_inverse=True)
-    inv = inv.ravel()
-    keep_order = np.argsort(first)               # keep MeshLab's vertex order
-    remap = np.empty_like(keep_order)
-    remap[keep_order] = np.arange(len(keep_order))
-    v, f = v[first[keep_order]], remap[inv][f]
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    f = rank[inv.ravel()][f]
+    v, col = v[first[order]], (col[first[order]] if col is not None else None)
     ok = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])
-    f = f[ok]
-    prov = prov[ok] if prov is not None else None
+    f, prov = f[ok], (prov[ok] if prov is not None else None)
     used = np.zeros(len(v), bool)
     used[f.ravel()] = True
     newid = np.cumsum(used) - 1
-    return v[used], newid[f], prov
+    return v[used], newid[f], prov, (col[used] if col is not None else None)
 
 
 def closest_point_barycentric(p, a, b, c):
@@ -308,7 +357,7 @@ def closest_point_barycentric(p, a, b, c):
         ((vb <= 0) & (d2 >= 0) & (d6 <= 0), (1 - t_ac, 0, t_ac)),
         ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), (0, 1 - t_bc, t_bc)),
     ]
-    out = np.stack(np.broadcast_arrays(1 - v_in - w_in, v_in, w_in), 1)
+    out = np.stack([1 - v_in - w_in, v_in, w_in], 1)
     for mask, bary in reversed(cases):   # earlier tests win
         val = np.stack(np.broadcast_arrays(*map(np.asarray, bary)), -1)
         out[mask] = val[mask] if val.ndim == 2 else val
@@ -317,16 +366,15 @@ def closest_point_barycentric(p, a, b, c):
 
 
 def nearest_triangles(points, vertices, faces, k: int = 16, chunk: int = 20000):
-    """Index of the triangle nearest each point (exact closest point among the k triangles with
-    the nearest centroids, plus those around the nearest vertex)."""
+    """Index of the triangle nearest each point: exact closest point among the k triangles with
+    the nearest centroids and the triangles around the nearest vertex."""
     from scipy.spatial import cKDTree
     faces = np.asarray(faces, np.int64)
     tri = vertices[faces]
     k = min(k, len(faces))
     _, cand = cKDTree(tri.mean(1)).query(points, k=k)
     cand = cand.reshape(len(points), k)
-    # triangles around the nearest vertex, padded by repeating the first one
-    ring_f = np.argsort(faces.ravel(), kind="stable") // 3
+    ring_f = np.argsort(faces.ravel(), kind="stable") // 3     # triangles grouped by vertex
     ring_start = np.searchsorted(np.sort(faces.ravel()), np.arange(len(vertices) + 1))
     width = int(np.diff(ring_start).max())
     _, nv = cKDTree(vertices).query(points)
@@ -345,81 +393,134 @@ def nearest_triangles(points, vertices, faces, k: int = 16, chunk: int = 20000):
     return best
 
 
-def build_dense_template(data: HeadModelData, iterations: int = BUTTERFLY_ITERATIONS,
-                         threshold_units: float = BUTTERFLY_THRESHOLD_UNITS) -> DenseTemplate:
-    """Run Butterfly on the neutral template and map its result onto the coarse surface."""
-    V = np.asarray(data.v_template, np.float64)
-    F = np.asarray(data.faces, np.int64)
-    Vd, Fd, ftri = butterfly(V, F, iterations, threshold_units)
-    if ftri is None:
-        log.warning("pymeshlab did not carry face quality through Butterfly; using the coarse "
-                    "triangle nearest each dense triangle's centroid")
-        ftri = nearest_triangles(Vd[Fd].mean(1), V, F)
-    nV = len(Vd)
+def _vertex_classes(faces, n):
+    """Greedy colouring: the three vertices of every triangle get different classes."""
+    import scipy.sparse as sp
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    A = sp.csr_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    A = (A + A.T).tocsr()
+    cls = np.full(n, -1, np.int64)
+    for v in range(n):
+        taken = set(cls[A.indices[A.indptr[v]:A.indptr[v + 1]]].tolist())
+        cls[v] = next(c for c in range(n + 1) if c not in taken)
+    return cls
 
-    # coarse triangles touching each dense vertex (through the dense triangles around it)
+
+def _subdivision_mapping(V, F, iterations, threshold_units):
+    """Each dense vertex's position in the subdivision domain, read back exactly from colours.
+
+    Coarse vertices are split into classes that differ around every triangle; per class an
+    indicator colour (0 or `scale`) rides through the filter, which averages it at every edge
+    split, so a dense vertex's colour in the class of coarse vertex j is `scale` times j's
+    barycentric weight (dyadic, exact in 8 bits while scale is a multiple of 2**iterations).
+    Returns (Vd, Fd, ftri, vtri, vbary, cbary) or None where MeshLab did not cooperate."""
+    scale = (255 >> int(iterations)) << int(iterations)
+    cls = _vertex_classes(F, len(V))
+    n_cls = int(cls.max()) + 1
+    if scale == 0:
+        return None
+    runs = [butterfly(V, F, iterations, threshold_units,
+                      colors=np.stack([(cls == c0 + ch) * (scale / 255) for ch in range(4)], 1))
+            for c0 in range(0, n_cls, 4)]
+    Vd, Fd, ftri, _ = runs[0]
+    if ftri is None or any(r[3] is None or not np.array_equal(r[1], Fd)
+                           or not np.array_equal(r[0], Vd) for r in runs):
+        return None
+    weight = np.concatenate([r[3] for r in runs], 1)[:, :n_cls] / scale      # (Vd, classes)
+    cbary = weight[Fd[:, :, None], cls[F[ftri]][:, None, :]]                 # (Fd, 3, 3)
+    if np.abs(cbary.sum(2) - 1).max() > 1e-9:   # some corner not inside its coarse triangle
+        return None
+    vtri = np.empty(len(Vd), np.int64)
+    vbary = np.empty((len(Vd), 3))
+    vtri[Fd.ravel()] = np.repeat(ftri, 3)
+    vbary[Fd.ravel()] = cbary.reshape(-1, 3)
+    return Vd, Fd, ftri, vtri, vbary, cbary
+
+
+def _closest_mapping(V, F, Vd, Fd, ftri):
+    """Dense vertices onto the coarse surface by closest point, topology-aware: inside one coarse
+    triangle -> closest point in it; on the edge two coarse triangles share -> closest point on
+    that edge; at an original vertex -> that vertex. Each corner writes its vertex's surface
+    point in its own dense triangle's coarse triangle. Returns (vtri, vbary, cbary)."""
+    from scipy.spatial import cKDTree
+    nV = len(Vd)
     pairs = np.unique(np.stack([Fd.ravel(), np.repeat(ftri, 3)], 1), axis=0)
     start = np.searchsorted(pairs[:, 0], np.arange(nV + 1))
     n_cand = np.diff(start)
     first = pairs[start[:-1], 1]
-    vtri = first.copy()
-    vbary = np.zeros((nV, 3))
+    vtri, vbary = first.copy(), np.zeros((nV, 3))
 
-    one = n_cand == 1                      # inside one coarse triangle
+    one = np.flatnonzero(n_cand == 1)
     t = V[F[first[one]]]
     vbary[one] = closest_point_barycentric(Vd[one], t[:, 0], t[:, 1], t[:, 2])
 
-    two = np.flatnonzero(n_cand == 2)      # on the edge two coarse triangles share
-    ta, tb = F[first[two]], F[pairs[start[two] + 1, 1]]
-    shared = (ta[:, :, None] == tb[:, None, :]).any(2)            # (n, 3) in ta's corners
-    edge_ok = shared.sum(1) == 2
-    two_e, shared = two[edge_ok], shared[edge_ok]
-    i0 = np.argmax(shared, 1)
-    i1 = 2 - np.argmax(shared[:, ::-1], 1)
-    a, b = V[F[first[two_e], i0]], V[F[first[two_e], i1]]
+    two = np.flatnonzero(n_cand == 2)
+    shared = (F[first[two]][:, :, None] == F[pairs[start[two] + 1, 1]][:, None, :]).any(2)
+    two, shared = two[shared.sum(1) == 2], shared[shared.sum(1) == 2]
+    i0, i1 = np.argmax(shared, 1), 2 - np.argmax(shared[:, ::-1], 1)
+    a, b = V[F[first[two], i0]], V[F[first[two], i1]]
     ab = b - a
-    s = np.clip(np.einsum("ij,ij->i", Vd[two_e] - a, ab) / np.maximum(
-        np.einsum("ij,ij->i", ab, ab), 1e-30), 0.0, 1.0)
-    vbary[two_e, i0] = 1.0 - s
-    vbary[two_e, i1] = s
+    s = np.clip(np.einsum("ij,ij->i", Vd[two] - a, ab)
+                / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-30), 0.0, 1.0)
+    vbary[two, i0], vbary[two, i1] = 1.0 - s, s
 
-    rest = np.setdiff1d(np.arange(nV), np.concatenate([np.flatnonzero(one), two_e]))
-    if rest.size:                          # coarse vertices (and odd cases): nearest candidate
-        from scipy.spatial import cKDTree
+    rest = np.setdiff1d(np.arange(nV), np.concatenate([one, two]))
+    if rest.size:                          # original vertices (and odd cases): best candidate
         dist, nearest_v = cKDTree(V).query(Vd[rest])
         best_d = np.full(rest.size, np.inf)
         for j in range(int(n_cand[rest].max())):
-            has = n_cand[rest] > j
-            r = rest[has]
-            tr = pairs[start[r] + j, 1]
+            has = np.flatnonzero(n_cand[rest] > j)
+            r, tr = rest[has], pairs[start[rest[has]] + j, 1]
             t = V[F[tr]]
             bc = closest_point_barycentric(Vd[r], t[:, 0], t[:, 1], t[:, 2])
             d = np.linalg.norm(np.einsum("ni,nij->nj", bc, t) - Vd[r], axis=1)
-            # an original coarse vertex: exactly that vertex, in any triangle around it
             at_v = (dist[has] < 1e-9)[:, None] & (F[tr] == nearest_v[has][:, None])
             d = np.where(at_v.any(1), -1.0, d)
             bc = np.where(at_v.any(1)[:, None], at_v.astype(float), bc)
             better = d < best_d[has]
-            best_d[np.flatnonzero(has)[better]] = d[better]
+            best_d[has[better]] = d[better]
             vtri[r[better]], vbary[r[better]] = tr[better], bc[better]
 
-    # each corner: its vertex's surface point, written in the dense triangle's coarse triangle
-    corner_v = Fd.ravel()
-    corner_t = np.repeat(ftri, 3)
-    src_ids, dst_ids = F[vtri[corner_v]], F[corner_t]
-    match = dst_ids[:, :, None] == src_ids[:, None, :]            # (C, 3 dst, 3 src)
-    cbary = np.einsum("cds,cs->cd", match.astype(float), vbary[corner_v])
-    off = np.abs(cbary.sum(1) - 1) > 1e-6    # point not on this triangle's boundary: project
+    corner_v, corner_t = Fd.ravel(), np.repeat(ftri, 3)
+    src, dst = F[vtri[corner_v]], F[corner_t]
+    cbary = np.einsum("cds,cs->cd", (dst[:, :, None] == src[:, None, :]).astype(float),
+                      vbary[corner_v])
+    off = np.abs(cbary.sum(1) - 1) > 1e-6     # point not on this triangle: project onto it
     if off.any():
-        pts = np.einsum("ci,cij->cj", vbary[corner_v[off]], V[src_ids[off]])
-        t = V[dst_ids[off]]
+        pts = np.einsum("ci,cij->cj", vbary[corner_v[off]], V[src[off]])
+        t = V[dst[off]]
         cbary[off] = closest_point_barycentric(pts, t[:, 0], t[:, 1], t[:, 2])
-    cbary = np.clip(cbary, 0, 1)
-    cbary /= cbary.sum(1, keepdims=True)
-    cbary = cbary.reshape(-1, 3, 3)
-    vbary = np.clip(vbary, 0, 1)
-    vbary /= vbary.sum(1, keepdims=True)
+    return vtri, vbary, cbary.reshape(-1, 3, 3)
 
+
+MAPPINGS = ("subdivision", "closest")
+
+
+def build_dense_template(data: HeadModelData, iterations: int = BUTTERFLY_ITERATIONS,
+                         threshold_units: float = BUTTERFLY_THRESHOLD_UNITS,
+                         mapping: str = "subdivision") -> DenseTemplate:
+    """Run Butterfly on the neutral template and tie every dense vertex and corner to the coarse
+    surface. mapping: "subdivision" (default; exact position in the subdivision domain) or
+    "closest" (closest point; see the module docstring for why it is not the default)."""
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    V = np.asarray(data.v_template, np.float64)
+    F = np.asarray(data.faces, np.int64)
+    got = _subdivision_mapping(V, F, iterations, threshold_units) if mapping == "subdivision" else None
+    if got is not None:
+        Vd, Fd, ftri, vtri, vbary, cbary = got
+    else:
+        if mapping == "subdivision":
+            log.warning("pymeshlab did not carry colours through Butterfly; mapping the dense "
+                        "template onto the coarse one by closest point instead")
+        Vd, Fd, ftri, _ = butterfly(V, F, iterations, threshold_units)
+        if ftri is None:
+            log.warning("pymeshlab did not carry face quality through Butterfly; using the "
+                        "coarse triangle nearest each dense triangle's centroid")
+            ftri = nearest_triangles(Vd[Fd].mean(1), V, F)
+        vtri, vbary, cbary = _closest_mapping(V, F, Vd, Fd, ftri)
+    norm = lambda b: np.clip(b, 0, 1) / np.clip(b, 0, 1).sum(-1, keepdims=True)  # noqa: E731
+    vbary, cbary = norm(vbary), norm(cbary)
     uv = np.einsum("fcj,fjk->fck", cbary, np.asarray(data.uv, np.float64)[ftri])
 
     # regions: barycentric mass of the coarse triangle's vertices in the region >= 1/2
@@ -429,13 +530,12 @@ def build_dense_template(data: HeadModelData, iterations: int = BUTTERFLY_ITERAT
         inside[np.asarray(idx, np.int64)] = True
         member[name] = (vbary * inside[F[vtri]]).sum(1) >= REGION_WEIGHT - 1e-6
         regions[name] = np.flatnonzero(member[name]).astype(np.int32)
-    smooth = np.zeros(nV, np.int8)
-    assigned = np.zeros(nV, bool)
+    smooth = np.zeros(len(Vd), np.int8)
+    assigned = np.zeros(len(Vd), bool)
     for name, n in SMOOTHING_RULES:
         if name in member:
-            new = member[name] & ~assigned
-            smooth[new] = n
-            assigned |= new
+            smooth[member[name] & ~assigned] = n
+            assigned |= member[name]
 
     return DenseTemplate(
         faces=Fd.astype(np.int32), vertex_tri=vtri.astype(np.int32),
@@ -447,13 +547,12 @@ def build_dense_template(data: HeadModelData, iterations: int = BUTTERFLY_ITERAT
 # ------------------------------------------------------------------------------------------------
 # Cache
 # ------------------------------------------------------------------------------------------------
-def cache_key(data: HeadModelData, iterations: int = BUTTERFLY_ITERATIONS,
-              threshold_units: float = BUTTERFLY_THRESHOLD_UNITS) -> str:
+def cache_key(data: HeadModelData, mapping: str = "subdivision") -> str:
     """sha256 over the template, faces, UVs, regions and every setting that shapes the result."""
     h = hashlib.sha256()
-    settings = {"format": FORMAT_VERSION, "iterations": int(iterations),
-                "threshold_units": float(threshold_units), "rules": SMOOTHING_RULES,
-                "region_weight": REGION_WEIGHT}
+    settings = {"format": FORMAT_VERSION, "iterations": BUTTERFLY_ITERATIONS,
+                "threshold_units": BUTTERFLY_THRESHOLD_UNITS, "rules": SMOOTHING_RULES,
+                "region_weight": REGION_WEIGHT, "mapping": mapping}
     h.update(json.dumps(settings, sort_keys=True).encode())
     for arr, dt in ((data.v_template, np.float32), (data.faces, np.int32), (data.uv, np.float32)):
         a = np.ascontiguousarray(arr, dt)
@@ -473,11 +572,12 @@ def default_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "headcraft"
 
 
-def dense_template(data: HeadModelData, cache_dir: str | Path | None = None) -> DenseTemplate:
+def dense_template(data: HeadModelData, cache_dir: str | Path | None = None,
+                   mapping: str = "subdivision") -> DenseTemplate:
     """The model's dense template, from `cache_dir` (default: default_cache_dir()) when a valid
     file for this exact model and these settings is there; otherwise built (a few seconds) and
     written atomically. An unreadable cache file is rebuilt; an unwritable folder only logs."""
-    key = cache_key(data)
+    key = cache_key(data, mapping)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"dense-{data.name}-{key[:20]}.npz"
     if path.is_file():
@@ -489,7 +589,7 @@ def dense_template(data: HeadModelData, cache_dir: str | Path | None = None) -> 
         except ValueError as exc:
             log.warning("rebuilding the dense template: %s", exc)
     t0 = time.perf_counter()
-    dense = build_dense_template(data)
+    dense = build_dense_template(data, mapping=mapping)
     dense.key = key
     log.info("dense template for %s: %d vertices, %d triangles in %.1f s", data.name,
              dense.num_vertices, len(dense.faces), time.perf_counter() - t0)
