@@ -55,6 +55,19 @@ class CoarseSettings:
     w_pose: float = 1e-2
     robust_sigma: float = 0.5      # Geman-McClure scale of the surface term, HeadCraft units
     refresh: int = 10
+    late_landmark_weight: float = 0.1   # landmarks guide the start; the surface decides the end
+    # Surface-term weight per region: hair and clothing bias the scalp and neck, so they count less.
+    region_weights: dict = dataclasses.field(default_factory=lambda: {
+        "scalp": 0.3, "neck": 0.3, "ears": 0.5, "eyeballs": 0.0, "inner_mouth": 0.0})
+
+
+def surface_weights(data, settings: CoarseSettings) -> np.ndarray:
+    """Per-vertex weight of the surface term (1 for the face and anything unlisted)."""
+    w = np.ones(data.num_vertices, np.float32)
+    for name, weight in settings.region_weights.items():
+        if name in data.regions:
+            w[data.regions[name]] = weight
+    return w
 
 
 @dataclasses.dataclass
@@ -69,12 +82,11 @@ class CoarseFit:
 
 
 def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.ndarray,
-               lmk_faces: np.ndarray, lmk_bary: np.ndarray, fit_region: np.ndarray,
+               lmk_faces: np.ndarray, lmk_bary: np.ndarray,
                settings: CoarseSettings = CoarseSettings(),
                report: Callable[[float, str, str], None] | None = None) -> CoarseFit:
     """scan_points (N, 3) and scan_landmarks (L, 3) in the scan frame (any units); the model's
-    landmarks are (lmk_faces, lmk_bary) on its triangles; fit_region: model vertices the surface
-    term uses (the bare face: hair and clothing would bias it)."""
+    landmarks are (lmk_faces, lmk_bary) on its triangles."""
     report = report or (lambda f, s, m: None)
     dev = model.v_template.device
     faces = model.faces
@@ -89,7 +101,9 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
     lmk_m = torch.as_tensor(to_units(sim0.inverse(scan_landmarks)), dtype=torch.float32, device=dev)
     tree = cKDTree(scan_m)
     scan_t = torch.as_tensor(scan_m, device=dev)
-    region = torch.as_tensor(fit_region, dtype=torch.long, device=dev)
+    weights = surface_weights(model.data, settings)
+    region = torch.as_tensor(np.flatnonzero(weights > 0), dtype=torch.long, device=dev)
+    w_region = torch.as_tensor(weights[weights > 0], device=dev)
     ns = min(settings.num_shape, model.data.num_shape)
     shape = torch.zeros(1, ns, device=dev, requires_grad=True)
     expr = torch.zeros(1, model.data.num_expr, device=dev, requires_grad=True)
@@ -117,8 +131,9 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
         if nn_idx is None or step % settings.refresh == 0:
             nn_idx = torch.as_tensor(tree.query(v[0, region].detach().cpu().numpy(), workers=-1)[1], device=dev)
         d2 = ((v[0, region] - scan_t[nn_idx]) ** 2).sum(-1)
-        l_surf = (d2 / (d2 + sigma2)).mean()
-        loss = settings.w_landmarks * l_lmk + settings.w_surface * l_surf
+        l_surf = (w_region * d2 / (d2 + sigma2)).sum() / w_region.sum()
+        w_lmk = settings.w_landmarks * (1.0 if step < settings.steps // 2 else settings.late_landmark_weight)
+        loss = w_lmk * l_lmk + settings.w_surface * l_surf
         if not rigid_only:
             loss = loss + settings.w_shape * (shape ** 2).sum() + settings.w_expr * (expr ** 2).sum() \
                 + settings.w_pose * (jaw_neck ** 2).sum()

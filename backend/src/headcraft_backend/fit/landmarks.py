@@ -340,8 +340,11 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
     directions. colors (V, 3) or texture + uv (F, 3, 2 or V, 2) make a coloured render; without
     them the mesh is shaded grey. The head is rendered from `forward` and, while no face is found,
     from the other `yaws` (degrees about `up`). With `refine`, once a face is found the camera is
-    turned to where the face actually looks (from the symmetric landmarks), framed on the face and
-    the detection repeated; the refined landmarks are kept when that succeeds.
+    turned to where the face actually looks (estimated from MediaPipe's 3D landmarks), framed on
+    the face, and the detection repeated from that yaw plus `refine_offsets`; per landmark the
+    medoid of those views' surface points is kept (the first detection is kept when none of the
+    refined views finds the face). `yaw_deg` in the result is the yaw of the face, relative to
+    `forward`, as the refinement estimated it (or the yaw of the first successful view).
     centre/radius: the sphere to frame (default: bounding-box centre, farthest vertex).
     snap_fraction: landmarks that fall more than this fraction of `radius` behind the nearest
     surface within `snap_px` pixels (through closed lips into the mouth) are moved onto that
@@ -405,14 +408,14 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
                 # the face landmarks span brows..lips; frame the whole face with margin
                 r = face_margin * float(np.linalg.norm(fp - c, axis=1).max())
                 views = []
-                for off in refine_offsets:
+                for off in sorted(refine_offsets, key=abs):   # the straightest view first
                     again = attempt(render_at(yaw + float(off), c, r))
                     attempts.append((yaw + float(off), again is not None))
                     if again is not None and again["valid"][FIT_LANDMARKS].sum() >= fit_ok.sum() * 0.9:
-                        again["yaw"] = yaw + float(off)
                         views.append(again)
                 if views:
                     found = _combine_views(views, v, f)
+                    found["yaw"] = float(yaw)
     finally:
         detector.close()
 

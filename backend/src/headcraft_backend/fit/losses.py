@@ -34,8 +34,10 @@ class MeshRegulariser:
     """Edge and uniform-Laplacian terms of a fixed-topology mesh, with analytic gradients.
 
     edge: mean squared edge length over unique edges = v^T (D - A) v / E.
-    laplacian: sqrt(sum_v ||L v||^2) with L = I - D^-1 A (v minus the mean of its neighbours);
-    an outer L2 norm, so single spikes are not over-penalised.
+    laplacian: sqrt(sum_v ||L x||^2) with L = I - D^-1 A (x minus the mean of its neighbours);
+    an outer L2 norm. x is the vertices themselves, or their displacement from `rest` when one
+    is given (then a smooth displacement costs nothing and the template's own curvature does
+    not pull the fit flat).
     Both come from one sparse product L v (D - A = D L), the gradient from one more (L^T).
     """
 
@@ -50,6 +52,10 @@ class MeshRegulariser:
         self.L, self.LT = _csr(L, device), _csr(L.T.tocsr(), device)
         self.deg = torch.from_numpy(deg)[:, None].to(device)
         self.num_edges = len(edges)
+        self.L_rest = None
+
+    def set_rest(self, rest: torch.Tensor | None) -> None:
+        self.L_rest = None if rest is None else (self.L @ rest).detach()
 
     def __call__(self, verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _Regularise.apply(verts, self)
@@ -60,16 +66,17 @@ class _Regularise(torch.autograd.Function):
     def forward(ctx, verts, reg):
         lv = reg.L @ verts
         edge = (verts * (reg.deg * lv)).sum() / reg.num_edges
-        lap = torch.sqrt((lv * lv).sum() + 1e-12)
-        ctx.save_for_backward(lv, lap)
+        lx = lv if reg.L_rest is None else lv - reg.L_rest
+        lap = torch.sqrt((lx * lx).sum() + 1e-12)
+        ctx.save_for_backward(lv, lx, lap)
         ctx.reg = reg
         return edge, lap
 
     @staticmethod
     def backward(ctx, g_edge, g_lap):
-        lv, lap = ctx.saved_tensors
+        lv, lx, lap = ctx.saved_tensors
         reg = ctx.reg
-        grad = (2.0 * g_edge / reg.num_edges) * (reg.deg * lv) + (g_lap / lap) * (reg.LT @ lv)
+        grad = (2.0 * g_edge / reg.num_edges) * (reg.deg * lv) + (g_lap / lap) * (reg.LT @ lx)
         return grad, None
 
 

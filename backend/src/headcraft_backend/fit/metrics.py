@@ -334,29 +334,42 @@ def _weld(v: np.ndarray) -> np.ndarray:
 
 def _candidate_pairs(cen, rad, focus=None):
     """Triangle pairs (i < j) whose bounding spheres overlap; with focus (bool per triangle),
-    only pairs with at least one focus triangle."""
-    n = len(cen)
-    tree = cKDTree(cen)
-    thr = float(np.quantile(rad, 0.99)) if n > 100 else float(rad.max())
-    thr = max(thr, 1e-30)
-    small = rad <= thr
-    pairs = [tree.query_pairs(2.0 * thr, output_type="ndarray")]
-    big = np.flatnonzero(~small)
-    if len(big):
-        lists = tree.query_ball_point(cen[big], rad[big] + rad.max(), workers=-1)
-        lens = np.fromiter((len(x) for x in lists), np.int64, len(lists))
-        if lens.sum():
-            other = np.concatenate([np.asarray(x, np.int64) for x in lists])
-            pairs.append(np.stack([np.repeat(big, lens), other], 1))
-    p = np.concatenate(pairs).astype(np.int64)
-    p = np.sort(p, 1)
-    p = p[p[:, 0] != p[:, 1]]
-    if len(big):
-        p = np.unique(p, axis=0)
-    if focus is not None:
-        p = p[focus[p[:, 0]] | focus[p[:, 1]]]
-    d2 = ((cen[p[:, 0]] - cen[p[:, 1]]) ** 2).sum(1)
-    return p[d2 <= (rad[p[:, 0]] + rad[p[:, 1]]) ** 2 * (1 + 1e-9)]
+    only pairs with at least one focus triangle.
+
+    Triangles are binned by circumradius (bins growing by 1.5x); each pair is found from its
+    larger member j, searching 2 * (upper radius of j's bin) among triangles of bins <= j's, so
+    the search radius follows the local triangle size even on meshes mixing sizes."""
+    r0 = max(float(rad[rad > 0].min()) if (rad > 0).any() else 1.0, float(rad.max()) * 1e-6)
+    cls = np.floor(np.log(np.maximum(rad, r0) / r0) / np.log(1.5)).astype(np.int64)
+    order = np.argsort(cls, kind="stable")
+    cls_sorted = cls[order]
+    tree_all = None
+    out = []
+    for c in np.unique(cls):
+        lo_idx = np.searchsorted(cls_sorted, c, "left")
+        hi_idx = np.searchsorted(cls_sorted, c, "right")
+        mine = order[lo_idx:hi_idx]
+        le = order[:hi_idx]
+        if focus is not None and not focus[le].any():
+            continue
+        r_hi = float(rad[mine].max())
+        tb = cKDTree(cen[mine])
+        pr = tb.query_pairs(2.0 * r_hi, output_type="ndarray")
+        i, j = mine[pr[:, 0]], mine[pr[:, 1]]
+        if lo_idx > 0:      # against smaller bins: one tree over everything, then filter
+            if tree_all is None:
+                tree_all = cKDTree(cen)
+            sdm = tb.sparse_distance_matrix(tree_all, 2.0 * r_hi, output_type="ndarray")
+            ii, jj = mine[sdm["i"]], sdm["j"].astype(np.int64)
+            below = cls[jj] < c
+            i, j = np.concatenate([i, ii[below]]), np.concatenate([j, jj[below]])
+        if focus is not None:
+            keep = focus[i] | focus[j]
+            i, j = i[keep], j[keep]
+        d2 = ((cen[i] - cen[j]) ** 2).sum(1)
+        keep = d2 <= (rad[i] + rad[j]) ** 2 * (1 + 1e-9)
+        out.append(np.stack([np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])], 1))
+    return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
 
 
 def _segments_cross(P, Q, A, B, C, eps=1e-12):

@@ -74,17 +74,17 @@ def fit_scan(model: HeadModel, dense: DenseTemplate, scan: Scan, options: FitOpt
              device="cpu") -> FitResult:
     report = report or (lambda f, s, m: None)
     stage = lambda lo, hi: (lambda f, s, m: report(lo + (hi - lo) * f, s, m))  # noqa: E731
-    from .landmarks import model_landmark_embedding
+    from .landmarks import FIT_LANDMARKS, model_landmark_embedding
     lmk = scan_landmarks(scan, options, manual_landmarks, stage(0.0, 0.05))
     idx, tri, bary = model_landmark_embedding(model.data)
-    have = np.array([int(i) in lmk for i in idx])
+    # Only fixed surface points: no iris, no face-oval contour (it slides with the view).
+    have = np.array([int(i) in lmk and int(i) in set(FIT_LANDMARKS.tolist()) for i in idx])
     if have.sum() < 6:
         raise UserError(f"only {int(have.sum())} usable landmarks on the scan; at least 6 are needed "
                         f"(eye corners, nose tip, mouth corners): place them by hand")
     points = scan.sample_points(options.num_points, options.seed)
     targets = np.stack([lmk[int(i)] for i in idx[have]])
-    coarse = fit_coarse(model, points, targets, tri[have], bary[have], model.data.regions["face"],
-                        options.coarse, stage(0.05, 0.15))
+    coarse = fit_coarse(model, points, targets, tri[have], bary[have], options.coarse, stage(0.05, 0.15))
     rebuild = DenseRebuild(dense, model.data.faces).to(device)
     with torch.no_grad():
         base = rebuild(torch.as_tensor(coarse.vertices, dtype=torch.float32, device=device)[None])[0].cpu().numpy()

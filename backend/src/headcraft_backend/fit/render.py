@@ -15,9 +15,11 @@ Conventions
 * Visibility is a z-buffer over all triangles; nothing is back-face culled (scans often have
   inconsistent winding), and shading uses ``|n . l|`` so flipped normals still look right.
 
-The rasteriser is vectorised torch on the CPU: triangles are grouped by the size of their pixel
-bounding box and every candidate pixel of a group is tested at once; the nearest triangle per pixel
-wins through a ``scatter_reduce(amin)`` over a 64-bit key (quantised depth, triangle id).
+The rasteriser is vectorised numpy (single-threaded on purpose: torch's thread pool made it 3-10x
+slower whenever the two CPU cores were shared with other work): triangles are grouped by the
+power-of-two size of their pixel bounding box and every candidate pixel of a group is tested at
+once; the nearest triangle per pixel wins through ``np.minimum.at`` over a 64-bit key
+(quantised depth << 32 | triangle id), and the winner's barycentrics are then recomputed exactly.
 """
 from __future__ import annotations
 
@@ -25,7 +27,6 @@ import dataclasses
 import math
 
 import numpy as np
-import torch
 
 __all__ = ["Camera", "RenderResult", "render_mesh", "rasterize", "camera_for_head",
            "vertex_normals"]
@@ -133,15 +134,21 @@ class RenderResult:
 
 
 # --------------------------------------------------------------------------------------------
+def _interp(b: np.ndarray, values: np.ndarray, corner: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation: b (N, 3), per-vertex values (V, C), corner (N, 3) -> (N, C)."""
+    return (b[:, 0, None] * values[corner[:, 0]] + b[:, 1, None] * values[corner[:, 1]]
+            + b[:, 2, None] * values[corner[:, 2]])
+
+
 def vertex_normals(vertices, faces) -> np.ndarray:
     """Area-weighted unit vertex normals (V, 3); zero for unused vertices."""
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
     fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     n = np.zeros_like(v)
-    idx = f.reshape(-1)
-    for c in range(3):
-        n[:, c] = np.bincount(idx, weights=np.repeat(fn[:, c], 3), minlength=len(v))
+    for k in range(3):
+        for c in range(3):
+            n[:, c] += np.bincount(f[:, k], weights=fn[:, c], minlength=len(v))
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
@@ -181,102 +188,113 @@ def rasterize(camera: Camera, vertices, faces, near: float | None = None):
 
     xy, z, key = _screen_space(camera, v)
     if near is None:
-        near = 0.0 if camera.projection == "orthographic" else 1e-9
-    # triangles entirely usable: finite projection, in front of the near plane (perspective)
+        near = 1e-9
     ok_v = np.isfinite(xy).all(1) & np.isfinite(key)
     if camera.projection == "perspective":
-        ok_v &= z > near
-    t_xy = torch.from_numpy(xy)                       # float64 for robust edge functions
-    t_key = torch.from_numpy(np.nan_to_num(key))
-    tf = torch.from_numpy(f)
-    tri_ok = torch.from_numpy(ok_v)[tf].all(1)
-
-    p = t_xy[tf]                                      # (F, 3, 2)
-    area2 = ((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1])
-             - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0]))
-    tri_ok &= area2.abs() > 1e-12
-    lo = torch.ceil(p.amin(1) - 0.5)                  # first pixel index whose centre is >= min
-    hi = torch.floor(p.amax(1) - 0.5)
-    lo[:, 0].clamp_(min=0)
-    lo[:, 1].clamp_(min=0)
-    hi[:, 0].clamp_(max=W - 1)
-    hi[:, 1].clamp_(max=H - 1)
-    tri_ok &= (hi >= lo).all(1)
-    idx = torch.nonzero(tri_ok).squeeze(1)
-    if idx.numel() == 0:
+        ok_v &= z > near                       # triangles crossing the near plane are dropped
+    key = np.nan_to_num(key)
+    tri_ok = ok_v[f].all(1)
+    ft = np.ascontiguousarray(f.T)
+    X0, X1, X2 = np.nan_to_num(xy[:, 0])[ft]                          # (F,) corner columns
+    Y0, Y1, Y2 = np.nan_to_num(xy[:, 1])[ft]                          # (F,) corner rows
+    area2 = (X1 - X0) * (Y2 - Y0) - (Y1 - Y0) * (X2 - X0)
+    tri_ok &= np.abs(area2) > 1e-12
+    # first / last pixel whose centre lies inside the bounding box, clipped to the image
+    lo_x = np.maximum(np.ceil(np.minimum(np.minimum(X0, X1), X2) - 0.5), 0)
+    lo_y = np.maximum(np.ceil(np.minimum(np.minimum(Y0, Y1), Y2) - 0.5), 0)
+    hi_x = np.minimum(np.floor(np.maximum(np.maximum(X0, X1), X2) - 0.5), W - 1)
+    hi_y = np.minimum(np.floor(np.maximum(np.maximum(Y0, Y1), Y2) - 0.5), H - 1)
+    tri_ok &= (hi_x >= lo_x) & (hi_y >= lo_y)
+    idx = np.nonzero(tri_ok)[0]
+    if len(idx) == 0:
         return tri_out, bary_out, depth_out
 
-    # depth key range over the visible triangles -> integer quantisation
-    used = torch.unique(tf[idx].reshape(-1))
-    kmin, kmax = t_key[used].min().item(), t_key[used].max().item()
+    # quantise the depth key over the vertices of the triangles that can be seen
+    kk = key[f[idx]]                                                  # (N, 3)
+    kmin, kmax = float(kk.min()), float(kk.max())
     kscale = ((1 << _DEPTH_BITS) - 1) / max(kmax - kmin, 1e-300)
+    kk = (kk - kmin) * kscale
 
-    lo_i = lo[idx].long()
-    size = (hi[idx].long() - lo_i + 1)                # (N, 2) bbox width, height in pixels
-    # group by power-of-two bucket of (width, height)
-    bw = torch.ceil(torch.log2(size[:, 0].double())).long()
-    bh = torch.ceil(torch.log2(size[:, 1].double())).long()
+    lo_i = np.stack([lo_x[idx], lo_y[idx]], 1).astype(np.int64)
+    size = np.stack([hi_x[idx], hi_y[idx]], 1).astype(np.int64) - lo_i + 1   # (N, 2) bbox w, h
+    # Everything tested per pixel is affine in the pixel position, so it is set up per triangle:
+    # value(col, row) = value at the bbox's first pixel centre + d/dcol * j + d/drow * i, for
+    # w0, w1 (normalised edge functions: barycentrics in screen space, positive inside for
+    # either winding) and the screen-affine depth key.
+    ai = area2[idx]
+    cx0 = lo_i[:, 0] + 0.5
+    cy0 = lo_i[:, 1] + 0.5
+    coef = np.empty((len(idx), 3, 3))                                  # (w0, w1, zkey) x (c, dj, di)
+    # w0 = cross(p2 - p1, P - p1) / area, w1 = cross(p0 - p2, P - p2) / area
+    for k, (xa, ya, xb, yb) in enumerate(((X1, Y1, X2, Y2), (X2, Y2, X0, Y0))):
+        ex, ey = (xb[idx] - xa[idx]) / ai, (yb[idx] - ya[idx]) / ai
+        coef[:, k, 0] = ex * (cy0 - ya[idx]) - ey * (cx0 - xa[idx])
+        coef[:, k, 1] = -ey
+        coef[:, k, 2] = ex
+    # zkey = w0 k0 + w1 k1 + (1 - w0 - w1) k2
+    d0, d1 = kk[:, 0] - kk[:, 2], kk[:, 1] - kk[:, 2]
+    coef[:, 2, 0] = coef[:, 0, 0] * d0 + coef[:, 1, 0] * d1 + kk[:, 2]
+    coef[:, 2, 1] = coef[:, 0, 1] * d0 + coef[:, 1, 1] * d1
+    coef[:, 2, 2] = coef[:, 0, 2] * d0 + coef[:, 1, 2] * d1
+
+    # group triangles by the power-of-two bucket of their bounding box width and height
+    bw = np.ceil(np.log2(size[:, 0])).astype(np.int64)
+    bh = np.ceil(np.log2(size[:, 1])).astype(np.int64)
     group = bw * 64 + bh
-    order = torch.argsort(group)
-    groups, counts = torch.unique_consecutive(group[order], return_counts=True)
+    order = np.argsort(group, kind="stable")
+    groups, counts = np.unique(group[order], return_counts=True)
 
-    zbuf = torch.full((H * W,), torch.iinfo(torch.int64).max, dtype=torch.int64)
+    empty = np.iinfo(np.int64).max
+    zbuf = np.full(H * W, empty, np.int64)
+    qmax = float((1 << _DEPTH_BITS) - 1)
     start = 0
     for g, n in zip(groups.tolist(), counts.tolist()):
         sel = order[start:start + n]
         start += n
         gw, gh = 1 << (g // 64), 1 << (g % 64)
-        per = gw * gh
-        chunk = max(1, _MAX_CANDIDATES // per)
-        jj = torch.arange(gw, dtype=torch.float64).repeat(gh)          # (per,)
-        ii = torch.arange(gh, dtype=torch.float64).repeat_interleave(gw)
+        chunk = max(1, _MAX_CANDIDATES // (gw * gh))
+        jj = np.tile(np.arange(gw, dtype=np.float64), gh)[None]       # (1, per)
+        ii = np.repeat(np.arange(gh, dtype=np.float64), gw)[None]
         for c0 in range(0, n, chunk):
             s = sel[c0:c0 + chunk]
-            t = idx[s]
-            x0 = lo_i[s, 0].double()[:, None]
-            y0 = lo_i[s, 1].double()[:, None]
-            inb = (jj[None] < size[s, 0, None]) & (ii[None] < size[s, 1, None])
-            px = x0 + jj[None] + 0.5
-            py = y0 + ii[None] + 0.5
-            q = p[t]                                                  # (n, 3, 2)
-            a = area2[t][:, None]
-            w0 = ((q[:, 2, 0, None] - q[:, 1, 0, None]) * (py - q[:, 1, 1, None])
-                  - (q[:, 2, 1, None] - q[:, 1, 1, None]) * (px - q[:, 1, 0, None])) / a
-            w1 = ((q[:, 0, 0, None] - q[:, 2, 0, None]) * (py - q[:, 2, 1, None])
-                  - (q[:, 0, 1, None] - q[:, 2, 1, None]) * (px - q[:, 2, 0, None])) / a
-            w2 = 1.0 - w0 - w1
-            eps = -1e-9
-            inside = inb & (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
-            if not bool(inside.any()):
+            c = coef[s]                                                # (n, 3, 3)
+            w0 = c[:, 0, 0, None] + c[:, 0, 1, None] * jj + c[:, 0, 2, None] * ii
+            w1 = c[:, 1, 0, None] + c[:, 1, 1, None] * jj + c[:, 1, 2, None] * ii
+            inside = (w0 >= -1e-9) & (w1 >= -1e-9) & (w0 + w1 <= 1.0 + 1e-9)
+            if gw > 1:
+                inside &= jj < size[s, 0, None]
+            if gh > 1:
+                inside &= ii < size[s, 1, None]
+            rows, cols = np.nonzero(inside)
+            if not len(rows):
                 continue
-            kk = t_key[tf[t]]                                         # (n, 3)
-            zk = w0 * kk[:, 0, None] + w1 * kk[:, 1, None] + w2 * kk[:, 2, None]
-            zq = ((zk - kmin) * kscale).clamp(0, (1 << _DEPTH_BITS) - 1).long()
-            keys = (zq << 32) | t[:, None]
-            pix = (y0.long() + ii.long()[None]) * W + (x0.long() + jj.long()[None])
-            zbuf.scatter_reduce_(0, pix[inside], keys[inside], reduce="amin")
+            ts = s[rows]
+            jc, ic = jj[0, cols], ii[0, cols]
+            zq = c[rows, 2, 0] + c[rows, 2, 1] * jc + c[rows, 2, 2] * ic
+            zq = np.clip(zq, 0.0, qmax).astype(np.int64)
+            pix = (lo_i[ts, 1] + ic.astype(np.int64)) * W + lo_i[ts, 0] + jc.astype(np.int64)
+            np.minimum.at(zbuf, pix, (zq << 32) | idx[ts])
 
-    hit = zbuf != torch.iinfo(torch.int64).max
-    pix = torch.nonzero(hit).squeeze(1)
-    if pix.numel() == 0:
+    pix = np.nonzero(zbuf != empty)[0]
+    if len(pix) == 0:
         return tri_out, bary_out, depth_out
-    tri = (zbuf[pix] & 0xFFFFFFFF).long()
+    tri = zbuf[pix] & 0xFFFFFFFF
     # exact (unquantised) barycentrics of the winner at each pixel centre
-    px = (pix % W).double() + 0.5
-    py = torch.div(pix, W, rounding_mode="floor").double() + 0.5
-    q = p[tri]
+    px = (pix % W) + 0.5
+    py = (pix // W) + 0.5
+    x0, x1, x2 = X0[tri], X1[tri], X2[tri]
+    y0, y1, y2 = Y0[tri], Y1[tri], Y2[tri]
     a = area2[tri]
-    w0 = ((q[:, 2, 0] - q[:, 1, 0]) * (py - q[:, 1, 1]) - (q[:, 2, 1] - q[:, 1, 1]) * (px - q[:, 1, 0])) / a
-    w1 = ((q[:, 0, 0] - q[:, 2, 0]) * (py - q[:, 2, 1]) - (q[:, 0, 1] - q[:, 2, 1]) * (px - q[:, 2, 0])) / a
-    b = torch.stack([w0, w1, 1.0 - w0 - w1], 1).clamp_(0.0, 1.0)
-    tz = torch.from_numpy(z)[tf[tri]]                                 # (N, 3) camera depth
+    w0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / a
+    w1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / a
+    b = np.clip(np.stack([w0, w1, 1.0 - w0 - w1], 1), 0.0, 1.0)
+    tz = z[f[tri]]                                                    # (N, 3) camera depth
     if camera.projection == "perspective":
         b = b / tz                                                    # perspective correction
-    b = b / b.sum(1, keepdim=True)
-    d = (b * tz).sum(1)
-    tri_out.reshape(-1)[pix.numpy()] = tri.numpy().astype(np.int32)
-    bary_out.reshape(-1, 3)[pix.numpy()] = b.numpy().astype(np.float32)
-    depth_out.reshape(-1)[pix.numpy()] = d.numpy().astype(np.float32)
+    b /= b.sum(1, keepdims=True)
+    tri_out.reshape(-1)[pix] = tri
+    bary_out.reshape(-1, 3)[pix] = b
+    depth_out.reshape(-1)[pix] = (b * tz).sum(1)
     return tri_out, bary_out, depth_out
 
 
@@ -338,20 +356,20 @@ def render_mesh(vertices, faces, camera: Camera, *, colors=None, texture=None, u
         elif colors is not None:
             c = np.asarray(colors)
             c = c.astype(np.float64) / (255.0 if c.dtype == np.uint8 else 1.0)
-            col = np.einsum("nk,nkc->nc", b, c[corner][..., :3])
+            col = _interp(b, c[:, :3], corner)
         else:
             col = np.full((len(t), 3), albedo)
         if shading is None:
             shading = 1.0 if (texture is None and colors is None) else 0.3
         if shading > 0:
             if smooth:
-                n = np.einsum("nk,nkc->nc", b, vertex_normals(v, f)[corner])
+                n = _interp(b, vertex_normals(v, f), corner)
             else:
                 tv = v[corner]
                 n = np.cross(tv[:, 1] - tv[:, 0], tv[:, 2] - tv[:, 0])
             n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
             if camera.projection == "perspective":
-                pts = np.einsum("nk,nkc->nc", b, v[corner])
+                pts = _interp(b, v, corner)
                 light = camera.position - pts
                 light /= np.maximum(np.linalg.norm(light, axis=1, keepdims=True), 1e-300)
             else:
