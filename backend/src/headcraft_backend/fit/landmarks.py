@@ -82,7 +82,7 @@ class LandmarkResult:
     faces: np.ndarray          # (478,) int64 triangle of the input mesh (-1 where not valid)
     bary: np.ndarray           # (478, 3) float32 barycentrics in that triangle
     yaw_deg: float             # yaw (about `up`, from `forward`) of the view that gave them
-    confidence: float          # 0..1: face detection score x fraction of FIT_LANDMARKS valid
+    confidence: float          # 0..1: BlazeFace score x fraction of FIT_LANDMARKS valid
     image_points: np.ndarray   # (478, 2) continuous pixel coordinates (x=col, y=row)
     facing: np.ndarray         # (478,) |cos| between surface normal and view ray (0 = grazing)
     render: RenderResult | None = None   # the render the landmarks were found on
@@ -101,7 +101,7 @@ class LandmarkResult:
 def _import_mediapipe():
     try:
         import mediapipe as mp  # slow (~1 s): only when landmarks are needed
-        face_mesh = mp.solutions.face_mesh
+        mp.solutions.face_mesh, mp.solutions.face_detection  # noqa: B018 - the legacy solutions
     except ImportError as exc:
         raise UserError("automatic face landmarks need the 'mediapipe' package (version 0.10.21) "
                         "in the HeadCraft backend's environment; install it (pip install "
@@ -114,31 +114,40 @@ def _import_mediapipe():
 
 
 class _Detector:
-    """MediaPipe FaceMesh (+ FaceDetection for a score), opened once per detect call."""
+    """MediaPipe FaceDetection (for a face score) + FaceMesh, opened once per detect call.
 
-    def __init__(self, mp, min_detection_confidence: float = 0.5):
-        self.mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, refine_landmarks=True, max_num_faces=1,
-            min_detection_confidence=min_detection_confidence)
+    A render counts as showing a face when BlazeFace's score is at least `min_face_score` *and*
+    FaceMesh finds the landmarks. FaceMesh alone accepts BlazeFace scores >= 0.5, and a plain
+    shaded sphere scores ~0.55; grey-shaded heads score 0.7-0.93 from the front up to 70 degrees
+    to the side, so the default 0.65 rejects blobs without losing heads.
+    """
+
+    def __init__(self, mp, min_face_score: float = 0.65):
+        self.min_face_score = float(min_face_score)
         self.det = mp.solutions.face_detection.FaceDetection(
             model_selection=0, min_detection_confidence=0.05)
+        self.mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, refine_landmarks=True, max_num_faces=1,
+            min_detection_confidence=min(0.5, self.min_face_score))
+        self.best_score = 0.0
 
     def __call__(self, image: np.ndarray):
-        """RGB uint8 image -> ((478, 3) landmarks in pixels (z in pixel-width units), score) or
-        (None, 0)."""
+        """RGB uint8 image -> ((478, 3) landmarks in pixels (x, y and MediaPipe's relative depth z,
+        in pixel-width units), face score) or (None, score)."""
         H, W = image.shape[:2]
         img = np.ascontiguousarray(image)
+        d = self.det.process(img)
+        score = float(max((x.score[0] for x in d.detections), default=0.0)) if d.detections else 0.0
+        self.best_score = max(self.best_score, score)
+        if score < self.min_face_score:
+            return None, score
         res = self.mesh.process(img)
         if not res.multi_face_landmarks:
-            return None, 0.0
+            return None, score
         lm = res.multi_face_landmarks[0].landmark
         pts = np.array([(p.x * W, p.y * H, p.z * W) for p in lm], np.float64)
         if len(pts) != NUM_MEDIAPIPE_LANDMARKS:
-            return None, 0.0
-        score = 0.5
-        d = self.det.process(img)
-        if d.detections:
-            score = float(max(x.score[0] for x in d.detections))
+            return None, score
         return pts, score
 
     def close(self):
@@ -147,13 +156,15 @@ class _Detector:
 
 
 def lift_landmarks(render: RenderResult, vertices, faces, xy, *, snap_depth: float | None = None,
-                   snap_px: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   snap_px: int = 3, max_gap_px: float = 0.75
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Lift continuous pixel positions (N, 2) to the surface of the rendered mesh.
 
     For each position the triangles covering the 3x3 pixel centres around it are tested exactly
     (screen-space barycentrics of the position itself, nearest containing triangle wins); if none
-    contains it (a sub-pixel gap, the silhouette) the nearest covered pixel centre within half a
-    pixel is used. Positions over the background are invalid.
+    contains it (just past the silhouette, a sub-pixel crack) the position is clamped into the
+    candidate it is least outside of, when that moves it by at most `max_gap_px` pixels.
+    Positions farther over the background are invalid.
 
     snap_depth (scan units): a landmark whose surface point lies more than this behind the
     nearest surface within `snap_px` pixels (it fell through a slit such as closed lips into the
@@ -206,19 +217,23 @@ def lift_landmarks(render: RenderResult, vertices, faces, xy, *, snap_depth: flo
     hit = np.isfinite(depth[np.arange(N), best])
     out_f[hit] = cand[hit, best[hit]]
     out_b[hit] = wc[hit, best[hit]]
-    # fall-back: nearest covered pixel centre, within half a pixel of the position
-    rest = np.nonzero(~hit & finite)[0]
+    # fall-back (the position is just past a silhouette or in a sub-pixel crack): the candidate
+    # triangle it is least outside of, the position clamped into it, if that moves it less than
+    # `max_gap_px`
+    rest = np.nonzero(~hit & finite & ok.any(1))[0]
     if len(rest):
-        centres = np.stack([cc[rest] + 0.5, rr[rest] + 0.5], -1)          # (n, 9, 2)
-        dist = np.linalg.norm(centres - xy[rest, None], axis=-1)
-        dist = np.where(ok[rest], dist, np.inf)
-        k = dist.argmin(1)
-        near = dist[np.arange(len(rest)), k] <= 0.5 * math.sqrt(2) + 1e-9
-        for i, kk, good in zip(rest, k, near):
-            if good:
-                r, c = rr[i, kk], cc[i, kk]
-                out_f[i] = render.tri_id[r, c]
-                out_b[i] = render.bary[r, c]
+        wr = np.where(ok[rest, :, None] & np.isfinite(w[rest]), w[rest], -np.inf)   # (n, 9, 3)
+        k = wr.min(-1).argmax(1)
+        wk = np.clip(wr[np.arange(len(rest)), k], 0, None)
+        wk = wk / np.maximum(wk.sum(-1, keepdims=True), 1e-300)
+        pk = pxy[rest, k]                                                       # (n, 3, 2)
+        moved = np.linalg.norm((wk[..., None] * pk).sum(1) - xy[rest], axis=1)
+        good = moved <= max_gap_px
+        zk = z[rest, k]
+        b3 = wk / zk if cam.projection == "perspective" else wk
+        b3 = b3 / b3.sum(-1, keepdims=True)
+        out_f[rest[good]] = cand[rest[good], k[good]]
+        out_b[rest[good]] = b3[good]
     if snap_depth is not None and snap_px > 0:
         _snap_to_front(render, xy, out_f, out_b, snap_depth, snap_px, v, f)
     valid = out_f >= 0
@@ -333,7 +348,8 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
                      background=(0, 0, 0), keep_render: bool = True,
                      snap_fraction: float = 0.04, snap_px: int = 2,
                      face_margin: float = 1.6, pitch_deg: float = 0.0,
-                     refine_offsets=(-8.0, 0.0, 8.0)) -> LandmarkResult:
+                     refine_offsets=(-8.0, 0.0, 8.0),
+                     min_face_score: float = 0.65) -> LandmarkResult:
     """Find MediaPipe's 478 face landmarks on a scan and lift them onto its surface.
 
     vertices (V, 3) / faces (F, 3): the scan in any units; up/forward: its (rough) up and facing
@@ -349,7 +365,8 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
     snap_fraction: landmarks that fall more than this fraction of `radius` behind the nearest
     surface within `snap_px` pixels (through closed lips into the mouth) are moved onto that
     surface (see :func:`lift_landmarks`); 0 disables it. face_margin: the refined view frames a
-    sphere of this many times the fit landmarks' extent.
+    sphere of this many times the fit landmarks' extent. min_face_score: the BlazeFace score a
+    view needs to count as a face (a shaded sphere scores ~0.55, grey heads 0.7-0.93).
 
     Raises UserError when no face is found from any view.
     """
@@ -367,7 +384,7 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
         radius = float(np.linalg.norm(v - centre, axis=1).max())
     snap_depth = snap_fraction * radius if snap_fraction else None
     mp = _import_mediapipe()
-    detector = _Detector(mp)
+    detector = _Detector(mp, min_face_score)
 
     def render_at(yaw, c=centre, r=radius):
         cam = camera_for_head(v, yaw, centre=c, radius=r, up=up_u, forward=fw_u, pitch_deg=pitch_deg,
@@ -396,7 +413,8 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
         if found is None:
             raise UserError(
                 f"no face found on the scan (tried {len(attempts)} views at yaw "
-                f"{', '.join(f'{a:g}' for a, _ in attempts)} degrees): check that the head's up "
+                f"{', '.join(f'{a:g}' for a, _ in attempts)} degrees; best face score "
+                f"{detector.best_score:.2f}, {min_face_score:g} needed): check that the head's up "
                 f"and forward directions are set correctly and the face is not hidden, or place "
                 f"landmarks manually")
         if refine:

@@ -28,11 +28,11 @@ import math
 
 import numpy as np
 
-__all__ = ["Camera", "RenderResult", "render_mesh", "rasterize", "camera_for_head",
+__all__ = ["Camera", "RenderResult", "render_mesh", "rasterize", "camera_for_head", "head_frame",
            "vertex_normals"]
 
 _BACKGROUND = (0, 0, 0)
-_MAX_CANDIDATES = 1 << 22     # candidate pixels tested per chunk (memory ~ 100 bytes each)
+_MAX_CANDIDATES = 1 << 20     # candidate pixels tested per chunk (~40 bytes each at the peak)
 _DEPTH_BITS = 30               # key = quantised depth << 32 | triangle id
 
 
@@ -212,7 +212,10 @@ def rasterize(camera: Camera, vertices, faces, near: float | None = None):
     # quantise the depth key over the vertices of the triangles that can be seen
     kk = key[f[idx]]                                                  # (N, 3)
     kmin, kmax = float(kk.min()), float(kk.max())
-    kscale = ((1 << _DEPTH_BITS) - 1) / max(kmax - kmin, 1e-300)
+    with np.errstate(over="ignore", divide="ignore"):
+        kscale = ((1 << _DEPTH_BITS) - 1) / (kmax - kmin) if kmax > kmin else 0.0
+    if not np.isfinite(kscale):
+        kscale = 0.0                           # a flat scene: every depth key is the same
     kk = (kk - kmin) * kscale
 
     lo_i = np.stack([lo_x[idx], lo_y[idx]], 1).astype(np.int64)

@@ -857,7 +857,6 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
         scan_f.append(sf)
         src.append(np.full(len(sv), -1))
         n_total += len(sv)
-        observed[loop] = True       # the stub's first ring keeps the neck loop vertices
     if junk:
         for fv, ff in _fragments(r_junk, dense.head_centre):
             scan_v.append(fv)
