@@ -6,10 +6,11 @@ import atexit
 import bpy
 
 from . import preferences, properties, runtime, ui
+from .fit import operators as fit_operators, panel as fit_panel
 from .head import operators as head_operators, panel as head_panel
 
 CLASSES = (*preferences.CLASSES, *properties.CLASSES, *ui.CLASSES,
-           *head_operators.CLASSES, *head_panel.CLASSES)
+           *head_operators.CLASSES, *head_panel.CLASSES, *fit_operators.CLASSES, *fit_panel.CLASSES)
 
 
 def register():

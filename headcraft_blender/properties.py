@@ -2,7 +2,12 @@
 
 import bpy
 
+from .fit.operators import LANDMARK_ITEMS, PARTIAL_ITEMS, PRESET_ITEMS
 from .head.operators import MODEL_ITEMS
+
+
+def _is_mesh(self, obj):
+    return obj.type == "MESH" and obj.get("headcraft_role") is None
 
 
 class HeadCraftSceneSettings(bpy.types.PropertyGroup):
@@ -11,6 +16,14 @@ class HeadCraftSceneSettings(bpy.types.PropertyGroup):
     num_expr: bpy.props.IntProperty(name="Expression keys", default=100, min=0, max=100)
     random_identity: bpy.props.BoolProperty(name="Random identity", default=True)
     random_expression: bpy.props.BoolProperty(name="Random expression", default=False)
+    fit_scan: bpy.props.PointerProperty(name="Scan", type=bpy.types.Object, poll=_is_mesh,
+                                        description="The scan mesh to fit (it is never modified)")
+    fit_model: bpy.props.EnumProperty(name="Model", items=MODEL_ITEMS, default="OPENHEAD")
+    fit_preset: bpy.props.EnumProperty(name="Preset", items=PRESET_ITEMS, default="PAPER")
+    fit_landmarks: bpy.props.EnumProperty(name="Landmarks", items=LANDMARK_ITEMS, default="AUTO")
+    fit_partial: bpy.props.EnumProperty(name="Scan kind", items=PARTIAL_ITEMS, default="FULL")
+    fit_steps: bpy.props.IntProperty(name="Steps per stage", default=0, min=0, max=20000,
+                                     description="Registration steps per stage; 0 uses the preset's")
 
 
 CLASSES = (HeadCraftSceneSettings,)

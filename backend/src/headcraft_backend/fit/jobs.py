@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 
+from ..head.jobs import build_head
 from ..head.registry import get_model
 from ..service.jobs import UserError, job
 from .coarse import CoarseSettings
@@ -39,12 +40,32 @@ def options_from_params(params: dict) -> FitOptions:
     return opts
 
 
-@job("fit.scan")
-def fit_scan_job(ctx, params, arrays):
+def _scan(params, arrays):
     if "vertices" not in arrays:
         raise UserError("no scan was sent (the 'vertices' array is missing)")
-    scan = sanitize(arrays["vertices"], arrays.get("faces"), arrays.get("colors"),
+    return sanitize(arrays["vertices"], arrays.get("faces"), arrays.get("colors"),
                     name=params.get("name") or "the scan")
+
+
+@job("fit.landmarks")
+def detect_landmarks_job(ctx, params, arrays):
+    """Automatic landmarks on a scan, for the user to check and correct before fitting."""
+    from .landmarks import FIT_LANDMARKS, detect_landmarks
+    scan = _scan(params, arrays)
+    if not scan.is_mesh:
+        raise UserError("automatic landmarks need a mesh scan (a point cloud cannot be rendered)")
+    ctx.progress(0.1, "landmarks", "rendering the scan and detecting the face")
+    found = detect_landmarks(scan.vertices, scan.faces, colors=scan.colors,
+                             up=tuple(params.get("up", (0, 1, 0))),
+                             forward=tuple(params.get("forward", (0, 0, 1))), keep_render=False)
+    ids = np.array([i for i in FIT_LANDMARKS if found.valid[i]], np.int32)
+    return ({"yaw_deg": found.yaw_deg, "confidence": found.confidence, "notes": scan.notes},
+            {"landmark_ids": ids, "landmark_points": found.points[ids].astype(np.float32)})
+
+
+@job("fit.scan")
+def fit_scan_job(ctx, params, arrays):
+    scan = _scan(params, arrays)
     manual = None
     if "landmark_ids" in arrays:
         ids, pts = arrays["landmark_ids"], arrays.get("landmark_points")
@@ -75,4 +96,8 @@ def fit_scan_job(ctx, params, arrays):
            "coarse_vertices": res.coarse.vertices.astype(np.float32)}
     if res.registration.visibility is not None:
         out["visibility"] = res.registration.visibility.astype(np.uint8)
+    # Everything Add Head needs, so Blender builds the fitted low-res head in the same step.
+    head_fields, head_arrays = build_head(ctx, {**params, "num_shape": len(res.coarse.shape)}, {})
+    fields["head"] = head_fields
+    out.update({f"head__{k}": v for k, v in head_arrays.items()})
     return fields, out

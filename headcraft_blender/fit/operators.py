@@ -1,0 +1,102 @@
+"""Operators: detect landmarks on a scan (editable), fit a head to it."""
+import bpy
+
+from .. import runtime
+from ..head.operators import model_params
+from . import build
+
+PRESET_ITEMS = [("PAPER", "Paper", "The paper's settings: 1000 + 1000 registration steps"),
+                ("PREVIEW", "Preview", "250 + 250 steps with larger steps: a quick look")]
+LANDMARK_ITEMS = [("AUTO", "Automatic", "Detect face landmarks on a render of the scan"),
+                  ("HAND", "Hand-placed", "Use the scan's Landmarks object (Detect, then edit)")]
+PARTIAL_ITEMS = [("FULL", "Full scan", "A scan of the whole head"),
+                 ("DEPTH", "Depth view", "A single depth map or dense partial cloud"),
+                 ("SPARSE", "Sparse cloud", "A sparse partial point cloud")]
+
+
+def _scan(context):
+    obj = context.scene.headcraft.fit_scan
+    return obj if obj is not None and obj.type == "MESH" else None
+
+
+def _landmarks_object(scan):
+    obj = bpy.data.objects.get(f"{scan.name} Landmarks")
+    return obj if obj is not None and obj.get("headcraft_role") == "landmarks" else None
+
+
+def _submit(op, title, kind, params, arrays, apply):
+    job = runtime.submit(runtime.UIJob(title, kind, params, arrays, apply, runtime.notify_error))
+    if job.finished and job.state != "done":
+        op.report({"ERROR"}, job.error or job.state)
+        return {"CANCELLED"}
+    return {"FINISHED"}
+
+
+class _ScanOperator:
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and _scan(context) is not None and not runtime.busy()
+
+
+class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
+    """Detect face landmarks on the scan and add them as an editable point object"""
+    bl_idname = "headcraft.detect_landmarks"
+    bl_label = "Detect Landmarks"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        scan = _scan(context)
+        arrays = build.scan_arrays(scan)
+        if "faces" not in arrays:
+            self.report({"ERROR"}, f"{scan.name} has no faces: automatic landmarks need a mesh")
+            return {"CANCELLED"}
+        name = scan.name
+
+        def apply(result, out):
+            obj = build.create_landmarks(bpy.context, bpy.data.objects[name], out["landmark_ids"],
+                                         out["landmark_points"])
+            runtime.notify(f"{len(out['landmark_ids'])} landmarks on {name} (edit them in Edit Mode, "
+                           f"snapping to the scan), confidence {result['confidence']:.2f}")
+            obj.select_set(True)
+
+        return _submit(self, f"Landmarks on {name}", "fit.landmarks", {"name": name}, arrays, apply)
+
+
+class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
+    """Fit the head model and high-detail displacements to the scan (the scan is not changed)"""
+    bl_idname = "headcraft.fit_scan"
+    bl_label = "Fit Scan"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        s = context.scene.headcraft
+        scan = _scan(context)
+        arrays = build.scan_arrays(scan)
+        if s.fit_landmarks == "HAND":
+            lmk = _landmarks_object(scan)
+            if lmk is None:
+                self.report({"ERROR"}, f"no '{scan.name} Landmarks' object: press Detect Landmarks "
+                                       f"first, or choose Automatic")
+                return {"CANCELLED"}
+            try:
+                arrays.update(build.landmark_arrays(lmk))
+            except ValueError as exc:
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+        params = dict(model_params(s.fit_model), name=scan.name, preset=s.fit_preset.lower(),
+                      partial=s.fit_partial != "FULL", sparse=s.fit_partial == "SPARSE")
+        if s.fit_steps:
+            params["stage1"] = params["stage2"] = {"steps": s.fit_steps}
+        name = scan.name
+
+        def apply(result, out):
+            head, detailed = build.create_fitted(bpy.context, result, out, bpy.data.objects[name])
+            face = result["report"].get("face", {})
+            runtime.notify(f"Fitted {name}: face median {face.get('result_to_scan_median', float('nan')):.2f} mm, "
+                           f"{len(detailed.data.vertices):,} detailed vertices"
+                           + (f" ({'; '.join(result['notes'])})" if result["notes"] else ""))
+
+        return _submit(self, f"Fit {name}", "fit.scan", params, arrays, apply)
+
+
+CLASSES = (HEADCRAFT_OT_detect_landmarks, HEADCRAFT_OT_fit_scan)

@@ -1,0 +1,95 @@
+"""Fit Scan in Blender: a scan object in, fitted and detailed heads out; the scan untouched."""
+import json
+
+import numpy as np
+import pytest
+
+from recording_layout import draw
+
+
+@pytest.fixture
+def scan(blender, ext):
+    """An OpenHead with a random identity, in millimetres, rotated: what an import gives."""
+    bpy = blender
+    import torch
+    from headcraft_backend.head.model import HeadModel
+    from headcraft_backend.head.registry import load_model_data
+    d = load_model_data({"model": "openhead"})
+    rng = np.random.default_rng(4)
+    with torch.no_grad():
+        v = HeadModel(d)(shape=torch.tensor(rng.standard_normal((1, 30)), dtype=torch.float32)).vertices[0].numpy()
+    me = ext.meshdata.new_mesh("Scan", ext.meshdata.model_to_blender(v) * 1000.0, d.faces)
+    obj = bpy.data.objects.new("Scan", me)
+    bpy.context.scene.collection.objects.link(obj)
+    obj.rotation_euler = (0.0, 0.0, 0.2)
+    obj.location = (100.0, 0.0, 50.0)
+    bpy.context.view_layer.update()
+    return obj
+
+
+def _co(obj):
+    return np.array([obj.matrix_world @ v.co for v in obj.data.vertices])
+
+
+def _surface_samples(obj, n=300_000, seed=0):
+    """Points spread over a mesh's triangles (world space), for distances to its surface."""
+    co = _co(obj)
+    tri = np.array([p.vertices[:] for p in obj.data.polygons])
+    rng = np.random.default_rng(seed)
+    t = co[tri[rng.integers(0, len(tri), n)]]
+    w = rng.dirichlet([1, 1, 1], n)[:, :, None]
+    return (t * w).sum(1)
+
+
+def test_detect_edit_and_fit(blender, ext, scan):
+    bpy = blender
+    s = bpy.context.scene.headcraft
+    s.fit_scan = scan
+    s.fit_preset, s.fit_steps, s.fit_landmarks = "PREVIEW", 40, "AUTO"
+    before = _co(scan)
+    assert bpy.ops.headcraft.detect_landmarks() == {"FINISHED"}
+    lmk = bpy.data.objects["Scan Landmarks"]
+    assert len(lmk.data.vertices) >= 90
+    # landmarks lie on the scan surface (mm)
+    from scipy.spatial import cKDTree
+    d, _ = cKDTree(_co(scan)).query(_co(lmk))
+    assert np.median(d) < 3.0
+    s.fit_landmarks = "HAND"
+    calls = draw(ext.fit.panel.VIEW3D_PT_headcraft_fit, bpy.context, real=object())
+    assert ("operator", "headcraft.fit_scan") in calls
+    assert bpy.ops.headcraft.fit_scan() == {"FINISHED"}
+    np.testing.assert_array_equal(_co(scan), before)           # the scan is never modified
+    detailed = bpy.data.objects["Scan Detailed"]
+    fitted = bpy.data.objects["Scan Fit"]
+    assert detailed.users_collection[0].name == "HeadCraft" and fitted.parent.type == "ARMATURE"
+    assert len(detailed.data.vertices) > 100_000
+    for name in ("headcraft_displacement", "headcraft_error_mm", "HeadCraft Error"):
+        assert name in detailed.data.attributes
+    report = json.loads(detailed["headcraft_fit_report"])
+    assert report["face"]["result_to_scan_median"] < 2.0     # mm, a 40-step preview
+    # both heads overlay the scan (in mm, rotated, moved): fitted low-res vertices near it
+    deps = bpy.context.evaluated_depsgraph_get()
+    ev = fitted.evaluated_get(deps)
+    fit_co = np.array([fitted.matrix_world @ v.co for v in ev.data.vertices])
+    d, _ = cKDTree(_co(scan)).query(fit_co)
+    assert np.median(d) < 2.0
+    d, _ = cKDTree(_surface_samples(scan)).query(_co(detailed))
+    assert np.median(d) < 1.0
+    calls = draw(ext.fit.panel.VIEW3D_PT_headcraft_fit, bpy.context, real=object())
+    assert any(c[0] == "label" and c[1].startswith("face:") for c in calls)
+
+
+def test_fit_without_scan_or_with_broken_scan(blender, ext):
+    bpy = blender
+    s = bpy.context.scene.headcraft
+    s.fit_scan = None
+    assert not bpy.ops.headcraft.fit_scan.poll()
+    me = bpy.data.meshes.new("Tiny")
+    me.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
+    obj = bpy.data.objects.new("Tiny", me)
+    bpy.context.scene.collection.objects.link(obj)
+    s.fit_scan, s.fit_landmarks = obj, "AUTO"
+    n = len(bpy.data.objects)
+    with pytest.raises(RuntimeError, match="usable points"):
+        bpy.ops.headcraft.fit_scan()
+    assert len(bpy.data.objects) == n
