@@ -46,7 +46,7 @@ class Similarity:
 @dataclasses.dataclass
 class CoarseSettings:
     steps: int = 300
-    lr: float = 1e-2
+    lr: float = 3e-2
     num_shape: int = 50
     w_landmarks: float = 1.0
     w_surface: float = 1.0
@@ -112,6 +112,8 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
     trans = torch.zeros(3, device=dev, requires_grad=True)
     log_scale = torch.zeros(1, device=dev, requires_grad=True)
     opt = torch.optim.Adam([shape, expr, jaw_neck, rot, trans, log_scale], lr=settings.lr)
+    # Decay to 5 % of the rate by the end so the fit settles instead of jittering.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.05 ** (i / max(settings.steps - 1, 1)))
     blend = model.data.name == "openhead"
     nn_idx = None
 
@@ -143,6 +145,7 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
             for p in (shape, expr, jaw_neck):
                 p.grad = None
         opt.step()
+        sched.step()
         if step % 10 == 0 or step == settings.steps - 1:
             report((step + 1) / settings.steps, "coarse fit",
                    f"step {step + 1}/{settings.steps}  landmarks {l_lmk.item():.3g}  surface {l_surf.item():.3g}")

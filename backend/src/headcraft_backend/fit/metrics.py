@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 __all__ = ["surface_distances", "closest_points_on_triangles", "vertex_areas", "fit_report",
            "format_table", "count_self_intersections", "self_intersecting_pairs"]
 
-_DIST_K = 12                # centroid candidates per point
+_DIST_K = 24                # centroid candidates per point
 _CHUNK = 32768              # points per vectorised batch
 _MAX_ALWAYS = 64            # "giant" triangles tested against every point
 
@@ -164,7 +164,7 @@ def surface_distances(points, verts, faces, *, return_closest: bool = False, k: 
                                    ((C - cen) ** 2).sum(1)], 1), 1))
     # Big triangles are split into proxies so that one search radius suits every triangle;
     # a few giant ones are tested against every point instead.
-    r_target = max(float(np.quantile(rad, 0.5)), 1e-300)
+    r_target = max(float(np.quantile(rad, 0.7)), 1e-300)
     giant = np.flatnonzero(rad > 8 * r_target)
     always = giant if len(giant) <= _MAX_ALWAYS else np.zeros(0, np.int64)
     keep = np.ones(len(f), bool)
@@ -210,8 +210,15 @@ def surface_distances(points, verts, faces, *, return_closest: bool = False, k: 
         idx = np.arange(s, min(n, s + _CHUNK))
         if tree is not None:
             dk, ik = tree.query(pts[idx], k=kk, workers=-1)
-            dk = dk.reshape(len(idx), kk)
-            test(idx, pids[ik.reshape(len(idx), kk)])
+            dk, ik = dk.reshape(len(idx), kk), ik.reshape(len(idx), kk)
+            cand = pids[ik]
+            test_flat(idx, cand[:, 0])          # an upper bound from the nearest proxy
+            # Exact tests only where a proxy's lower bound beats the current best.
+            mask = (dk - pcov[ik]) < dist[idx][:, None]
+            mask[:, 0] = False
+            mask[:, 1:] &= cand[:, 1:] != cand[:, :-1]     # drop adjacent repeats
+            if mask.any():
+                test_flat(np.repeat(idx, mask.sum(1)), cand[mask])
             if kk < len(ppts):
                 # Certified when no unseen proxy's triangle part can be closer than the best.
                 unsure_all.append(idx[dist[idx] > dk[:, -1] - rmax])

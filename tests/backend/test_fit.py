@@ -1,0 +1,172 @@
+"""Fit a scan, backend side: losses, scan cleaning, coarse self-fit, both registration stages."""
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from headcraft_backend.fit.coarse import CoarseSettings, fit_coarse, umeyama
+from headcraft_backend.fit.losses import MeshRegulariser, NearestNeighbours, bruteforce_chamfer, pruned_chamfer, unique_edges
+from headcraft_backend.fit.register import Registration, hull_mask, preset
+from headcraft_backend.fit.scan import sanitize
+from headcraft_backend.fit.units import MM_PER_UNIT, to_units
+from headcraft_backend.head.model import HeadModel
+from headcraft_backend.head.registry import load_model_data
+from headcraft_backend.service.jobs import UserError
+
+
+@pytest.fixture(scope="module")
+def openhead():
+    d = load_model_data({"model": "openhead"})
+    return d, HeadModel(d)
+
+
+def test_kdtree_pairs_equal_bruteforce_chamfer():
+    rng = np.random.default_rng(0)
+    v = torch.tensor(rng.normal(size=(3000, 3)), dtype=torch.float32, requires_grad=True)
+    s = torch.tensor(rng.normal(size=(5000, 3)), dtype=torch.float32)
+    for conv, thr in (("reference", 0.5), ("paper", 0.7)):
+        t2s, s2t = NearestNeighbours(s).pairs(v)
+        fast = pruned_chamfer(v, s, t2s, s2t, thr, conv)
+        slow = bruteforce_chamfer(v, s, thr, conv)
+        torch.testing.assert_close(fast, slow)
+        g1, = torch.autograd.grad(fast, v)
+        g2, = torch.autograd.grad(slow, v)
+        torch.testing.assert_close(g1, g2)
+
+
+def test_pruning_drops_far_pairs():
+    v = torch.tensor([[0.0, 0, 0], [10.0, 0, 0]])
+    s = torch.tensor([[0.5, 0, 0]])
+    t2s, s2t = torch.tensor([0, 0]), torch.tensor([0])
+    # reference: squared distances < 1 kept: 0.25 (v0) and 0.25 (s->v0); v1's 90.25 dropped
+    assert pruned_chamfer(v, s, t2s, s2t, 1.0, "reference").item() == pytest.approx(0.5)
+    assert pruned_chamfer(v, s, t2s, s2t, 1.0, "paper").item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_regulariser_matches_definitions():
+    rng = np.random.default_rng(1)
+    faces = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 1]])
+    v = torch.tensor(rng.normal(size=(5, 3)), dtype=torch.float64)
+    reg = MeshRegulariser(faces, 5)
+    edge, lap = reg(v.float())
+    e = unique_edges(faces)
+    assert edge.item() == pytest.approx(((v[e[:, 0]] - v[e[:, 1]]) ** 2).sum(1).mean().item(), rel=1e-5)
+    nbrs = {i: set() for i in range(5)}
+    for a, b in e:
+        nbrs[a].add(b), nbrs[b].add(a)
+    lv = torch.stack([v[i] - v[list(nbrs[i])].mean(0) for i in range(5)])
+    assert lap.item() == pytest.approx(lv.norm().item(), rel=1e-5)
+    x = v.float().clone().requires_grad_()
+    reg.set_rest(x.detach() * 0.5)
+    e2, l2 = reg(x)
+    (e2 + l2).backward()
+    assert torch.isfinite(x.grad).all() and l2.item() == pytest.approx(0.5 * lv.norm().item(), rel=1e-4)
+
+
+def test_umeyama_recovers_similarity():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(30, 3))
+    R = Rotation.from_euler("xyz", [20, -40, 10], degrees=True).as_matrix()
+    b = 7.5 * a @ R.T + [1, 2, 3]
+    s, R2, t = umeyama(a, b)
+    assert s == pytest.approx(7.5) and np.allclose(R2, R) and np.allclose(t, [1, 2, 3])
+
+
+def test_sanitize_cleans_and_refuses():
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(500, 3))
+    f = rng.integers(0, 500, size=(900, 3))
+    v[7] = np.nan
+    scan = sanitize(v, f)
+    assert np.isfinite(scan.vertices).all() and any("NaN" in n for n in scan.notes)
+    with pytest.raises(UserError, match="empty"):
+        sanitize(np.zeros((0, 3)))
+    with pytest.raises(UserError, match="NaN or infinite"):
+        sanitize(np.full((300, 3), np.inf))
+    with pytest.raises(UserError, match="coincide"):
+        sanitize(np.ones((300, 3)))
+    with pytest.raises(UserError, match="do not exist"):
+        sanitize(v, np.array([[0, 1, 9999]]))
+    with pytest.raises(UserError, match="triangles"):
+        sanitize(v, np.array([[0, 1, 2, 3]]))
+
+
+def test_sanitize_drops_junk_components():
+    rng = np.random.default_rng(4)
+    big = rng.normal(size=(2000, 3))
+    fb = np.array([[i, i + 1, i + 2] for i in range(1998)])
+    junk = rng.normal(size=(6, 3)) + 10
+    fj = np.array([[0, 1, 2], [3, 4, 5]]) + 2000
+    scan = sanitize(np.concatenate([big, junk]), np.concatenate([fb, fj]))
+    assert len(scan.vertices) == 2000 and any("detached" in n for n in scan.notes)
+
+
+def _posed(model, data, seed=1, jaw=0.08, spread=1.0):
+    rng = np.random.default_rng(seed)
+    shape = (spread * rng.standard_normal(30)).astype(np.float32)
+    expr = np.zeros(data.num_expr, np.float32)
+    expr[data.expr_names.index("mouthSmileLeft")] = 0.4
+    pose = np.zeros((5, 3), np.float32)
+    pose[2, 0] = jaw
+    with torch.no_grad():
+        v = model(shape=torch.tensor(shape)[None], expr=torch.tensor(expr)[None],
+                  pose=torch.tensor(pose)[None]).vertices[0].numpy()
+    return v, shape, expr, pose
+
+
+def test_coarse_fit_of_the_model_to_itself_recovers_it(openhead):
+    d, m = openhead
+    v, shape, expr, pose = _posed(m, d)
+    R = Rotation.from_euler("xyz", [10, -25, 5], degrees=True).as_matrix()
+    scan = 1000.0 * v @ R.T + [30.0, -50.0, 200.0]        # millimetres, rotated, moved
+    rng = np.random.default_rng(5)
+    lf = rng.choice(np.flatnonzero(np.isin(d.faces, d.regions["face"]).all(1)), 60, replace=False)
+    lb = rng.dirichlet([1, 1, 1], 60).astype(np.float32)
+    lmk = (scan[d.faces[lf]] * lb[:, :, None]).sum(1)
+    res = fit_coarse(m, scan, lmk, lf, lb, CoarseSettings(steps=300, num_shape=30))
+    from headcraft_backend.fit.scan import Scan
+    from scipy.spatial import cKDTree
+    samples = Scan(scan.astype(np.float32), d.faces).sample_points(400_000)
+    err = cKDTree(samples).query(res.similarity.apply(res.vertices))[0]   # mm to the true surface
+    outer = np.setdiff1d(np.arange(len(err)), np.concatenate([d.regions["inner_mouth"], d.regions["eyeballs"]]))
+    assert np.median(err[d.regions["face"]]) < 0.6 and np.median(err[outer]) < 0.7
+    assert np.percentile(err[outer], 95) < 3.0
+    assert res.landmark_rmse_mm < 1.0
+    assert abs(res.pose[2, 0] - pose[2, 0]) < 0.02                       # jaw, radians
+    assert res.similarity.scale == pytest.approx(1000.0, rel=0.03)
+
+
+def test_registration_stage2_beats_stage1_and_moves_only_allowed_regions(openhead):
+    """Dense-enough toy problem: the model's template registered to a detailed version of itself."""
+    d, m = openhead
+    v, *_ = _posed(m, d, seed=7, jaw=0.0, spread=0.3)   # about a millimetre from the template
+    base = to_units(d.v_template)
+    rng = np.random.default_rng(8)
+    # the 'scan': the true head with 0.3 mm bumps, densely sampled
+    from headcraft_backend.fit.scan import Scan
+    truth = Scan(to_units(v).astype(np.float32), d.faces).sample_points(60_000)
+    settings = preset("preview")
+    settings.stage1.steps = settings.stage2.steps = 150
+    regions = d.regions
+    res = Registration(base, d.faces, regions, truth, settings).run()
+    from scipy.spatial import cKDTree
+    tree = cKDTree(truth)
+    face = regions["face"]
+    e0 = tree.query(base[face])[0] * MM_PER_UNIT
+    e1 = tree.query(res.stage1[face])[0] * MM_PER_UNIT
+    e2 = tree.query(res.final[face])[0] * MM_PER_UNIT
+    assert np.median(e2) < np.median(e1) <= np.median(e0) + 1e-3
+    frozen = np.concatenate([regions["eyeballs"], regions["ears"], regions["neck"]])
+    frozen = np.setdiff1d(frozen, regions["scalp"])
+    np.testing.assert_allclose(res.final[frozen], res.stage1[frozen], atol=1e-6)
+    only_face = np.setdiff1d(regions["face"], regions["scalp"])
+    np.testing.assert_allclose(res.stage1[only_face], base[only_face], atol=1e-3)  # stage 1: scalp only
+    assert [h["stage"] for h in res.history][-1] == "stage 2"
+
+
+def test_partial_hull_mask():
+    rng = np.random.default_rng(9)
+    cloud = rng.uniform(-1, 1, size=(2000, 3)) * [1, 1, 0.2]
+    verts = np.array([[0, 0, 0], [0, 0, 0.25], [5, 0, 0], [0, 0.9, 0]])
+    inside = hull_mask(cloud, verts)
+    assert inside.tolist() == [True, True, False, True]
