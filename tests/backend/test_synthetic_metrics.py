@@ -93,10 +93,13 @@ def test_similarity_recorded(data, short):
     exact = S.make_scan(data, 3, hair="none", noise_mm=0.0, holes=0, junk=False, color=False)
     j = exact.scan_truth_index
     np.testing.assert_allclose(exact.to_model(exact.vertices), exact.truth_vertices[j], atol=1e-9)
-    scales = {[u for u in S.UNITS if 0.9 * u <= sc <= 1.1 * u][0]
-              for sc in (S.make_scan(data, k, hair="none", holes=0, junk=False, color=False).scale
-                         for k in (1, 2, 4, 5))} | {unit[0]}
-    assert len(scales) >= 2
+    # The similarity's distribution: every unit occurs, rotations stay within 25 degrees.
+    rng = np.random.default_rng(0)
+    draws = [S._sample_similarity(rng) for _ in range(200)]
+    units = {u for sc, _, _ in draws for u in S.UNITS if 0.9 * u <= sc <= 1.1 * u}
+    assert units == set(S.UNITS)
+    angles = np.degrees([np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)) for _, R, _ in draws])
+    assert angles.max() < 45 and angles.mean() > 10
     fixed = S.make_scan(data, 3, hair="none", scale=1000.0, holes=0, junk=False, color=False)
     assert fixed.scale == 1000.0 and fixed.mm_per_scan_unit == 1.0
     plain = S.make_scan(data, 3, hair="none", similarity=False, holes=0, junk=False, color=False)

@@ -58,6 +58,78 @@ def cmd_info(args) -> int:
     return 0
 
 
+class _CliContext:
+    """What a job handler needs when run from the command line: a device, a cache, progress."""
+
+    def __init__(self, device: str):
+        from .service.device import resolve_device
+        self.device, self.cache, self._last = resolve_device(device), {}, -1.0
+
+    def progress(self, fraction, stage="", message="", force=False):
+        if fraction - self._last >= 0.02 or fraction >= 1.0:
+            self._last = fraction
+            print(f"[{fraction * 100:5.1f}%] {stage}: {message}", flush=True)
+
+
+def _model_params(args) -> dict:
+    params = {"model": args.model}
+    if args.model == "flame":
+        d = Path(args.flame_dir).expanduser()
+        model = next((d / n for n in ("flame2023.pkl", "generic_model.pkl") if (d / n).exists()), d / "generic_model.pkl")
+        lmk = d / "mediapipe_landmark_embedding.npz"
+        params["flame"] = {"model_path": str(model), "masks_path": str(d / "FLAME_masks.pkl"),
+                           "uv_path": str(d / "head_template.obj"),
+                           "landmark_path": str(lmk) if lmk.exists() else ""}
+    return params
+
+
+def cmd_fit(args) -> int:
+    import numpy as np
+    from .fit.jobs import fit_scan_job
+    from .fit.pipeline import format_report
+    from .fit.scan import load_scan_file
+    from .head.data import HeadModelError
+    from .service.jobs import UserError
+    try:
+        scan = load_scan_file(args.scan)
+        params = {**_model_params(args), "preset": args.preset, "convention": args.convention,
+                  "partial": args.partial != "none", "sparse": args.partial == "sparse",
+                  "name": Path(args.scan).stem}
+        if args.steps:
+            params["stage1"] = params["stage2"] = {"steps": args.steps}
+        arrays = {"vertices": scan.vertices}
+        if scan.is_mesh:
+            arrays["faces"] = scan.faces
+        fields, out = fit_scan_job(_CliContext(args.device), params, arrays)
+    except (UserError, HeadModelError) as exc:
+        print(f"headcraft-backend fit: {exc}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.scan).stem
+    sim = fields["similarity"]
+    R = np.array(sim["rotation"]).reshape(3, 3)
+    to_scan = lambda v: sim["scale"] * v @ R.T + np.array(sim["translation"])  # noqa: E731
+    _write_obj(out_dir / f"{stem}_detailed.obj", to_scan(out["final"]), out["dense_faces"])
+    _write_obj(out_dir / f"{stem}_fitted.obj", to_scan(out["base"]), out["dense_faces"])
+    np.savez_compressed(out_dir / f"{stem}_fit.npz", **{k: v for k, v in out.items() if not k.startswith("head__")},
+                        shape=np.array(fields["shape"]), expr=np.array(fields["expr"]),
+                        pose=np.array(fields["pose"]), scale=sim["scale"], rotation=R,
+                        translation=np.array(sim["translation"]))
+    (out_dir / f"{stem}_report.json").write_text(json.dumps(
+        {k: fields[k] for k in ("model", "version", "report", "notes", "landmarks_used",
+                                "landmark_rmse_mm", "surface_median_mm")}, indent=2))
+    print(format_report(fields["report"]))
+    print(f"wrote {out_dir}/{stem}_detailed.obj, _fitted.obj, _fit.npz, _report.json")
+    return 0
+
+
+def _write_obj(path: Path, verts, faces) -> None:
+    with open(path, "w") as fh:
+        fh.write("".join(f"v {x:.6g} {y:.6g} {z:.6g}\n" for x, y, z in verts))
+        fh.write("".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="headcraft-backend", description=__doc__)
     p.add_argument("--version", action="version", version=f"headcraft-backend {__version__}")
@@ -78,6 +150,18 @@ def main(argv=None) -> int:
     i = sub.add_parser("info", help="print version, device and available jobs as JSON")
     i.add_argument("--device", default="auto")
     i.set_defaults(fn=cmd_info)
+    f = sub.add_parser("fit", help="fit a head model and high-detail displacements to a scan file")
+    f.add_argument("scan", help="OBJ, PLY, GLB/glTF, STL or OFF")
+    f.add_argument("--model", default="openhead", choices=("openhead", "flame"))
+    f.add_argument("--flame-dir", default="~/FLAME", help="folder with the FLAME files")
+    f.add_argument("--preset", default="paper", choices=("paper", "preview"))
+    f.add_argument("--convention", default="reference", choices=("reference", "paper"),
+                   help="Chamfer pruning: squared distances (reference code) or distances (paper)")
+    f.add_argument("--partial", default="none", choices=("none", "depth", "sparse"))
+    f.add_argument("--steps", type=int, default=0, help="registration steps per stage (0: preset)")
+    f.add_argument("--device", default="auto")
+    f.add_argument("--out", default="fit-output")
+    f.set_defaults(fn=cmd_fit)
     args = p.parse_args(argv)
     return args.fn(args)
 

@@ -4,11 +4,13 @@ self-intersection counts.
 Conventions
 -----------
 * `surface_distances` is exact: the Euclidean distance from each point to the closest point of
-  the triangle surface (not to its vertices). Candidates come from a KD-tree over triangle
-  centroids; the answer is then *certified* with a bound (a triangle whose centroid is farther
-  than d_centroid can be no closer than d_centroid - its circumradius) and points whose answer
-  is not certified are re-checked against every triangle that could still be closer. Very large
-  triangles (above the 99th percentile of circumradii, at most 64 of them) are always tested.
+  the triangle surface (not to its vertices). Candidates come from a KD-tree over "proxies"
+  (triangle centroids; triangles larger than the 70th percentile are represented by the
+  centroids of their regular m x m subdivision, each covering radius circumradius / m). A
+  proxy at distance d covering radius r bounds its triangle's distance from below by d - r,
+  so after the k nearest proxies the answer is *certified* or the point is re-checked against
+  every triangle that could still be closer. Up to 64 giant triangles (> 8x the 70th
+  percentile) are tested against every point instead.
 * `fit_report` compares a registration result with the ground-truth surface of a synthetic
   scan (`synthetic.SyntheticScan.truth_vertices`): the truth surface has no holes, no noise and
   no junk, so the distances measure how well the result recovers the *true* surface, including
@@ -315,12 +317,12 @@ def fit_report(result_verts, result_faces, result_regions, truth_verts, truth_fa
     def side(d, w, m):
         return _weighted_stats(d[m], w[m])
 
-    names = list(dict.fromkeys(list(treg) + list(rreg)))
+    empty = _weighted_stats(np.zeros(0), np.zeros(0))
     regions = {}
-    for name in names:
+    for name in dict.fromkeys(list(treg) + list(rreg)):
         regions[name] = {
-            "scan_to_result": side(s2r, tw, treg[name] & tmask) if name in treg else _weighted_stats(np.zeros(0), np.zeros(0)),
-            "result_to_scan": side(r2s, rw, rreg[name]) if name in rreg else _weighted_stats(np.zeros(0), np.zeros(0)),
+            "scan_to_result": side(s2r, tw, treg[name] & tmask) if name in treg else dict(empty),
+            "result_to_scan": side(r2s, rw, rreg[name]) if name in rreg else dict(empty),
         }
     t_head = tmask.copy()
     r_head = np.ones(len(rv), bool)

@@ -120,3 +120,12 @@ def _stats(result_to_scan: np.ndarray, scan_to_result: np.ndarray) -> dict:
     return {"result_to_scan_median": q(result_to_scan, 50), "result_to_scan_p95": q(result_to_scan, 95),
             "scan_to_result_median": q(scan_to_result, 50), "scan_to_result_p95": q(scan_to_result, 95),
             "vertices": int(result_to_scan.size), "scan_points": int(scan_to_result.size)}
+
+
+def format_report(table: dict) -> str:
+    """The fit's own error figures (distances to the scan) as a fixed-width table."""
+    lines = [f"{'region':<12} {'result->scan median':>20} {'p95':>7} {'scan->result median':>20} {'p95':>7}  (mm)"]
+    for name, r in table.items():
+        lines.append(f"{name:<12} {r['result_to_scan_median']:>20.3f} {r['result_to_scan_p95']:>7.3f} "
+                     f"{r['scan_to_result_median']:>20.3f} {r['scan_to_result_p95']:>7.3f}")
+    return "\n".join(lines)

@@ -8,8 +8,9 @@ A scan is built in five steps, all deterministic from one integer seed:
    opening (0-6.9 deg). Eyes and the global joint stay at rest (the similarity covers it).
 2. The true surface, in the MODEL frame (metres, Y up, face +Z): the posed coarse head is
    refined by edge splitting (every edge longer than a per-region threshold is split until none
-   is: ~1.1 mm on face and ears, 2 mm on scalp and neck, ~150K vertices for OpenHead; the
-   topology is computed once per model on the template and cached), and the refined vertices
+   is: 1.5 mm on face and ears, 2.5 mm on scalp and neck, 4 mm in the mouth: 148K vertices /
+   295K triangles for OpenHead; the topology is computed once per model on the template and
+   cached in memory, ~2-3 s), and the refined vertices
    are placed on a smooth surface by Phong tessellation of the coarse triangles (shape factor
    0.75), so the truth is smoother and finer than the coarse model. Added on top:
    * hair: an outward offset along heavily smoothed normals on the scalp, fading at the hairline,
@@ -289,7 +290,7 @@ class _Dense:
     avg: sp.csr_matrix              # dense uniform averaging operator
     coarse_avg: sp.csr_matrix       # coarse uniform averaging operator
     dist: dict[str, np.ndarray]     # geodesic distance (mm) to region sets
-    boundary_loops: list[np.ndarray]  # ordered dense boundary loops (half-edge direction)
+    boundary_loops: list[np.ndarray]  # ordered dense boundary loops, lowest (neck) first
     head_centre: np.ndarray
     model: object                   # HeadModel (torch)
 
@@ -389,7 +390,11 @@ def _dense_for(data: HeadModelData) -> _Dense:
             faces=faces.astype(np.int32), vtri=vtri, vbary=vbary, corner_ids=corner_ids,
             region_w=region_w, regions=regions, rest=rest, graph=graph,
             avg=_laplacian_average(faces, nv), coarse_avg=_laplacian_average(cf, Vc), dist=dist,
-            boundary_loops=_boundary_loops(faces), head_centre=centre, model=HeadModel(data))
+            boundary_loops=[], head_centre=centre, model=HeadModel(data))
+        # The neck opening: the lowest of the open boundaries (FLAME also has eye/mouth rims).
+        loops = _boundary_loops(faces)
+        loops.sort(key=lambda lp: float(rest[lp, 1].mean()))
+        dense.boundary_loops = loops
         if len(_CACHE) >= 4:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = dense
@@ -787,11 +792,15 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
     of geodesic patches removed. similarity: random rotation + translation + unit scale (False:
     identity, unless `scale` is given). scale: fixes the scale (metres -> scan units). junk:
     floating fragments (and, unless shoulders=False, a shoulder stub). n_points: also sample a
-    point cloud of that many points on the scan. ~0.5-1 s per scan after a one-off ~2 s per
-    model (refinement and geodesic fields, cached in memory).
+    point cloud of that many points on the scan. color: procedural vertex colours (skin, hair,
+    lips, brows, irises) so landmark detection on renders has something to see. detail: skin
+    detail on the face. ~1 s per scan after a one-off ~2-3 s per model (refinement and geodesic
+    fields, cached in memory).
     """
     if hair not in HAIRSTYLES:
         raise ValueError(f"unknown hair style {hair!r}; choose one of {', '.join(HAIRSTYLES)}")
+    if not (noise_mm >= 0 and holes >= 0 and (scale is None or scale > 0)):
+        raise ValueError("noise_mm and holes must be >= 0 and scale > 0")
     if shoulders is None:
         shoulders = junk
     dense = _dense_for(data)
@@ -893,11 +902,8 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
         colors[frag] = np.clip(r_col.normal(140, 30, (len(frag), 1)) + r_col.normal(0, 8, (len(frag), 3)),
                                0, 255).astype(np.uint8)
 
-    # Similarity.
     if similarity:
-        R = _euler(*np.radians(r_sim.uniform(-25, 25, 3)))
-        s = float(scale) if scale is not None else float(UNITS[r_sim.integers(3)] * r_sim.uniform(0.9, 1.1))
-        t = s * r_sim.uniform(-0.5, 0.5, 3)
+        s, R, t = _sample_similarity(r_sim, scale)
     else:
         R, s, t = np.eye(3), float(scale) if scale is not None else 1.0, np.zeros(3)
     V_scan = s * V_s @ R.T + t
@@ -917,6 +923,15 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
         scan_truth_index=np.maximum(src_s, -1).astype(np.int64),
         seed=int(seed), hair=hair, noise_mm=float(noise_mm), expression_keys=keys,
         model_name=data.name)
+
+
+def _sample_similarity(rng, scale=None):
+    """Rotation up to 25 deg about each axis (R = Rz Ry Rx), scale = a random unit (m, cm, mm)
+    x U(0.9, 1.1) unless given, translation up to 0.5 m per axis (in scan units)."""
+    R = _euler(*np.radians(rng.uniform(-25, 25, 3)))
+    s = float(scale) if scale is not None else float(UNITS[rng.integers(3)] * rng.uniform(0.9, 1.1))
+    t = s * rng.uniform(-0.5, 0.5, 3)
+    return s, R, t
 
 
 def _sample_surface(v, f, n, rng):
