@@ -6,6 +6,7 @@
     python3 build.py demo        # setup, then the main job headless -> out/demo/
     python3 build.py extension   # validate and build dist/headcraft-<version>.zip
     python3 build.py bench       # benchmarks, printing ratios against baselines
+    python3 build.py eval-fit    # fit procedural scans with ground truth, print errors per region
 
 Every subcommand is idempotent and works on a fresh machine (PyPI reachable).
 """
@@ -155,6 +156,9 @@ def main(argv: list[str]) -> int:
         return demo(rest)
     elif cmd == "bench":
         return bench(rest)
+    elif cmd == "eval-fit":
+        py = setup()
+        return subprocess.run([py, "-m", "headcraft_backend", "eval-fit", *rest], cwd=ROOT).returncode
     else:
         print(f"unknown command {cmd!r}\n{__doc__}")
         return 2

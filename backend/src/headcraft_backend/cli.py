@@ -130,6 +130,20 @@ def _write_obj(path: Path, verts, faces) -> None:
         fh.write("".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces))
 
 
+def cmd_eval_fit(args) -> int:
+    from .fit.evaluate import evaluate, summary
+    from .fit.pipeline import FitOptions
+    from .head.registry import load_model_data
+    options = FitOptions(preset=args.preset)
+    if args.steps:
+        reg = options.registration_settings()
+        reg.stage1.steps = reg.stage2.steps = args.steps
+        options.registration = reg
+    rows = evaluate(load_model_data(_model_params(args)), n=args.n, options=options)
+    print("\n" + summary(rows))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="headcraft-backend", description=__doc__)
     p.add_argument("--version", action="version", version=f"headcraft-backend {__version__}")
@@ -162,6 +176,13 @@ def main(argv=None) -> int:
     f.add_argument("--device", default="auto")
     f.add_argument("--out", default="fit-output")
     f.set_defaults(fn=cmd_fit)
+    e = sub.add_parser("eval-fit", help="fit procedural scans with ground truth and print the errors")
+    e.add_argument("--n", type=int, default=3, help="number of scans (no hair, short, long, ...)")
+    e.add_argument("--model", default="openhead", choices=("openhead", "flame"))
+    e.add_argument("--flame-dir", default="~/FLAME")
+    e.add_argument("--preset", default="paper", choices=("paper", "preview"))
+    e.add_argument("--steps", type=int, default=0)
+    e.set_defaults(fn=cmd_eval_fit)
     args = p.parse_args(argv)
     return args.fn(args)
 

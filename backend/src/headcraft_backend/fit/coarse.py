@@ -56,9 +56,9 @@ class CoarseSettings:
     robust_sigma: float = 0.5      # Geman-McClure scale of the surface term, HeadCraft units
     refresh: int = 10
     late_landmark_weight: float = 0.1   # landmarks guide the start; the surface decides the end
-    # Surface-term weight per region: hair and clothing bias the scalp and neck, so they count less.
+    # Surface-term weight per region (the robust kernel already discounts hair and clothing).
     region_weights: dict = dataclasses.field(default_factory=lambda: {
-        "scalp": 0.3, "neck": 0.3, "ears": 0.5, "eyeballs": 0.0, "inner_mouth": 0.0})
+        "scalp": 1.0, "neck": 1.0, "ears": 0.5, "eyeballs": 0.0, "inner_mouth": 0.0})
 
 
 def surface_weights(data, settings: CoarseSettings) -> np.ndarray:

@@ -7,6 +7,8 @@ as through a full distance matrix. On the CPU the pairs are refreshed every `ref
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -24,6 +26,12 @@ def unique_edges(faces: np.ndarray) -> np.ndarray:
 
 
 def _csr(m: sp.csr_matrix, device) -> torch.Tensor:
+    with warnings.catch_warnings():  # torch labels sparse CSR "beta"; the products used are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return _make_csr(m, device)
+
+
+def _make_csr(m: sp.csr_matrix, device) -> torch.Tensor:
     return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
                                    torch.from_numpy(m.indices.astype(np.int64)),
                                    torch.from_numpy(m.data.astype(np.float32)), size=m.shape,
@@ -84,20 +92,20 @@ class NearestNeighbours:
     """Nearest scan point for each template vertex and nearest template vertex for each scan
     point. CPU: KD-trees, pairs refreshed every `refresh` calls. CUDA: exact chunked search."""
 
-    def __init__(self, scan: torch.Tensor, refresh: int = 5, chunk: int = 8192):
+    def __init__(self, scan: torch.Tensor, refresh: int = 5, chunk: int = 8192, bruteforce: bool = False):
         self.scan = scan
         self.refresh = max(1, int(refresh))
         self.chunk = chunk
         self.calls = 0
-        self.gpu = scan.is_cuda
-        self.scan_tree = None if self.gpu else cKDTree(scan.detach().cpu().numpy())
+        self.exact = scan.is_cuda or bruteforce   # exact chunked torch.cdist search every step
+        self.scan_tree = None if self.exact else cKDTree(scan.detach().cpu().numpy())
         self.t2s = self.s2t = None
 
     def pairs(self, verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(index into scan per vertex, index into verts per scan point)."""
-        if self.t2s is None or self.gpu or self.calls % self.refresh == 0:
+        if self.t2s is None or self.exact or self.calls % self.refresh == 0:
             with torch.no_grad():
-                if self.gpu:
+                if self.exact:
                     self.t2s = _chunked_argmin(verts, self.scan, self.chunk)
                     self.s2t = _chunked_argmin(self.scan, verts, self.chunk)
                 else:

@@ -207,25 +207,36 @@ def surface_distances(points, verts, faces, *, return_closest: bool = False, k: 
         tri[owner[sel]] = cand[sel]
         cpt[owner[sel]] = q[sel]
 
+    def knn_pass(idx, kq):
+        """Test the kq nearest proxies of points idx; return the points still uncertified."""
+        dk, ik = tree.query(pts[idx], k=kq, workers=-1)
+        dk, ik = dk.reshape(len(idx), kq), ik.reshape(len(idx), kq)
+        cand = pids[ik]
+        test_flat(idx, cand[:, 0])          # an upper bound from the nearest proxy
+        # Exact tests only where a proxy's lower bound beats the current best.
+        mask = (dk - pcov[ik]) < dist[idx][:, None]
+        mask[:, 0] = False
+        mask[:, 1:] &= cand[:, 1:] != cand[:, :-1]     # drop adjacent repeats
+        if mask.any():
+            test_flat(np.repeat(idx, mask.sum(1)), cand[mask])
+        if kq >= len(ppts):
+            return idx[:0]
+        # Certified when no unseen proxy's triangle part can be closer than the best.
+        return idx[dist[idx] > dk[:, -1] - rmax]
+
     unsure_all = []
     for s in range(0, n, _CHUNK):
         idx = np.arange(s, min(n, s + _CHUNK))
-        if tree is not None:
-            dk, ik = tree.query(pts[idx], k=kk, workers=-1)
-            dk, ik = dk.reshape(len(idx), kk), ik.reshape(len(idx), kk)
-            cand = pids[ik]
-            test_flat(idx, cand[:, 0])          # an upper bound from the nearest proxy
-            # Exact tests only where a proxy's lower bound beats the current best.
-            mask = (dk - pcov[ik]) < dist[idx][:, None]
-            mask[:, 0] = False
-            mask[:, 1:] &= cand[:, 1:] != cand[:, :-1]     # drop adjacent repeats
-            if mask.any():
-                test_flat(np.repeat(idx, mask.sum(1)), cand[mask])
-            if kk < len(ppts):
-                # Certified when no unseen proxy's triangle part can be closer than the best.
-                unsure_all.append(idx[dist[idx] > dk[:, -1] - rmax])
         if len(always):
             test(idx, np.broadcast_to(always, (len(idx), len(always))))
+        if tree is not None:
+            rest = knn_pass(idx, kk)
+            for kq in (4 * kk, 16 * kk):        # points far from the surface: widen the search
+                if len(rest) == 0 or kq > len(ppts):
+                    break
+                rest = np.concatenate([knn_pass(rest[c0:c0 + max(1, _CHUNK * kk // kq)], kq)
+                                       for c0 in range(0, len(rest), max(1, _CHUNK * kk // kq))])
+            unsure_all.append(rest)
     if unsure_all:
         unsure = np.concatenate(unsure_all)
         for s in range(0, len(unsure), 4096):

@@ -34,6 +34,7 @@ class RegistrationSettings:
     stage2_mode: str = "scalar"       # "scalar": alpha * n (paper); "vector": n * 3-vector (reference code)
     laplacian_on: str = "displacement"  # or "vertices": L applied to the displaced mesh itself
     refresh: int = 10                 # CPU: nearest-neighbour pairs recomputed every N steps
+    bruteforce: bool = False          # exact torch.cdist search every step (the benchmark baseline)
     init_std: float = 1e-4
     partial: bool = False             # single depth view or sparse cloud (supp. B.1)
     sparse: bool = False              # with partial: a sparse cloud (proximity mask t = 0.3)
@@ -134,7 +135,7 @@ class Registration:
     def _optimise(self, name: str, params: list[torch.Tensor], verts_fn, s: StageSettings,
                   progress0: float, progress1: float) -> torch.Tensor:
         opt = torch.optim.Adam(params, lr=s.lr)
-        nn = NearestNeighbours(self.scan, refresh=self.settings.refresh)
+        nn = NearestNeighbours(self.scan, refresh=self.settings.refresh, bruteforce=self.settings.bruteforce)
         conv = self.settings.convention
         for step in range(s.steps):
             verts = verts_fn()

@@ -500,7 +500,8 @@ def _hair_field(dense: _Dense, style: str, rng):
             g2 = (dlt ** 2).sum(1) / sig ** 2
         hair = np.maximum(hair, height * np.exp(-g2) * (cap > 0.05))
     elif style == "fringe":
-        y_fr = c[1] + rng.uniform(0.04, 0.055)
+        y_fr = c[1] + rng.uniform(0.035, 0.05)
+        t_short = np.maximum(t_short, rng.uniform(4.0, 8.0))
         fr = face * _smoothstep((y - y_fr) / 0.012) * _smoothstep((0.065 - np.abs(x)) / 0.015)
         fr = np.maximum(fr, scalp * _smoothstep(1.0 - d["face"] / 15.0) *
                         _smoothstep((0.065 - np.abs(x)) / 0.015) * (z > c[2]))

@@ -1,0 +1,76 @@
+"""`headcraft-backend eval-fit`: fit procedural scans with known ground truth and report the
+distance of the result to the true surface per region (mm), stage 1 vs stage 2, and new
+self-intersections on the face."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..head.model import HeadModel
+from .metrics import count_self_intersections, fit_report, format_table
+from .pipeline import FitOptions, fit_scan
+from .scan import sanitize
+from .subdivision import dense_template
+from .synthetic import make_scan
+from .units import to_metres
+
+HAIR_STYLES = ("none", "short", "long")
+
+
+def _to_true_model_frame(result_model, fitted_sim, scan) -> np.ndarray:
+    """Fitted model frame -> scan frame -> the synthetic head's true model frame."""
+    in_scan = fitted_sim.apply(result_model)
+    return (in_scan - scan.translation) @ scan.rotation / scan.scale
+
+
+def evaluate(data, n: int = 3, options: FitOptions | None = None, seed: int = 100,
+             report=print) -> list[dict]:
+    model = HeadModel(data)
+    dense = dense_template(data)
+    options = options or FitOptions(preset="preview")
+    rows = []
+    for i in range(n):
+        hair = HAIR_STYLES[i % len(HAIR_STYLES)]
+        synth = make_scan(data, seed + i, hair=hair)
+        scan = sanitize(synth.vertices, synth.faces, name=f"synthetic scan {seed + i}")
+        t = time.perf_counter()
+        res = fit_scan(model, dense, scan, options)
+        seconds = time.perf_counter() - t
+        sim = res.coarse.similarity
+        truth = (synth.truth_vertices, synth.truth_faces, synth.truth_regions)
+        reports = {}
+        for name, verts in (("stage 1", to_metres(res.registration.stage1)), ("stage 2", res.final)):
+            reports[name] = fit_report(_to_true_model_frame(verts, sim, synth), dense.faces, dense.regions,
+                                       *truth, mm_per_unit=1000.0)
+        face = dense.regions["face"]
+        crossings = {name: count_self_intersections(v, dense.faces, face, within=True)
+                     for name, v in (("template", res.base), ("result", res.final))}
+        row = {"seed": seed + i, "hair": hair, "seconds": seconds, "reports": reports,
+               "face_self_intersections": crossings, "notes": scan.notes}
+        rows.append(row)
+        report(f"\nscan {seed + i} (hair: {hair}, fitted in {seconds:.0f} s; "
+               f"face self-intersections template {crossings['template']} -> result {crossings['result']})")
+        report(format_table(reports["stage 2"]))
+        s1, s2 = (reports[k]["regions"]["face"]["result_to_scan"]["median"] for k in ("stage 1", "stage 2"))
+        report(f"face median result->truth: stage 1 {s1:.3f} mm, stage 2 {s2:.3f} mm")
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """Targets of the Fit-a-scan issue against the measured medians over all scans."""
+    def med(key, region=None, stat="median", side="result_to_scan", stage="stage 2"):
+        vals = [(r["reports"][stage]["regions"][region] if region else r["reports"][stage]["head"])[side][stat]
+                for r in rows]
+        return float(np.median(vals))
+    face = med("face", "face")
+    head95 = med("head", None, "p95")
+    s1 = med("face", "face", stage="stage 1")
+    new_x = [r["face_self_intersections"]["result"] - r["face_self_intersections"]["template"] for r in rows]
+    ok = lambda c: "ok" if c else "MISSED"  # noqa: E731
+    return "\n".join([
+        f"face median {face:.3f} mm (target <= 0.5): {ok(face <= 0.5)}",
+        f"whole-head 95th percentile {head95:.3f} mm (target <= 2): {ok(head95 <= 2.0)}",
+        f"stage 2 better than stage 1 on the face: {s1:.3f} -> {face:.3f} mm: {ok(face < s1)}",
+        f"new face self-intersections per scan: {new_x}: {ok(max(new_x) <= 0)}",
+    ])
