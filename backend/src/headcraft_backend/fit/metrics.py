@@ -180,6 +180,17 @@ def surface_distances(points, verts, faces, *, return_closest: bool = False, k: 
         tree = cKDTree(ppts)
         kk = int(min(k, len(ppts)))
 
+    unit_n = np.cross(B - A, C - A)
+    unit_n /= np.maximum(np.linalg.norm(unit_n, axis=1, keepdims=True), 1e-300)
+
+    def _tri_lower_bound(P, t):
+        """Distance to triangle t >= distance to the disc (centroid, circumradius) in its plane."""
+        w = P - cen[t]
+        h = np.abs(np.einsum("ij,ij->i", w, unit_n[t]))
+        lat = np.sqrt(np.maximum(np.einsum("ij,ij->i", w, w) - h * h, 0.0))
+        out = np.maximum(lat - rad[t], 0.0)
+        return np.sqrt(h * h + out * out) * (1 - 1e-12)
+
     def test(p_idx, cand):    # p_idx (m,), cand (m, c) triangle ids; updates the best answer
         P = pts[p_idx][:, None, :]
         q = closest_points_on_triangles(P, A[cand], B[cand], C[cand])
@@ -213,12 +224,16 @@ def surface_distances(points, verts, faces, *, return_closest: bool = False, k: 
         dk, ik = dk.reshape(len(idx), kq), ik.reshape(len(idx), kq)
         cand = pids[ik]
         test_flat(idx, cand[:, 0])          # an upper bound from the nearest proxy
-        # Exact tests only where a proxy's lower bound beats the current best.
+        # Exact tests only where a lower bound beats the current best: first the proxy's
+        # (distance - coverage), then the triangle's plane-and-disc bound.
         mask = (dk - pcov[ik]) < dist[idx][:, None]
         mask[:, 0] = False
         mask[:, 1:] &= cand[:, 1:] != cand[:, :-1]     # drop adjacent repeats
         if mask.any():
-            test_flat(np.repeat(idx, mask.sum(1)), cand[mask])
+            own = np.repeat(idx, mask.sum(1))
+            tc = cand[mask]
+            near = _tri_lower_bound(pts[own], tc) < dist[own]
+            test_flat(own[near], tc[near])
         if kq >= len(ppts):
             return idx[:0]
         # Certified when no unseen proxy's triangle part can be closer than the best.
@@ -230,13 +245,7 @@ def surface_distances(points, verts, faces, *, return_closest: bool = False, k: 
         if len(always):
             test(idx, np.broadcast_to(always, (len(idx), len(always))))
         if tree is not None:
-            rest = knn_pass(idx, kk)
-            for kq in (4 * kk, 16 * kk):        # points far from the surface: widen the search
-                if len(rest) == 0 or kq > len(ppts):
-                    break
-                rest = np.concatenate([knn_pass(rest[c0:c0 + max(1, _CHUNK * kk // kq)], kq)
-                                       for c0 in range(0, len(rest), max(1, _CHUNK * kk // kq))])
-            unsure_all.append(rest)
+            unsure_all.append(knn_pass(idx, kk))
     if unsure_all:
         unsure = np.concatenate(unsure_all)
         for s in range(0, len(unsure), 4096):
@@ -251,6 +260,8 @@ def surface_distances(points, verts, faces, *, return_closest: bool = False, k: 
             lb = np.sqrt(((ppts[prox] - pts[owner]) ** 2).sum(1)) - pcov[prox]
             near = lb < dist[owner]
             owner, flat = owner[near], pids[prox[near]]
+            near = _tri_lower_bound(pts[owner], flat) < dist[owner]
+            owner, flat = owner[near], flat[near]
             pair = np.unique(owner * len(f) + flat)
             owner, flat = pair // len(f), pair % len(f)
             for c0 in range(0, len(flat), 1 << 19):

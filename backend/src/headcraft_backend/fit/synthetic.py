@@ -712,7 +712,7 @@ def _fragments(rng, centre):
     return out
 
 
-def _shoulder_stub(rng, ring0, loop_normals):
+def _shoulder_stub(rng, ring0):
     """Rings below the neck opening flaring into shoulders; ring 0 is the loop itself."""
     c = ring0.mean(0)
     y_min = ring0[:, 1].min()
@@ -860,7 +860,7 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
     n_total = len(truth)
     if shoulders and dense.boundary_loops:
         loop = dense.boundary_loops[0]
-        sv, K, n = _shoulder_stub(r_junk, noisy[loop], nrm[loop])
+        sv, K, n = _shoulder_stub(r_junk, noisy[loop])
         sv = sv + r_noise.normal(0.0, noise_mm * 1e-3, sv.shape)
         sf = _stub_faces(loop, n_total, K, n)
         scan_v.append(sv)
