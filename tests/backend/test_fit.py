@@ -141,7 +141,6 @@ def test_registration_stage2_beats_stage1_and_moves_only_allowed_regions(openhea
     d, m = openhead
     v, *_ = _posed(m, d, seed=7, jaw=0.0, spread=0.3)   # about a millimetre from the template
     base = to_units(d.v_template)
-    rng = np.random.default_rng(8)
     # the 'scan': the true head with 0.3 mm bumps, densely sampled
     from headcraft_backend.fit.scan import Scan
     truth = Scan(to_units(v).astype(np.float32), d.faces).sample_points(60_000)

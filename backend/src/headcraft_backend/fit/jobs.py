@@ -10,7 +10,6 @@ from ..head.registry import get_model
 from ..service.jobs import UserError, job
 from .coarse import CoarseSettings
 from .pipeline import FitOptions, fit_scan
-from .register import StageSettings
 from .scan import sanitize
 from .subdivision import dense_template
 
