@@ -39,6 +39,14 @@ def draw_status(layout, context) -> None:
         layout.label(text=msg[:100], icon="ERROR" if level == "ERROR" else "INFO")
 
 
+class SidebarSubPanel:
+    """Placement shared by the capability panels: sub-panels of the HeadCraft sidebar tab."""
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "HeadCraft"
+    bl_parent_id = "VIEW3D_PT_headcraft"
+
+
 class VIEW3D_PT_headcraft(bpy.types.Panel):
     bl_label = "HeadCraft"
     bl_space_type = "VIEW_3D"

@@ -3,15 +3,12 @@ import json
 
 import bpy
 
+from ..ui import SidebarSubPanel
 from . import operators
 
 
-class VIEW3D_PT_headcraft_fit(bpy.types.Panel):
+class VIEW3D_PT_headcraft_fit(SidebarSubPanel, bpy.types.Panel):
     bl_label = "Fit Scan"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "HeadCraft"
-    bl_parent_id = "VIEW3D_PT_headcraft"
 
     def draw(self, context):
         layout = self.layout

@@ -4,15 +4,12 @@ from __future__ import annotations
 import bpy
 
 from .. import runtime
+from ..ui import SidebarSubPanel
 from . import build
 
 
-class VIEW3D_PT_headcraft_head(bpy.types.Panel):
+class VIEW3D_PT_headcraft_head(SidebarSubPanel, bpy.types.Panel):
     bl_label = "Head"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "HeadCraft"
-    bl_parent_id = "VIEW3D_PT_headcraft"
 
     def draw(self, context):
         layout = self.layout
