@@ -3,6 +3,7 @@ distance of the result to the true surface per region (mm), stage 1 vs stage 2, 
 self-intersections on the face."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -34,8 +35,11 @@ def evaluate(data, n: int = 3, options: FitOptions | None = None, seed: int = 10
         hair = HAIR_STYLES[i % len(HAIR_STYLES)]
         synth = make_scan(data, seed + i, hair=hair)
         scan = sanitize(synth.vertices, synth.faces, name=f"synthetic scan {seed + i}")
+        # The orientation hints a user gives by importing the scan upright (here: exact).
+        opts = dataclasses.replace(options, up=tuple(synth.rotation @ [0.0, 1.0, 0.0]),
+                                   forward=tuple(synth.rotation @ [0.0, 0.0, 1.0]))
         t = time.perf_counter()
-        res = fit_scan(model, dense, scan, options)
+        res = fit_scan(model, dense, scan, opts)
         seconds = time.perf_counter() - t
         sim = res.coarse.similarity
         truth = (synth.truth_vertices, synth.truth_faces, synth.truth_regions)
