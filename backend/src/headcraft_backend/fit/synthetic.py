@@ -43,6 +43,8 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from ..head.data import HeadModelData
+from .losses import unique_edges
+from .render import vertex_normals
 
 __all__ = ["HAIRSTYLES", "SyntheticScan", "PartialView", "make_scan", "partial_view",
            "sparse_subset", "similarity_matrix"]
@@ -148,14 +150,6 @@ def _unit(v, axis=-1):
     return v / np.maximum(n, 1e-12)
 
 
-def _vertex_normals(v, f):
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])   # area-weighted
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return _unit(n)
-
-
 def _euler(rx, ry, rz):
     cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
     Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -164,15 +158,8 @@ def _euler(rx, ry, rz):
     return Rz @ Ry @ Rx
 
 
-def _edges(f):
-    a, b = f.reshape(-1).astype(np.int64), f[:, [1, 2, 0]].reshape(-1).astype(np.int64)
-    n = int(f.max()) + 1
-    k = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
-    return np.stack([k // n, k % n], 1)
-
-
 def _graph(v, f):
-    e = _edges(f)
+    e = unique_edges(f)
     w = np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1)
     n = len(v)
     g = sp.coo_matrix((np.r_[w, w], (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), (n, n))
@@ -181,7 +168,7 @@ def _graph(v, f):
 
 def _laplacian_average(f, n):
     """Row-normalised vertex adjacency (uniform averaging operator)."""
-    e = _edges(f)
+    e = unique_edges(f)
     a = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])),
                       (n, n)).tocsr()
     deg = np.asarray(a.sum(1)).ravel()
@@ -372,7 +359,7 @@ def _dense_for(data: HeadModelData) -> _Dense:
             region_w[name] = w
             regions[name] = np.flatnonzero(w >= 0.5 - 1e-9).astype(np.int32)
         vt = data.v_template.astype(np.float64)
-        rest, _ = _phong(vt, _vertex_normals(vt, cf), corner_ids, vbary)
+        rest, _ = _phong(vt, vertex_normals(vt, cf), corner_ids, vbary)
         graph = _graph(rest, faces)
         dist = {}
         sets = {"face": ("face", "eye_region", "nose", "lips", "eyeballs"), "ears": ("ears",),
@@ -812,7 +799,7 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
     shape, expr, pose, keys = _sample_coefficients(data, r_coef)
     X = _posed_coarse(dense, shape, expr, pose)
     cf = data.faces.astype(np.int64)
-    Nc = _vertex_normals(X, cf)
+    Nc = vertex_normals(X, cf)
     base, nrm = _phong(X, Nc, dense.corner_ids, dense.vbary)
 
     # Hair along heavily smoothed normals; the field itself is smoothed to avoid folds.
