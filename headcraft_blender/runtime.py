@@ -11,6 +11,7 @@ from typing import Callable
 import bpy
 
 from .client.connection import BackendError
+from .client.environment import env_python
 from .client.manager import BackendManager, BackendSettings
 
 MANAGER = BackendManager()
@@ -27,8 +28,7 @@ def user_dir() -> Path:
 
 
 def managed_python() -> Path:
-    env = user_dir() / "backend-env"
-    return env / ("Scripts/python.exe" if bpy.app.build_platform == b"Windows" else "bin/python")
+    return env_python(user_dir() / "backend-env")
 
 
 def settings_from_prefs() -> BackendSettings:
@@ -94,6 +94,15 @@ def submit(job: UIJob) -> UIJob:
     else:
         ensure_pump()
     return job
+
+
+def submit_from_operator(op, job: UIJob) -> set:
+    """Submit for an operator; headless the job has already run, so report its failure."""
+    submit(job)
+    if job.finished and job.state != "done":
+        op.report({"ERROR"}, job.error or job.state)
+        return {"CANCELLED"}
+    return {"FINISHED"}
 
 
 def wait(job: UIJob, timeout: float = 3600.0) -> UIJob:

@@ -25,11 +25,8 @@ def _landmarks_object(scan):
 
 
 def _submit(op, title, kind, params, arrays, apply):
-    job = runtime.submit(runtime.UIJob(title, kind, params, arrays, apply, runtime.notify_error))
-    if job.finished and job.state != "done":
-        op.report({"ERROR"}, job.error or job.state)
-        return {"CANCELLED"}
-    return {"FINISHED"}
+    return runtime.submit_from_operator(op, runtime.UIJob(title, kind, params, arrays, apply,
+                                                          runtime.notify_error))
 
 
 class _ScanOperator:

@@ -55,12 +55,8 @@ class HEADCRAFT_OT_add_head(bpy.types.Operator):
             runtime.notify(f"Added {head.name}: {len(head.data.vertices)} vertices, "
                            f"{len(head.data.shape_keys.key_blocks) - 1} shape keys")
 
-        job = runtime.submit(runtime.UIJob(f"Add {name}", "head.build", params, None, apply,
-                                           runtime.notify_error))
-        if job.finished and job.state != "done":  # background mode reports synchronously
-            self.report({"ERROR"}, job.error or job.state)
-            return {"CANCELLED"}
-        return {"FINISHED"}
+        return runtime.submit_from_operator(
+            self, runtime.UIJob(f"Add {name}", "head.build", params, None, apply, runtime.notify_error))
 
 
 def _active_head(context):

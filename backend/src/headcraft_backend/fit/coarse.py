@@ -90,8 +90,9 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
     report = report or (lambda f, s, m: None)
     dev = model.v_template.device
     faces = model.faces
-    tri_lmk = lambda v: (v[:, faces[torch.as_tensor(lmk_faces, device=dev)]]  # noqa: E731
-                         * torch.as_tensor(lmk_bary, dtype=torch.float32, device=dev)[None, :, :, None]).sum(2)
+    lmk_corners = faces[torch.as_tensor(lmk_faces, device=dev)]
+    lmk_weights = torch.as_tensor(lmk_bary, dtype=torch.float32, device=dev)[None, :, :, None]
+    tri_lmk = lambda v: (v[:, lmk_corners] * lmk_weights).sum(2)  # noqa: E731
     with torch.no_grad():
         lmk0 = tri_lmk(model.v_template[None])[0].cpu().numpy()
     s, R, t = umeyama(lmk0.astype(np.float64), scan_landmarks.astype(np.float64))
