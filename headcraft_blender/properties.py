@@ -2,7 +2,7 @@
 
 import bpy
 
-from .fit.operators import LANDMARK_ITEMS, PARTIAL_ITEMS, PRESET_ITEMS
+from .fit.operators import LANDMARK_ITEMS, PARTIAL_ITEMS, PRESET_ITEMS, UNIT_ITEMS, WEIGHTS
 from .head.operators import MODEL_ITEMS
 
 
@@ -24,6 +24,16 @@ class HeadCraftSceneSettings(bpy.types.PropertyGroup):
     fit_partial: bpy.props.EnumProperty(name="Scan kind", items=PARTIAL_ITEMS, default="FULL")
     fit_steps: bpy.props.IntProperty(name="Steps per stage", default=0, min=0, max=20000,
                                      description="Registration steps per stage; 0 uses the preset's")
+    fit_units: bpy.props.EnumProperty(name="Scan units", items=UNIT_ITEMS, default="AUTO")
+    fit_custom_weights: bpy.props.BoolProperty(
+        name="Custom weights", default=False,
+        description="Send the weights below instead of the preset's (learning rates stay the preset's)")
+
+
+for _prop, _section, _field, _default, _label in WEIGHTS:
+    HeadCraftSceneSettings.__annotations__[_prop] = bpy.props.FloatProperty(
+        name=_label, default=_default, min=0.0, precision=4,
+        description=f"{_field} of the {_section} step (HeadCraft units; see the README)")
 
 
 CLASSES = (HeadCraftSceneSettings,)

@@ -9,6 +9,30 @@ PRESET_ITEMS = [("PAPER", "Paper", "The paper's settings: 1000 + 1000 registrati
                 ("PREVIEW", "Preview", "250 + 250 steps with larger steps: a quick look")]
 LANDMARK_ITEMS = [("AUTO", "Automatic", "Detect face landmarks on a render of the scan"),
                   ("HAND", "Hand-placed", "Use the scan's Landmarks object (Detect, then edit)")]
+UNIT_ITEMS = [("AUTO", "Estimate", "Estimate the scale from the landmarks and the surface"),
+              ("SCENE", "Scene units", "The scan's world-space size is right in the scene's units"),
+              ("MM", "Millimetres", "World-space coordinates are millimetres (a typical scanner export)"),
+              ("CM", "Centimetres", "World-space coordinates are centimetres"),
+              ("M", "Metres", "World-space coordinates are metres")]
+# Every weight of the fit, with the paper preset's values (tests keep them equal to the backend's):
+# (scene property, request section, backend field, default, label)
+WEIGHTS = (
+    ("fit_w1_chamfer", "stage1", "w_chamfer", 2e3, "Chamfer"),
+    ("fit_w1_edge", "stage1", "w_edge", 2e5, "Edge"),
+    ("fit_w1_laplacian", "stage1", "w_laplacian", 1e4, "Laplacian"),
+    ("fit_w1_prune", "stage1", "prune", 3.0, "Prune"),
+    ("fit_w2_chamfer", "stage2", "w_chamfer", 2e4, "Chamfer"),
+    ("fit_w2_edge", "stage2", "w_edge", 2e4, "Edge"),
+    ("fit_w2_laplacian", "stage2", "w_laplacian", 1e4, "Laplacian"),
+    ("fit_w2_prune", "stage2", "prune", 1.0, "Prune"),
+    ("fit_wc_landmarks", "coarse", "w_landmarks", 1.0, "Landmarks"),
+    ("fit_wc_surface", "coarse", "w_surface", 1.0, "Surface"),
+    ("fit_wc_shape", "coarse", "w_shape", 1e-3, "Identity prior"),
+    ("fit_wc_expr", "coarse", "w_expr", 1e-3, "Expression prior"),
+    ("fit_wc_pose", "coarse", "w_pose", 1e-2, "Pose prior"),
+)
+WEIGHT_SECTIONS = (("coarse", "Coarse fit"), ("stage1", "Stage 1: hair and scalp"),
+                   ("stage2", "Stage 2: face and hair, along normals"))
 PARTIAL_ITEMS = [("FULL", "Full scan", "A scan of the whole head"),
                  ("DEPTH", "Depth view", "A single depth map or dense partial cloud"),
                  ("SPARSE", "Sparse cloud", "A sparse partial point cloud")]
@@ -22,6 +46,29 @@ def _scan(context):
 def _landmarks_object(scan):
     obj = bpy.data.objects.get(f"{scan.name} Landmarks")
     return obj if obj is not None and obj.get("headcraft_role") == "landmarks" else None
+
+
+def scan_units_per_metre(scene) -> float | None:
+    """The scale the user vouches for (scan units per metre), or None to estimate it."""
+    units = scene.headcraft.fit_units
+    if units == "SCENE":
+        return 1.0 / (scene.unit_settings.scale_length or 1.0)
+    return {"MM": 1000.0, "CM": 100.0, "M": 1.0}.get(units)
+
+
+def fit_settings(scene) -> dict:
+    """The request's `coarse`, `stage1` and `stage2` sections from the panel."""
+    s = scene.headcraft
+    out = {"coarse": {}, "stage1": {}, "stage2": {}}
+    if s.fit_custom_weights:
+        for prop, section, field, _, _ in WEIGHTS:
+            out[section][field] = getattr(s, prop)
+    if s.fit_steps:
+        out["stage1"]["steps"] = out["stage2"]["steps"] = s.fit_steps
+    scale = scan_units_per_metre(scene)
+    if scale is not None:
+        out["coarse"]["scale"] = scale
+    return {k: v for k, v in out.items() if v}
 
 
 def _submit(op, title, kind, params, arrays, apply):
@@ -82,8 +129,7 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
                 return {"CANCELLED"}
         params = dict(model_params(s.fit_model), name=scan.name, preset=s.fit_preset.lower(),
                       partial=s.fit_partial != "FULL", sparse=s.fit_partial == "SPARSE")
-        if s.fit_steps:
-            params["stage1"] = params["stage2"] = {"steps": s.fit_steps}
+        params.update(fit_settings(context.scene))
         name = scan.name
 
         def apply(result, out):

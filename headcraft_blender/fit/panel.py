@@ -19,6 +19,7 @@ class VIEW3D_PT_headcraft_fit(SidebarSubPanel, bpy.types.Panel):
         col.prop(s, "fit_preset")
         col.prop(s, "fit_partial")
         col.prop(s, "fit_steps")
+        col.prop(s, "fit_units")
         layout.prop(s, "fit_landmarks", expand=True)
         scan = operators._scan(context)
         if scan is None:
@@ -39,4 +40,24 @@ class VIEW3D_PT_headcraft_fit(SidebarSubPanel, bpy.types.Panel):
                     box.label(text=f"{region}: {r['result_to_scan_median']:.2f} / {r['result_to_scan_p95']:.2f}")
 
 
-CLASSES = (VIEW3D_PT_headcraft_fit,)
+class VIEW3D_PT_headcraft_fit_weights(SidebarSubPanel, bpy.types.Panel):
+    bl_label = "Weights"
+    bl_parent_id = "VIEW3D_PT_headcraft_fit"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw_header(self, context):
+        self.layout.prop(context.scene.headcraft, "fit_custom_weights", text="")
+
+    def draw(self, context):
+        s = context.scene.headcraft
+        layout = self.layout
+        layout.active = s.fit_custom_weights
+        for section, title in operators.WEIGHT_SECTIONS:
+            col = layout.column(align=True)
+            col.label(text=title)
+            for prop, sec, *_ in operators.WEIGHTS:
+                if sec == section:
+                    col.prop(s, prop)
+
+
+CLASSES = (VIEW3D_PT_headcraft_fit, VIEW3D_PT_headcraft_fit_weights)

@@ -93,3 +93,33 @@ def test_fit_without_scan_or_with_broken_scan(blender, ext):
     with pytest.raises(RuntimeError, match="usable points"):
         bpy.ops.headcraft.fit_scan()
     assert len(bpy.data.objects) == n
+
+
+def test_units_and_weights_reach_the_request(blender, ext):
+    """The panel's units and weights become the request's settings; defaults are the backend's."""
+    import dataclasses
+    from headcraft_backend.fit.coarse import CoarseSettings
+    from headcraft_backend.fit.register import preset
+    bpy = blender
+    ops = ext.fit.operators
+    scene = bpy.context.scene
+    s = scene.headcraft
+    paper = preset("paper")
+    backend = {"stage1": dataclasses.asdict(paper.stage1), "stage2": dataclasses.asdict(paper.stage2),
+               "coarse": dataclasses.asdict(CoarseSettings())}
+    for prop, section, field, default, _ in ops.WEIGHTS:
+        assert getattr(s, prop) == pytest.approx(backend[section][field]), prop
+    assert ops.fit_settings(scene) == {}                    # estimate the scale, preset weights
+    s.fit_units = "MM"
+    assert ops.fit_settings(scene) == {"coarse": {"scale": 1000.0}}
+    s.fit_units, scene.unit_settings.scale_length = "SCENE", 0.01    # 1 Blender unit = 1 cm
+    assert ops.fit_settings(scene)["coarse"]["scale"] == pytest.approx(100.0)
+    s.fit_custom_weights, s.fit_w1_edge, s.fit_steps = True, 8e5, 30
+    out = ops.fit_settings(scene)
+    assert out["stage1"]["w_edge"] == 8e5 and out["stage1"]["steps"] == out["stage2"]["steps"] == 30
+    assert out["coarse"]["w_shape"] == pytest.approx(1e-3)
+    from headcraft_backend.fit.jobs import options_from_params
+    opts = options_from_params(out)                         # the backend takes every key
+    assert opts.registration.stage1.w_edge == 8e5 and opts.coarse.scale == pytest.approx(100.0)
+    calls = draw(ext.fit.panel.VIEW3D_PT_headcraft_fit_weights, bpy.context, real=object())
+    assert sum(c[0] == "prop" for c in calls) == len(ops.WEIGHTS)

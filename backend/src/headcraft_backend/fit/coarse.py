@@ -45,8 +45,9 @@ class Similarity:
 
 @dataclasses.dataclass
 class CoarseSettings:
-    steps: int = 300
-    lr: float = 3e-2
+    rounds: int = 40               # nearest-point refreshes; L-BFGS runs between them
+    iterations: int = 30           # L-BFGS iterations per round
+    rigid_rounds: int = 5          # first rounds move only the similarity
     num_shape: int = 50
     w_landmarks: float = 1.0
     w_surface: float = 1.0
@@ -54,7 +55,11 @@ class CoarseSettings:
     w_expr: float = 1e-3
     w_pose: float = 1e-2
     robust_sigma: float = 0.5      # Geman-McClure scale of the surface term, HeadCraft units
-    refresh: int = 10
+    robust_sigma_start: float = 4.0   # annealed down to robust_sigma over the first half, so
+                                      # a neck or scalp that starts far off is still pulled in
+    # Scan units per metre when known (1000 for millimetres); None estimates the scale. OpenHead's
+    # first identity component is nearly a uniform scale, so only a known scale pins it.
+    scale: float | None = None
     late_landmark_weight: float = 0.1   # landmarks guide the start; the surface decides the end
     # Surface-term weight per region (the robust kernel already discounts hair and clothing).
     region_weights: dict = dataclasses.field(default_factory=lambda: {
@@ -86,16 +91,22 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
                settings: CoarseSettings = CoarseSettings(),
                report: Callable[[float, str, str], None] | None = None) -> CoarseFit:
     """scan_points (N, 3) and scan_landmarks (L, 3) in the scan frame (any units); the model's
-    landmarks are (lmk_faces, lmk_bary) on its triangles."""
+    landmarks are (lmk_faces, lmk_bary) on its triangles.
+
+    Rounds of L-BFGS on fixed nearest-point pairs (an ICP-style loop). The similarity is the
+    head's and the neck rotation turns the neck's base under it: landmarks then pin the
+    similarity alone, and the neck pose no longer fights them (with the plain parametrisation
+    a turned neck is a narrow valley that first-order steps do not leave)."""
     report = report or (lambda f, s, m: None)
     dev = model.v_template.device
-    faces = model.faces
-    lmk_corners = faces[torch.as_tensor(lmk_faces, device=dev)]
+    lmk_corners = model.faces[torch.as_tensor(lmk_faces, device=dev)]
     lmk_weights = torch.as_tensor(lmk_bary, dtype=torch.float32, device=dev)[None, :, :, None]
     tri_lmk = lambda v: (v[:, lmk_corners] * lmk_weights).sum(2)  # noqa: E731
     with torch.no_grad():
         lmk0 = tri_lmk(model.v_template[None])[0].cpu().numpy()
     s, R, t = umeyama(lmk0.astype(np.float64), scan_landmarks.astype(np.float64))
+    if settings.scale is not None:  # same rotation; translation re-centred for the given scale
+        s, t = settings.scale, scan_landmarks.mean(0) - settings.scale * R @ lmk0.mean(0)
     sim0 = Similarity(s, R, t)
     # Work in the model frame, HeadCraft units.
     scan_m = to_units(sim0.inverse(scan_points)).astype(np.float32)
@@ -112,58 +123,72 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
     rot = torch.zeros(3, device=dev, requires_grad=True)
     trans = torch.zeros(3, device=dev, requires_grad=True)
     log_scale = torch.zeros(1, device=dev, requires_grad=True)
-    opt = torch.optim.Adam([shape, expr, jaw_neck, rot, trans, log_scale], lr=settings.lr)
-    # Decay to 5 % of the rate by the end so the fit settles instead of jittering.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.05 ** (i / max(settings.steps - 1, 1)))
     blend = model.data.name == "openhead"
-    nn_idx = None
 
-    def forward():
+    def posed():
         pose = torch.zeros(1, model.num_joints, 3, device=dev)
         pose = pose.index_put((torch.tensor([0]), torch.tensor([NECK, JAW])), jaw_neck[0])
         e = expr.clamp(0, 1) if blend else expr
-        v = to_units(model(shape=shape, expr=e, pose=pose).vertices)
-        Rc = axis_angle_to_matrix(rot)
-        return torch.exp(log_scale) * v @ Rc.T + trans
+        return model(shape=shape, expr=e, pose=pose), pose, e
 
-    sigma2 = settings.robust_sigma ** 2
-    for step in range(settings.steps):
-        v = forward()
-        l_lmk = ((tri_lmk(v)[0] - lmk_m) ** 2).sum(-1).mean()
-        rigid_only = step < settings.steps // 4
-        if nn_idx is None or step % settings.refresh == 0:
-            nn_idx = torch.as_tensor(tree.query(v[0, region].detach().cpu().numpy(), workers=-1)[1], device=dev)
-        d2 = ((v[0, region] - scan_t[nn_idx]) ** 2).sum(-1)
-        l_surf = (w_region * d2 / (d2 + sigma2)).sum() / w_region.sum()
-        w_lmk = settings.w_landmarks * (1.0 if step < settings.steps // 2 else settings.late_landmark_weight)
-        loss = w_lmk * l_lmk + settings.w_surface * l_surf
-        if not rigid_only:
-            loss = loss + settings.w_shape * (shape ** 2).sum() + settings.w_expr * (expr ** 2).sum() \
-                + settings.w_pose * (jaw_neck ** 2).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if rigid_only:  # first settle the similarity, then let the model deform
-            for p in (shape, expr, jaw_neck):
-                p.grad = None
-        opt.step()
-        sched.step()
-        if step % 10 == 0 or step == settings.steps - 1:
-            report((step + 1) / settings.steps, "coarse fit",
-                   f"step {step + 1}/{settings.steps}  landmarks {l_lmk.item():.3g}  surface {l_surf.item():.3g}")
+    def head_frame():
+        """Posed vertices turned back about the neck joint by the neck rotation (metres), and
+        the similarity that turns the head-frame result into the posed model's frame."""
+        out, pose, e = posed()
+        J = out.joints[:, NECK:NECK + 1]
+        P = axis_angle_to_matrix(jaw_neck[0, 0])
+        return (out.vertices - J) @ P + J, J[0, 0], P, pose, e
+
+    def forward():
+        v = to_units(head_frame()[0])
+        return torch.exp(log_scale) * v @ axis_angle_to_matrix(rot).T + trans
+
+    rounds = max(settings.rounds, 1)
+    terms = {}
+    for k in range(rounds):
+        rigid = k < min(settings.rigid_rounds, rounds - 1)
+        a = min(1.0, k / max(rounds // 2, 1))
+        sigma2 = (settings.robust_sigma_start ** (1 - a) * settings.robust_sigma ** a) ** 2
+        w_lmk = settings.w_landmarks * (1.0 if k < rounds // 2 else settings.late_landmark_weight)
+        with torch.no_grad():
+            v = forward()[0, region]
+        target = scan_t[torch.as_tensor(tree.query(v.cpu().numpy(), workers=-1)[1], device=dev)]
+        params = [rot, trans] + ([] if settings.scale else [log_scale]) + ([] if rigid else [shape, expr, jaw_neck])
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.iterations, history_size=20,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            v = forward()
+            l_lmk = ((tri_lmk(v)[0] - lmk_m) ** 2).sum(-1).mean()
+            d2 = ((v[0, region] - target) ** 2).sum(-1)
+            l_surf = (w_region * d2 / (d2 + sigma2)).sum() / w_region.sum()
+            loss = w_lmk * l_lmk + settings.w_surface * l_surf
+            if not rigid:
+                loss = loss + settings.w_shape * (shape ** 2).sum() + settings.w_expr * (expr ** 2).sum() \
+                    + settings.w_pose * (jaw_neck ** 2).sum()
+            loss.backward()
+            terms.update(landmarks=l_lmk.item(), surface=l_surf.item())
+            return loss
+
+        opt.step(closure)
+        report((k + 1) / rounds, "coarse fit", f"round {k + 1}/{rounds}  landmarks {terms['landmarks']:.3g}  "
+               f"surface {terms['surface']:.3g}")
     with torch.no_grad():
-        pose = torch.zeros(model.num_joints, 3)
-        pose[[NECK, JAW]] = jaw_neck[0].cpu()
-        e = expr.clamp(0, 1) if blend else expr
-        verts_model = model(shape=shape, expr=e, pose=pose[None].to(dev)).vertices[0].cpu().numpy()
+        _, J, P, pose, e = head_frame()
+        verts_model = posed()[0].vertices[0].cpu().numpy()
         v = forward()[0]
         lmk_rmse = torch.sqrt(((tri_lmk(v[None])[0] - lmk_m) ** 2).sum(-1).mean()).item()
         surf = tree.query(v[region].cpu().numpy())[0]
-    # Compose: model -> (correction, in units) -> model frame metres -> scan frame.
+    # Compose: posed model (metres) -> head frame -> correction (units) -> model frame -> scan.
+    J = J.cpu().numpy().astype(np.float64)
+    P = P.cpu().numpy().astype(np.float64)
     Rc = axis_angle_to_matrix(rot.detach()).cpu().numpy().astype(np.float64)
     sc = float(torch.exp(log_scale).item())
-    tc = trans.detach().cpu().numpy().astype(np.float64) / to_units(1.0)
+    tc = (trans.detach().cpu().numpy().astype(np.float64) / to_units(1.0)) + sc * Rc @ (J - P.T @ J)
+    Rc = Rc @ P.T
     sim = Similarity(sim0.scale * sc, sim0.rotation @ Rc, sim0.scale * sim0.rotation @ tc + sim0.translation)
     mm = MM_PER_UNIT
     return CoarseFit(shape=shape.detach().cpu().numpy()[0], expr=e.detach().cpu().numpy()[0],
-                     pose=pose.numpy(), similarity=sim, vertices=verts_model,
+                     pose=pose[0].cpu().numpy(), similarity=sim, vertices=verts_model,
                      landmark_rmse_mm=lmk_rmse * mm, surface_median_mm=float(np.median(surf)) * mm)

@@ -36,7 +36,7 @@ def evaluate(data, n: int = 3, options: FitOptions | None = None, seed: int = 10
     for i in range(n):
         hair = HAIR_STYLES[i % len(HAIR_STYLES)]
         synth = make_scan(data, seed + i, hair=hair)
-        scan = sanitize(synth.vertices, synth.faces, name=f"synthetic scan {seed + i}")
+        scan = sanitize(synth.vertices, synth.faces, synth.colors, name=f"synthetic scan {seed + i}")
         # The orientation hints a user gives by importing the scan upright (here: exact).
         opts = dataclasses.replace(options, up=tuple(synth.rotation @ [0.0, 1.0, 0.0]),
                                    forward=tuple(synth.rotation @ [0.0, 0.0, 1.0]))

@@ -24,7 +24,7 @@ import numpy as np
 from ..service.jobs import UserError
 from .render import Camera, RenderResult, camera_for_head, head_frame, render_mesh
 
-__all__ = ["NUM_MEDIAPIPE_LANDMARKS", "FIT_LANDMARKS", "FLAME_MEDIAPIPE_INDICES", "REGIONS",
+__all__ = ["NUM_MEDIAPIPE_LANDMARKS", "FIT_LANDMARKS", "SURFACE_LANDMARKS", "FLAME_MEDIAPIPE_INDICES", "REGIONS",
            "LandmarkResult", "detect_landmarks", "lift_landmarks", "model_landmark_embedding",
            "load_openhead_embedding", "OPENHEAD_LANDMARK_ASSET"]
 
@@ -69,6 +69,9 @@ FLAME_MEDIAPIPE_INDICES: tuple[int, ...] = (
 # (a silhouette contour: MediaPipe places it on the visible outline, which slides over the surface
 # as the view or the face shape changes, so its lifted 3D points are not fixed surface points).
 FIT_LANDMARKS: np.ndarray = np.array(FLAME_MEDIAPIPE_INDICES, np.int64)
+# What the coarse fit trusts: the brows are left out too, as the detector puts them on the
+# eyebrow hair (or its colour), 5-18 mm from where a grey render of the same skin puts them.
+SURFACE_LANDMARKS: np.ndarray = np.setdiff1d(FIT_LANDMARKS, REGIONS["brow_left"] + REGIONS["brow_right"])
 
 # Symmetric pairs (subject's left, subject's right) used to estimate which way the face looks.
 _SYMMETRIC_PAIRS = ((263, 33), (362, 133), (276, 46), (300, 70), (334, 105), (291, 61),
@@ -348,7 +351,7 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
                      background=(0, 0, 0), keep_render: bool = True,
                      snap_fraction: float = 0.04, snap_px: int = 2,
                      face_margin: float = 1.6, pitch_deg: float = 0.0,
-                     refine_offsets=(-8.0, 0.0, 8.0),
+                     refine_offsets=(-8.0, 0.0, 8.0), zooms=(1.0, 0.5),
                      min_face_score: float = 0.65) -> LandmarkResult:
     """Find MediaPipe's 478 face landmarks on a scan and lift them onto its surface.
 
@@ -361,7 +364,8 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
     medoid of those views' surface points is kept (the first detection is kept when none of the
     refined views finds the face). `yaw_deg` in the result is the yaw of the face, relative to
     `forward`, as the refinement estimated it (or the yaw of the first successful view).
-    centre/radius: the sphere to frame (default: bounding-box centre, farthest vertex).
+    centre/radius: the sphere to frame (default: bounding-box centre, farthest vertex); each
+    yaw is tried at every `zooms` factor of it, zoomed views keeping the top of the scan in frame.
     snap_fraction: landmarks that fall more than this fraction of `radius` behind the nearest
     surface within `snap_px` pixels (through closed lips into the mouth) are moved onto that
     surface (see :func:`lift_landmarks`); 0 disables it. face_margin: the refined view frames a
@@ -400,20 +404,26 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
         return dict(pts2d=pts2d, score=score, tri=tri, bary=bary, valid=valid, facing=facing,
                     render=rend, points=_points(v, f, tri, bary, valid))
 
+    # Zoomed-in views keep the top of the scan in frame: a head on shoulders or with clutter
+    # below is too small in the full view for the face detector.
+    top = float(((v - centre) @ up_u).max())
+    framings = [(centre + up_u * (top - z * radius), z * radius) for z in zooms]
     attempts = []
     found = None
     try:
         for yaw in yaws:
-            rend = render_at(float(yaw))
-            found = attempt(rend)
-            attempts.append((float(yaw), found is not None))
+            for c, r in framings:
+                found = attempt(render_at(float(yaw), c, r))
+                attempts.append((float(yaw), found is not None))
+                if found is not None:
+                    found["yaw"] = float(yaw)
+                    break
             if found is not None:
-                found["yaw"] = float(yaw)
                 break
         if found is None:
             raise UserError(
                 f"no face found on the scan (tried {len(attempts)} views at yaw "
-                f"{', '.join(f'{a:g}' for a, _ in attempts)} degrees; best face score "
+                f"{', '.join(dict.fromkeys(f'{a:g}' for a, _ in attempts))} degrees; best face score "
                 f"{detector.best_score:.2f}, {min_face_score:g} needed): check that the head's up "
                 f"and forward directions are set correctly and the face is not hidden, or place "
                 f"landmarks manually")

@@ -74,11 +74,11 @@ def fit_scan(model: HeadModel, dense: DenseTemplate, scan: Scan, options: FitOpt
              device="cpu") -> FitResult:
     report = report or (lambda f, s, m: None)
     stage = lambda lo, hi: (lambda f, s, m: report(lo + (hi - lo) * f, s, m))  # noqa: E731
-    from .landmarks import FIT_LANDMARKS, model_landmark_embedding
+    from .landmarks import SURFACE_LANDMARKS, model_landmark_embedding
     lmk = scan_landmarks(scan, options, manual_landmarks, stage(0.0, 0.05))
     idx, tri, bary = model_landmark_embedding(model.data)
-    # Only fixed surface points: no iris, no face-oval contour (it slides with the view).
-    have = np.array([int(i) in lmk and int(i) in set(FIT_LANDMARKS.tolist()) for i in idx])
+    # Only fixed surface points: no iris, no face-oval contour (it slides with the view), no brows.
+    have = np.array([int(i) in lmk and int(i) in set(SURFACE_LANDMARKS.tolist()) for i in idx])
     if have.sum() < 6:
         raise UserError(f"only {int(have.sum())} usable landmarks on the scan; at least 6 are needed "
                         f"(eye corners, nose tip, mouth corners): place them by hand")

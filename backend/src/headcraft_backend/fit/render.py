@@ -363,7 +363,7 @@ def render_mesh(vertices, faces, camera: Camera, *, colors=None, texture=None, u
         else:
             col = np.full((len(t), 3), albedo)
         if shading is None:
-            shading = 1.0 if (texture is None and colors is None) else 0.3
+            shading = 1.0 if (texture is None and colors is None) else 0.7
         if shading > 0:
             if smooth:
                 n = _interp(b, vertex_normals(v, f), corner)

@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -73,9 +74,11 @@ def load_scan_file(path: str | Path) -> Scan:
 
 
 def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_component: float = 0.02,
-             max_vertices: int = 5_000_000) -> Scan:
+             max_vertices: int = 5_000_000, near: float = 0.03) -> Scan:
     """Drop NaN/inf vertices, degenerate faces and small detached pieces; refuse what cannot
-    be fitted, with a message that names the problem."""
+    be fitted, with a message that names the problem. A small piece stays when it lies close
+    to the big ones (median distance under `near` times their size): eyeballs, teeth, an ear
+    scanned apart; floating fragments and background go."""
     notes: list[str] = []
     v = np.asarray(vertices, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
@@ -88,7 +91,15 @@ def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_comp
         raise UserError(f"{name}: faces must be triangles (triangulate the mesh first)")
     if f is not None and (f.min() < 0 or f.max() >= len(v)):
         raise UserError(f"{name}: faces index vertices that do not exist")
-    c = None if colors is None else np.asarray(colors, dtype=np.float32)
+    c = None
+    if colors is not None:
+        c = np.asarray(colors)
+        if c.ndim != 2 or c.shape[0] != len(v) or c.shape[1] < 3:
+            notes.append("ignored the vertex colours (not one RGB colour per vertex)")
+            c = None
+        else:   # 8-bit colours (0-255) become 0-1 like Blender's and trimesh's
+            c = c[:, :3].astype(np.float32) / (255.0 if np.issubdtype(c.dtype, np.integer) else 1.0)
+            c = np.clip(np.nan_to_num(c), 0.0, 1.0)
     good = np.isfinite(v).all(1)
     if not good.all():
         bad = int((~good).sum())
@@ -114,6 +125,7 @@ def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_comp
         if n_comp > 1:
             sizes = np.bincount(label[used], minlength=n_comp)
             keep_comp = sizes >= min_component * sizes.max()
+            keep_comp |= _close_pieces(v, label, sizes, keep_comp, near)
             keep = used & keep_comp[label]
             dropped = int((sizes > 0).sum() - keep_comp.sum())
             if dropped:
@@ -127,6 +139,17 @@ def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_comp
     if len(v) < 100:
         raise UserError(f"{name} has only {len(v)} usable points; a head scan needs thousands")
     return Scan(v.astype(np.float32), None if f is None else f.astype(np.int32), c, notes)
+
+
+def _close_pieces(v, label, sizes, big, near) -> np.ndarray:
+    main = np.isin(label, np.flatnonzero(big))
+    tree = cKDTree(v[main])
+    reach = near * float(np.linalg.norm(np.ptp(v[main], axis=0)))
+    close = np.zeros(len(sizes), bool)
+    for comp in np.flatnonzero(~big & (sizes > 0)):
+        d, _ = tree.query(v[label == comp], distance_upper_bound=reach)
+        close[comp] = np.median(d) < reach
+    return close
 
 
 def _keep_vertices(v, c, f, keep):
