@@ -91,9 +91,6 @@ class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
     def execute(self, context):
         scan = _scan(context)
         arrays = build.scan_arrays(scan)
-        if "faces" not in arrays:
-            self.report({"ERROR"}, f"{scan.name} has no faces: automatic landmarks need a mesh")
-            return {"CANCELLED"}
         name = scan.name
 
         def apply(result, out):

@@ -5,7 +5,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from headcraft_backend.fit.coarse import CoarseSettings, fit_coarse, umeyama
-from headcraft_backend.fit.losses import MeshRegulariser, NearestNeighbours, bruteforce_chamfer, pruned_chamfer, unique_edges
+from headcraft_backend.fit.losses import (MeshRegulariser, NearestNeighbours, PairedChamfer, bruteforce_chamfer,
+                                          pruned_chamfer, unique_edges)
 from headcraft_backend.fit.register import Registration, hull_mask, preset
 from headcraft_backend.fit.scan import sanitize
 from headcraft_backend.fit.units import MM_PER_UNIT, to_units
@@ -34,6 +35,29 @@ def test_kdtree_pairs_equal_bruteforce_chamfer():
         torch.testing.assert_close(g1, g2)
 
 
+@pytest.mark.parametrize("conv, thr", [("reference", 0.5), ("paper", 0.7)])
+def test_paired_chamfer_equals_the_direct_sum(conv, thr):
+    """Right after a refresh the per-vertex sums give the direct pruned Chamfer, value and
+    gradient; between refreshes too while no pair crosses the threshold (small moves)."""
+    rng = np.random.default_rng(2)
+    v0 = torch.tensor(rng.normal(size=(3000, 3)), dtype=torch.float32)
+    s = torch.tensor(rng.normal(size=(5000, 3)), dtype=torch.float32)
+    moving = torch.tensor(rng.random(3000) < 0.4)
+    mask = moving if conv == "reference" else None
+    fast = PairedChamfer(s, thr, conv, mask, refresh=10)
+    t2s, s2t = NearestNeighbours(s).pairs(v0)
+    for shift in (0.0, 1e-4):       # the refresh step, then a later step with the same pairs
+        v = (v0 + shift).requires_grad_()
+        a = fast(v)
+        b = pruned_chamfer(v, s, t2s, s2t, thr, conv, vert_mask=mask)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        ga, = torch.autograd.grad(a, v)
+        gb, = torch.autograd.grad(b, v)
+        torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-7)
+        if mask is not None:
+            assert ga[~moving].abs().sum() > 0       # scan->template pulls frozen vertices' terms too
+
+
 def test_pruning_drops_far_pairs():
     v = torch.tensor([[0.0, 0, 0], [10.0, 0, 0]])
     s = torch.tensor([[0.5, 0, 0]])
@@ -47,20 +71,35 @@ def test_regulariser_matches_definitions():
     rng = np.random.default_rng(1)
     faces = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 1]])
     v = torch.tensor(rng.normal(size=(5, 3)), dtype=torch.float64)
-    reg = MeshRegulariser(faces, 5)
-    edge, lap = reg(v.float())
     e = unique_edges(faces)
-    assert edge.item() == pytest.approx(((v[e[:, 0]] - v[e[:, 1]]) ** 2).sum(1).mean().item(), rel=1e-5)
     nbrs = {i: set() for i in range(5)}
     for a, b in e:
         nbrs[a].add(b), nbrs[b].add(a)
-    lv = torch.stack([v[i] - v[list(nbrs[i])].mean(0) for i in range(5)])
-    assert lap.item() == pytest.approx(lv.norm().item(), rel=1e-5)
+
+    def lap(x):
+        return torch.stack([x[i] - x[list(nbrs[i])].mean(0) for i in range(5)]).norm()
+
+    # paper: the vertices themselves, mean over unique edges, plain outer norm
+    edge, lp = MeshRegulariser(faces, 5, convention="paper")(v.float())
+    assert edge.item() == pytest.approx(((v[e[:, 0]] - v[e[:, 1]]) ** 2).sum(1).mean().item(), rel=1e-5)
+    assert lp.item() == pytest.approx(lap(v).item(), rel=1e-5)
+    # reference: the displacement from the rest mesh; per corner pair a mean over faces; / V
+    reg = MeshRegulariser(faces, 5, convention="reference")
+    rest = torch.tensor(rng.normal(size=(5, 3)), dtype=torch.float64)
+    reg.set_rest(rest.float())
     x = v.float().clone().requires_grad_()
-    reg.set_rest(x.detach() * 0.5)
-    e2, l2 = reg(x)
-    (e2 + l2).backward()
-    assert torch.isfinite(x.grad).all() and l2.item() == pytest.approx(0.5 * lv.norm().item(), rel=1e-4)
+    edge, lp = reg(x)
+    d = v - rest
+    want = sum(((d[faces[:, i]] - d[faces[:, j]]) ** 2).sum(1).mean() for i, j in ((0, 1), (0, 2), (1, 2)))
+    assert edge.item() == pytest.approx(want.item(), rel=1e-5)
+    assert lp.item() == pytest.approx(lap(d).item() / 5, rel=1e-5)
+    (edge + lp).backward()
+    xx = v.clone().requires_grad_()
+    dd = xx - rest
+    ref = sum(((dd[faces[:, i]] - dd[faces[:, j]]) ** 2).sum(1).mean() for i, j in ((0, 1), (0, 2), (1, 2))) \
+        + lap(dd) / 5
+    ref.backward()
+    torch.testing.assert_close(x.grad.double(), xx.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_umeyama_recovers_similarity():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from headcraft_backend.fit import landmarks as L
@@ -332,3 +333,35 @@ def test_vertex_normals_point_outwards():
     assert np.allclose(np.einsum("vc,vc->v", n, s.vertices / np.linalg.norm(s.vertices, axis=1,
                                                                           keepdims=True)), 1,
                        atol=1e-2)
+
+
+def test_head_on_shoulders_found_zoomed_in(openhead):
+    """A procedural scan with a shoulder stub, holes and noise, shaded grey: the full view is
+    too small for the detector, the view zoomed on the top of the scan finds the face."""
+    from headcraft_backend.fit.scan import sanitize
+    from headcraft_backend.fit.synthetic import make_scan
+    data, model, tri, bary = openhead
+    synth = make_scan(data, 100, hair="none")
+    scan = sanitize(synth.vertices, synth.faces)
+    res = L.detect_landmarks_on_scan(scan, up=synth.rotation @ [0, 1, 0], forward=synth.rotation @ [0, 0, 1])
+    assert res.attempts[:2] == [(0.0, False), (0.0, True)]
+    idx, etri, ebary = L.model_landmark_embedding(data)
+    truth = synth.to_scan(np.einsum("nk,nkc->nc", ebary, synth.model_vertices[synth.model_faces[etri]]))
+    use = np.isin(idx, L.SURFACE_LANDMARKS) & res.valid[idx]
+    err = np.linalg.norm(res.points[idx[use]] - truth[use], axis=1) * synth.mm_per_scan_unit
+    assert use.sum() == len(L.SURFACE_LANDMARKS) and np.median(err) < 5.0 and np.percentile(err, 90) < 9.0
+
+
+def test_point_cloud_gets_a_surface_then_landmarks(openhead):
+    from headcraft_backend.fit.scan import Scan
+    data, model, tri, bary = openhead
+    v = data.v_template.astype(np.float64)
+    cloud = Scan(v.astype(np.float32), data.faces).sample_points(150_000) * 1000.0   # mm, no faces
+    res = L.detect_landmarks_on_scan(Scan(cloud, None))
+    assert res.valid[L.FIT_LANDMARKS].mean() > 0.95
+    err, ok = _errors_mm(res, v, data.faces, tri, bary, lambda p: p / 1000.0)
+    assert np.median(err) < 4.0 and np.percentile(err, 90) < 8.0
+    d, _ = cKDTree(cloud).query(res.points[L.FIT_LANDMARKS][ok])
+    assert np.median(d) < 1.0                                  # on the cloud's surface (mm)
+    with pytest.raises(UserError, match="too sparse.*by hand"):
+        L.detect_landmarks_on_scan(Scan(cloud[:5000], None))

@@ -52,14 +52,11 @@ def _scan(params, arrays):
 @job("fit.landmarks")
 def detect_landmarks_job(ctx, params, arrays):
     """Automatic landmarks on a scan, for the user to check and correct before fitting."""
-    from .landmarks import FIT_LANDMARKS, detect_landmarks
+    from .landmarks import FIT_LANDMARKS, detect_landmarks_on_scan
     scan = _scan(params, arrays)
-    if not scan.is_mesh:
-        raise UserError("automatic landmarks need a mesh scan (a point cloud cannot be rendered)")
     ctx.progress(0.1, "landmarks", "rendering the scan and detecting the face")
-    found = detect_landmarks(scan.vertices, scan.faces, colors=scan.colors,
-                             up=tuple(params.get("up", (0, 1, 0))),
-                             forward=tuple(params.get("forward", (0, 0, 1))), keep_render=False)
+    found = detect_landmarks_on_scan(scan, up=tuple(params.get("up", (0, 1, 0))),
+                                     forward=tuple(params.get("forward", (0, 0, 1))), keep_render=False)
     ids = np.array([i for i in FIT_LANDMARKS if found.valid[i]], np.int32)
     return ({"yaw_deg": found.yaw_deg, "confidence": found.confidence, "notes": scan.notes},
             {"landmark_ids": ids, "landmark_points": found.points[ids].astype(np.float32)})

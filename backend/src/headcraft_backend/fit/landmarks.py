@@ -25,7 +25,7 @@ from ..service.jobs import UserError
 from .render import Camera, RenderResult, camera_for_head, head_frame, render_mesh
 
 __all__ = ["NUM_MEDIAPIPE_LANDMARKS", "FIT_LANDMARKS", "SURFACE_LANDMARKS", "FLAME_MEDIAPIPE_INDICES", "REGIONS",
-           "LandmarkResult", "detect_landmarks", "lift_landmarks", "model_landmark_embedding",
+           "LandmarkResult", "detect_landmarks", "detect_landmarks_on_scan", "lift_landmarks", "model_landmark_embedding",
            "load_openhead_embedding", "OPENHEAD_LANDMARK_ASSET"]
 
 NUM_MEDIAPIPE_LANDMARKS = 478
@@ -456,6 +456,22 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
 
 
 # --------------------------------------------------------------------------------------------
+def detect_landmarks_on_scan(scan, up=(0, 1, 0), forward=(0, 0, 1), **kw) -> LandmarkResult:
+    """detect_landmarks for a cleaned Scan: a point cloud is first given a surface (screened
+    Poisson) to render, and its landmarks stay on that surface, within a point spacing or so
+    of the cloud."""
+    if scan.is_mesh:
+        return detect_landmarks(scan.vertices, scan.faces, colors=scan.colors, up=up, forward=forward, **kw)
+    from .scan import surface_from_points
+    if len(scan.vertices) < 20_000:
+        raise UserError(f"the point cloud has {len(scan.vertices):,} points, too sparse to find a face "
+                        f"automatically (20,000 or more are needed): place landmarks by hand")
+    v, f = surface_from_points(scan.vertices)
+    if len(f) == 0:
+        raise UserError("no surface could be made from the point cloud: place landmarks by hand")
+    return detect_landmarks(v, f, up=up, forward=forward, **kw)
+
+
 def load_openhead_embedding() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OpenHead's MediaPipe landmark embedding from the bundled asset: (mediapipe_index (L,) int64,
     faces (L,) int64, bary (L, 3) float32), valid landmarks only."""

@@ -14,8 +14,11 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial import cKDTree
 
-# Pruning conventions. "reference": mean of squared distances, pairs kept when d^2 < threshold
-# (3.0 in stage 1, 1.0 in stage 2). "paper": mean of distances, pairs kept when d < threshold (1.0).
+# Conventions. "reference" (the published code, with which the weights were tuned): mean of
+# squared distances, pairs kept when d^2 < threshold (3.0 in stage 1, 1.0 in stage 2), the
+# template->scan side over the moving vertices, regularisers on the displacement (see
+# MeshRegulariser). "paper" (the equations as printed): mean of distances, pairs kept when
+# d < threshold (1.0), regularisers on the vertices.
 CONVENTIONS = ("reference", "paper")
 
 
@@ -41,29 +44,42 @@ def _make_csr(m: sp.csr_matrix, device) -> torch.Tensor:
 class MeshRegulariser:
     """Edge and uniform-Laplacian terms of a fixed-topology mesh, with analytic gradients.
 
-    edge: mean squared edge length over unique edges = v^T (D - A) v / E.
-    laplacian: sqrt(sum_v ||L x||^2) with L = I - D^-1 A (x minus the mean of its neighbours);
-    an outer L2 norm. x is the vertices themselves, or their displacement from `rest` when one
-    is given (then a smooth displacement costs nothing and the template's own curvature does
-    not pull the fit flat).
-    Both come from one sparse product L v (D - A = D L), the gradient from one more (L^T).
+    Two conventions (REFERENCE 2.5; the weights were tuned with the reference code's):
+    "reference": both act on the displacement x = v - rest from the stage's starting mesh;
+      edge = sum over each face's three corner pairs of the mean over faces of |x_a - x_b|^2,
+      laplacian = sqrt(sum_v |L x_v|^2) / V.
+    "paper": both act on the vertices themselves (x = v); edge = mean over unique edges of the
+      squared edge length, laplacian = sqrt(sum_v |L v|^2) (the paper's equations as written).
+    L = I - D^-1 A (x minus the mean of its neighbours). The edge term is x^T K x / n with K a
+    (face-count weighted) graph Laplacian D - A, so each term is one sparse product forward
+    and one more backward.
     """
 
-    def __init__(self, faces: np.ndarray, num_vertices: int, device=None):
-        edges = unique_edges(np.asarray(faces))
+    def __init__(self, faces: np.ndarray, num_vertices: int, device=None, convention: str = "reference"):
+        if convention not in CONVENTIONS:
+            raise ValueError(f"unknown regulariser convention {convention!r}; use one of {CONVENTIONS}")
+        faces = np.asarray(faces)
         n = num_vertices
+        edges, counts = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]),
+                                          axis=1), axis=0, return_counts=True)
         rows = np.concatenate([edges[:, 0], edges[:, 1]])
         cols = np.concatenate([edges[:, 1], edges[:, 0]])
         A = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n))
         deg = np.asarray(A.sum(1)).ravel().astype(np.float32)
         L = (sp.identity(n, np.float32, format="csr") - sp.diags(1.0 / np.maximum(deg, 1)) @ A).tocsr()
-        self.L, self.LT = _csr(L, device), _csr(L.T.tocsr(), device)
-        self.deg = torch.from_numpy(deg)[:, None].to(device)
-        self.num_edges = len(edges)
-        self.L_rest = None
+        reference = convention == "reference"
+        w = np.tile(counts if reference else np.ones(len(edges)), 2).astype(np.float32)
+        Aw = sp.csr_matrix((w, (rows, cols)), shape=(n, n))
+        K = (sp.diags(np.asarray(Aw.sum(1)).ravel()) - Aw).tocsr()     # symmetric
+        self.L, self.LT, self.K = _csr(L, device), _csr(L.T.tocsr(), device), _csr(K, device)
+        self.edge_norm = float(len(faces) if reference else len(edges))
+        self.lap_norm = float(n if reference else 1)
+        self.uses_rest = reference
+        self.rest = None
 
     def set_rest(self, rest: torch.Tensor | None) -> None:
-        self.L_rest = None if rest is None else (self.L @ rest).detach()
+        """The stage's starting mesh (the reference convention regularises v - rest)."""
+        self.rest = None if rest is None or not self.uses_rest else rest.detach()
 
     def __call__(self, verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _Regularise.apply(verts, self)
@@ -72,19 +88,20 @@ class MeshRegulariser:
 class _Regularise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, verts, reg):
-        lv = reg.L @ verts
-        edge = (verts * (reg.deg * lv)).sum() / reg.num_edges
-        lx = lv if reg.L_rest is None else lv - reg.L_rest
-        lap = torch.sqrt((lx * lx).sum() + 1e-12)
-        ctx.save_for_backward(lv, lx, lap)
+        x = verts if reg.rest is None else verts - reg.rest
+        kx = reg.K @ x
+        edge = (x * kx).sum() / reg.edge_norm
+        lx = reg.L @ x
+        lap_norm = torch.sqrt((lx * lx).sum() + 1e-12)
+        ctx.save_for_backward(kx, lx, lap_norm)
         ctx.reg = reg
-        return edge, lap
+        return edge, lap_norm / reg.lap_norm
 
     @staticmethod
     def backward(ctx, g_edge, g_lap):
-        lv, lx, lap = ctx.saved_tensors
+        kx, lx, lap_norm = ctx.saved_tensors
         reg = ctx.reg
-        grad = (2.0 * g_edge / reg.num_edges) * (reg.deg * lv) + (g_lap / lap) * (reg.LT @ lx)
+        grad = (2.0 * g_edge / reg.edge_norm) * kx + (g_lap / (reg.lap_norm * lap_norm)) * (reg.LT @ lx)
         return grad, None
 
 
@@ -101,19 +118,86 @@ class NearestNeighbours:
         self.scan_tree = None if self.exact else cKDTree(scan.detach().cpu().numpy())
         self.t2s = self.s2t = None
 
+    def nearest_scan(self, verts: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest scan point for each of `verts` (no refresh logic)."""
+        with torch.no_grad():
+            if self.exact:
+                return _chunked_argmin(verts, self.scan, self.chunk)
+            return torch.from_numpy(self.scan_tree.query(verts.detach().cpu().numpy(), workers=-1)[1]).to(verts.device)
+
+    def nearest_template(self, verts: torch.Tensor) -> torch.Tensor:
+        """Index into `verts` of the nearest template vertex for each scan point."""
+        with torch.no_grad():
+            if self.exact:
+                return _chunked_argmin(self.scan, verts, self.chunk)
+            tree = cKDTree(verts.detach().cpu().numpy())
+            return torch.from_numpy(tree.query(self.scan_tree.data, workers=-1)[1]).to(verts.device)
+
     def pairs(self, verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index into scan per vertex, index into verts per scan point)."""
+        """(index into scan per vertex, index into verts per scan point), refreshed every
+        `refresh` calls (every call with an exact search)."""
         if self.t2s is None or self.exact or self.calls % self.refresh == 0:
-            with torch.no_grad():
-                if self.exact:
-                    self.t2s = _chunked_argmin(verts, self.scan, self.chunk)
-                    self.s2t = _chunked_argmin(self.scan, verts, self.chunk)
-                else:
-                    v = verts.detach().cpu().numpy()
-                    self.t2s = torch.from_numpy(self.scan_tree.query(v, workers=-1)[1]).to(verts.device)
-                    self.s2t = torch.from_numpy(cKDTree(v).query(self.scan_tree.data, workers=-1)[1]).to(verts.device)
+            self.t2s, self.s2t = self.nearest_scan(verts), self.nearest_template(verts)
         self.calls += 1
         return self.t2s, self.s2t
+
+
+class PairedChamfer:
+    """`pruned_chamfer` of a moving template against a fixed scan, made cheap per step.
+
+    Pairs come from NearestNeighbours every `refresh` calls (every call with an exact search).
+    Between refreshes the template->scan targets are fixed points, and in the reference
+    convention the scan->template side, with the kept pairs chosen at the refresh, is summed
+    per vertex as count, sum and squared sum of its scan points' offsets, so a step costs
+    O(V) instead of gathering every scan point. `moving` (V,) bool restricts the
+    template->scan side to those vertices (the reference convention's mask)."""
+
+    def __init__(self, scan: torch.Tensor, threshold: float, convention: str = "reference",
+                 moving: torch.Tensor | None = None, refresh: int = 10, bruteforce: bool = False):
+        if convention not in CONVENTIONS:
+            raise ValueError(f"unknown Chamfer convention {convention!r}; use one of {CONVENTIONS}")
+        self.scan, self.threshold, self.convention = scan, float(threshold), convention
+        self.nn = NearestNeighbours(scan, refresh=1, bruteforce=bruteforce)
+        self.refresh = 1 if self.nn.exact else max(1, int(refresh))
+        self.rows = None if moving is None else torch.nonzero(moving).squeeze(1)
+        self.calls = 0
+
+    def _refresh(self, verts: torch.Tensor) -> None:
+        with torch.no_grad():
+            mv = verts if self.rows is None else verts[self.rows]
+            self.t2s = self.nn.nearest_scan(mv)
+            self.s2t = self.nn.nearest_template(verts)
+            self.target = self.scan[self.t2s]
+            if self.convention == "reference":
+                q = self.scan - verts[self.s2t]                 # offsets from the refresh's vertices
+                q2 = (q * q).sum(-1)
+                keep = q2 < self.threshold
+                idx = self.s2t[keep]
+                V = len(verts)
+                self.anchor = verts.detach().clone()
+                self.n = torch.zeros(V, device=verts.device).index_add_(0, idx, torch.ones_like(q2[keep]))[:, None]
+                self.S = torch.zeros_like(verts).index_add_(0, idx, q[keep])
+                self.Q = torch.zeros(V, device=verts.device).index_add_(0, idx, q2[keep]).sum()
+                self.kept = int(keep.sum())
+
+    def __call__(self, verts: torch.Tensor) -> torch.Tensor:
+        if self.calls % self.refresh == 0:
+            self._refresh(verts)
+        self.calls += 1
+        mv = verts if self.rows is None else verts[self.rows]
+        d_ts = ((mv - self.target) ** 2).sum(-1)
+        if self.convention == "reference":
+            keep = d_ts < self.threshold
+            t2s = torch.where(keep, d_ts, 0.0).sum() / keep.sum().clamp_min(1)
+            if not self.kept:
+                return t2s
+            u = verts - self.anchor       # sum over kept pairs of |q - u|^2, per vertex
+            s2t = (self.n * u * u).sum() - 2.0 * (u * self.S).sum() + self.Q
+            return t2s + s2t / self.kept
+        d_st = ((self.scan - verts[self.s2t]) ** 2).sum(-1)
+        r2 = self.threshold ** 2
+        terms = [torch.sqrt(d[d < r2] + 1e-12) for d in (d_ts, d_st)]
+        return sum(t.mean() if t.numel() else t.sum() for t in terms)
 
 
 def _chunked_argmin(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:

@@ -59,13 +59,9 @@ def scan_landmarks(scan: Scan, options: FitOptions, manual: dict[int, np.ndarray
     """MediaPipe index -> scan-frame point, from the user's points or the detector."""
     if manual:
         return {int(k): np.asarray(v, np.float64) for k, v in manual.items()}
-    if not scan.is_mesh:
-        raise UserError("a point-cloud scan needs landmarks placed by hand (automatic landmarks "
-                        "render the scan, which needs a mesh)")
-    from .landmarks import detect_landmarks
+    from .landmarks import detect_landmarks_on_scan
     report(0.0, "landmarks", "rendering the scan and detecting the face")
-    found = detect_landmarks(scan.vertices, scan.faces, colors=scan.colors, up=options.up,
-                             forward=options.forward)
+    found = detect_landmarks_on_scan(scan, up=options.up, forward=options.forward)
     return {int(i): found.points[i] for i in np.flatnonzero(found.valid)}
 
 

@@ -141,6 +141,28 @@ def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_comp
     return Scan(v.astype(np.float32), None if f is None else f.astype(np.int32), c, notes)
 
 
+def surface_from_points(points: np.ndarray, depth: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """A triangle surface through a point cloud (screened Poisson, MeshLab), so a cloud can be
+    rendered for automatic landmarks. Normals from 10 neighbours, turned away from the
+    centroid (a head is roughly star-shaped about it); faces far from every point are dropped."""
+    import pymeshlab
+    p = np.asarray(points, np.float64)
+    ms = pymeshlab.MeshSet()
+    ms.add_mesh(pymeshlab.Mesh(vertex_matrix=p))
+    ms.compute_normal_for_point_clouds(k=10)
+    n = ms.current_mesh().vertex_normal_matrix()
+    n[((p - p.mean(0)) * n).sum(1) < 0] *= -1
+    ms.clear()
+    ms.add_mesh(pymeshlab.Mesh(vertex_matrix=p, v_normals_matrix=n))
+    ms.generate_surface_reconstruction_screened_poisson(depth=depth, preclean=True)
+    m = ms.current_mesh()
+    v, f = m.vertex_matrix(), m.face_matrix()
+    tree = cKDTree(p)
+    spacing = float(np.median(tree.query(p, k=2)[0][:, 1]))
+    near = tree.query(v[f].mean(1))[0] < 4.0 * spacing
+    return v.astype(np.float32), f[near].astype(np.int32)
+
+
 def _close_pieces(v, label, sizes, big, near) -> np.ndarray:
     main = np.isin(label, np.flatnonzero(big))
     tree = cKDTree(v[main])

@@ -437,8 +437,9 @@ def _fourier(x, rng, n, lam_lo, lam_hi):
     return val / np.sqrt(0.5 * (amp ** 2).sum())
 
 
-def _hair_field(dense: _Dense, style: str, rng):
-    """Hair thickness in mm per dense vertex (before smoothing)."""
+def _hair_field(dense: _Dense, style: str, rng, neck_hair: bool = True):
+    """Hair thickness in mm per dense vertex (before smoothing); neck_hair=False keeps long
+    styles off the neck region."""
     R = dense.rest
     W = dense.region_w
     d = dense.dist
@@ -468,7 +469,7 @@ def _hair_field(dense: _Dense, style: str, rng):
         # Scalp and neck weights sum to 1 across their border, so the two parts add up.
         cov = scalp * _smoothstep(d["face"] / 10.0) * ears_fade * \
             (back + (1 - back) * _smoothstep(d["neck"] / 12.0)) + \
-            neck * back * ears_fade * _smoothstep((y - y_end) / 0.02)
+            neck_hair * neck * back * ears_fade * _smoothstep((y - y_end) / 0.02)
         down = _smoothstep((y_nape - y) / max(y_nape - y_end - 0.02, 1e-3)) * back
         return cov * (t_top * (1 + 0.25 * var) + (t_bot - t_top) * down)
     hair = cap * t_short
@@ -773,7 +774,7 @@ def _colours(dense: _Dense, rng, hair_mm, eye_centres):
 def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: float = 0.2,
               holes: int = 3, similarity: bool = True, scale: float | None = None,
               junk: bool = True, n_points: int | None = None, color: bool = True,
-              shoulders: bool | None = None, detail: bool = True) -> SyntheticScan:
+              shoulders: bool | None = None, detail: bool = True, neck_hair: bool = True) -> SyntheticScan:
     """A procedural scan of a random head of `data` with its ground truth (see module doc).
 
     hair: one of HAIRSTYLES. noise_mm: std of the Gaussian noise along normals. holes: number
@@ -782,7 +783,8 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
     floating fragments (and, unless shoulders=False, a shoulder stub). n_points: also sample a
     point cloud of that many points on the scan. color: procedural vertex colours (skin, hair,
     lips, brows, irises) so landmark detection on renders has something to see. detail: skin
-    detail on the face. ~1 s per scan after a one-off ~2-3 s per model (refinement and geodesic
+    detail on the face. neck_hair: long and bob styles hang over the neck (False: the volume
+    stays on the scalp). ~1 s per scan after a one-off ~2-3 s per model (refinement and geodesic
     fields, cached in memory).
     """
     if hair not in HAIRSTYLES:
@@ -803,7 +805,7 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
     base, nrm = _phong(X, Nc, dense.corner_ids, dense.vbary)
 
     # Hair along heavily smoothed normals; the field itself is smoothed to avoid folds.
-    hair_mm = _hair_field(dense, hair, r_hair)
+    hair_mm = _hair_field(dense, hair, r_hair, neck_hair)
     if hair != "none":
         for _ in range(6):
             hair_mm = dense.avg @ hair_mm
