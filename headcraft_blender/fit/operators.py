@@ -28,8 +28,9 @@ WEIGHTS = (
     ("fit_wc_landmarks", "coarse", "w_landmarks", 1.0, "Landmarks"),
     ("fit_wc_surface", "coarse", "w_surface", 1.0, "Surface"),
     ("fit_wc_shape", "coarse", "w_shape", 1e-3, "Identity prior"),
-    ("fit_wc_expr", "coarse", "w_expr", 1e-3, "Expression prior"),
+    ("fit_wc_expr", "coarse", "w_expr", 1e-2, "Expression prior"),
     ("fit_wc_pose", "coarse", "w_pose", 1e-2, "Pose prior"),
+    ("fit_wc_jaw_side", "coarse", "w_jaw_side", 1.0, "Jaw sideways prior"),
 )
 WEIGHT_SECTIONS = (("coarse", "Coarse fit"), ("stage1", "Stage 1: hair and scalp"),
                    ("stage2", "Stage 2: face and hair, along normals"))

@@ -52,8 +52,9 @@ class CoarseSettings:
     w_landmarks: float = 1.0
     w_surface: float = 1.0
     w_shape: float = 1e-3
-    w_expr: float = 1e-3
+    w_expr: float = 1e-2
     w_pose: float = 1e-2
+    w_jaw_side: float = 1.0        # the jaw's yaw and roll (it opens about x, and never past closed)
     robust_sigma: float = 0.5      # Geman-McClure scale of the surface term, HeadCraft units
     robust_sigma_start: float = 4.0   # annealed down to robust_sigma over the first half, so
                                       # a neck or scalp that starts far off is still pulled in
@@ -127,7 +128,8 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
 
     def posed():
         pose = torch.zeros(1, model.num_joints, 3, device=dev)
-        pose = pose.index_put((torch.tensor([0]), torch.tensor([NECK, JAW])), jaw_neck[0])
+        jn = torch.cat([jaw_neck[0, :1], torch.cat([jaw_neck[0, 1, :1].clamp(min=0.0), jaw_neck[0, 1, 1:]])[None]])
+        pose = pose.index_put((torch.tensor([0]), torch.tensor([NECK, JAW])), jn)
         e = expr.clamp(0, 1) if blend else expr
         return model(shape=shape, expr=e, pose=pose), pose, e
 
@@ -166,7 +168,7 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
             loss = w_lmk * l_lmk + settings.w_surface * l_surf
             if not rigid:
                 loss = loss + settings.w_shape * (shape ** 2).sum() + settings.w_expr * (expr ** 2).sum() \
-                    + settings.w_pose * (jaw_neck ** 2).sum()
+                    + settings.w_pose * (jaw_neck ** 2).sum() + settings.w_jaw_side * (jaw_neck[0, 1, 1:] ** 2).sum()
             loss.backward()
             terms.update(landmarks=l_lmk.item(), surface=l_surf.item())
             return loss
