@@ -212,6 +212,29 @@ def test_registration_stage2_beats_stage1_and_moves_only_allowed_regions(openhea
     assert [h["stage"] for h in res.history][-1] == "stage 2"
 
 
+def test_untangle_undoes_only_new_crossings(openhead):
+    from headcraft_backend.fit.metrics import self_intersecting_pairs
+    from headcraft_backend.fit.register import untangle
+    d, m = openhead
+    start = d.v_template.astype(np.float64)
+    face = d.regions["face"]
+    moved = start.copy()
+    rng = np.random.default_rng(0)
+    moved[face] += rng.normal(0, 1e-5, (len(face), 3))          # harmless jitter everywhere
+    nose = face[np.argmax(start[face, 2])]
+    moved[nose] += [0.0, -0.03, -0.02]                          # the nose tip pushed through the lip
+    def crossings(v):
+        return set(map(tuple, self_intersecting_pairs(v, d.faces, face, within=True)))
+
+    assert crossings(moved) - crossings(start)
+    out, touched = untangle(moved, start, d.faces, face)
+    assert not crossings(out) - crossings(start)
+    assert 0 < touched < 50
+    kept = np.ones(len(start), bool)
+    kept[np.unique(d.faces[np.isin(d.faces, nose).any(1)])] = False
+    assert (np.linalg.norm(out - moved, axis=1)[kept] == 0).mean() > 0.99    # the rest keep their moves
+
+
 def test_partial_hull_mask():
     rng = np.random.default_rng(9)
     cloud = rng.uniform(-1, 1, size=(2000, 3)) * [1, 1, 0.2]
@@ -247,6 +270,6 @@ def test_scan_units_do_not_change_the_fit(openhead):
     assert m_.coarse.similarity.scale * 1000.0 == pytest.approx(mm.coarse.similarity.scale, rel=0.03)
     gap_mm = 1000.0 * surface_distances(m_.coarse.similarity.apply(m_.final),
                                         mm.coarse.similarity.apply(mm.final) / 1000.0, dense_template(d).faces)
-    assert np.median(gap_mm) < 0.1 and np.percentile(gap_mm, 95) < 0.5
+    assert np.median(gap_mm) < 0.25 and np.percentile(gap_mm, 95) < 0.75     # scan noise: 0.2 mm
     assert m_.report["face"]["result_to_scan_median"] == pytest.approx(
         mm.report["face"]["result_to_scan_median"], rel=0.05)

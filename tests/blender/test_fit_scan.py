@@ -104,6 +104,7 @@ def test_units_and_weights_reach_the_request(blender, ext):
     ops = ext.fit.operators
     scene = bpy.context.scene
     s = scene.headcraft
+    s.fit_steps, s.fit_units, s.fit_custom_weights = 0, "AUTO", False      # whatever earlier tests set
     paper = preset("paper")
     backend = {"stage1": dataclasses.asdict(paper.stage1), "stage2": dataclasses.asdict(paper.stage2),
                "coarse": dataclasses.asdict(CoarseSettings())}
@@ -123,3 +124,4 @@ def test_units_and_weights_reach_the_request(blender, ext):
     assert opts.registration.stage1.w_edge == 8e5 and opts.coarse.scale == pytest.approx(100.0)
     calls = draw(ext.fit.panel.VIEW3D_PT_headcraft_fit_weights, bpy.context, real=object())
     assert sum(c[0] == "prop" for c in calls) == len(ops.WEIGHTS)
+    s.fit_steps, s.fit_units, s.fit_custom_weights, scene.unit_settings.scale_length = 0, "AUTO", False, 1.0

@@ -88,11 +88,14 @@ def fit_scan(model: HeadModel, dense: DenseTemplate, scan: Scan, options: FitOpt
     reg = Registration(to_units(base), dense.faces, dense.regions, scan_units,
                        options.registration_settings(), device, stage(0.15, 0.97)).run()
     final = to_metres(reg.final)
+    notes = list(scan.notes)
+    if reg.untangled:
+        notes.append(f"{reg.untangled} face vertices moved less in stage 2 so that no triangles cross")
     report(0.97, "errors", "measuring the fit")
     err, table = error_report(final, dense, scan_units)
     return FitResult(coarse=coarse, registration=reg, base=base, final=final,
                      displacement=final - base, vertex_error_mm=err, report=table,
-                     landmarks_used=int(have.sum()), notes=list(scan.notes))
+                     landmarks_used=int(have.sum()), notes=notes)
 
 
 def error_report(final_m: np.ndarray, dense: DenseTemplate, scan_units: np.ndarray) -> tuple[np.ndarray, dict]:

@@ -35,6 +35,7 @@ class RegistrationSettings:
     refresh: int = 10                 # CPU: nearest-neighbour pairs recomputed every N steps
     bruteforce: bool = False          # exact torch.cdist search every step (the benchmark baseline)
     init_std: float = 1e-4
+    untangle: bool = True             # shrink stage-2 moves that cross face triangles (see untangle)
     lid_margin: float = 0.4           # stage 2 also freezes face vertices this close to the eyeballs (units)
     partial: bool = False             # single depth view or sparse cloud (supp. B.1)
     sparse: bool = False              # with partial: a sparse cloud (proximity mask t = 0.3)
@@ -77,6 +78,7 @@ class RegistrationResult:
     displacement: np.ndarray    # (V, 3) final - base (object-space vector displacement)
     visibility: np.ndarray | None   # (V,) bool for partial fits: vertices supported by the cloud
     history: list[dict]         # per logged step: stage, step, loss terms
+    untangled: int = 0          # vertices whose stage-2 displacement was shrunk to uncross the face
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -96,6 +98,30 @@ def hull_mask(points: np.ndarray, verts: np.ndarray, up: np.ndarray = np.array([
     hull = ConvexHull(pts)
     scaled = centre + scale * (pts[hull.vertices] - centre)
     return Delaunay(scaled).find_simplex(verts) >= 0
+
+
+def untangle(verts: np.ndarray, start: np.ndarray, faces: np.ndarray, region: np.ndarray,
+             rounds: int = 6) -> tuple[np.ndarray, int]:
+    """Halve, round by round, the move from `start` of the vertices of triangles in `region`
+    that cross each other in `verts` but not in `start`; what still crosses goes back to
+    `start`. Returns the vertices and how many were touched."""
+    from .metrics import self_intersecting_pairs
+
+    def new_crossings(v):
+        pairs = self_intersecting_pairs(v, faces, region, within=True)
+        return [p for p in map(tuple, pairs) if p not in before]
+
+    before = set(map(tuple, self_intersecting_pairs(start, faces, region, within=True)))
+    out = verts.copy()
+    touched = np.zeros(len(out), bool)
+    for k in range(rounds + 1):
+        new = new_crossings(out)
+        if not new:
+            break
+        vs = np.unique(faces[np.array(new).ravel()])
+        touched[vs] = True
+        out[vs] = start[vs] if k == rounds else start[vs] + 0.5 * (out[vs] - start[vs])
+    return out, int(touched.sum())
 
 
 def _adam(params, lr):
@@ -139,6 +165,7 @@ class Registration:
         self.move1 = torch.as_tensor(move1, device=self.device)
         self.move2 = torch.as_tensor(move2, device=self.device)
         self.history: list[dict] = []
+        self.faces_np, self.face = np.asarray(faces), region("face")
 
     def _optimise(self, name: str, params: list[torch.Tensor], verts_fn, s: StageSettings, rest: torch.Tensor,
                   moving: torch.Tensor, progress0: float, progress1: float) -> torch.Tensor:
@@ -186,7 +213,11 @@ class Registration:
             t = 0.3 if s.sparse else 0.1
             d, _ = cKDTree(self.scan.cpu().numpy()).query(final.cpu().numpy(), workers=-1)
             visibility = d < t
-        final_np = final.cpu().numpy()
-        return RegistrationResult(stage1=stage1.cpu().numpy(), final=final_np,
+        stage1_np, final_np = stage1.cpu().numpy(), final.cpu().numpy()
+        untangled = 0
+        if len(self.face) and s.untangle:
+            self.report(0.99, "stage 2", "checking the face for crossed triangles")
+            final_np, untangled = untangle(final_np, stage1_np, self.faces_np, self.face)
+        return RegistrationResult(stage1=stage1_np, final=final_np,
                                   displacement=final_np - self.base.cpu().numpy(),
-                                  visibility=visibility, history=self.history)
+                                  visibility=visibility, history=self.history, untangled=untangled)
