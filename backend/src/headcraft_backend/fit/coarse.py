@@ -61,10 +61,18 @@ class CoarseSettings:
     # Scan units per metre when known (1000 for millimetres); None estimates the scale. OpenHead's
     # first identity component is nearly a uniform scale, so only a known scale pins it.
     scale: float | None = None
+    hair_weight: float = 0.2       # surface weight of scalp vertices lying under the scan (hair)
     late_landmark_weight: float = 0.1   # landmarks guide the start; the surface decides the end
     # Surface-term weight per region (the robust kernel already discounts hair and clothing).
     region_weights: dict = dataclasses.field(default_factory=lambda: {
         "scalp": 1.0, "neck": 1.0, "ears": 0.5, "eyeballs": 0.0, "inner_mouth": 0.0})
+
+
+def _vertex_normals(v: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    tri = v[faces]
+    n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)
+    vn = torch.zeros_like(v).index_add_(0, faces.reshape(-1), n.repeat_interleave(3, 0))
+    return vn / vn.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def surface_weights(data, settings: CoarseSettings) -> np.ndarray:
@@ -117,6 +125,9 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
     weights = surface_weights(model.data, settings)
     region = torch.as_tensor(np.flatnonzero(weights > 0), dtype=torch.long, device=dev)
     w_region = torch.as_tensor(weights[weights > 0], device=dev)
+    is_scalp = np.zeros(model.data.num_vertices, bool)
+    is_scalp[np.asarray(model.data.regions.get("scalp", []), np.int64)] = True
+    scalp = torch.as_tensor(is_scalp[weights > 0], device=dev)
     ns = min(settings.num_shape, model.data.num_shape)
     shape = torch.zeros(1, ns, device=dev, requires_grad=True)
     expr = torch.zeros(1, model.data.num_expr, device=dev, requires_grad=True)
@@ -153,8 +164,16 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
         sigma2 = (settings.robust_sigma_start ** (1 - a) * settings.robust_sigma ** a) ** 2
         w_lmk = settings.w_landmarks * (1.0 if k < rounds // 2 else settings.late_landmark_weight)
         with torch.no_grad():
-            v = forward()[0, region]
+            full = forward()[0]
+            v = full[region]
         target = scan_t[torch.as_tensor(tree.query(v.cpu().numpy(), workers=-1)[1], device=dev)]
+        w_round = w_region
+        if settings.hair_weight != 1.0 and scalp.any():
+            # scalp vertices with the scan outside them (hair) pull less than ones outside the scan
+            with torch.no_grad():
+                n = _vertex_normals(full, model.faces)[region]
+                hair = scalp & (((target - v) * n).sum(-1) > 0)
+            w_round = torch.where(hair, w_region * settings.hair_weight, w_region)
         params = [rot, trans] + ([] if settings.scale else [log_scale]) + ([] if rigid else [shape, expr, jaw_neck])
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.iterations, history_size=20,
                                 line_search_fn="strong_wolfe")
@@ -164,7 +183,7 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
             v = forward()
             l_lmk = ((tri_lmk(v)[0] - lmk_m) ** 2).sum(-1).mean()
             d2 = ((v[0, region] - target) ** 2).sum(-1)
-            l_surf = (w_region * d2 / (d2 + sigma2)).sum() / w_region.sum()
+            l_surf = (w_round * d2 / (d2 + sigma2)).sum() / w_round.sum()
             loss = w_lmk * l_lmk + settings.w_surface * l_surf
             if not rigid:
                 loss = loss + settings.w_shape * (shape ** 2).sum() + settings.w_expr * (expr ** 2).sum() \
