@@ -255,7 +255,7 @@ def test_scan_units_do_not_change_the_fit(openhead):
     synth = make_scan(d, 7, hair="short", scale=1.0, holes=1)
     idx, tri, bary = model_landmark_embedding(d)
     lmk = synth.to_scan((synth.model_vertices[synth.model_faces[tri]] * bary[:, :, None]).sum(1))
-    opts = FitOptions(preset="preview", num_points=50_000, coarse=CoarseSettings(rounds=8, iterations=15))
+    opts = FitOptions(preset="preview", num_points=50_000)
     reg = opts.registration_settings()
     reg.stage1, reg.stage2 = (dataclasses.replace(s, steps=10) for s in (reg.stage1, reg.stage2))
     opts.registration = reg
