@@ -26,7 +26,8 @@ def test_kdtree_pairs_equal_bruteforce_chamfer():
     v = torch.tensor(rng.normal(size=(3000, 3)), dtype=torch.float32, requires_grad=True)
     s = torch.tensor(rng.normal(size=(5000, 3)), dtype=torch.float32)
     for conv, thr in (("reference", 0.5), ("paper", 0.7)):
-        t2s, s2t = NearestNeighbours(s).pairs(v)
+        nn = NearestNeighbours(s)
+        t2s, s2t = nn.nearest_scan(v), nn.nearest_template(v)
         fast = pruned_chamfer(v, s, t2s, s2t, thr, conv)
         slow = bruteforce_chamfer(v, s, thr, conv)
         torch.testing.assert_close(fast, slow)
@@ -45,7 +46,8 @@ def test_paired_chamfer_equals_the_direct_sum(conv, thr):
     moving = torch.tensor(rng.random(3000) < 0.4)
     mask = moving if conv == "reference" else None
     fast = PairedChamfer(s, thr, conv, mask, refresh=10)
-    t2s, s2t = NearestNeighbours(s).pairs(v0)
+    nn = NearestNeighbours(s)
+    t2s, s2t = nn.nearest_scan(v0), nn.nearest_template(v0)
     for shift in (0.0, 1e-4):       # the refresh step, then a later step with the same pairs
         v = (v0 + shift).requires_grad_()
         a = fast(v)

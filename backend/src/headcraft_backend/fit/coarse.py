@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree
 
 from ..head.lbs import axis_angle_to_matrix
 from ..head.model import HeadModel
+from .register import vertex_normals
 from .units import MM_PER_UNIT, to_units
 
 JAW, NECK = 2, 1
@@ -66,13 +67,6 @@ class CoarseSettings:
     # Surface-term weight per region (the robust kernel already discounts hair and clothing).
     region_weights: dict = dataclasses.field(default_factory=lambda: {
         "scalp": 1.0, "neck": 1.0, "ears": 0.5, "eyeballs": 0.0, "inner_mouth": 0.0})
-
-
-def _vertex_normals(v: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    tri = v[faces]
-    n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)
-    vn = torch.zeros_like(v).index_add_(0, faces.reshape(-1), n.repeat_interleave(3, 0))
-    return vn / vn.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def surface_weights(data, settings: CoarseSettings) -> np.ndarray:
@@ -171,7 +165,7 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
         if settings.hair_weight != 1.0 and scalp.any():
             # scalp vertices with the scan outside them (hair) pull less than ones outside the scan
             with torch.no_grad():
-                n = _vertex_normals(full, model.faces)[region]
+                n = vertex_normals(full, model.faces)[region]
                 hair = scalp & (((target - v) * n).sum(-1) > 0)
             w_round = torch.where(hair, w_region * settings.hair_weight, w_region)
         params = [rot, trans] + ([] if settings.scale else [log_scale]) + ([] if rigid else [shape, expr, jaw_neck])

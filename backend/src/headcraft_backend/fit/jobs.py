@@ -34,7 +34,7 @@ def options_from_params(params: dict) -> FitOptions:
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad fit settings: {exc}") from None
     c = opts.coarse
-    if (c.scale is not None and not c.scale > 0) or min(c.w_landmarks, c.w_surface, c.w_shape, c.w_expr, c.w_pose) < 0:
+    if (c.scale is not None and not c.scale > 0) or min(c.w_landmarks, c.w_surface, c.w_shape, c.w_expr, c.w_pose, c.w_jaw_side, c.hair_weight) < 0:
         raise UserError(f"bad coarse-fit settings: {c}")
     for s in (opts.registration.stage1, opts.registration.stage2):
         if s.steps < 0 or s.lr <= 0 or min(s.w_chamfer, s.w_edge, s.w_laplacian, s.prune) < 0:

@@ -22,10 +22,12 @@ from scipy.spatial import cKDTree
 CONVENTIONS = ("reference", "paper")
 
 
-def unique_edges(faces: np.ndarray) -> np.ndarray:
+def unique_edges(faces: np.ndarray, return_counts: bool = False):
+    """Unique (sorted) vertex pairs of a triangle mesh; with return_counts also how many faces
+    share each one."""
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     e.sort(axis=1)
-    return np.unique(e, axis=0)
+    return np.unique(e, axis=0, return_counts=return_counts)
 
 
 def _csr(m: sp.csr_matrix, device) -> torch.Tensor:
@@ -60,8 +62,7 @@ class MeshRegulariser:
             raise ValueError(f"unknown regulariser convention {convention!r}; use one of {CONVENTIONS}")
         faces = np.asarray(faces)
         n = num_vertices
-        edges, counts = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]),
-                                          axis=1), axis=0, return_counts=True)
+        edges, counts = unique_edges(faces, return_counts=True)
         rows = np.concatenate([edges[:, 0], edges[:, 1]])
         cols = np.concatenate([edges[:, 1], edges[:, 0]])
         A = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n))
@@ -107,16 +108,13 @@ class _Regularise(torch.autograd.Function):
 
 class NearestNeighbours:
     """Nearest scan point for each template vertex and nearest template vertex for each scan
-    point. CPU: KD-trees, pairs refreshed every `refresh` calls. CUDA: exact chunked search."""
+    point: KD-trees on the CPU, an exact chunked search on a GPU or when `bruteforce`."""
 
-    def __init__(self, scan: torch.Tensor, refresh: int = 5, chunk: int = 8192, bruteforce: bool = False):
+    def __init__(self, scan: torch.Tensor, chunk: int = 8192, bruteforce: bool = False):
         self.scan = scan
-        self.refresh = max(1, int(refresh))
         self.chunk = chunk
-        self.calls = 0
-        self.exact = scan.is_cuda or bruteforce   # exact chunked torch.cdist search every step
+        self.exact = scan.is_cuda or bruteforce   # exact chunked torch.cdist search
         self.scan_tree = None if self.exact else cKDTree(scan.detach().cpu().numpy())
-        self.t2s = self.s2t = None
 
     def nearest_scan(self, verts: torch.Tensor) -> torch.Tensor:
         """Index of the nearest scan point for each of `verts` (no refresh logic)."""
@@ -133,15 +131,6 @@ class NearestNeighbours:
             tree = cKDTree(verts.detach().cpu().numpy())
             return torch.from_numpy(tree.query(self.scan_tree.data, workers=-1)[1]).to(verts.device)
 
-    def pairs(self, verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index into scan per vertex, index into verts per scan point), refreshed every
-        `refresh` calls (every call with an exact search)."""
-        if self.t2s is None or self.exact or self.calls % self.refresh == 0:
-            self.t2s, self.s2t = self.nearest_scan(verts), self.nearest_template(verts)
-        self.calls += 1
-        return self.t2s, self.s2t
-
-
 class PairedChamfer:
     """`pruned_chamfer` of a moving template against a fixed scan, made cheap per step.
 
@@ -157,7 +146,7 @@ class PairedChamfer:
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown Chamfer convention {convention!r}; use one of {CONVENTIONS}")
         self.scan, self.threshold, self.convention = scan, float(threshold), convention
-        self.nn = NearestNeighbours(scan, refresh=1, bruteforce=bruteforce)
+        self.nn = NearestNeighbours(scan, bruteforce=bruteforce)
         self.refresh = 1 if self.nn.exact else max(1, int(refresh))
         self.rows = None if moving is None else torch.nonzero(moving).squeeze(1)
         self.calls = 0

@@ -74,7 +74,7 @@ def fit_scan(model: HeadModel, dense: DenseTemplate, scan: Scan, options: FitOpt
     lmk = scan_landmarks(scan, options, manual_landmarks, stage(0.0, 0.05))
     idx, tri, bary = model_landmark_embedding(model.data)
     # Only fixed surface points: no iris, no face-oval contour (it slides with the view), no brows.
-    have = np.array([int(i) in lmk and int(i) in set(SURFACE_LANDMARKS.tolist()) for i in idx])
+    have = np.array([int(i) in lmk for i in idx]) & np.isin(idx, SURFACE_LANDMARKS)
     if have.sum() < 6:
         raise UserError(f"only {int(have.sum())} usable landmarks on the scan; at least 6 are needed "
                         f"(eye corners, nose tip, mouth corners): place them by hand")

@@ -164,13 +164,20 @@ def surface_from_points(points: np.ndarray, depth: int = 9) -> tuple[np.ndarray,
 
 
 def _close_pieces(v, label, sizes, big, near) -> np.ndarray:
+    """Small pieces whose median distance to the big ones is under `near` times their size."""
     main = np.isin(label, np.flatnonzero(big))
-    tree = cKDTree(v[main])
     reach = near * float(np.linalg.norm(np.ptp(v[main], axis=0)))
+    cand = np.flatnonzero((~big & (sizes > 0))[label])
     close = np.zeros(len(sizes), bool)
-    for comp in np.flatnonzero(~big & (sizes > 0)):
-        d, _ = tree.query(v[label == comp], distance_upper_bound=reach)
-        close[comp] = np.median(d) < reach
+    if not len(cand):
+        return close
+    d, _ = cKDTree(v[main]).query(v[cand], distance_upper_bound=reach)
+    lab = label[cand]
+    order = np.lexsort((d, lab))                       # by piece, then by distance
+    lab, d = lab[order], d[order]
+    comps, start, count = np.unique(lab, return_index=True, return_counts=True)
+    median = 0.5 * (d[start + (count - 1) // 2] + d[start + count // 2])
+    close[comps] = median < reach
     return close
 
 
