@@ -61,16 +61,20 @@ class UIJob:
 
     def _run(self) -> None:
         try:
-            self.message = "starting the backend..." if MANAGER.state != "ready" else ""
-            conn = MANAGER.connection()
-            if self.cancel_requested:
-                self.state = "cancelled"
-                return
-            self.handle = conn.submit(self.kind, self.params, self.arrays)
-            self.state = "running"
-            while not self.handle.finished.wait(0.05):
-                self.fraction, self.stage, self.message = (self.handle.fraction, self.handle.stage,
-                                                           self.handle.message)
+            for attempt in range(2):
+                self.message = "starting the backend..." if MANAGER.state != "ready" else ""
+                conn = MANAGER.connection()
+                if self.cancel_requested:
+                    self.state = "cancelled"
+                    return
+                self.handle = conn.submit(self.kind, self.params, self.arrays)
+                self.state = "running"
+                while not self.handle.finished.wait(0.05):
+                    self.fraction, self.stage, self.message = (self.handle.fraction, self.handle.stage,
+                                                               self.handle.message)
+                error = self.handle.error
+                if error is None or error.error_type != "NotDelivered" or attempt:
+                    break   # a backend that died before taking the job gets one fresh start
             self.state = self.handle.state
             if self.handle.error:
                 self.error = str(self.handle.error)

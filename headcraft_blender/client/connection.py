@@ -118,7 +118,8 @@ class Connection:
             self.send("submit", {"job_id": job.id, "kind": kind, "params": params or {}}, arrays)
         except BackendError as exc:
             self.jobs.pop(job.id, None)
-            job._finish("error", exc)
+            lost = exc.error_type == "Disconnected"
+            job._finish("error", BackendError(str(exc), "NotDelivered") if lost else exc)
         return job
 
     def call(self, kind: str, params: dict | None = None, arrays: dict | None = None,
@@ -198,7 +199,8 @@ class Connection:
         with self.lock:
             pending, self.jobs = list(self.jobs.values()), {}
         for job in pending:
-            job._finish("error", BackendError(f"the backend stopped before the job finished: {reason}",
-                                              "Disconnected"))
+            # a job the backend never acknowledged was never started: safe to send again
+            kind = "NotDelivered" if job.state == "submitted" else "Disconnected"
+            job._finish("error", BackendError(f"the backend stopped before the job finished: {reason}", kind))
         with self._pong:
             self._pong.notify_all()

@@ -54,7 +54,8 @@ class BackendManager:
         """The live connection, starting or reconnecting the backend if needed (blocks: call it
         from a worker thread, never from Blender's main thread while the UI is running)."""
         with self._lock:
-            if self.conn is not None and self.conn.alive:
+            dead = self.local is not None and not self.local.running
+            if self.conn is not None and self.conn.alive and not dead:
                 return self.conn
             self._drop()
             self.state, self.error = "starting", ""
@@ -97,8 +98,6 @@ class BackendManager:
     def _drop(self) -> None:
         if self.local is not None:
             self.local.stop(self.conn)
-        elif self.conn is not None and self.conn.alive:
-            self.conn.close()
         if self.conn is not None and self.conn.alive:
             self.conn.close()
         self.local = self.conn = None

@@ -158,6 +158,9 @@ def test_backend_killed_mid_job_then_restart(tmp_path):
     assert "stopped before the job finished" in str(job.error)
     with pytest.raises(BackendError):
         c.ping()
+    # a job sent after the death was never taken: the client may safely send it again
+    late = c.submit("diagnostics.selftest", {"iterations": 1}).wait(10)
+    assert late.state == "error" and late.error.error_type == "NotDelivered"
     b.stop(None)
     b2 = LocalBackend(sys.executable, "cpu", log_path=tmp_path / "log", pid_file=tmp_path / "pid")
     b2.start()
