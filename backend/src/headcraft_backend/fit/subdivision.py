@@ -53,8 +53,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -62,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache import default_cache_dir, hash_arrays, write_atomic
 from ..head.data import HeadModelData
 from .units import HC_UNITS_PER_METRE
 
@@ -554,22 +553,11 @@ def cache_key(data: HeadModelData, mapping: str = "subdivision") -> str:
                 "threshold_units": BUTTERFLY_THRESHOLD_UNITS, "rules": SMOOTHING_RULES,
                 "region_weight": REGION_WEIGHT, "mapping": mapping}
     h.update(json.dumps(settings, sort_keys=True).encode())
-    for arr, dt in ((data.v_template, np.float32), (data.faces, np.int32), (data.uv, np.float32)):
-        a = np.ascontiguousarray(arr, dt)
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
+    hash_arrays(h, (data.v_template, np.float32), (data.faces, np.int32), (data.uv, np.float32))
     for name in sorted(data.regions):
         h.update(name.encode())
         h.update(np.ascontiguousarray(data.regions[name], np.int32).tobytes())
     return h.hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """$HEADCRAFT_CACHE, else $XDG_CACHE_HOME/headcraft, else ~/.cache/headcraft."""
-    if os.environ.get("HEADCRAFT_CACHE"):
-        return Path(os.environ["HEADCRAFT_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "headcraft"
 
 
 def dense_template(data: HeadModelData, cache_dir: str | Path | None = None,
@@ -593,16 +581,5 @@ def dense_template(data: HeadModelData, cache_dir: str | Path | None = None,
     dense.key = key
     log.info("dense template for %s: %d vertices, %d triangles in %.1f s", data.name,
              dense.num_vertices, len(dense.faces), time.perf_counter() - t0)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.stem, suffix=".tmp")
-        os.close(fd)
-        try:
-            dense.save(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    except OSError as exc:
-        log.warning("could not cache the dense template in %s: %s", folder, exc)
+    write_atomic(path, dense.save)
     return dense

@@ -1,0 +1,112 @@
+"""Displacement map files: float OpenEXR, HeadCraft's three 16-bit PNGs, NumPy .npy.
+
+Maps hold displacements in HeadCraft units (REFERENCE section 1), as (H, W, 3) float32 with
+row 0 at the top. The PNG convention is the published registrations' (REFERENCE section 3):
+values clipped to [-20, 20], one single-channel 16-bit PNG per axis named
+`<stem>_-20_to_20_ch{0,1,2}.png`, code = floor((x + 20) / 40 * 65536) capped at 65535,
+decoded as code / 65536 * 40 - 20 (one code step = 40 / 65536 ~ 6.1e-4 units).
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+PNG_RANGE = 20.0
+PNG_STEP = 2 * PNG_RANGE / 65536
+FORMATS = ("exr", "png16", "npy")
+
+
+def encode_png_codes(m: np.ndarray) -> np.ndarray:
+    x = np.clip(np.asarray(m, np.float64), -PNG_RANGE, PNG_RANGE)
+    return np.minimum(np.floor((x + PNG_RANGE) / (2 * PNG_RANGE) * 65536), 65535).astype(np.uint16)
+
+
+def decode_png_codes(codes: np.ndarray) -> np.ndarray:
+    return (codes.astype(np.float64) / 65536 * 2 * PNG_RANGE - PNG_RANGE).astype(np.float32)
+
+
+def png16_bytes(channel_codes: np.ndarray) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(channel_codes, np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def exr_bytes(m: np.ndarray) -> bytes:
+    import OpenEXR
+    m = np.ascontiguousarray(m, np.float32)
+    channels = {"RGB": m} if m.ndim == 3 and m.shape[2] == 3 else {"Y": m.reshape(m.shape[:2])}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "map.exr"
+        with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                          channels) as f:
+            f.write(str(path))
+        return path.read_bytes()
+
+
+def npy_bytes(m: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(m, np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode(m: np.ndarray, fmt: str, stem: str) -> dict[str, bytes]:
+    """File name -> file content for one map in one format."""
+    if fmt == "exr":
+        return {f"{stem}.exr": exr_bytes(m)}
+    if fmt == "npy":
+        return {f"{stem}.npy": npy_bytes(m)}
+    if fmt == "png16":
+        codes = encode_png_codes(m)
+        return {f"{stem}_-20_to_20_ch{c}.png": png16_bytes(codes[..., c]) for c in range(codes.shape[2])}
+    raise ValueError(f"unknown map format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def write(m: np.ndarray, folder: str | Path, stem: str, fmt: str) -> list[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, data in encode(m, fmt, stem).items():
+        (folder / name).write_bytes(data)
+        out.append(folder / name)
+    return out
+
+
+def read(path: str | Path) -> np.ndarray:
+    """A map from any of the formats: an .exr, an .npy, or one of the three PNGs (or their stem
+    `<stem>_-20_to_20`); raises ValueError with the reason when it is not a readable map."""
+    path = Path(path)
+    name = path.name
+    try:
+        if name.endswith(".exr"):
+            import OpenEXR
+            with OpenEXR.File(str(path)) as f:
+                ch = f.channels()
+                arr = ch["RGB"].pixels if "RGB" in ch else np.stack([ch[k].pixels for k in sorted(ch)], -1)
+            m = np.asarray(arr, np.float32)
+        elif name.endswith(".npy"):
+            m = np.load(path, allow_pickle=False).astype(np.float32)
+        else:
+            from PIL import Image
+            stem = name.split("_-20_to_20")[0] if "_-20_to_20" in name else path.stem
+            chans = []
+            for c in range(3):
+                p = path.parent / f"{stem}_-20_to_20_ch{c}.png"
+                with Image.open(p) as im:
+                    a = np.array(im)
+                if a.ndim != 2 or a.dtype.kind not in "ui" or a.max() > 65535:
+                    raise ValueError(f"{p.name} is not a single-channel 16-bit PNG")
+                chans.append(decode_png_codes(a.astype(np.uint16)))
+            m = np.stack(chans, -1)
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:   # OpenEXR raises RuntimeError
+        raise ValueError(f"{path}: not a readable displacement map ({exc})") from None
+    if m.ndim == 2:
+        m = m[..., None]
+    if m.ndim != 3 or m.shape[0] != m.shape[1] or m.shape[2] not in (1, 3):
+        raise ValueError(f"{path}: expected a square map with 1 or 3 channels, got {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{path}: the map contains NaN or infinite values")
+    return m

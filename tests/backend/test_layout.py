@@ -1,0 +1,219 @@
+"""UV layouts, baking, seam processing, sampling and map files (issue 4), on real model data."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fixtures.flame_files as ff
+from headcraft_backend.fit.subdivision import DenseRebuild, dense_template
+from headcraft_backend.head.flame import load_flame
+from headcraft_backend.head.registry import load_model_data
+from headcraft_backend.layout import formats, texels
+from headcraft_backend.layout.build import build_layout
+from headcraft_backend.layout.store import dense_uv, get_layout, list_layouts, save_custom_layout
+from headcraft_backend.service.jobs import UserError
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_model_data({"model": "openhead"})
+
+
+@pytest.fixture(scope="module")
+def layout(data, tmp_path_factory):
+    return get_layout(data, cache_dir=tmp_path_factory.mktemp("layouts"))
+
+
+@pytest.fixture(scope="module")
+def dense(data):
+    return dense_template(data)
+
+
+@pytest.fixture(scope="module")
+def dense_mesh(data, dense, layout):
+    """Dense vertices of the neutral head (metres), faces, and per-corner UVs of the layout."""
+    v = DenseRebuild(dense, data.faces)(torch.from_numpy(data.v_template)[None])[0].numpy()
+    return v.astype(np.float64), dense.faces.astype(np.int64), dense_uv(dense.corner_tri, dense.corner_bary, layout.uv)
+
+
+@pytest.fixture(scope="module")
+def ops1024(data, dense, dense_mesh):
+    v, f, uv = dense_mesh
+    return texels.map_operators(f, uv, len(v), 1024)
+
+
+def signed_areas(uv):
+    e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
+    return 0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Layout
+# ------------------------------------------------------------------------------------------------
+def test_headcraft_layout_charts_halves_and_no_flips(data, layout):
+    uv = layout.uv.astype(np.float64)
+    assert uv.shape == (len(data.faces), 3, 2) and np.isfinite(uv).all()
+    assert (signed_areas(uv) > 0).all(), "flipped or degenerate UV triangles"
+    assert layout.report["flipped"] == 0 and layout.report["outside_unit_square"] == 0
+    assert texels.rasterize(uv, 1024, gutter=0).overlaps == 0, "charts overlap"
+    group = np.array([layout.chart_names[c].split(".")[0] for c in layout.chart])
+    assert set(group) == {"face", "rest", "eyeballs", "eye_sockets", "inner_mouth"}
+    assert (uv[group == "face", :, 0] < 0.5).all() and (uv[group == "rest", :, 0] > 0.5).all()
+    assert (uv >= 0).all() and (uv <= 1).all()
+    # the face chart is upright: forehead above chin, and not mirrored (subject's left at +u...
+    # seen from the front, the subject's left (+x) is on the viewer's right)
+    face = np.flatnonzero(group == "face")
+    corners_v = data.faces[face].ravel()
+    p, q = data.v_template[corners_v], uv[face].reshape(-1, 2)
+    assert np.corrcoef(p[:, 1], q[:, 1])[0, 1] > 0.9
+    assert np.corrcoef(p[:, 0], q[:, 0])[0, 1] > 0.9
+    rep = layout.report["charts"]
+    assert rep["face"]["area_distortion"] < 0.2 and rep["rest"]["area_distortion"] < 0.35
+    assert rep["face"]["mm_per_texel_1024"] < rep["rest"]["mm_per_texel_1024"]   # the face is favoured
+
+
+def test_seams_along_the_face_border(data, layout):
+    """Face-border vertices carry two UVs (one per half); interior face vertices one."""
+    edges, pair = texels.seam_edges(data.faces.astype(np.int64), layout.uv.astype(np.float64))
+    group = np.array([layout.chart_names[c].split(".")[0] for c in layout.chart])
+    across = {tuple(sorted(g)) for g in group[pair]}
+    assert ("face", "rest") in across
+    u = edges[..., 0].mean(-1)       # mean u of each side's edge
+    fr = (group[pair[:, 0]] == "face") & (group[pair[:, 1]] == "rest")
+    assert (u[fr, 0] < 0.5).all() and (u[fr, 1] > 0.5).all()
+
+
+def test_layout_is_cached_and_rebuilt_identically(data, layout, tmp_path):
+    again = get_layout(data, cache_dir=tmp_path)
+    np.testing.assert_allclose(again.uv, layout.uv, atol=1e-6)
+    assert (again.chart == layout.chart).all() and list_layouts(data, tmp_path) == ["headcraft", "standard"]
+
+
+def test_flame_layout_on_a_closed_sphere_head(tmp_path):
+    """The FLAME fixture is a closed sphere with scattered regions: pieces are split into discs."""
+    files = ff.write_flame_files(tmp_path, "2020")
+    flame = load_flame(files.model, files.masks, files.obj)
+    lay = build_layout(flame)
+    assert lay.report["flipped"] == 0 and lay.report["outside_unit_square"] == 0
+    assert texels.rasterize(lay.uv, 1024, gutter=0).overlaps == 0
+
+
+def test_dense_uvs_follow_the_coarse_layout(data, dense):
+    np.testing.assert_allclose(dense_uv(dense.corner_tri, dense.corner_bary, data.uv), dense.uv, atol=1e-6)
+
+
+def test_custom_layouts_saved_listed_and_checked(data, tmp_path):
+    std = get_layout(data, "standard")
+    saved = save_custom_layout(data, "my unwrap", std.uv * 0.5, cache_dir=tmp_path)
+    assert saved.report["flipped"] == get_layout(data, "standard").report.get("flipped", saved.report["flipped"])
+    assert "my unwrap" in list_layouts(data, tmp_path)
+    np.testing.assert_allclose(get_layout(data, "my unwrap", tmp_path).uv, std.uv * 0.5)
+    for name, uv, what in (("headcraft", std.uv, "not"), ("../x", std.uv, "letters"),
+                           ("ok", std.uv[:-1], "triangles"), ("ok", std.uv * np.nan, "NaN")):
+        with pytest.raises(UserError, match=what):
+            save_custom_layout(data, name, uv, cache_dir=tmp_path)
+    with pytest.raises(UserError, match="no layout named"):
+        get_layout(data, "missing", tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Rasterise, bake, sample
+# ------------------------------------------------------------------------------------------------
+def _loop_raster(uv, size):
+    """Straightforward per-triangle, per-texel loop: the reference for the vectorised one."""
+    hits = {}
+    for f, tri in enumerate(uv):
+        p = texels.texel_coords(tri, size)
+        for y in range(size):
+            for x in range(size):
+                b = texels._barycentric(p[None], np.array([[x, y]], float))[0]
+                if (b >= -1e-7).all() and (y * size + x) not in hits:
+                    hits[y * size + x] = (f, b)
+    return hits
+
+
+def test_rasterize_matches_a_per_texel_loop():
+    rng = np.random.default_rng(1)
+    uv = rng.uniform(0.05, 0.95, (6, 3, 2))
+    r = texels.rasterize(uv, 24, gutter=0)
+    ref = _loop_raster(uv, 24)
+    assert set(r.texel.tolist()) == set(ref)
+    for t, f, b in zip(r.texel, r.face, r.bary):
+        if ref[t][0] == f:
+            np.testing.assert_allclose(b, ref[t][1], atol=1e-5)
+
+
+def test_bake_then_apply_reproduces_vertex_values(dense_mesh, ops1024):
+    v, f, uv = dense_mesh
+    const = np.tile(np.array([[1.5, -2.0, 0.25]], np.float32), (len(v), 1))
+    m, mask = texels.bake(ops1024.raster, f, const)
+    np.testing.assert_allclose(ops1024.apply(m), const, atol=1e-5)
+    # a smooth displacement field (HeadCraft units, 1 unit amplitude, 10 cm wavelength): the
+    # interpolation error measured here is what the README states
+    field = np.sin(v * 2 * np.pi / 0.1).astype(np.float32)
+    m, _ = texels.bake(ops1024.raster, f, field)
+    err = np.abs(ops1024.apply(m) - field).max(1)
+    assert np.median(err) < 2e-3 and np.percentile(err, 99) < 0.03, (np.median(err), np.percentile(err, 99))
+
+
+def test_seam_processing_joins_the_two_sides(dense_mesh, ops1024):
+    """A map whose charts disagree (as a generated map may): after processing, both sides of
+    every seam sample to nearly the same value."""
+    v, f, uv = dense_mesh
+    chart = texels._chart_labels(f, uv)
+    rng = np.random.default_rng(0)
+    offset = rng.normal(0, 1, (chart.max() + 1, 3)).astype(np.float32)
+    raster = ops1024.raster
+    m = np.zeros((1024 * 1024, 3), np.float32)
+    m[raster.texel] = offset[chart[raster.face]]
+    m = m.reshape(1024, 1024, 3)
+    pts = ops1024.seam_samples            # (P, side, 2)
+    jump = lambda mm: np.abs(texels.bilinear_matrix(pts[:, 0], 1024) @ mm.reshape(-1, 3)  # noqa: E731
+                             - texels.bilinear_matrix(pts[:, 1], 1024) @ mm.reshape(-1, 3)).max(1)
+    before, after = jump(m), jump(ops1024.processed(m))
+    assert np.median(before) > 0.3
+    assert np.median(after) < 0.02 * np.median(before) and np.percentile(after, 99) < 0.1 * np.median(before)
+    # away from seams the map is untouched
+    far = texels.map_operators(f, uv, len(v), 1024, raster, seams=False).processed(m)
+    same = np.isclose(far, ops1024.processed(m)).all(-1)
+    assert same.mean() > 0.8
+
+
+def test_apply_gives_seam_vertices_one_value(dense_mesh, ops1024):
+    v, f, uv = dense_mesh
+    rng = np.random.default_rng(2)
+    out = ops1024.apply(rng.normal(size=(1024, 1024, 3)).astype(np.float32))
+    assert out.shape == (len(v), 3) and np.isfinite(out).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+# ------------------------------------------------------------------------------------------------
+def test_map_files_roundtrip_and_published_decoding(tmp_path):
+    rng = np.random.default_rng(0)
+    m = (rng.standard_normal((32, 32, 3)) * 6).astype(np.float32)
+    m[0, 0] = [25.0, -25.0, 19.99999]
+    exr = formats.read(formats.write(m, tmp_path, "d", "exr")[0])
+    np.testing.assert_allclose(exr, m, atol=1e-5)
+    np.testing.assert_array_equal(formats.read(formats.write(m, tmp_path, "d", "npy")[0]), m)
+    pngs = formats.write(m, tmp_path, "d", "png16")
+    assert [p.name for p in pngs] == [f"d_-20_to_20_ch{c}.png" for c in range(3)]
+    back = formats.read(pngs[1])
+    clipped = np.clip(m, -20, 20)
+    assert np.abs(back - clipped).max() <= formats.PNG_STEP + 1e-6
+    # the published decoding formula, applied to what the file holds
+    for c, p in enumerate(pngs):
+        code = np.array(Image.open(p)).astype(np.float64)
+        assert Image.open(p).mode == "I;16"
+        np.testing.assert_allclose(code / 65536 * 40 - 20, back[..., c], atol=1e-6)
+        assert (code / 65536 * 40 - 20 <= clipped[..., c] + 1e-6).all()   # floor, never rounds up
+
+
+def test_unreadable_map_files_are_refused(tmp_path):
+    (tmp_path / "junk.exr").write_bytes(b"not an exr")
+    np.save(tmp_path / "nan.npy", np.full((4, 4, 3), np.nan, np.float32))
+    np.save(tmp_path / "flat.npy", np.zeros((4, 8, 3), np.float32))
+    for name, what in (("junk.exr", "not a readable"), ("nan.npy", "NaN"), ("flat.npy", "square"),
+                       ("none_-20_to_20_ch0.png", "not a readable")):
+        with pytest.raises(ValueError, match=what):
+            formats.read(tmp_path / name)
