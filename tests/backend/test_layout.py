@@ -217,3 +217,61 @@ def test_unreadable_map_files_are_refused(tmp_path):
                        ("none_-20_to_20_ch0.png", "not a readable")):
         with pytest.raises(ValueError, match=what):
             formats.read(tmp_path / name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Jobs, over the real backend process
+# ------------------------------------------------------------------------------------------------
+def _detail(v, seed=0):
+    """A smooth displacement field in metres (~1 mm amplitude, 3 cm wavelength)."""
+    rng = np.random.default_rng(seed)
+    k = rng.normal(0, 2 * np.pi / 0.03, (3, 3))
+    return (1e-3 * np.sin(v @ k)).astype(np.float32)
+
+
+@pytest.mark.parametrize("space", ["object", "tangent"])
+def test_bake_then_apply_jobs_reproduce_the_detail(conn, data, space):
+    lay = conn.call("layout.get", {"model": "openhead"}, timeout=120)
+    assert lay.state == "done", lay.error
+    assert lay.arrays["uv"].shape == (len(data.faces), 3, 2) and lay.result["report"]["flipped"] == 0
+    coarse = data.v_template.astype(np.float32)
+    # the dense base of the neutral head, from an apply with a zero map
+    zero = conn.call("map.apply", {"model": "openhead", "space": space},
+                     {"map": np.zeros((256, 256, 3), np.float32), "coarse_vertices": coarse}, timeout=300)
+    assert zero.state == "done", zero.error
+    base = zero.arrays["base"]
+    np.testing.assert_array_equal(zero.arrays["displacement"], 0)
+    detail = _detail(base)
+    baked = conn.call("map.bake", {"model": "openhead", "size": 1024, "space": space, "formats": ["exr", "png16"]},
+                      {"base": base, "displacement": detail}, timeout=300)
+    assert baked.state == "done", baked.error
+    m = baked.arrays["map"]
+    assert m.shape == (1024, 1024, 3) and baked.arrays["mask"].any()
+    assert sorted(baked.result["files"])[0].endswith(".exr") and len(baked.result["files"]) == 4
+    # the EXR bytes decode to the map exactly
+    files = {f"file__{n}": baked.arrays[f"file__{n}"] for n in baked.result["files"] if n.endswith(".exr")}
+    back = conn.call("map.apply", {"model": "openhead", "space": space}, {**files, "coarse_vertices": coarse},
+                     timeout=300)
+    assert back.state == "done", back.error
+    err = np.linalg.norm(back.arrays["displacement"] - detail, axis=1) * 1000      # mm
+    amp = np.linalg.norm(detail, axis=1).mean() * 1000
+    assert np.median(err) < 0.02 * amp and np.percentile(err, 95) < 0.1 * amp, (np.median(err), amp)
+    np.testing.assert_allclose(back.arrays["final"], back.arrays["base"] + back.arrays["displacement"], atol=1e-6)
+
+
+def test_bad_bake_and_apply_requests_get_clear_errors(conn, data):
+    n = len(data.v_template)
+    cases = [
+        ("map.bake", {"size": 32}, {}, "map size"),
+        ("map.bake", {"space": "world"}, {}, "space"),
+        ("map.bake", {"formats": ["tiff"]}, {}, "format"),
+        ("map.bake", {}, {"base": np.zeros((5, 3), np.float32), "displacement": np.zeros((5, 3), np.float32)}, "shape"),
+        ("map.apply", {}, {"map": np.full((64, 64, 3), np.nan, np.float32)}, "finite"),
+        ("map.apply", {}, {"file__x.exr": np.frombuffer(b"junk", np.uint8)}, "not a readable"),
+        ("map.apply", {}, {"map": np.zeros((64, 64, 3), np.float32),
+                           "coarse_vertices": np.zeros((n - 1, 3), np.float32)}, "shape"),
+        ("layout.get", {"layout": "nope"}, {}, "no layout named"),
+    ]
+    for kind, params, arrays, what in cases:
+        j = conn.submit(kind, {"model": "openhead", **params}, arrays).wait(300)
+        assert j.state == "error" and what in str(j.error), (kind, params, j.error)

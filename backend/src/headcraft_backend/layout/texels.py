@@ -35,11 +35,20 @@ class Raster:
     face: np.ndarray       # (N,) int32
     bary: np.ndarray       # (N, 3) float32
     overlaps: int          # texels claimed by more than one triangle's interior
+    gutter: np.ndarray     # (N,) bool: texel lies outside its triangle (extrapolated)
 
     @property
     def mask(self) -> np.ndarray:
+        """Texels holding a value (charts and gutter)."""
         m = np.zeros(self.size * self.size, bool)
         m[self.texel] = True
+        return m.reshape(self.size, self.size)
+
+    @property
+    def covered(self) -> np.ndarray:
+        """Texels inside a chart."""
+        m = np.zeros(self.size * self.size, bool)
+        m[self.texel[~self.gutter]] = True
         return m.reshape(self.size, self.size)
 
 
@@ -100,9 +109,12 @@ def rasterize(uv: np.ndarray, size: int, gutter: float = GUTTER) -> Raster:
         texel = np.concatenate([texel, near[ok]])
         face = np.concatenate([face, gface[ok]])
         bary = np.concatenate([bary, gbary[ok]])
+        outside = np.concatenate([np.zeros(len(texel) - ok.sum(), bool), np.ones(ok.sum(), bool)])
         order = np.argsort(texel)
-        texel, face, bary = texel[order], face[order], bary[order]
-    return Raster(size, texel, face.astype(np.int32), bary.astype(np.float32), int(overlaps))
+        texel, face, bary, outside = texel[order], face[order], bary[order], outside[order]
+    else:
+        outside = np.zeros(len(texel), bool)
+    return Raster(size, texel, face.astype(np.int32), bary.astype(np.float32), int(overlaps), outside)
 
 
 def _barycentric(tri: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -117,12 +129,13 @@ def _barycentric(tri: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def bake(raster: Raster, faces: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-vertex values (V, C) -> (size, size, C) float32 map and its coverage mask."""
+    """Per-vertex values (V, C), or per-corner values (F, 3, C), -> (size, size, C) float32 map
+    and its coverage mask (charts only, without the gutter)."""
     values = np.asarray(values, np.float32)
-    corner = values[faces[raster.face]]                          # (N, 3, C)
+    corner = values[raster.face] if values.ndim == 3 else values[faces[raster.face]]   # (N, 3, C)
     out = np.zeros((raster.size * raster.size, values.shape[1]), np.float32)
     out[raster.texel] = np.einsum("nk,nkc->nc", raster.bary, corner)
-    return out.reshape(raster.size, raster.size, -1), raster.mask
+    return out.reshape(raster.size, raster.size, -1), raster.covered
 
 
 def bilinear_matrix(uv: np.ndarray, size: int) -> sp.csr_matrix:
@@ -142,43 +155,38 @@ def bilinear_matrix(uv: np.ndarray, size: int) -> sp.csr_matrix:
 # ------------------------------------------------------------------------------------------------
 # Seams and sampling
 # ------------------------------------------------------------------------------------------------
-def seam_edges(faces: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mesh edges whose two triangles give their ends different UVs: (S, 2, 2, 2) UVs
-    [side][end] (side 0 = one triangle, side 1 = the other) and (S, 2) those triangles."""
+def _edge_twins(faces: np.ndarray, uv: np.ndarray):
+    """Every interior edge once: (E, 2, 2, 2) UVs [side][end] with the ends of side 1 matched
+    to side 0's, and (E, 2) the two triangles."""
     F = len(faces)
     a = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     ca = np.concatenate([np.stack([np.arange(F) * 3 + i, np.arange(F) * 3 + (i + 1) % 3], 1) for i in range(3)])
     key = np.sort(a, 1)
     order = np.lexsort((key[:, 1], key[:, 0]))
     key, a, ca = key[order], a[order], ca[order]
-    same = (key[1:] == key[:-1]).all(1)
-    i = np.flatnonzero(same)
+    i = np.flatnonzero((key[1:] == key[:-1]).all(1))
     flat = uv.reshape(-1, 2)
-    # corners of the first triangle's edge, matched to the second triangle's ends
-    s0 = flat[ca[i]]
+    s0, s1 = flat[ca[i]], flat[ca[i + 1]]
     swap = a[i, 0] != a[i + 1, 0]
-    s1 = flat[ca[i + 1]]
     s1 = np.where(swap[:, None, None], s1[:, ::-1], s1)
-    differ = np.abs(s0 - s1).max((1, 2)) > 1e-7
-    pair = np.stack([ca[i, 0] // 3, ca[i + 1, 0] // 3], 1)
-    return np.stack([s0[differ], s1[differ]], 1), pair[differ]
+    return np.stack([s0, s1], 1), np.stack([ca[i, 0] // 3, ca[i + 1, 0] // 3], 1)
 
 
-def _chart_labels(faces: np.ndarray, uv: np.ndarray) -> np.ndarray:
+def seam_edges(faces: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mesh edges whose two triangles give their ends different UVs: (S, 2, 2, 2) UVs
+    [side][end] (side 0 = one triangle, side 1 = the other) and (S, 2) those triangles."""
+    sides, pair = _edge_twins(faces, uv)
+    differ = np.abs(sides[:, 0] - sides[:, 1]).max((1, 2)) > 1e-7
+    return sides[differ], pair[differ]
+
+
+def _chart_labels(faces: np.ndarray, uv: np.ndarray, twins=None) -> np.ndarray:
     """Chart (UV island) of every triangle: triangles sharing an edge with equal UVs."""
-    F = len(faces)
-    a = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    cu = np.concatenate([uv[:, [0, 1]], uv[:, [1, 2]], uv[:, [2, 0]]])      # (3F, 2, 2)
-    tri = np.tile(np.arange(F), 3)
-    flip = a[:, 0] > a[:, 1]
-    a = np.where(flip[:, None], a[:, ::-1], a)
-    cu = np.where(flip[:, None, None], cu[:, ::-1], cu)
-    q = np.round(cu.reshape(len(a), 4) * 2**20).astype(np.int64)
-    key = np.concatenate([a, q], 1)
-    _, inv = np.unique(key, axis=0, return_inverse=True)
-    inv = inv.ravel()
-    A = sp.coo_matrix((np.ones(len(tri)), (tri, F + inv)), shape=(F + inv.max() + 1,) * 2)
-    return sp.csgraph.connected_components(A, directed=False)[1][:F]
+    sides, pair = twins if twins is not None else _edge_twins(faces, uv)
+    joined = np.abs(sides[:, 0] - sides[:, 1]).max((1, 2)) <= 1e-7
+    a, b = pair[joined].T
+    A = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(len(faces), len(faces)))
+    return sp.csgraph.connected_components(A, directed=False)[1]
 
 
 @dataclasses.dataclass
@@ -187,7 +195,11 @@ class MapOperators:
     size: int
     raster: Raster
     process: sp.csr_matrix      # fill + seam correction: processed = process @ map
-    sample: sp.csr_matrix       # (V, size*size) per-vertex values from a processed map
+    fill: sp.csr_matrix         # the fill alone (tangent-space maps: the two sides of a seam
+                                # have different frames, so their values must not be averaged)
+    corners: sp.csr_matrix      # (3F, size*size) bilinear lookups at every triangle corner
+    average: sp.csr_matrix      # (V, 3F) mean over each vertex's corners
+    sample: sp.csr_matrix       # average @ corners: per-vertex values from a processed map
     seam_samples: np.ndarray    # (S, 2, 2) matching UV points on both sides of seams (for checks)
 
     def processed(self, m: np.ndarray) -> np.ndarray:
@@ -199,6 +211,12 @@ class MapOperators:
         flat = np.asarray(m, np.float32).reshape(self.size * self.size, -1)
         return np.asarray(self.sample @ (self.process @ flat), np.float32)
 
+    def apply_corners(self, m: np.ndarray, seams: bool = True) -> np.ndarray:
+        """Per-corner values (F, 3, C) from a raw map (for tangent-space maps)."""
+        flat = np.asarray(m, np.float32).reshape(self.size * self.size, -1)
+        pre = self.process if seams else self.fill
+        return np.asarray(self.corners @ (pre @ flat), np.float32).reshape(-1, 3, flat.shape[1])
+
 
 def map_operators(faces: np.ndarray, uv: np.ndarray, num_vertices: int, size: int,
                   raster: Raster | None = None, seams: bool = True) -> MapOperators:
@@ -206,7 +224,7 @@ def map_operators(faces: np.ndarray, uv: np.ndarray, num_vertices: int, size: in
     uv = np.asarray(uv, np.float64)
     raster = raster if raster is not None else rasterize(uv, size)
     n = size * size
-    covered = raster.mask
+    covered = raster.mask       # charts and gutter hold values; the fill covers the rest
     if not covered.any():
         raise ValueError("the layout covers no texel at this resolution")
     # Voronoi fill: each empty texel copies its nearest covered texel
@@ -223,19 +241,22 @@ def map_operators(faces: np.ndarray, uv: np.ndarray, num_vertices: int, size: in
     counts = np.bincount(vert, minlength=num_vertices).astype(np.float64)
     avg = sp.csr_matrix((1.0 / np.maximum(counts[vert], 1), (vert, np.arange(len(vert)))),
                         shape=(num_vertices, len(vert)))
-    sample = (avg @ corner_rows).tocsr()
-    sample.data = sample.data.astype(np.float32)
-    return MapOperators(size, raster, process.astype(np.float32).tocsr(), sample, samples)
+    sample = (avg @ corner_rows).tocsr().astype(np.float32)
+    return MapOperators(size, raster, process.astype(np.float32).tocsr(), fill.astype(np.float32),
+                        corner_rows.astype(np.float32),
+                        avg.astype(np.float32), sample, samples)
 
 
 def _seam_correction(faces, uv, raster: Raster, size: int):
     """Sparse C with processed = (I + C) @ filled: texels near a seam move towards the mean of
     the two sides at their nearest seam point (same chart), weight 1 - d / SEAM_BLEND."""
     n = size * size
-    edges, pair = seam_edges(faces, uv)                          # (S, side, end, 2), (S, 2)
+    twins = _edge_twins(faces, uv)
+    seam = np.abs(twins[0][:, 0] - twins[0][:, 1]).max((1, 2)) > 1e-7
+    edges, pair = twins[0][seam], twins[1][seam]                 # (S, side, end, 2), (S, 2)
     if len(edges) == 0:
         return sp.csr_matrix((n, n)), np.zeros((0, 2, 2))
-    chart_of_face = _chart_labels(faces, uv)
+    chart_of_face = _chart_labels(faces, uv, twins)
     px = texel_coords(edges, size)                               # (S, 2, 2, 2)
     length = np.linalg.norm(px[:, :, 1] - px[:, :, 0], axis=-1).max(1)
     steps = np.maximum(np.ceil(length * 4).astype(np.int64), 1)  # a point every 1/4 texel

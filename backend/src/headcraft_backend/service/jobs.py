@@ -66,4 +66,5 @@ def load_all() -> dict[str, JobFn]:
     from .. import diagnostics  # noqa: F401
     from ..fit import jobs as _fit_jobs  # noqa: F401
     from ..head import jobs as _head_jobs  # noqa: F401
+    from ..layout import jobs as _layout_jobs  # noqa: F401
     return REGISTRY

@@ -1,0 +1,177 @@
+"""Jobs of the layout/bake capability: layouts, baking displacement maps, applying maps.
+
+Units: meshes and per-vertex displacements travel in metres in the model frame (as for every
+job); maps hold HeadCraft units (x120), the convention of the published maps and their +-20 clip.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..fit.subdivision import DenseRebuild, dense_template
+from ..fit.units import HC_UNITS_PER_METRE
+from ..head.registry import get_model
+from ..service.jobs import UserError, job
+from . import formats, tangent, texels
+from .store import dense_uv, get_layout, list_layouts, save_custom_layout
+
+MIN_SIZE, MAX_SIZE = 64, 8192
+SPACES = ("object", "tangent")
+
+
+def _layout(ctx, params):
+    model = get_model(ctx, params)
+    dense = dense_template(model.data)
+    layout = get_layout(model.data, params.get("layout") or "headcraft")
+    return model, dense, layout
+
+
+def _operators(ctx, model, dense, layout, size: int) -> tuple[np.ndarray, texels.MapOperators]:
+    """Dense per-corner UVs and the map operators, cached per layout content and resolution."""
+    digest = hashlib.sha1(np.ascontiguousarray(layout.uv).tobytes()).hexdigest()
+    key = ("map_operators", model.data.name, dense.key, digest, size)
+    hit = ctx.cache.get(key)
+    if hit is None:
+        uv = dense_uv(dense.corner_tri, dense.corner_bary, layout.uv)
+        ctx.progress(0.1, "layout", f"rasterising the layout at {size}x{size} (once per layout)")
+        ops = texels.map_operators(dense.faces, uv, dense.num_vertices, size)
+        hit = ctx.cache[key] = (uv, ops)
+    return hit
+
+
+def _size(params) -> int:
+    size = int(params.get("size", 1024))
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise UserError(f"map size {size}: choose {MIN_SIZE} to {MAX_SIZE} texels")
+    return size
+
+
+def _space(params) -> str:
+    space = params.get("space", "object")
+    if space not in SPACES:
+        raise UserError(f"unknown displacement space {space!r}; choose {' or '.join(SPACES)}")
+    return space
+
+
+def _vectors(arrays, name, n) -> np.ndarray:
+    a = arrays.get(name)
+    if a is None:
+        raise UserError(f"the {name!r} array is missing")
+    a = np.asarray(a, np.float64)
+    if a.shape != (n, 3):
+        raise UserError(f"{name} has shape {a.shape}; this head needs ({n}, 3) "
+                        f"(was the mesh edited or made from another model?)")
+    if not np.isfinite(a).all():
+        raise UserError(f"{name} contains NaN or infinite values")
+    return a
+
+
+@job("layout.get")
+def layout_get_job(ctx, params, arrays):
+    """A layout's per-corner UVs on the coarse mesh and the dense template, with its report."""
+    model, dense, layout = _layout(ctx, params)
+    fields = {"layout": layout.name, "layouts": list_layouts(model.data), "report": layout.report,
+              "chart_names": layout.chart_names}
+    return fields, {"uv": layout.uv, "chart": layout.chart,
+                    "dense_uv": dense_uv(dense.corner_tri, dense.corner_bary, layout.uv)}
+
+
+@job("layout.save")
+def layout_save_job(ctx, params, arrays):
+    model = get_model(ctx, params)
+    if "uv" not in arrays:
+        raise UserError("no UVs were sent (the 'uv' array is missing)")
+    layout = save_custom_layout(model.data, str(params.get("name", "")), arrays["uv"])
+    return {"layout": layout.name, "layouts": list_layouts(model.data), "report": layout.report}, {}
+
+
+@job("map.bake")
+def bake_job(ctx, params, arrays):
+    """Per-vertex displacements of a detailed head -> a map (object or tangent space) in the
+    chosen layout, plus encoded files and, for a partial fit, the visibility mask."""
+    model, dense, layout = _layout(ctx, params)
+    size, space = _size(params), _space(params)
+    fmts = list(params.get("formats", []))
+    for f in fmts:
+        if f not in formats.FORMATS:
+            raise UserError(f"unknown map format {f!r}; choose from {', '.join(formats.FORMATS)}")
+    n = dense.num_vertices
+    base = _vectors(arrays, "base", n)
+    disp = _vectors(arrays, "displacement", n) * HC_UNITS_PER_METRE
+    uv, ops = _operators(ctx, model, dense, layout, size)
+    ctx.progress(0.6, "bake", f"baking {space}-space displacements at {size}x{size}")
+    if space == "tangent":
+        values = tangent.to_tangent(tangent.corner_frames(base, dense.faces, uv), dense.faces, disp)
+    else:
+        values = disp
+    m, covered = texels.bake(ops.raster, dense.faces, values)
+    out = {"map": m, "mask": covered.astype(np.uint8)}
+    if "visibility" in arrays:
+        vis = np.asarray(arrays["visibility"]).astype(np.float32).reshape(-1, 1)
+        if vis.shape[0] != n:
+            raise UserError(f"visibility has {vis.shape[0]} values for {n} vertices")
+        out["visibility_map"] = texels.bake(ops.raster, dense.faces, vis)[0][..., 0]
+    stem = params.get("name") or f"{model.data.name}_{layout.name}_{space}_{size}"
+    names = []
+    for f in fmts:
+        ctx.progress(0.8, "files", f"encoding {f}")
+        for name, data in formats.encode(m, f, stem).items():
+            out[f"file__{name}"] = np.frombuffer(data, np.uint8)
+            names.append(name)
+    clipped = float((np.abs(m[covered]) > formats.PNG_RANGE).mean()) if covered.any() else 0.0
+    return {"size": size, "space": space, "layout": layout.name, "files": names,
+            "clipped_fraction": clipped, "max_abs_units": float(np.abs(m[covered]).max(initial=0.0))}, out
+
+
+def read_map_arrays(arrays) -> np.ndarray:
+    """The map of a request: a float `map` array, or `file__<name>` bytes of map files."""
+    if "map" in arrays:
+        m = np.asarray(arrays["map"], np.float32)
+        if m.ndim != 3 or m.shape[0] != m.shape[1] or m.shape[2] != 3 or not np.isfinite(m).all():
+            raise UserError(f"the map must be a finite square (N, N, 3) array, got {m.shape}")
+        return m
+    files = {k[len("file__"):]: v for k, v in arrays.items() if k.startswith("file__")}
+    if not files:
+        raise UserError("no map was sent")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            (Path(tmp) / Path(name).name).write_bytes(np.asarray(data, np.uint8).tobytes())
+        first = sorted(files)[0]
+        try:
+            m = formats.read(Path(tmp) / Path(first).name)
+        except ValueError as exc:
+            raise UserError(str(exc).replace(tmp + "/", "")) from None
+    if m.shape[2] != 3:
+        raise UserError(f"{first}: a displacement map needs 3 channels, it has {m.shape[2]}")
+    return m
+
+
+@job("map.apply")
+def apply_job(ctx, params, arrays):
+    """A map on any identity/expression: the coarse head is rebuilt densely (consistent
+    subdivision) and displaced by the map, after seam processing."""
+    model, dense, layout = _layout(ctx, params)
+    space = _space(params)
+    m = read_map_arrays(arrays)
+    if not MIN_SIZE <= m.shape[0] <= MAX_SIZE:
+        raise UserError(f"map size {m.shape[0]}: choose {MIN_SIZE} to {MAX_SIZE} texels")
+    coarse = _vectors(arrays, "coarse_vertices", model.data.num_vertices)
+    with torch.no_grad():
+        base = DenseRebuild(dense, model.data.faces)(torch.from_numpy(coarse).float()[None])[0].numpy()
+    uv, ops = _operators(ctx, model, dense, layout, m.shape[0])
+    ctx.progress(0.7, "apply", "seam processing and sampling the map")
+    if space == "tangent":
+        frames = tangent.corner_frames(base, dense.faces, uv)
+        corners = tangent.from_tangent(frames, ops.apply_corners(m, seams=False)).reshape(-1, 3)
+        disp = np.asarray(ops.average @ corners)
+    else:
+        disp = ops.apply(m)
+    disp = disp.astype(np.float32) / HC_UNITS_PER_METRE
+    return ({"layout": layout.name, "space": space, "size": int(m.shape[0])},
+            {"dense_faces": dense.faces.astype(np.int32), "dense_uv": uv, "base": base.astype(np.float32),
+             "displacement": disp, "final": (base + disp).astype(np.float32),
+             "processed_map": ops.processed(m) if space == "object" else m})
