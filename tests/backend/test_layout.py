@@ -275,3 +275,32 @@ def test_bad_bake_and_apply_requests_get_clear_errors(conn, data):
     for kind, params, arrays, what in cases:
         j = conn.submit(kind, {"model": "openhead", **params}, arrays).wait(300)
         assert j.state == "error" and what in str(j.error), (kind, params, j.error)
+
+
+def test_cli_layout_bake_apply(tmp_path, dense_mesh):
+    import subprocess
+    import sys
+    v, f, _ = dense_mesh
+    detail = _detail(v)
+    np.savez(tmp_path / "scan_fit.npz", base=v.astype(np.float32), displacement=detail)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "headcraft_backend", *a], cwd=tmp_path,  # noqa: E731
+                                    capture_output=True, text=True, timeout=600)
+    r = run("layout", "--out", "lay")
+    assert r.returncode == 0, r.stderr
+    obj = (tmp_path / "lay" / "openhead_headcraft.obj").read_text()
+    assert obj.count("\nvt ") + obj.startswith("vt ") == 3 * obj.count("\nf ")
+    r = run("bake", "scan_fit.npz", "--size", "512", "--format", "exr", "png16", "--out", "maps", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert names == ["scan_object.exr"] + [f"scan_object_-20_to_20_ch{c}.png" for c in range(3)]
+    for m in ("maps/scan_object.exr", "maps/scan_object_-20_to_20_ch1.png"):
+        r = run("apply", m, "--out", "head.obj", "--device", "cpu")
+        assert r.returncode == 0, r.stderr
+        verts = np.array([line.split()[1:] for line in (tmp_path / "head.obj").read_text().splitlines()
+                          if line.startswith("v ")], float)
+        err = np.linalg.norm(verts - (v + detail), axis=1)
+        assert len(verts) == len(v) and np.median(err) < 1e-4, np.median(err)      # metres
+    r = run("bake", "missing.npz")
+    assert r.returncode == 2 and "not a fit file" in r.stderr and "Traceback" not in r.stderr
+    r = run("apply", "nothing.exr")
+    assert r.returncode == 2 and "not a readable" in r.stderr and "Traceback" not in r.stderr

@@ -124,10 +124,110 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def _write_obj(path: Path, verts, faces) -> None:
+def _write_obj(path: Path, verts, faces, uv=None) -> None:
+    """OBJ with optional per-corner UVs (F, 3, 2)."""
     with open(path, "w") as fh:
         fh.write("".join(f"v {x:.6g} {y:.6g} {z:.6g}\n" for x, y, z in verts))
-        fh.write("".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces))
+        if uv is None:
+            fh.write("".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces))
+            return
+        fh.write("".join(f"vt {u:.6f} {v:.6f}\n" for u, v in uv.reshape(-1, 2)))
+        fh.write("".join(f"f {a + 1}/{3 * i + 1} {b + 1}/{3 * i + 2} {c + 1}/{3 * i + 3}\n"
+                         for i, (a, b, c) in enumerate(faces)))
+
+
+def _run_job(fn, params, arrays, what):
+    """A job handler run in this process; user errors print one line and return None."""
+    from .head.data import HeadModelError
+    from .service.jobs import UserError
+    try:
+        return fn(_CliContext(params.pop("_device", "auto")), params, arrays)
+    except (UserError, HeadModelError) as exc:
+        print(f"headcraft-backend {what}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_layout(args) -> int:
+    from .layout.jobs import layout_get_job
+    from .head.registry import load_model_data
+    res = _run_job(layout_get_job, {**_model_params(args), "layout": args.layout}, {}, "layout")
+    if res is None:
+        return 2
+    fields, out = res
+    data = load_model_data(_model_params(args))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{data.name}_{fields['layout']}"
+    _write_obj(out_dir / f"{stem}.obj", data.v_template, data.faces, out["uv"])
+    (out_dir / f"{stem}_report.json").write_text(json.dumps(fields["report"], indent=2))
+    rep = fields["report"]
+    print(f"layout {fields['layout']} of {data.name}: {rep.get('flipped', 0)} flipped triangles, "
+          f"{rep.get('coverage', 0):.0%} of the square covered")
+    for name, c in rep.get("charts", {}).items():
+        print(f"  {name:12s} pieces {c['pieces']:2d}  area distortion {c['area_distortion']:.3f}  "
+              f"angle distortion {c['angle_distortion']:.3f}  {c['mm_per_texel_1024']:.2f} mm/texel at 1024")
+    print(f"available layouts: {', '.join(fields['layouts'])}\nwrote {out_dir / stem}.obj and _report.json")
+    return 0
+
+
+def _fit_arrays(path: str) -> dict:
+    import numpy as np
+    with np.load(path, allow_pickle=False) as z:
+        return {k: np.array(z[k]) for k in z.files}
+
+
+def cmd_bake(args) -> int:
+    from .layout.jobs import bake_job
+    try:
+        fit = _fit_arrays(args.fit)
+    except (OSError, ValueError) as exc:
+        print(f"headcraft-backend bake: {args.fit}: not a fit file written by 'fit' ({exc})", file=sys.stderr)
+        return 2
+    if not {"base", "displacement"} <= set(fit):
+        print(f"headcraft-backend bake: {args.fit} has no base/displacement arrays", file=sys.stderr)
+        return 2
+    arrays = {"base": fit["base"], "displacement": fit["displacement"]}
+    if "visibility" in fit:
+        arrays["visibility"] = fit["visibility"]
+    stem = Path(args.fit).stem.removesuffix("_fit") + f"_{args.space}"
+    params = {**_model_params(args), "layout": args.layout, "size": args.size, "space": args.space,
+              "formats": args.format, "name": stem, "_device": args.device}
+    res = _run_job(bake_job, params, arrays, "bake")
+    if res is None:
+        return 2
+    fields, out = res
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in fields["files"]:
+        (out_dir / name).write_bytes(out[f"file__{name}"].tobytes())
+    print(f"{fields['space']}-space map, {fields['size']}^2, layout {fields['layout']}: max |d| "
+          f"{fields['max_abs_units']:.2f} units, {fields['clipped_fraction']:.2%} of texels beyond +-20")
+    print("wrote " + ", ".join(str(out_dir / n) for n in fields["files"]))
+    return 0
+
+
+def cmd_apply(args) -> int:
+    import numpy as np
+    from .head.registry import load_model_data
+    from .layout import formats
+    from .layout.jobs import apply_job
+    try:
+        m = formats.read(args.map)
+    except ValueError as exc:
+        print(f"headcraft-backend apply: {exc}", file=sys.stderr)
+        return 2
+    coarse = load_model_data(_model_params(args)).v_template
+    if args.fit:
+        coarse = _fit_arrays(args.fit)["coarse_vertices"]
+    params = {**_model_params(args), "layout": args.layout, "space": args.space, "_device": args.device}
+    res = _run_job(apply_job, params, {"map": m, "coarse_vertices": np.asarray(coarse, np.float32)}, "apply")
+    if res is None:
+        return 2
+    _, out = res
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    _write_obj(Path(args.out), out["final"], out["dense_faces"], out["dense_uv"])
+    print(f"wrote {args.out} ({len(out['final']):,} vertices)")
+    return 0
 
 
 def cmd_eval_fit(args) -> int:
@@ -183,6 +283,33 @@ def main(argv=None) -> int:
     e.add_argument("--preset", default="paper", choices=("paper", "preview"))
     e.add_argument("--steps", type=int, default=0)
     e.set_defaults(fn=cmd_eval_fit)
+    lay = sub.add_parser("layout", help="build (or load) a UV layout and write it as an OBJ with a report")
+    lay.add_argument("--model", default="openhead", choices=("openhead", "flame"))
+    lay.add_argument("--flame-dir", default="~/FLAME")
+    lay.add_argument("--layout", default="headcraft", help="headcraft, standard or a saved custom layout")
+    lay.add_argument("--out", default="layout-output")
+    lay.set_defaults(fn=cmd_layout)
+    b = sub.add_parser("bake", help="bake a fit's displacements (the _fit.npz of 'fit') into a map")
+    b.add_argument("fit")
+    b.add_argument("--model", default="openhead", choices=("openhead", "flame"))
+    b.add_argument("--flame-dir", default="~/FLAME")
+    b.add_argument("--layout", default="headcraft")
+    b.add_argument("--size", type=int, default=1024)
+    b.add_argument("--space", default="object", choices=("object", "tangent"))
+    b.add_argument("--format", nargs="+", default=["exr", "png16"], choices=("exr", "png16", "npy"))
+    b.add_argument("--device", default="auto")
+    b.add_argument("--out", default="maps")
+    b.set_defaults(fn=cmd_bake)
+    a = sub.add_parser("apply", help="displace a head by a map (EXR, one of the 16-bit PNGs, or .npy)")
+    a.add_argument("map")
+    a.add_argument("--model", default="openhead", choices=("openhead", "flame"))
+    a.add_argument("--flame-dir", default="~/FLAME")
+    a.add_argument("--layout", default="headcraft")
+    a.add_argument("--space", default="object", choices=("object", "tangent"))
+    a.add_argument("--fit", default="", help="a _fit.npz whose fitted head to use (default: the template)")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--out", default="detailed.obj")
+    a.set_defaults(fn=cmd_apply)
     args = p.parse_args(argv)
     return args.fn(args)
 
