@@ -4,6 +4,7 @@ import bpy
 
 from .fit.operators import LANDMARK_ITEMS, PARTIAL_ITEMS, PRESET_ITEMS, UNIT_ITEMS, WEIGHTS
 from .head.operators import MODEL_ITEMS
+from .layout.operators import SIZE_ITEMS, SPACE_ITEMS
 
 
 def _is_mesh(self, obj):
@@ -28,6 +29,22 @@ class HeadCraftSceneSettings(bpy.types.PropertyGroup):
     fit_custom_weights: bpy.props.BoolProperty(
         name="Custom weights", default=False,
         description="Send the weights below instead of the preset's (learning rates stay the preset's)")
+    map_layout: bpy.props.StringProperty(
+        name="Layout", default="headcraft",
+        description="UV layout: headcraft (face left, scalp right), standard (the model's own) or a saved one")
+    map_layouts: bpy.props.StringProperty(name="Known layouts", default="", options={"HIDDEN"})
+    map_size: bpy.props.EnumProperty(name="Size", items=SIZE_ITEMS, default="1024")
+    map_space: bpy.props.EnumProperty(name="Space", items=SPACE_ITEMS, default="OBJECT")
+    map_exr: bpy.props.BoolProperty(name="EXR", default=True, description="Float OpenEXR (lossless)")
+    map_png16: bpy.props.BoolProperty(name="PNG 16", default=False,
+                                      description="Three 16-bit PNGs, +-20 units (the published maps' format)")
+    map_npy: bpy.props.BoolProperty(name="NumPy", default=False, description="A float32 .npy array")
+    map_folder: bpy.props.StringProperty(name="Folder", subtype="DIR_PATH", default="//headcraft_maps/",
+                                         description="Where baked map files go ('//' = next to the .blend)")
+    map_file: bpy.props.StringProperty(name="Map file", subtype="FILE_PATH", default="",
+                                       description="EXR, one of the three 16-bit PNGs, or .npy (used before the image)")
+    map_image: bpy.props.PointerProperty(name="Map image", type=bpy.types.Image,
+                                         description="A displacement map image in HeadCraft units")
 
 
 for _prop, _section, _field, _default, _label in WEIGHTS:

@@ -89,15 +89,18 @@ def create_fitted(context, result: dict, arrays: dict, scan: bpy.types.Object) -
 
 
 def create_detailed(context, result: dict, arrays: dict, name: str, world: Matrix) -> bpy.types.Object:
+    """The dense head displaced by a fit or a map: displacement attribute, error colours when
+    the arrays carry errors, the layout's UVs (result["layout"]) when given."""
     me = new_mesh(name, model_to_blender(arrays["final"]), arrays["dense_faces"], arrays["dense_uv"])
     disp = me.attributes.new("headcraft_displacement", "FLOAT_VECTOR", "POINT")
     disp.data.foreach_set("vector", model_to_blender(arrays["displacement"]).ravel())
-    err = arrays["vertex_error_mm"].astype(np.float32)
-    me.attributes.new("headcraft_error_mm", "FLOAT", "POINT").data.foreach_set("value", err)
-    t = np.clip(err / ERROR_RANGE_MM, 0, 1)[:, None]
-    rgba = np.concatenate([t, 1 - t, np.zeros_like(t) + 0.15, np.ones_like(t)], 1).astype(np.float32)
-    col = me.color_attributes.new("HeadCraft Error", "FLOAT_COLOR", "POINT")
-    col.data.foreach_set("color", rgba.ravel())
+    if "vertex_error_mm" in arrays:
+        err = arrays["vertex_error_mm"].astype(np.float32)
+        me.attributes.new("headcraft_error_mm", "FLOAT", "POINT").data.foreach_set("value", err)
+        t = np.clip(err / ERROR_RANGE_MM, 0, 1)[:, None]
+        rgba = np.concatenate([t, 1 - t, np.zeros_like(t) + 0.15, np.ones_like(t)], 1).astype(np.float32)
+        col = me.color_attributes.new("HeadCraft Error", "FLOAT_COLOR", "POINT")
+        col.data.foreach_set("color", rgba.ravel())
     if "visibility" in arrays:
         me.attributes.new("headcraft_visibility", "BOOLEAN", "POINT").data.foreach_set(
             "value", arrays["visibility"].astype(bool))

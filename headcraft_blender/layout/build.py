@@ -1,0 +1,197 @@
+"""Blender objects for layouts and maps: UV maps, map images, detailed heads, a Cycles material.
+
+Maps arrive as (H, W, 3) float arrays in HeadCraft units with row 0 at the top; Blender images
+store rows bottom-up, so rows are flipped here and nowhere else.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import bpy
+
+from ..head import build as head_build
+from ..meshdata import blender_to_model, read_vertices
+
+UNITS_PER_METRE = 120.0      # HeadCraft units (maps) per metre (meshes)
+UV_PREFIX = "HeadCraft "
+
+
+def shaped_vertices(head: bpy.types.Object) -> np.ndarray:
+    """The head's current identity + expression (shape keys mixed, no rig pose), model frame."""
+    me = head.data
+    base = read_vertices(me)
+    keys = me.shape_keys.key_blocks if me.shape_keys else []
+    out = base.copy()
+    buf = np.empty(base.size, np.float32)
+    for kb in list(keys)[1:]:
+        if kb.mute or kb.value == 0.0:
+            continue
+        kb.points.foreach_get("co", buf)
+        out += kb.value * (buf.reshape(-1, 3) - base)
+    return blender_to_model(out)
+
+
+def set_uv_map(obj: bpy.types.Object, layout: str, uv: np.ndarray) -> bpy.types.MeshUVLoopLayer:
+    """Per-corner UVs (F, 3, 2) as the UV map "HeadCraft <layout>", made active for editing and
+    rendering; an existing map of that name is overwritten."""
+    me = obj.data
+    if len(me.polygons) != len(uv) or len(me.loops) != uv.size // 2:
+        raise ValueError(f"{obj.name} has {len(me.polygons)} faces; the layout is for {len(uv)} triangles")
+    name = UV_PREFIX + layout
+    layer = me.uv_layers.get(name) or me.uv_layers.new(name=name)
+    if layer is None:
+        raise ValueError(f"{obj.name} has no room for another UV map (Blender allows 8)")
+    layer.uv.foreach_set("vector", np.ascontiguousarray(uv, np.float32).ravel())
+    me.uv_layers.active = layer
+    layer.active_render = True
+    return layer
+
+
+def read_uv_map(obj: bpy.types.Object) -> np.ndarray:
+    """The active UV map as per-corner UVs (F, 3, 2) of a triangle mesh."""
+    me = obj.data
+    layer = me.uv_layers.active
+    if layer is None:
+        raise ValueError(f"{obj.name} has no UV map")
+    sizes = np.empty(len(me.polygons), np.int32)
+    me.polygons.foreach_get("loop_total", sizes)
+    if (sizes != 3).any():
+        raise ValueError(f"{obj.name} has faces that are not triangles; a layout must keep the head's topology")
+    uv = np.empty(len(me.loops) * 2, np.float32)
+    layer.uv.foreach_get("vector", uv)
+    return uv.reshape(-1, 3, 2)
+
+
+def map_image(name: str, m: np.ndarray) -> bpy.types.Image:
+    """A float image (Non-Color) holding the map; an image of that name is replaced in place."""
+    h, w, _ = m.shape
+    img = bpy.data.images.get(name)
+    if img is not None and (tuple(img.size) != (w, h) or not img.is_float):
+        bpy.data.images.remove(img)
+        img = None
+    if img is None:
+        img = bpy.data.images.new(name, w, h, alpha=False, float_buffer=True)
+    img.colorspace_settings.name = "Non-Color"
+    rgba = np.ones((h, w, 4), np.float32)
+    rgba[..., :3] = m[::-1]
+    img.pixels.foreach_set(rgba.ravel())
+    img.update()
+    img["headcraft_map"] = True
+    return img
+
+
+def image_map(img: bpy.types.Image) -> np.ndarray:
+    """(H, W, 3) map (row 0 at the top) from an image's pixels."""
+    w, h = img.size
+    if w != h or w == 0:
+        raise ValueError(f"{img.name} is {w}x{h}; a displacement map is square")
+    px = np.empty(w * h * img.channels, np.float32)
+    img.pixels.foreach_get(px)
+    px = px.reshape(h, w, img.channels)[::-1]
+    if img.channels < 3:
+        raise ValueError(f"{img.name} has {img.channels} channels; a displacement map needs 3")
+    return np.ascontiguousarray(px[..., :3])
+
+
+def write_files(folder: str, arrays: dict, names: list[str]) -> list[Path]:
+    """Write encoded map files (bytes from the backend) into a folder (Blender-relative paths
+    allowed); all files or none: a failure removes what this call wrote."""
+    out = Path(bpy.path.abspath(folder))
+    written = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            p = out / Path(name).name
+            p.write_bytes(np.asarray(arrays[f"file__{name}"], np.uint8).tobytes())
+            written.append(p)
+    except OSError:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def displacement_material(head: bpy.types.Object, img: bpy.types.Image, space: str,
+                          layout: str) -> bpy.types.Material:
+    """A Cycles material displacing the low-res head by a map (true displacement, and a
+    Subdivision modifier to carry it). Object-space maps are in the model frame (Y up), so
+    their axes are turned to Blender's here; HeadCraft units become metres."""
+    name = f"{head.name} HeadCraft Displacement"
+    mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
+    mat.use_nodes = True
+    nt = mat.node_tree
+    nt.nodes.clear()
+    out = nt.nodes.new("ShaderNodeOutputMaterial")
+    bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
+    nt.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    uvn = nt.nodes.new("ShaderNodeUVMap")
+    uvn.uv_map = UV_PREFIX + layout
+    tex = nt.nodes.new("ShaderNodeTexImage")
+    tex.image = img
+    tex.interpolation = "Linear"
+    nt.links.new(uvn.outputs["UV"], tex.inputs["Vector"])
+    disp = nt.nodes.new("ShaderNodeVectorDisplacement")
+    disp.space = "TANGENT" if space == "tangent" else "OBJECT"
+    disp.inputs["Midlevel"].default_value = 0.0
+    disp.inputs["Scale"].default_value = 1.0 / UNITS_PER_METRE
+    vec = tex.outputs["Color"]
+    if space == "object":           # model (x, y, z) -> Blender (x, -z, y)
+        sep = nt.nodes.new("ShaderNodeSeparateXYZ")
+        comb = nt.nodes.new("ShaderNodeCombineXYZ")
+        neg = nt.nodes.new("ShaderNodeMath")
+        neg.operation = "MULTIPLY"
+        neg.inputs[1].default_value = -1.0
+        nt.links.new(vec, sep.inputs["Vector"])
+        nt.links.new(sep.outputs["X"], comb.inputs["X"])
+        nt.links.new(sep.outputs["Z"], neg.inputs[0])
+        nt.links.new(neg.outputs["Value"], comb.inputs["Y"])
+        nt.links.new(sep.outputs["Y"], comb.inputs["Z"])
+        vec = comb.outputs["Vector"]
+    nt.links.new(vec, disp.inputs["Vector"])
+    nt.links.new(disp.outputs["Displacement"], out.inputs["Displacement"])
+    if hasattr(mat, "displacement_method"):
+        mat.displacement_method = "DISPLACEMENT"
+    else:   # Blender < 4.1
+        mat.cycles.displacement_method = "DISPLACEMENT"
+    mat["headcraft_map"] = img.name
+    if head.data.materials:
+        head.data.materials[0] = mat
+    else:
+        head.data.materials.append(mat)
+    if not any(m.type == "SUBSURF" for m in head.modifiers):
+        sub = head.modifiers.new("HeadCraft Subdivision", "SUBSURF")
+        sub.levels, sub.render_levels = 1, 3
+    return mat
+
+
+def find_detailed(obj: bpy.types.Object | None) -> bpy.types.Object | None:
+    if obj is not None and obj.type == "MESH" and obj.get("headcraft_role") == "detailed" \
+            and "headcraft_displacement" in obj.data.attributes:
+        return obj
+    return None
+
+
+def detailed_arrays(obj: bpy.types.Object) -> dict:
+    """base and displacement (model frame, metres) of a detailed head."""
+    me = obj.data
+    final = read_vertices(me)
+    disp = np.empty(len(me.vertices) * 3, np.float32)
+    me.attributes["headcraft_displacement"].data.foreach_get("vector", disp)
+    disp = disp.reshape(-1, 3)
+    out = {"base": blender_to_model(final - disp), "displacement": blender_to_model(disp)}
+    if "headcraft_visibility" in me.attributes:
+        vis = np.empty(len(me.vertices), bool)
+        me.attributes["headcraft_visibility"].data.foreach_get("value", vis)
+        out["visibility"] = vis.astype(np.uint8)
+    return out
+
+
+def model_of(obj: bpy.types.Object) -> str:
+    """"OPENHEAD" or "FLAME" for a HeadCraft object."""
+    return str(obj.get("headcraft_model", "openhead")).upper()
+
+
+def head_of(obj: bpy.types.Object | None) -> bpy.types.Object | None:
+    return head_build.find_head(obj)

@@ -1,0 +1,237 @@
+"""Operators for UV layouts, baking displacement maps and applying maps to heads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import bpy
+
+from .. import runtime
+from ..fit import build as fit_build
+from ..head import build as head_build
+from ..head.operators import model_params
+from . import build
+
+SIZE_ITEMS = [(str(s), f"{s} x {s}", "") for s in (256, 512, 1024, 2048, 4096)]
+SPACE_ITEMS = [("OBJECT", "Object", "Displacements in the head's own axes (as the paper; for generation)"),
+               ("TANGENT", "Tangent", "Tangent / normal / bitangent (follows animation; Blender's "
+                                      "Vector Displacement node in tangent space)")]
+FORMATS = (("map_exr", "exr"), ("map_png16", "png16"), ("map_npy", "npy"))
+
+
+def _settings(context):
+    return context.scene.headcraft
+
+
+def _layout_name(context) -> str:
+    return _settings(context).map_layout.strip() or "headcraft"
+
+
+def _target(context):
+    """The active HeadCraft head (low-res) or detailed head."""
+    obj = context.active_object
+    return build.find_detailed(obj) or build.head_of(obj)
+
+
+class HEADCRAFT_OT_show_layout(bpy.types.Operator):
+    """Add the chosen UV layout to the active HeadCraft head or detailed head as a UV map"""
+    bl_idname = "headcraft.show_layout"
+    bl_label = "Show Layout"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and _target(context) is not None and not runtime.busy()
+
+    def execute(self, context):
+        obj = _target(context)
+        name, layout = obj.name, _layout_name(context)
+
+        def apply(result, arrays):
+            target = bpy.data.objects.get(name)
+            if target is None:
+                raise ValueError(f"{name} was deleted while the layout was computed")
+            uv = arrays["uv"] if len(target.data.polygons) == len(arrays["uv"]) else arrays["dense_uv"]
+            build.set_uv_map(target, result["layout"], uv)
+            rep = result["report"]
+            _settings(bpy.context).map_layouts = ",".join(result["layouts"])
+            runtime.notify(f"Layout {result['layout']} on {name}: {rep.get('flipped', 0)} flipped triangles, "
+                           f"{rep.get('coverage', 0):.0%} of the square used")
+
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Layout {layout}", "layout.get", dict(model_params(build.model_of(obj)), layout=layout), None,
+            apply, runtime.notify_error))
+
+
+class HEADCRAFT_OT_save_layout(bpy.types.Operator):
+    """Save the active head's active UV map (e.g. re-unwrapped with Blender's tools) as a named
+    layout of its head model"""
+    bl_idname = "headcraft.save_layout"
+    bl_label = "Save Layout As"
+    bl_options = {"REGISTER"}
+
+    name: bpy.props.StringProperty(name="Name", default="my layout")
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and build.head_of(context.active_object) is not None and not runtime.busy()
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        head = build.head_of(context.active_object)
+        try:
+            uv = build.read_uv_map(head)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+
+        def apply(result, arrays):
+            s = _settings(bpy.context)
+            s.map_layouts = ",".join(result["layouts"])
+            s.map_layout = result["layout"]
+            rep = result["report"]
+            level = "WARNING" if rep.get("flipped") or rep.get("outside_unit_square") else "INFO"
+            runtime.notify(f"Saved layout {result['layout']}: {rep.get('flipped', 0)} flipped triangles, "
+                           f"{rep.get('outside_unit_square', 0)} outside the unit square", level)
+
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Save layout {self.name}", "layout.save", dict(model_params(build.model_of(head)), name=self.name),
+            {"uv": uv}, apply, runtime.notify_error))
+
+
+class HEADCRAFT_OT_bake_map(bpy.types.Operator):
+    """Bake the active detailed head's displacements into a map image in the chosen layout (and
+    into files in the chosen folder)"""
+    bl_idname = "headcraft.bake_map"
+    bl_label = "Bake Map"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and build.find_detailed(context.active_object) is not None \
+            and not runtime.busy()
+
+    def execute(self, context):
+        obj = build.find_detailed(context.active_object)
+        s = _settings(context)
+        space = s.map_space.lower()
+        fmts = [f for prop, f in FORMATS if getattr(s, prop)]
+        folder = s.map_folder
+        if fmts and not folder:
+            self.report({"ERROR"}, "Choose a folder for the map files (or untick the formats)")
+            return {"CANCELLED"}
+        layout, name = _layout_name(context), obj.name
+        stem = bpy.path.clean_name(f"{name}_{layout}_{space}")
+        params = dict(model_params(build.model_of(obj)), layout=layout, size=int(s.map_size), space=space,
+                      formats=fmts, name=stem)
+
+        def apply(result, arrays):
+            written = build.write_files(folder, arrays, result["files"]) if fmts else []
+            img = build.map_image(f"{name} {result['layout']} {space}", arrays["map"])
+            img["headcraft_space"] = space
+            img["headcraft_layout"] = result["layout"]
+            if "visibility_map" in arrays:
+                vis = np.repeat(arrays["visibility_map"][..., None], 3, -1)
+                build.map_image(f"{name} {result['layout']} visibility", vis)
+            s2 = _settings(bpy.context)
+            s2.map_image = img
+            note = f", {result['clipped_fraction']:.1%} of texels beyond +-20 units" if result["clipped_fraction"] else ""
+            where = f"; wrote {len(written)} files to {Path(bpy.path.abspath(folder))}" if written else ""
+            runtime.notify(f"Baked {img.name} ({result['size']}^2){note}{where}")
+
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Bake {name}", "map.bake", params, build.detailed_arrays(obj), apply, runtime.notify_error))
+
+
+def _map_arrays(context) -> tuple[dict, str, str]:
+    """The map to apply: the chosen file (sent as bytes; the backend decodes every format) or
+    the chosen image. Returns (arrays, description, space hint)."""
+    s = _settings(context)
+    if s.map_file:
+        path = Path(bpy.path.abspath(s.map_file))
+        files = [path]
+        if "_-20_to_20_ch" in path.name:
+            stem = path.name.split("_-20_to_20_ch")[0]
+            files = [path.parent / f"{stem}_-20_to_20_ch{c}.png" for c in range(3)]
+        arrays = {}
+        for p in files:
+            try:
+                arrays[f"file__{p.name}"] = np.frombuffer(p.read_bytes(), np.uint8)
+            except OSError as exc:
+                raise ValueError(f"cannot read {p}: {exc.strerror or exc}") from None
+        return arrays, path.name, s.map_space.lower()
+    if s.map_image is None:
+        raise ValueError("Choose a map file or a map image")
+    img = s.map_image
+    return {"map": build.image_map(img)}, img.name, str(img.get("headcraft_space", s.map_space.lower()))
+
+
+class HEADCRAFT_OT_apply_map(bpy.types.Operator):
+    """Make a detailed head from the active head's current identity and expression and a map"""
+    bl_idname = "headcraft.apply_map"
+    bl_label = "Apply Map"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and build.head_of(context.active_object) is not None \
+            and not runtime.busy()
+
+    def execute(self, context):
+        head = build.head_of(context.active_object)
+        try:
+            arrays, what, space = _map_arrays(context)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        arrays["coarse_vertices"] = build.shaped_vertices(head)
+        layout, name = _layout_name(context), head.name
+        world = head.matrix_world.copy()
+
+        def apply(result, out):
+            info = {"model": build.model_of(head).lower(), "version": head.get("headcraft_version", "")}
+            obj = fit_build.create_detailed(bpy.context, info, out, f"{name} Detailed", world)
+            obj.data.uv_layers[0].name = build.UV_PREFIX + result["layout"]
+            obj["headcraft_head"] = name
+            obj["headcraft_map"] = what
+            head_build._select_only(bpy.context, obj)
+            runtime.notify(f"Applied {what} ({result['space']} space) to {name}: {obj.name}")
+
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Apply {what}", "map.apply", dict(model_params(build.model_of(head)), layout=layout, space=space),
+            arrays, apply, runtime.notify_error))
+
+
+class HEADCRAFT_OT_add_displacement_material(bpy.types.Operator):
+    """Give the active head a Cycles material that displaces it by the chosen map image (true
+    displacement; render with Cycles)"""
+    bl_idname = "headcraft.add_displacement_material"
+    bl_label = "Displacement Material"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and build.head_of(context.active_object) is not None
+
+    def execute(self, context):
+        head = build.head_of(context.active_object)
+        s = _settings(context)
+        img = s.map_image
+        if img is None:
+            self.report({"ERROR"}, "Choose a map image (bake one, or open an EXR)")
+            return {"CANCELLED"}
+        layout = str(img.get("headcraft_layout", _layout_name(context)))
+        if head.data.uv_layers.get(build.UV_PREFIX + layout) is None:
+            self.report({"ERROR"}, f"{head.name} has no '{build.UV_PREFIX}{layout}' UV map: use Show Layout first")
+            return {"CANCELLED"}
+        space = str(img.get("headcraft_space", s.map_space.lower()))
+        mat = build.displacement_material(head, img, space, layout)
+        self.report({"INFO"}, f"{mat.name}: {img.name} as {space}-space displacement")
+        return {"FINISHED"}
+
+
+CLASSES = (HEADCRAFT_OT_show_layout, HEADCRAFT_OT_save_layout, HEADCRAFT_OT_bake_map,
+           HEADCRAFT_OT_apply_map, HEADCRAFT_OT_add_displacement_material)

@@ -1,0 +1,48 @@
+"""The Maps part of the HeadCraft sidebar: layouts, baking, applying maps."""
+import bpy
+
+from ..ui import SidebarSubPanel
+from . import build
+
+
+class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
+    bl_label = "Layouts and Maps"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.headcraft
+        obj = context.active_object
+        layout.prop(s, "map_layout")
+        if s.map_layouts:
+            layout.label(text=f"Known: {s.map_layouts.replace(',', ', ')}")
+        row = layout.row(align=True)
+        row.operator("headcraft.show_layout", icon="UV")
+        row.operator("headcraft.save_layout", icon="FILE_TICK")
+
+        box = layout.box()
+        box.label(text="Bake", icon="RENDER_STILL")
+        col = box.column(align=True)
+        col.prop(s, "map_size")
+        col.prop(s, "map_space")
+        row = box.row(align=True)
+        row.prop(s, "map_exr", toggle=True)
+        row.prop(s, "map_png16", toggle=True)
+        row.prop(s, "map_npy", toggle=True)
+        box.prop(s, "map_folder")
+        if build.find_detailed(obj) is None:
+            box.label(text="Select a detailed head (from Fit Scan or Apply Map)", icon="INFO")
+        box.operator("headcraft.bake_map", icon="IMAGE_DATA")
+
+        box = layout.box()
+        box.label(text="Apply", icon="MOD_DISPLACE")
+        box.prop(s, "map_file")
+        box.prop(s, "map_image")
+        if build.head_of(obj) is None:
+            box.label(text="Select a HeadCraft head", icon="INFO")
+        row = box.row(align=True)
+        row.operator("headcraft.apply_map", icon="MESH_MONKEY")
+        row.operator("headcraft.add_displacement_material", icon="MATERIAL")
+
+
+CLASSES = (VIEW3D_PT_headcraft_maps,)

@@ -1,0 +1,109 @@
+"""Layouts, baking and applying maps from Blender (issue 4), with the real bpy and backend."""
+import numpy as np
+import pytest
+
+from headcraft_backend.layout import formats
+
+
+def _add_head(bpy):
+    assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=4, num_expr=2) == {"FINISHED"}
+    head = bpy.context.active_object
+    head.data.shape_keys.key_blocks["Shape000"].value = 1.5
+    return head
+
+
+def _smooth_map(size, seed=0):
+    """A smooth map in HeadCraft units (object space, ~0.1 unit = 0.8 mm)."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    rng = np.random.default_rng(seed)
+    k = rng.uniform(2, 6, (3, 2))
+    return np.stack([0.1 * np.sin(2 * np.pi * (k[c, 0] * x + k[c, 1] * y)) for c in range(3)], -1).astype(np.float32)
+
+
+def _snapshot(bpy):
+    return sorted(o.name for o in bpy.data.objects), sorted(i.name for i in bpy.data.images)
+
+
+def test_show_and_save_layouts(blender, ext, tmp_path):
+    bpy = blender
+    head = _add_head(bpy)
+    s = bpy.context.scene.headcraft
+    s.map_layout = "headcraft"
+    assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
+    layer = head.data.uv_layers.active
+    assert layer.name == "HeadCraft headcraft" and layer.active_render
+    uv = ext.layout.build.read_uv_map(head)
+    face = uv[:, :, 0] < 0.5
+    assert 0.2 < face.mean() < 0.8 and (uv >= 0).all() and (uv <= 1).all()
+    assert "headcraft" in s.map_layouts and "standard" in s.map_layouts
+    # re-unwrap (here: shrink towards the corner) and save under a name; it comes back identical
+    layer.uv.foreach_set("vector", (uv * 0.5).ravel())
+    assert bpy.ops.headcraft.save_layout(name="half") == {"FINISHED"}
+    assert s.map_layout == "half" and "half" in s.map_layouts.split(",")
+    s.map_layout = "standard"
+    assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
+    s.map_layout = "half"
+    assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
+    np.testing.assert_allclose(ext.layout.build.read_uv_map(head), uv * 0.5, atol=1e-6)
+    assert {"HeadCraft standard", "HeadCraft half", "HeadCraft headcraft"} <= set(head.data.uv_layers.keys())
+
+
+def test_apply_bake_and_material(blender, ext, tmp_path):
+    bpy = blender
+    head = _add_head(bpy)
+    s = bpy.context.scene.headcraft
+    s.map_layout, s.map_space = "headcraft", "OBJECT"
+    m = _smooth_map(512)
+    exr = formats.write(m, tmp_path, "given", "exr")[0]
+    s.map_file = str(exr)
+    assert bpy.ops.headcraft.apply_map() == {"FINISHED"}
+    detailed = bpy.context.active_object
+    assert detailed.get("headcraft_role") == "detailed" and detailed.name == f"{head.name} Detailed"
+    assert detailed.data.uv_layers[0].name == "HeadCraft headcraft"
+    disp = ext.layout.build.detailed_arrays(detailed)["displacement"] * 120     # HeadCraft units
+    assert np.abs(disp).max() > 0.05 and np.abs(disp).max() < 0.11
+    # bake it back: the image holds the map where the layout has charts
+    s.map_file = ""
+    s.map_size, s.map_exr, s.map_png16 = "512", True, True
+    s.map_folder = str(tmp_path / "out")
+    assert bpy.ops.headcraft.bake_map() == {"FINISHED"}
+    img = s.map_image
+    assert img is not None and img.colorspace_settings.name == "Non-Color" and tuple(img.size) == (512, 512)
+    got = ext.layout.build.image_map(img)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(written) == 4 and any(n.endswith(".exr") for n in written)
+    from_file = formats.read(tmp_path / "out" / next(n for n in written if n.endswith(".exr")))
+    np.testing.assert_allclose(from_file, got, atol=1e-6)      # the file and the image agree
+    # inside the charts, beyond the seam blend band (10 texels), the baked map is the applied one
+    from scipy.ndimage import binary_erosion
+    inner = binary_erosion(got.any(-1), iterations=12)
+    err = np.abs(got - m)[inner].max(-1)
+    assert inner.mean() > 0.1 and np.median(err) < 2e-3 and np.percentile(err, 95) < 0.02, np.percentile(err, 95)
+    # a Cycles material on the low-res head that displaces it by the map
+    bpy.context.view_layer.objects.active = head
+    s.map_layout = "headcraft"
+    assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
+    assert bpy.ops.headcraft.add_displacement_material() == {"FINISHED"}
+    mat = head.data.materials[0]
+    disp_node = next(n for n in mat.node_tree.nodes if n.type == "VECTOR_DISPLACEMENT")
+    assert disp_node.space == "OBJECT" and abs(disp_node.inputs["Scale"].default_value - 1 / 120) < 1e-9
+    tex = next(n for n in mat.node_tree.nodes if n.type == "TEX_IMAGE")
+    assert tex.image == img and any(md.type == "SUBSURF" for md in head.modifiers)
+
+
+def test_bad_maps_change_nothing(blender, ext, tmp_path):
+    bpy = blender
+    _add_head(bpy)
+    s = bpy.context.scene.headcraft
+    (tmp_path / "junk.exr").write_bytes(b"not an exr at all")
+    for path, what in ((tmp_path / "junk.exr", "not a readable"), (tmp_path / "missing.exr", "cannot read")):
+        s.map_file = str(path)
+        before = _snapshot(bpy)
+        with pytest.raises(RuntimeError, match=what):
+            bpy.ops.headcraft.apply_map()
+        assert _snapshot(bpy) == before
+    # baking needs a detailed head; the material needs an image
+    s.map_file, s.map_image = "", None
+    assert not bpy.ops.headcraft.bake_map.poll()
+    with pytest.raises(RuntimeError, match="map image"):
+        bpy.ops.headcraft.add_displacement_material()
