@@ -233,5 +233,45 @@ class HEADCRAFT_OT_add_displacement_material(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (HEADCRAFT_OT_show_layout, HEADCRAFT_OT_save_layout, HEADCRAFT_OT_bake_map,
+class HEADCRAFT_OT_convert_map(bpy.types.Operator):
+    """Resample the chosen object-space map image from its layout into the Layout above"""
+    bl_idname = "headcraft.convert_map"
+    bl_label = "Convert Map"
+    bl_options = {"REGISTER", "UNDO"}
+
+    source: bpy.props.StringProperty(name="From layout", default="",
+                                     description="The map's layout (empty: the one recorded when baked)")
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and _settings(context).map_image is not None and not runtime.busy()
+
+    def execute(self, context):
+        s = _settings(context)
+        img = s.map_image
+        source = self.source or str(img.get("headcraft_layout", "standard"))
+        target = _layout_name(context)
+        space = str(img.get("headcraft_space", "object"))
+        obj = context.active_object
+        model = build.model_of(obj) if obj is not None and obj.get("headcraft_model") else "OPENHEAD"
+        try:
+            m = build.image_map(img)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        name = img.name
+
+        def apply(result, arrays):
+            out = build.map_image(f"{name} -> {result['target']}", arrays["map"])
+            out["headcraft_space"], out["headcraft_layout"] = "object", result["target"]
+            _settings(bpy.context).map_image = out
+            runtime.notify(f"Converted {name} from {result['source']} to {result['target']}: {out.name}")
+
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Convert {name}", "map.convert",
+            dict(model_params(model), source=source, target=target, space=space), {"map": m},
+            apply, runtime.notify_error))
+
+
+CLASSES = (HEADCRAFT_OT_show_layout, HEADCRAFT_OT_convert_map, HEADCRAFT_OT_save_layout, HEADCRAFT_OT_bake_map,
            HEADCRAFT_OT_apply_map, HEADCRAFT_OT_add_displacement_material)

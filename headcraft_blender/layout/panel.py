@@ -43,6 +43,7 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         row = box.row(align=True)
         row.operator("headcraft.apply_map", icon="MESH_MONKEY")
         row.operator("headcraft.add_displacement_material", icon="MATERIAL")
+        box.operator("headcraft.convert_map", icon="UV_SYNC_SELECT")
 
 
 CLASSES = (VIEW3D_PT_headcraft_maps,)

@@ -300,7 +300,31 @@ def test_cli_layout_bake_apply(tmp_path, dense_mesh):
                           if line.startswith("v ")], float)
         err = np.linalg.norm(verts - (v + detail), axis=1)
         assert len(verts) == len(v) and np.median(err) < 1e-4, np.median(err)      # metres
+    r = run("convert", "maps/scan_object.exr", "--source", "headcraft", "--target", "standard", "--format", "npy")
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "maps" / "scan_object_standard.npy").shape == (512, 512, 3)
     r = run("bake", "missing.npz")
     assert r.returncode == 2 and "not a fit file" in r.stderr and "Traceback" not in r.stderr
     r = run("apply", "nothing.exr")
     assert r.returncode == 2 and "not a readable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_convert_between_layouts_matches_a_direct_bake(conn, dense_mesh):
+    from scipy.ndimage import binary_erosion
+    v, f, _ = dense_mesh
+    detail = _detail(v, seed=3)
+    maps = {}
+    for lay in ("standard", "headcraft"):
+        j = conn.call("map.bake", {"model": "openhead", "layout": lay, "size": 1024},
+                      {"base": v.astype(np.float32), "displacement": detail}, timeout=300)
+        maps[lay] = (j.arrays["map"], j.arrays["mask"].astype(bool))
+    c = conn.call("map.convert", {"model": "openhead", "source": "standard", "target": "headcraft",
+                                  "formats": ["npy"]}, {"map": maps["standard"][0]}, timeout=300)
+    got = c.arrays["map"]
+    inner = binary_erosion(maps["headcraft"][1], iterations=3)
+    err = np.linalg.norm(got - maps["headcraft"][0], axis=-1)[inner]
+    amp = np.linalg.norm(maps["headcraft"][0], axis=-1)[inner].mean()
+    assert np.median(err) < 0.05 * amp and np.percentile(err, 90) < 0.3 * amp, (np.median(err), amp)
+    assert c.result["files"] == ["openhead_headcraft_object_1024.npy"]
+    bad = conn.submit("map.convert", {"model": "openhead", "space": "tangent"}, {"map": got}).wait(60)
+    assert bad.state == "error" and "bake a tangent-space map" in str(bad.error)

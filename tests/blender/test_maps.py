@@ -79,6 +79,13 @@ def test_apply_bake_and_material(blender, ext, tmp_path):
     inner = binary_erosion(got.any(-1), iterations=12)
     err = np.abs(got - m)[inner].max(-1)
     assert inner.mean() > 0.1 and np.median(err) < 2e-3 and np.percentile(err, 95) < 0.02, np.percentile(err, 95)
+    # the baked map converted into the standard layout becomes a new image
+    s.map_layout = "standard"
+    assert bpy.ops.headcraft.convert_map() == {"FINISHED"}
+    conv = s.map_image
+    assert conv.name == f"{img.name} -> standard" and conv["headcraft_layout"] == "standard"
+    assert ext.layout.build.image_map(conv).any()
+    s.map_image = img
     # a Cycles material on the low-res head that displaces it by the map
     bpy.context.view_layer.objects.active = head
     s.map_layout = "headcraft"

@@ -244,6 +244,32 @@ def cmd_eval_fit(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .layout import formats
+    from .layout.jobs import convert_job
+    try:
+        m = formats.read(args.map)
+    except ValueError as exc:
+        print(f"headcraft-backend convert: {exc}", file=sys.stderr)
+        return 2
+    stem = Path(args.map).name.split("_-20_to_20")[0].removesuffix(".exr").removesuffix(".npy")
+    params = {**_model_params(args), "source": args.source, "target": args.target, "formats": args.format,
+              "name": f"{stem}_{args.target}", "_device": "cpu"}
+    if args.size:
+        params["size"] = args.size
+    res = _run_job(convert_job, params, {"map": m}, "convert")
+    if res is None:
+        return 2
+    fields, out = res
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in fields["files"]:
+        (out_dir / name).write_bytes(out[f"file__{name}"].tobytes())
+    print(f"{fields['source']} -> {fields['target']} ({fields['size']}^2): wrote "
+          + ", ".join(str(out_dir / n) for n in fields["files"]))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="headcraft-backend", description=__doc__)
     p.add_argument("--version", action="version", version=f"headcraft-backend {__version__}")
@@ -310,6 +336,16 @@ def main(argv=None) -> int:
     a.add_argument("--device", default="auto")
     a.add_argument("--out", default="detailed.obj")
     a.set_defaults(fn=cmd_apply)
+    c = sub.add_parser("convert", help="resample an object-space map from one layout into another")
+    c.add_argument("map")
+    c.add_argument("--model", default="openhead", choices=("openhead", "flame"))
+    c.add_argument("--flame-dir", default="~/FLAME")
+    c.add_argument("--source", default="standard")
+    c.add_argument("--target", default="headcraft")
+    c.add_argument("--size", type=int, default=0, help="output size (0: the input's)")
+    c.add_argument("--format", nargs="+", default=["exr"], choices=("exr", "png16", "npy"))
+    c.add_argument("--out", default="maps")
+    c.set_defaults(fn=cmd_convert)
     args = p.parse_args(argv)
     return args.fn(args)
 

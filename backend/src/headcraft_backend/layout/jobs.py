@@ -175,3 +175,32 @@ def apply_job(ctx, params, arrays):
             {"dense_faces": dense.faces.astype(np.int32), "dense_uv": uv, "base": base.astype(np.float32),
              "displacement": disp, "final": (base + disp).astype(np.float32),
              "processed_map": ops.processed(m) if space == "object" else m})
+
+
+@job("map.convert")
+def convert_job(ctx, params, arrays):
+    """An object-space map from one layout of a model to another (e.g. standard -> headcraft).
+    Tangent-space maps depend on each layout's tangents: bake those again instead."""
+    model = get_model(ctx, params)
+    if _space(params) != "object":
+        raise UserError("only object-space maps convert between layouts; bake a tangent-space map "
+                        "again in the other layout")
+    src = get_layout(model.data, params.get("source") or "standard")
+    dst = get_layout(model.data, params.get("target") or "headcraft")
+    m = read_map_arrays(arrays)
+    size = _size({"size": params.get("size", m.shape[0])})
+    ctx.progress(0.3, "convert", f"{src.name} -> {dst.name} at {size}x{size}")
+    faces = model.data.faces.astype(np.int64)
+    src_ops = texels.map_operators(faces, src.uv, model.data.num_vertices, m.shape[0])
+    M = texels.convert_matrix(faces, src.uv, src_ops, dst.uv, size)
+    out_map = np.asarray(M @ m.reshape(-1, 3), np.float32).reshape(size, size, 3)
+    out = {"map": out_map}
+    names = []
+    stem = params.get("name") or f"{model.data.name}_{dst.name}_object_{size}"
+    for f in params.get("formats", []):
+        if f not in formats.FORMATS:
+            raise UserError(f"unknown map format {f!r}; choose from {', '.join(formats.FORMATS)}")
+        for name, data in formats.encode(out_map, f, stem).items():
+            out[f"file__{name}"] = np.frombuffer(data, np.uint8)
+            names.append(name)
+    return {"source": src.name, "target": dst.name, "size": size, "files": names}, out

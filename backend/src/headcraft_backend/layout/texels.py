@@ -290,3 +290,16 @@ def _seam_correction(faces, uv, raster: Raster, size: int):
     C = sp.csr_matrix((C.data, C.indices, C.indptr), shape=(len(tex), n))
     rows = sp.csr_matrix((np.ones(len(tex)), (tex, np.arange(len(tex)))), shape=(n, len(tex)))
     return (rows @ C).tocsr(), np.stack([pts[:, 0], pts[:, 1]], 1)
+
+
+def convert_matrix(faces: np.ndarray, src_uv: np.ndarray, src: MapOperators, dst_uv: np.ndarray,
+                   dst_size: int) -> sp.csr_matrix:
+    """(dst_size^2, src_size^2): a map in one layout resampled into another layout of the same
+    mesh (per-corner UVs of both), through the source's fill and seam processing. Texels outside
+    the destination's charts and gutter stay zero."""
+    r = rasterize(dst_uv, dst_size)
+    where = np.einsum("nk,nkd->nd", r.bary.astype(np.float64), np.asarray(src_uv, np.float64)[r.face])
+    rows = bilinear_matrix(where, src.size) @ src.process
+    place = sp.csr_matrix((np.ones(len(r.texel)), (r.texel, np.arange(len(r.texel)))),
+                          shape=(dst_size * dst_size, len(r.texel)))
+    return (place @ rows).tocsr().astype(np.float32)
