@@ -195,3 +195,113 @@ def model_of(obj: bpy.types.Object) -> str:
 
 def head_of(obj: bpy.types.Object | None) -> bpy.types.Object | None:
     return head_build.find_head(obj)
+
+
+def _srgb(linear: np.ndarray) -> np.ndarray:
+    x = np.clip(linear, 0, 1)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+
+
+def _scan_texture(obj: bpy.types.Object) -> bpy.types.Image | None:
+    """The image of the first Image Texture node in the scan's materials (imported textured
+    scans have one feeding the Base Color)."""
+    for slot in obj.material_slots:
+        mat = slot.material
+        if mat is None or not mat.use_nodes:
+            continue
+        for node in mat.node_tree.nodes:
+            if node.type == "TEX_IMAGE" and node.image is not None and node.image.size[0] > 0:
+                return node.image
+    return None
+
+
+def scan_colour_arrays(obj: bpy.types.Object) -> dict:
+    """World-space scan surface (model frame) with its colours: the active colour attribute
+    (display-encoded sRGB), else its image texture with the active UV map per triangle corner."""
+    deps = bpy.context.evaluated_depsgraph_get()
+    ev = obj.evaluated_get(deps)
+    me = ev.to_mesh()
+    try:
+        me.calc_loop_triangles()
+        n_tri = len(me.loop_triangles)
+        if n_tri == 0:
+            raise ValueError(f"{obj.name} has no faces to take colours from")
+        tris = np.empty(n_tri * 3, np.int32)
+        me.loop_triangles.foreach_get("vertices", tris)
+        loops = np.empty(n_tri * 3, np.int32)
+        me.loop_triangles.foreach_get("loops", loops)
+        mw = np.array(obj.matrix_world, np.float32)
+        verts = read_vertices(me) @ mw[:3, :3].T + mw[:3, 3]
+        out = {"scan_vertices": blender_to_model(verts), "scan_faces": tris.reshape(-1, 3)}
+        col = me.color_attributes.active_color
+        if col is not None and col.domain in ("POINT", "CORNER"):
+            rgba = np.empty(len(col.data) * 4, np.float32)
+            col.data.foreach_get("color_srgb", rgba)
+            rgb = rgba.reshape(-1, 4)[:, :3]
+            if col.domain == "CORNER":     # average each vertex's corners
+                vidx = np.empty(len(me.loops), np.int32)
+                me.loops.foreach_get("vertex_index", vidx)
+                acc = np.zeros((len(me.vertices), 3), np.float64)
+                np.add.at(acc, vidx, rgb)
+                rgb = acc / np.maximum(np.bincount(vidx, minlength=len(me.vertices)), 1)[:, None]
+            out["scan_colors"] = rgb.astype(np.float32)
+            return out
+        img = _scan_texture(obj)
+        layer = me.uv_layers.active
+        if img is None or layer is None:
+            raise ValueError(f"{obj.name} has no colours: give it a colour attribute or an image texture")
+        uv = np.empty(len(me.loops) * 2, np.float32)
+        layer.uv.foreach_get("vector", uv)
+        out["scan_uv"] = uv.reshape(-1, 2)[loops].reshape(-1, 3, 2)
+        w, h = img.size
+        px = np.empty(w * h * img.channels, np.float32)
+        img.pixels.foreach_get(px)
+        px = px.reshape(h, w, img.channels)[::-1, :, :3]
+        out["texture"] = np.ascontiguousarray(_srgb(px) if img.is_float else px, np.float32)
+        return out
+    finally:
+        ev.to_mesh_clear()
+
+
+def colour_image(name: str, m: np.ndarray) -> bpy.types.Image:
+    """An 8-bit sRGB image of display-encoded colours (row 0 of `m` at the top)."""
+    h, w, _ = m.shape
+    img = bpy.data.images.get(name)
+    if img is not None and tuple(img.size) != (w, h):
+        bpy.data.images.remove(img)
+        img = None
+    if img is None:
+        img = bpy.data.images.new(name, w, h, alpha=False)
+    img.colorspace_settings.name = "sRGB"
+    rgba = np.ones((h, w, 4), np.float32)
+    rgba[..., :3] = m[::-1]
+    img.pixels.foreach_set(rgba.ravel())
+    img.update()
+    return img
+
+
+def colour_material(obj: bpy.types.Object, img: bpy.types.Image, layout: str) -> bpy.types.Material:
+    name = f"{obj.name} HeadCraft Colour"
+    mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
+    mat.use_nodes = True
+    nt = mat.node_tree
+    nt.nodes.clear()
+    out = nt.nodes.new("ShaderNodeOutputMaterial")
+    bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
+    uvn = nt.nodes.new("ShaderNodeUVMap")
+    uvn.uv_map = UV_PREFIX + layout
+    tex = nt.nodes.new("ShaderNodeTexImage")
+    tex.image = img
+    nt.links.new(uvn.outputs["UV"], tex.inputs["Vector"])
+    nt.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    nt.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    if obj.data.materials:
+        obj.data.materials[0] = mat
+    else:
+        obj.data.materials.append(mat)
+    return mat
+
+
+def world_vertices(obj: bpy.types.Object) -> np.ndarray:
+    mw = np.array(obj.matrix_world, np.float32)
+    return blender_to_model(read_vertices(obj.data) @ mw[:3, :3].T + mw[:3, 3])

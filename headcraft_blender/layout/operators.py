@@ -169,6 +169,51 @@ def _map_arrays(context) -> tuple[dict, str, str]:
     return {"map": build.image_map(img)}, img.name, str(img.get("headcraft_space", s.map_space.lower()))
 
 
+class HEADCRAFT_OT_bake_colour(bpy.types.Operator):
+    """Bake the colours of the scan a detailed head was fitted to (colour attribute or image
+    texture) onto the head's layout, as an image and a material (nearest-surface projection)"""
+    bl_idname = "headcraft.bake_colour"
+    bl_label = "Bake Scan Colour"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = build.find_detailed(context.active_object)
+        return context.mode == "OBJECT" and obj is not None and bool(obj.get("headcraft_scan")) \
+            and not runtime.busy()
+
+    def execute(self, context):
+        obj = build.find_detailed(context.active_object)
+        scan = bpy.data.objects.get(obj["headcraft_scan"])
+        if scan is None or scan.type != "MESH":
+            self.report({"ERROR"}, f"The scan {obj['headcraft_scan']!r} of {obj.name} is not in this file any more")
+            return {"CANCELLED"}
+        try:
+            arrays = build.scan_colour_arrays(scan)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        arrays["final"] = build.world_vertices(obj)
+        s = _settings(context)
+        layout, name, folder = _layout_name(context), obj.name, s.map_folder
+        params = dict(model_params(build.model_of(obj)), layout=layout, size=int(s.map_size),
+                      name=bpy.path.clean_name(f"{name}_{layout}_colour"))
+
+        def apply(result, out):
+            written = build.write_files(folder, out, result["files"]) if folder else []
+            target = bpy.data.objects.get(name)
+            if target is None:
+                raise ValueError(f"{name} was deleted while its colour was baked")
+            build.set_uv_map(target, result["layout"], out["dense_uv"])
+            img = build.colour_image(f"{name} {result['layout']} colour", out["map"])
+            build.colour_material(target, img, result["layout"])
+            where = f"; wrote {written[0]}" if written else ""
+            runtime.notify(f"Baked the colour of {scan.name} onto {name}: {img.name}{where}")
+
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Colour {name}", "map.bake_colour", params, arrays, apply, runtime.notify_error))
+
+
 class HEADCRAFT_OT_apply_map(bpy.types.Operator):
     """Make a detailed head from the active head's current identity and expression and a map"""
     bl_idname = "headcraft.apply_map"
@@ -274,4 +319,5 @@ class HEADCRAFT_OT_convert_map(bpy.types.Operator):
 
 
 CLASSES = (HEADCRAFT_OT_show_layout, HEADCRAFT_OT_convert_map, HEADCRAFT_OT_save_layout, HEADCRAFT_OT_bake_map,
+           HEADCRAFT_OT_bake_colour,
            HEADCRAFT_OT_apply_map, HEADCRAFT_OT_add_displacement_material)

@@ -32,7 +32,9 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         box.prop(s, "map_folder")
         if build.find_detailed(obj) is None:
             box.label(text="Select a detailed head (from Fit Scan or Apply Map)", icon="INFO")
-        box.operator("headcraft.bake_map", icon="IMAGE_DATA")
+        row = box.row(align=True)
+        row.operator("headcraft.bake_map", icon="IMAGE_DATA")
+        row.operator("headcraft.bake_colour", icon="COLOR")
 
         box = layout.box()
         box.label(text="Apply", icon="MOD_DISPLACE")

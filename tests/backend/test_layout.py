@@ -328,3 +328,27 @@ def test_convert_between_layouts_matches_a_direct_bake(conn, dense_mesh):
     assert c.result["files"] == ["openhead_headcraft_object_1024.npy"]
     bad = conn.submit("map.convert", {"model": "openhead", "space": "tangent"}, {"map": got}).wait(60)
     assert bad.state == "error" and "bake a tangent-space map" in str(bad.error)
+
+
+def test_colour_bake_from_vertex_colours_and_from_a_texture(conn, data, dense, dense_mesh):
+    v, f, uv = dense_mesh
+    col = ((v - v.min(0)) / np.ptp(v, 0)).astype(np.float32)     # colour = position in the box
+    base = {"final": v.astype(np.float32), "scan_vertices": v.astype(np.float32), "scan_faces": f.astype(np.int32)}
+    j = conn.call("map.bake_colour", {"model": "openhead", "size": 256}, {**base, "scan_colors": col}, timeout=600)
+    raster = texels.rasterize(uv, 256)
+    want, covered = texels.bake(raster, f, col)
+    err = np.abs(j.arrays["map"] - want)[covered].max(-1)
+    assert np.median(err) < 1e-3 and np.percentile(err, 99) < 0.02, np.percentile(err, 99)
+    assert j.result["files"] and j.arrays[f"file__{j.result['files'][0]}"][:8].tobytes() == b"\x89PNG\r\n\x1a\n"
+    # a texture through the scan's own (standard) UVs: the colour is that UV, so the bake must
+    # reproduce the standard layout's coordinates at every texel of the headcraft layout
+    su = dense.uv.astype(np.float64)
+    yy, xx = np.mgrid[0:512, 0:512]
+    tex = np.stack([(xx + 0.5) / 512, 1 - (yy + 0.5) / 512, np.full(xx.shape, 0.5)], -1).astype(np.float32)
+    j = conn.call("map.bake_colour", {"model": "openhead", "size": 256},
+                  {**base, "scan_uv": su.astype(np.float32), "texture": tex}, timeout=600)
+    want, _ = texels.bake(raster, f, np.concatenate([su, np.full((*su.shape[:2], 1), 0.5)], -1))
+    inner = covered & (np.abs(j.arrays["map"] - want).max(-1) < 0.05)
+    assert inner[covered].mean() > 0.97        # all but texels whose nearest point jumps a seam
+    bad = conn.submit("map.bake_colour", {"model": "openhead", "size": 256}, base).wait(60)
+    assert bad.state == "error" and "no colours" in str(bad.error)

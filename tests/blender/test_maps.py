@@ -114,3 +114,69 @@ def test_bad_maps_change_nothing(blender, ext, tmp_path):
     assert not bpy.ops.headcraft.bake_map.poll()
     with pytest.raises(RuntimeError, match="map image"):
         bpy.ops.headcraft.add_displacement_material()
+
+
+def _detailed_with_scan(bpy, ext, tmp_path):
+    """A detailed head (Apply Map with a zero map) and a 'scan' that is a copy of it, moved like
+    the detailed head, for colour transfer."""
+    head = _add_head(bpy)
+    s = bpy.context.scene.headcraft
+    s.map_file = str(formats.write(np.zeros((256, 256, 3), np.float32), tmp_path, "zero", "exr")[0])
+    assert bpy.ops.headcraft.apply_map() == {"FINISHED"}
+    detailed = bpy.context.active_object
+    scan = detailed.copy()
+    scan.data = detailed.data.copy()
+    scan.name = "Scan"
+    for key in ("headcraft_role", "headcraft_head", "headcraft_map"):
+        scan.pop(key, None)
+    bpy.context.scene.collection.objects.link(scan)
+    detailed["headcraft_scan"] = scan.name
+    s.map_file, s.map_size, s.map_folder = "", "256", str(tmp_path / "out")
+    return head, detailed, scan
+
+
+def test_bake_scan_colour_from_attribute_and_texture(blender, ext, tmp_path):
+    bpy = blender
+    head, detailed, scan = _detailed_with_scan(bpy, ext, tmp_path)
+    co = ext.meshdata.read_vertices(scan.data)
+    rgb = (co - co.min(0)) / np.ptp(co, 0)
+    col = scan.data.color_attributes.new("Col", "FLOAT_COLOR", "POINT")
+    rgba = np.concatenate([rgb, np.ones((len(rgb), 1))], 1).astype(np.float32)
+    col.data.foreach_set("color_srgb", rgba.ravel())
+    scan.data.color_attributes.active_color = col
+    bpy.context.view_layer.objects.active = detailed
+    assert bpy.ops.headcraft.bake_colour() == {"FINISHED"}
+    img = bpy.data.images[f"{detailed.name} headcraft colour"]
+    px = np.array(img.pixels[:]).reshape(256, 256, 4)[::-1, :, :3]
+    assert px.max() > 0.9 and (px > 0).any(-1).mean() > 0.2
+    mat = detailed.data.materials[0]
+    assert mat.name == f"{detailed.name} HeadCraft Colour"
+    assert any(n.type == "TEX_IMAGE" and n.image == img for n in mat.node_tree.nodes)
+    assert "HeadCraft headcraft" in detailed.data.uv_layers
+    assert (tmp_path / "out").is_dir() and any(p.suffix == ".png" for p in (tmp_path / "out").iterdir())
+    # the same colours through an image texture on the scan's UVs
+    scan.data.color_attributes.remove(col)
+    tex = bpy.data.images.new("ScanTex", 64, 64)
+    tex.pixels.foreach_set(np.tile([0.2, 0.6, 0.4, 1.0], 64 * 64).astype(np.float32))
+    m = bpy.data.materials.new("ScanMat")
+    m.use_nodes = True
+    node = m.node_tree.nodes.new("ShaderNodeTexImage")
+    node.image = tex
+    scan.data.materials.append(m)
+    assert bpy.ops.headcraft.bake_colour() == {"FINISHED"}
+    px = np.array(img.pixels[:]).reshape(256, 256, 4)[::-1, :, :3]
+    covered = px.any(-1)
+    np.testing.assert_allclose(px[covered].mean(0), [0.2, 0.6, 0.4], atol=0.01)
+
+
+def test_colour_bake_without_colours_or_scan_changes_nothing(blender, ext, tmp_path):
+    bpy = blender
+    head, detailed, scan = _detailed_with_scan(bpy, ext, tmp_path)
+    bpy.context.view_layer.objects.active = detailed
+    before = _snapshot(bpy)
+    with pytest.raises(RuntimeError, match="no colours"):
+        bpy.ops.headcraft.bake_colour()
+    detailed["headcraft_scan"] = "Gone"
+    with pytest.raises(RuntimeError, match="not in this file"):
+        bpy.ops.headcraft.bake_colour()
+    assert _snapshot(bpy) == before and not detailed.data.materials

@@ -35,6 +35,15 @@ def png16_bytes(channel_codes: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def colour_png_bytes(m: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG of colours in [0, 1] (already display-encoded, as scan colours are)."""
+    from PIL import Image
+    buf = io.BytesIO()
+    rgb = np.clip(np.round(np.asarray(m)[..., :3] * 255), 0, 255).astype(np.uint8)
+    Image.fromarray(rgb, "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def exr_bytes(m: np.ndarray) -> bytes:
     import OpenEXR
     m = np.ascontiguousarray(m, np.float32)

@@ -204,3 +204,33 @@ def convert_job(ctx, params, arrays):
             out[f"file__{name}"] = np.frombuffer(data, np.uint8)
             names.append(name)
     return {"source": src.name, "target": dst.name, "size": size, "files": names}, out
+
+
+@job("map.bake_colour")
+def bake_colour_job(ctx, params, arrays):
+    """A scan's colour (vertex colours, or a texture with per-corner UVs) onto a fitted
+    detailed head's layout. `final` (dense vertices) and the scan must share one frame."""
+    from .colour import bake_colour
+    model, dense, layout = _layout(ctx, params)
+    size = _size(params)
+    final = _vectors(arrays, "final", dense.num_vertices)
+    if "scan_vertices" not in arrays or "scan_faces" not in arrays:
+        raise UserError("the scan's vertices and faces are needed (a point cloud has no surface to take colours from)")
+    sv, sf = np.asarray(arrays["scan_vertices"], np.float64), np.asarray(arrays["scan_faces"], np.int64)
+    if sv.ndim != 2 or sv.shape[1] != 3 or not np.isfinite(sv).all() or sf.ndim != 2 or sf.shape[1] != 3 \
+            or len(sf) == 0 or sf.min() < 0 or sf.max() >= len(sv):
+        raise UserError("the scan's vertices or faces are broken (NaN, wrong shape or bad indices)")
+    colors, scan_uv, texture = arrays.get("scan_colors"), arrays.get("scan_uv"), arrays.get("texture")
+    if colors is not None and np.shape(colors) != (len(sv), 3):
+        raise UserError(f"scan colours have shape {np.shape(colors)}; expected ({len(sv)}, 3)")
+    if colors is None and (scan_uv is None or texture is None):
+        raise UserError("the scan has no colours: give it a colour attribute or an image texture")
+    if colors is None and (np.shape(scan_uv) != (len(sf), 3, 2) or np.ndim(texture) != 3):
+        raise UserError("the scan's texture needs per-corner UVs (F, 3, 2) and an (H, W, 3) image")
+    _, ops = _operators(ctx, model, dense, layout, size)
+    m = bake_colour(ops.raster, dense.faces, final, sv, sf, colors=colors, scan_uv=scan_uv, texture=texture,
+                    progress=lambda f: ctx.progress(0.2 + 0.7 * f, "colour", "nearest points on the scan"))
+    stem = params.get("name") or f"{model.data.name}_{layout.name}_colour_{size}"
+    return ({"layout": layout.name, "size": size, "files": [f"{stem}.png"]},
+            {"map": m, "dense_uv": dense_uv(dense.corner_tri, dense.corner_bary, layout.uv),
+             f"file__{stem}.png": np.frombuffer(formats.colour_png_bytes(m), np.uint8)})
