@@ -352,3 +352,15 @@ def test_colour_bake_from_vertex_colours_and_from_a_texture(conn, data, dense, d
     assert inner[covered].mean() > 0.97        # all but texels whose nearest point jumps a seam
     bad = conn.submit("map.bake_colour", {"model": "openhead", "size": 256}, base).wait(60)
     assert bad.state == "error" and "no colours" in str(bad.error)
+
+
+def test_visibility_mask_of_a_partial_fit_is_baked(conn, dense_mesh):
+    v, f, uv = dense_mesh
+    seen = np.zeros(len(v), bool)           # say the face was seen: vertices of the left half
+    seen[f[(uv[..., 0] < 0.5).all(1) & (uv[..., 1] > 0.22).all(1)]] = True
+    j = conn.call("map.bake", {"model": "openhead", "size": 256},
+                  {"base": v.astype(np.float32), "displacement": np.zeros_like(v, np.float32),
+                   "visibility": seen.astype(np.uint8)}, timeout=300)
+    vm, covered = j.arrays["visibility_map"], j.arrays["mask"].astype(bool)
+    assert vm.shape == (256, 256)
+    assert vm[:190, :128][covered[:190, :128]].mean() > 0.97 and vm[:, 128:][covered[:, 128:]].mean() < 0.03

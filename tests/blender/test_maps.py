@@ -180,3 +180,42 @@ def test_colour_bake_without_colours_or_scan_changes_nothing(blender, ext, tmp_p
     with pytest.raises(RuntimeError, match="not in this file"):
         bpy.ops.headcraft.bake_colour()
     assert _snapshot(bpy) == before and not detailed.data.materials
+
+
+def test_displacement_material_moves_the_render(blender, ext):
+    """Cycles (CPU, 64^2, true displacement): an object-space map of +6 units (5 cm) along the
+    model's up axis lifts the head's silhouette by ~4 rows of 12.5 mm."""
+    bpy = blender
+    head = _add_head(bpy)
+    assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
+    m = np.zeros((128, 128, 3), np.float32)
+    m[..., 1] = 6.0
+    img = ext.layout.build.map_image("Lift", m)
+    img["headcraft_space"], img["headcraft_layout"] = "object", "headcraft"
+    sc = bpy.context.scene
+    sc.headcraft.map_image = img
+    sc.render.engine, sc.cycles.samples, sc.cycles.device = "CYCLES", 1, "CPU"
+    sc.render.resolution_x = sc.render.resolution_y = 64
+    sc.render.film_transparent = True
+    cam = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    sc.collection.objects.link(cam)
+    sc.camera = cam
+    cam.data.type, cam.data.ortho_scale = "ORTHO", 0.8
+    c = ext.meshdata.read_vertices(head.data).mean(0)
+    cam.location, cam.rotation_euler = (c[0], -1.0, c[2]), (np.pi / 2, 0, 0)
+
+    def silhouette_rows():
+        bpy.ops.render.render()
+        res = bpy.data.images["Render Result"]
+        path = str(__import__("tempfile").mkdtemp()) + "/r.png"
+        sc.render.image_settings.color_mode = "RGBA"
+        res.save_render(path)
+        a = np.array(bpy.data.images.load(path).pixels[:]).reshape(64, 64, 4)[..., 3]
+        rows = np.nonzero(a.max(1) > 0.5)[0]         # bottom-up
+        return rows.min(), rows.max()
+
+    lo0, hi0 = silhouette_rows()
+    assert bpy.ops.headcraft.add_displacement_material() == {"FINISHED"}
+    head.modifiers["HeadCraft Subdivision"].render_levels = 1
+    lo1, hi1 = silhouette_rows()
+    assert 3 <= lo1 - lo0 <= 5 and 3 <= hi1 - hi0 <= 5, (lo0, hi0, lo1, hi1)
