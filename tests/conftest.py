@@ -19,6 +19,9 @@ if not _wire_copy.exists() or _wire_copy.read_bytes() != _wire_src.read_bytes():
 
 # Nothing a test does with Blender may land in the real ~/.config/blender.
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="headcraft-blender-user-"))
+# bpy before anything imports libigl: once libigl's Embree is loaded, bpy's import fails with an
+# undefined Embree symbol (the other order works). Only this test process has both.
+import bpy  # noqa: E402,F401
 # ...nor in the user's HeadCraft cache (dense templates are rebuilt in a few seconds).
 os.environ.setdefault("HEADCRAFT_CACHE", tempfile.mkdtemp(prefix="headcraft-cache-"))
 

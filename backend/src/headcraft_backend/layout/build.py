@@ -33,7 +33,7 @@ SMALL_BOX = (0.0, 0.0, 0.5, 0.22)
 MIN_PIECE_FACES = 20          # smaller pieces of a region join their neighbours' chart
 MARGIN = 0.006              # gap kept around every chart (6 texels at 1024^2)
 SLIM_ITERATIONS = 30
-BUILDER_VERSION = 1         # bump when the built layout changes (cached files are rebuilt)
+BUILDER_VERSION = 2         # bump when the built layout changes (cached files are rebuilt)
 UP = np.array([0.0, 1.0, 0.0])          # head models: Y up, face towards +Z
 FORWARD = np.array([0.0, 0.0, 1.0])
 
@@ -200,15 +200,36 @@ def _flatten(V: np.ndarray, F_piece: np.ndarray, cut_front: bool) -> np.ndarray:
     # holes are closed by a fan to a virtual vertex at their centre while flattening, so their
     # borders cannot cross (a closed mouth's lips would otherwise overlap in UV space)
     vf, ff = _close_holes(v, f)
-    uv = _tutte(vf, ff)
-    if len(ff) >= 4:
-        data = igl.slim_precompute(np.asfortranarray(vf), np.asfortranarray(ff, np.int32), np.asfortranarray(uv),
-                                   igl.MappingEnergyType.SYMMETRIC_DIRICHLET, np.zeros(0, np.int32),
-                                   np.zeros((0, 2), order="F"), 0.0)
-        refined = np.asarray(igl.slim_solve(data, SLIM_ITERATIONS))
-        if np.isfinite(refined).all() and (_signed_areas(refined, ff) > 0).all():
-            uv = refined
-    return _orient(v, f, uv[:len(v)])[f]
+    uv = _slim(vf, ff, _tutte(vf, ff))[:len(v)]
+    if len(ff) > len(f):
+        # the fans squeeze the holes' rims (lips rolling into the mouth); relax without them and
+        # keep that unless the rims now cross
+        free = _slim(v, f, uv)
+        if free is not uv and not _rims_cross(free, f):
+            uv = free
+    return _orient(v, f, uv)[f]
+
+
+def _slim(v, f, uv):
+    """SLIM iterations (symmetric Dirichlet, free boundary) from a flip-free start; the start
+    itself when they fail or flip a triangle."""
+    if len(f) < 4:
+        return uv
+    data = igl.slim_precompute(np.asfortranarray(v), np.asfortranarray(f, np.int32), np.asfortranarray(uv),
+                               igl.MappingEnergyType.SYMMETRIC_DIRICHLET, np.zeros(0, np.int32),
+                               np.zeros((0, 2), order="F"), 0.0)
+    refined = np.asarray(igl.slim_solve(data, SLIM_ITERATIONS))
+    ok = np.isfinite(refined).all() and (_signed_areas(refined, f) > 0).all()
+    return refined if ok else uv
+
+
+def _rims_cross(uv, f) -> bool:
+    """True when two triangles of the chart overlap (a texel inside both at 1024 per unit)."""
+    from .texels import rasterize
+    p = uv[f]
+    lo, hi = p.reshape(-1, 2).min(0), p.reshape(-1, 2).max(0)
+    q = (p - lo) / max(hi - lo) * 0.999
+    return rasterize(q, 1024, gutter=0).overlaps > 0
 
 
 def _close_holes(v, f):
