@@ -118,20 +118,8 @@ def displacement_material(head: bpy.types.Object, img: bpy.types.Image, space: s
     """A Cycles material displacing the low-res head by a map (true displacement, and a
     Subdivision modifier to carry it). Object-space maps are in the model frame (Y up), so
     their axes are turned to Blender's here; HeadCraft units become metres."""
-    name = f"{head.name} HeadCraft Displacement"
-    mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
-    mat.use_nodes = True
+    mat, out, bsdf, tex = _image_material(head, f"{head.name} HeadCraft Displacement", img, layout)
     nt = mat.node_tree
-    nt.nodes.clear()
-    out = nt.nodes.new("ShaderNodeOutputMaterial")
-    bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
-    nt.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
-    uvn = nt.nodes.new("ShaderNodeUVMap")
-    uvn.uv_map = UV_PREFIX + layout
-    tex = nt.nodes.new("ShaderNodeTexImage")
-    tex.image = img
-    tex.interpolation = "Linear"
-    nt.links.new(uvn.outputs["UV"], tex.inputs["Vector"])
     disp = nt.nodes.new("ShaderNodeVectorDisplacement")
     disp.space = "TANGENT" if space == "tangent" else "OBJECT"
     disp.inputs["Midlevel"].default_value = 0.0
@@ -156,10 +144,6 @@ def displacement_material(head: bpy.types.Object, img: bpy.types.Image, space: s
     else:   # Blender < 4.1
         mat.cycles.displacement_method = "DISPLACEMENT"
     mat["headcraft_map"] = img.name
-    if head.data.materials:
-        head.data.materials[0] = mat
-    else:
-        head.data.materials.append(mat)
     if not any(m.type == "SUBSURF" for m in head.modifiers):
         sub = head.modifiers.new("HeadCraft Subdivision", "SUBSURF")
         sub.levels, sub.render_levels = 1, 3
@@ -281,25 +265,32 @@ def colour_image(name: str, m: np.ndarray) -> bpy.types.Image:
 
 
 def colour_material(obj: bpy.types.Object, img: bpy.types.Image, layout: str) -> bpy.types.Material:
-    name = f"{obj.name} HeadCraft Colour"
+    mat, _, bsdf, tex = _image_material(obj, f"{obj.name} HeadCraft Colour", img, layout)
+    mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    return mat
+
+
+def _image_material(obj, name: str, img: bpy.types.Image, layout: str):
+    """(material, output, Principled BSDF, image texture on the layout's UV map), made the
+    object's first material; a material of that name is rebuilt."""
     mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
     mat.use_nodes = True
     nt = mat.node_tree
     nt.nodes.clear()
     out = nt.nodes.new("ShaderNodeOutputMaterial")
     bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
+    nt.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
     uvn = nt.nodes.new("ShaderNodeUVMap")
     uvn.uv_map = UV_PREFIX + layout
     tex = nt.nodes.new("ShaderNodeTexImage")
     tex.image = img
+    tex.interpolation = "Linear"
     nt.links.new(uvn.outputs["UV"], tex.inputs["Vector"])
-    nt.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
-    nt.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
     if obj.data.materials:
         obj.data.materials[0] = mat
     else:
         obj.data.materials.append(mat)
-    return mat
+    return mat, out, bsdf, tex
 
 
 def world_vertices(obj: bpy.types.Object) -> np.ndarray:

@@ -197,24 +197,35 @@ def cmd_bake(args) -> int:
         return 2
     fields, out = res
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in fields["files"]:
-        (out_dir / name).write_bytes(out[f"file__{name}"].tobytes())
+    _write_files(out_dir, fields["files"], out)
     print(f"{fields['space']}-space map, {fields['size']}^2, layout {fields['layout']}: max |d| "
           f"{fields['max_abs_units']:.2f} units, {fields['clipped_fraction']:.2%} of texels beyond +-20")
     print("wrote " + ", ".join(str(out_dir / n) for n in fields["files"]))
     return 0
 
 
+def _read_map(path: str, what: str):
+    """The map in a file, or None after printing why not."""
+    from .layout import formats
+    try:
+        return formats.read(path)
+    except ValueError as exc:
+        print(f"headcraft-backend {what}: {exc}", file=sys.stderr)
+        return None
+
+
+def _write_files(out_dir: Path, names: list[str], out: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (out_dir / name).write_bytes(out[f"file__{name}"].tobytes())
+
+
 def cmd_apply(args) -> int:
     import numpy as np
     from .head.registry import load_model_data
-    from .layout import formats
     from .layout.jobs import apply_job
-    try:
-        m = formats.read(args.map)
-    except ValueError as exc:
-        print(f"headcraft-backend apply: {exc}", file=sys.stderr)
+    m = _read_map(args.map, "apply")
+    if m is None:
         return 2
     coarse = load_model_data(_model_params(args)).v_template
     if args.fit:
@@ -245,12 +256,9 @@ def cmd_eval_fit(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .layout import formats
     from .layout.jobs import convert_job
-    try:
-        m = formats.read(args.map)
-    except ValueError as exc:
-        print(f"headcraft-backend convert: {exc}", file=sys.stderr)
+    m = _read_map(args.map, "convert")
+    if m is None:
         return 2
     stem = Path(args.map).name.split("_-20_to_20")[0].removesuffix(".exr").removesuffix(".npy")
     params = {**_model_params(args), "source": args.source, "target": args.target, "formats": args.format,
@@ -262,12 +270,15 @@ def cmd_convert(args) -> int:
         return 2
     fields, out = res
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in fields["files"]:
-        (out_dir / name).write_bytes(out[f"file__{name}"].tobytes())
+    _write_files(out_dir, fields["files"], out)
     print(f"{fields['source']} -> {fields['target']} ({fields['size']}^2): wrote "
           + ", ".join(str(out_dir / n) for n in fields["files"]))
     return 0
+
+
+def _model_args(parser) -> None:
+    parser.add_argument("--model", default="openhead", choices=("openhead", "flame"))
+    parser.add_argument("--flame-dir", default="~/FLAME", help="folder with the FLAME files")
 
 
 def main(argv=None) -> int:
@@ -292,8 +303,7 @@ def main(argv=None) -> int:
     i.set_defaults(fn=cmd_info)
     f = sub.add_parser("fit", help="fit a head model and high-detail displacements to a scan file")
     f.add_argument("scan", help="OBJ, PLY, GLB/glTF, STL or OFF")
-    f.add_argument("--model", default="openhead", choices=("openhead", "flame"))
-    f.add_argument("--flame-dir", default="~/FLAME", help="folder with the FLAME files")
+    _model_args(f)
     f.add_argument("--preset", default="paper", choices=("paper", "preview"))
     f.add_argument("--convention", default="reference", choices=("reference", "paper"),
                    help="Chamfer pruning: squared distances (reference code) or distances (paper)")
@@ -304,21 +314,18 @@ def main(argv=None) -> int:
     f.set_defaults(fn=cmd_fit)
     e = sub.add_parser("eval-fit", help="fit procedural scans with ground truth and print the errors")
     e.add_argument("--n", type=int, default=3, help="number of scans (no hair, short, long, ...)")
-    e.add_argument("--model", default="openhead", choices=("openhead", "flame"))
-    e.add_argument("--flame-dir", default="~/FLAME")
+    _model_args(e)
     e.add_argument("--preset", default="paper", choices=("paper", "preview"))
     e.add_argument("--steps", type=int, default=0)
     e.set_defaults(fn=cmd_eval_fit)
     lay = sub.add_parser("layout", help="build (or load) a UV layout and write it as an OBJ with a report")
-    lay.add_argument("--model", default="openhead", choices=("openhead", "flame"))
-    lay.add_argument("--flame-dir", default="~/FLAME")
+    _model_args(lay)
     lay.add_argument("--layout", default="headcraft", help="headcraft, standard or a saved custom layout")
     lay.add_argument("--out", default="layout-output")
     lay.set_defaults(fn=cmd_layout)
     b = sub.add_parser("bake", help="bake a fit's displacements (the _fit.npz of 'fit') into a map")
     b.add_argument("fit")
-    b.add_argument("--model", default="openhead", choices=("openhead", "flame"))
-    b.add_argument("--flame-dir", default="~/FLAME")
+    _model_args(b)
     b.add_argument("--layout", default="headcraft")
     b.add_argument("--size", type=int, default=1024)
     b.add_argument("--space", default="object", choices=("object", "tangent"))
@@ -328,8 +335,7 @@ def main(argv=None) -> int:
     b.set_defaults(fn=cmd_bake)
     a = sub.add_parser("apply", help="displace a head by a map (EXR, one of the 16-bit PNGs, or .npy)")
     a.add_argument("map")
-    a.add_argument("--model", default="openhead", choices=("openhead", "flame"))
-    a.add_argument("--flame-dir", default="~/FLAME")
+    _model_args(a)
     a.add_argument("--layout", default="headcraft")
     a.add_argument("--space", default="object", choices=("object", "tangent"))
     a.add_argument("--fit", default="", help="a _fit.npz whose fitted head to use (default: the template)")
@@ -338,8 +344,7 @@ def main(argv=None) -> int:
     a.set_defaults(fn=cmd_apply)
     c = sub.add_parser("convert", help="resample an object-space map from one layout into another")
     c.add_argument("map")
-    c.add_argument("--model", default="openhead", choices=("openhead", "flame"))
-    c.add_argument("--flame-dir", default="~/FLAME")
+    _model_args(c)
     c.add_argument("--source", default="standard")
     c.add_argument("--target", default="headcraft")
     c.add_argument("--size", type=int, default=0, help="output size (0: the input's)")
