@@ -116,7 +116,7 @@ class SynthesisLayer(nn.Module):
             x = x + torch.randn(x.shape[0], 1, r, r, device=x.device, dtype=x.dtype) * self.noise_strength
         elif noise_mode in ("const", "const-none"):
             noise = self.noise_const
-            if noise_mode == "const-none":     # constant noise on the scalp columns only
+            if noise_mode == "const-none":     # the reference's mode: none right of 58.5 % of the width
                 noise = noise.clone()
                 noise[:, int(0.585 * r):] = 0
             x = x + noise * self.noise_strength
