@@ -105,3 +105,111 @@ def test_w_avg_tracks_training_batches_and_discriminator_trains():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert all(p.grad is None for p in G.parameters() if not p.requires_grad)   # blur kernels stay put
     assert np.isfinite(logits.detach().numpy()).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints: files in the published layout, built here
+# ------------------------------------------------------------------------------------------------
+def _omegaconf_stand_in():
+    """A class pickled under omegaconf's name (omegaconf is not installed here), shaped like a
+    DictConfig's pickled state: {'_content': {key: node}, '_metadata': ...}."""
+    import types
+
+    class DictConfig:
+        def __init__(self, content):
+            self._content = {k: AnyNode(v) for k, v in content.items()}
+
+        def __getstate__(self):
+            return {"_content": self._content, "_metadata": None, "_parent": None}
+
+    class AnyNode:
+        def __init__(self, v):
+            self._val = v
+
+        def __getstate__(self):
+            return {"_val": self._val, "_metadata": None}
+
+    mods = {"omegaconf": types.ModuleType("omegaconf")}
+    for modname, cls in (("omegaconf.dictconfig", DictConfig), ("omegaconf.nodes", AnyNode)):
+        mod = types.ModuleType(modname)
+        cls.__module__, cls.__qualname__ = modname, cls.__name__
+        setattr(mod, cls.__name__, cls)
+        mods[modname] = mod
+    return DictConfig, mods
+
+
+def write_published(tmp_path, G, D, ema_shift=0.25):
+    """A Lightning-style .ckpt (G., D., augment pipe, path-length state; hyper-parameters as a
+    DictConfig pointing to a data set that does not exist) and a torch_ema file."""
+    import sys
+    DictConfig, mods = _omegaconf_stand_in()
+    sd = {**{f"G.{k}": v for k, v in G.state_dict().items()}, **{f"D.{k}": v for k, v in D.state_dict().items()},
+          "augment_pipe.p": torch.tensor([-1.0]), "path_length_penalty.pl_mean": torch.zeros(1)}
+    hp = DictConfig({"dataset_path": "/nonexistent/uv_maps", "latent_dim": G.z_dim, "num_mapping_layers": 2,
+                     "image_size": G.img_resolution})
+    sys.modules.update(mods)
+    try:
+        torch.save({"epoch": 9, "global_step": 1234, "pytorch-lightning_version": "2.1.0", "state_dict": sd,
+                    "optimizer_states": [], "lr_schedulers": [], "hparams_name": "config",
+                    "hyper_parameters": hp}, tmp_path / "_epoch=9.ckpt")
+    finally:
+        for m in mods:
+            sys.modules.pop(m, None)
+    shadow = [p.detach() + ema_shift * p.requires_grad for p in G.parameters()]
+    torch.save({"decay": 0.995, "num_updates": 1234, "shadow_params": shadow, "collected_params": None},
+               tmp_path / "ema_000001234.pth")
+    return tmp_path / "_epoch=9.ckpt", tmp_path / "ema_000001234.pth", shadow
+
+
+def test_published_checkpoint_loads_with_ema_and_without_its_data(tmp_path):
+    from headcraft_backend.generate import checkpoint as C
+    G = small()
+    torch.manual_seed(3)
+    D = Discriminator(img_resolution=32, img_channels=6, channel_base=256, channel_max=32)
+    ckpt, ema, shadow = write_published(tmp_path, G, D)
+    loaded, info = C.load_published(ckpt)
+    for (n, a), b in zip(loaded.state_dict().items(), G.state_dict().values()):
+        assert torch.equal(a, b), n
+    assert info["config"]["w_num_layers"] == 2 and info["config"]["img_resolution"] == 32
+    assert info["hyper_parameters"]["dataset_path"] == "/nonexistent/uv_maps" and info["epoch"] == 9
+    with_ema, info = C.load(ckpt)            # finds ema_*.pth beside it
+    assert info["ema"]["num_updates"] == 1234
+    for p, s in zip(with_ema.parameters(), shadow):
+        assert torch.equal(p, s)
+    assert torch.equal(with_ema.mapping.w_avg, G.mapping.w_avg)     # buffers from the .ckpt
+    # our format round trip, outputs identical
+    weights, cfg = C.save(with_ema, tmp_path / "ours")
+    again, meta = C.load(cfg)
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        assert torch.equal(again(z, noise_mode="const"), with_ema(z, noise_mode="const"))
+    assert meta["config"] == C.config_from_state(G.state_dict())
+
+
+def test_unsafe_or_mismatched_checkpoints_are_refused(tmp_path):
+    import os
+    from headcraft_backend.generate import checkpoint as C
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    torch.save({"state_dict": {"G.x": torch.ones(1)}, "hyper_parameters": Evil()}, tmp_path / "evil.ckpt")
+    with pytest.raises(C.CheckpointError, match="refused.*system"):
+        C.load_published(tmp_path / "evil.ckpt")
+    assert not (tmp_path / "pwned").exists()
+    G = small()
+    sd = {f"G.{k}": v for k, v in G.state_dict().items()}
+    sd["G.synthesis.blocks.1.conv1.weight"] = torch.zeros(3, 3, 3, 3)
+    del sd["G.synthesis.blocks.0.torgb.bias"]
+    torch.save({"state_dict": sd}, tmp_path / "bad.ckpt")
+    with pytest.raises(C.CheckpointError) as info:
+        C.load_published(tmp_path / "bad.ckpt")
+    assert "synthesis.blocks.0.torgb.bias" in str(info.value) and "blocks.1.conv1.weight (3, 3, 3, 3)" in str(info.value)
+    ckpt, _, _ = write_published(tmp_path, G, Discriminator(32, 6, 256, 32))
+    torch.save({"decay": 0.995, "num_updates": 1, "shadow_params": [torch.zeros(1)] * 3}, tmp_path / "short.pth")
+    with pytest.raises(C.CheckpointError, match="3 averaged tensors"):
+        C.load_published(ckpt, tmp_path / "short.pth")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(C.CheckpointError, match="junk.ckpt"):
+        C.load_published(tmp_path / "junk.ckpt")

@@ -1,0 +1,208 @@
+"""Generator checkpoints: the published HeadCraft files in, our safetensors format in and out.
+
+Published files (docs/STYLEGAN_CHECKPOINT.md): a Lightning `.ckpt` whose `state_dict` holds the
+generator under `G.` (and the discriminator, augment pipe and path-length state we do not
+need) and whose `hyper_parameters` is an omegaconf DictConfig (with a training data path we
+never use), plus an EMA file in torch_ema's format (`shadow_params` in `G.parameters()` order).
+
+Nothing is unpickled beyond tensors and plain containers: files are read with torch's
+weights-only unpickler; the globals a file names are listed first
+(`get_unsafe_globals_in_checkpoint`) and only the configuration classes of omegaconf and
+Lightning are allowed, as inert stand-ins that keep their state and run none of their code.
+Any other class (a pickle that would call `os.system`, say) is refused by name.
+
+Our format: `<name>.safetensors` (generator tensors by the same names, no `G.` prefix) and a
+small JSON config beside it (`<name>.json`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .networks import Generator
+
+INERT_MODULES = ("omegaconf.", "pytorch_lightning.", "lightning.", "lightning_fabric.")
+FORMAT = "headcraft-stylegan2"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
+class _Inert:
+    """Stands in for a configuration object in a checkpoint: keeps the pickled state only."""
+    qualified_name = ""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.state = args, kwargs or None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _stand_in(name: str) -> tuple[type, str]:
+    return type(name.rsplit(".", 1)[-1], (_Inert,), {"qualified_name": name}), name
+
+
+def safe_load(path: str | Path) -> object:
+    """torch.load restricted to tensors, containers and inert configuration objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as exc:    # not a torch zip file (legacy or corrupt)
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint this loader reads ({exc})") from None
+    refused = [n for n in names if not n.startswith(INERT_MODULES)]
+    if refused:
+        raise CheckpointError(f"{path}: refused, it would create objects that are not tensors or "
+                              f"configuration: {', '.join(sorted(refused))}")
+    try:
+        with torch.serialization.safe_globals([_stand_in(n) for n in names]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: could not be read safely ({str(exc).splitlines()[0]})") from None
+
+
+def plain(obj):
+    """Configuration stand-ins (omegaconf containers and nodes) as plain Python values."""
+    if isinstance(obj, _Inert):
+        state = obj.state if isinstance(obj.state, dict) else {}
+        if "_content" in state:
+            return plain(state["_content"])
+        if "_val" in state:
+            return plain(state["_val"])
+        return None
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+def config_from_state(sd: dict[str, torch.Tensor]) -> dict:
+    """Generator arguments read off the tensor shapes (no hyper-parameters needed)."""
+    try:
+        layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("mapping.layers.")})
+        z_dim = sd["mapping.layers.0.weight"].shape[1]
+        w_dim = sd["mapping.layers.0.weight"].shape[0]
+        channel_max = sd["synthesis.first_block.const"].shape[0]
+        img_channels = sd["synthesis.first_block.torgb.weight"].shape[0]
+        blocks = sorted({int(k.split(".")[2]) for k in sd if k.startswith("synthesis.blocks.")})
+        resolution = 4 * 2 ** len(blocks)
+        last = sd[f"synthesis.blocks.{blocks[-1]}.conv1.weight"].shape[0] if blocks else channel_max
+    except (KeyError, IndexError) as exc:
+        raise CheckpointError(f"not a HeadCraft StyleGAN2 generator (missing {exc})") from None
+    return {"z_dim": int(z_dim), "w_dim": int(w_dim), "w_num_layers": len(layers),
+            "img_resolution": int(resolution), "img_channels": int(img_channels),
+            "channel_base": int(last * resolution), "channel_max": int(channel_max)}
+
+
+def _load_into(G: Generator, sd: dict, source: str) -> None:
+    """Exact names and shapes, or an error listing every mismatch by name."""
+    own = G.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [f"{k} {tuple(sd[k].shape)} (expected {tuple(own[k].shape)})"
+             for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{label}: {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                 if items]
+        raise CheckpointError(f"{source}: does not match the generator ({'; '.join(parts)})")
+    G.load_state_dict({k: v.float() for k, v in sd.items()})
+
+
+def load_published(ckpt: str | Path, ema: str | Path | None = None) -> tuple[Generator, dict]:
+    """A published Lightning checkpoint (and optionally its EMA file) -> (Generator, info)."""
+    raw = safe_load(ckpt)
+    sd = raw.get("state_dict") if isinstance(raw, dict) else None
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{ckpt}: no 'state_dict' in the file (not a Lightning checkpoint)")
+    g = {k[2:]: v for k, v in sd.items() if k.startswith("G.") and isinstance(v, torch.Tensor)}
+    if not g:
+        raise CheckpointError(f"{ckpt}: the state_dict has no generator ('G.' keys)")
+    try:
+        config = config_from_state(g)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{ckpt}: {exc}") from None
+    G = Generator(**config)
+    _load_into(G, g, str(ckpt))
+    info = {"config": config, "source": str(Path(ckpt).name), "epoch": raw.get("epoch"),
+            "global_step": raw.get("global_step"), "hyper_parameters": plain(raw.get("hyper_parameters")),
+            "ema": None}
+    if ema:
+        info["ema"] = apply_ema(G, ema)
+    return G.eval(), info
+
+
+def apply_ema(G: Generator, path: str | Path) -> dict:
+    """Copy a torch_ema state (shadow_params in G.parameters() order) into G."""
+    raw = safe_load(path)
+    shadow = raw.get("shadow_params") if isinstance(raw, dict) else None
+    params = list(G.parameters())
+    if not isinstance(shadow, (list, tuple)):
+        raise CheckpointError(f"{path}: not a torch_ema state (no 'shadow_params' list)")
+    if len(shadow) != len(params):
+        raise CheckpointError(f"{path}: {len(shadow)} averaged tensors for a generator with {len(params)} "
+                              f"parameters (EMA of another model?)")
+    names = [n for n, _ in G.named_parameters()]
+    bad = [f"{n} {tuple(s.shape)} (expected {tuple(p.shape)})" for n, s, p in zip(names, shadow, params)
+           if tuple(s.shape) != tuple(p.shape)]
+    if bad:
+        raise CheckpointError(f"{path}: EMA tensors do not match the generator: {', '.join(bad[:8])}")
+    with torch.no_grad():
+        for p, s in zip(params, shadow):
+            p.copy_(s.float())
+    return {"decay": raw.get("decay"), "num_updates": raw.get("num_updates")}
+
+
+def save(G: Generator, path: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
+    """Our format: safetensors (state dict; the shared blur kernels once) + JSON config."""
+    from safetensors.torch import save_file
+    path = Path(path).with_suffix("")
+    sd = G.state_dict()
+    seen, tensors = set(), {}
+    for k, v in sd.items():                  # aliases of one tensor are stored once
+        if v.data_ptr() in seen and k.endswith("resampler.kernel"):
+            continue
+        seen.add(v.data_ptr())
+        tensors[k] = v.detach().contiguous().clone()
+    weights, cfg = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    save_file(tensors, str(weights))
+    cfg.write_text(json.dumps({"format": FORMAT, "version": 1, "config": config_from_state(sd),
+                               **(extra or {})}, indent=2))
+    return weights, cfg
+
+
+def load(path: str | Path) -> tuple[Generator, dict]:
+    """Our format (the .safetensors or the .json) or a published .ckpt (with an EMA file named
+    `ema_*.pth` beside it, when there is one)."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        emas = sorted(path.parent.glob("ema_*.pth"))
+        return load_published(path, emas[-1] if emas else None)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    base = path.with_suffix("")
+    cfg_path, weights = base.with_suffix(".json"), base.with_suffix(".safetensors")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{cfg_path}: cannot read the model config ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_path}: not a {FORMAT} config")
+    try:
+        sd = load_file(str(weights))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{weights}: cannot read the weights ({exc})") from None
+    G = Generator(**meta["config"])
+    own = G.state_dict()
+    for k in own:                            # restore the blur-kernel aliases
+        if k not in sd and k.endswith("resampler.kernel"):
+            sd[k] = own[k]
+    _load_into(G, sd, str(weights))
+    return G.eval(), meta
+
