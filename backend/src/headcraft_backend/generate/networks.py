@@ -120,8 +120,15 @@ class SynthesisLayer(nn.Module):
                 noise = noise.clone()
                 noise[:, int(0.585 * r):] = 0
             x = x + noise * self.noise_strength
-        x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * LRELU_GAIN
-        return x.clamp(-CLAMP, CLAMP)
+        return _bias_lrelu_clamp(x, self.bias)
+
+
+def _bias_lrelu_clamp(x, bias):
+    """clamp(lrelu(x + bias) * sqrt(2), +-256); in place when no gradient is recorded."""
+    if torch.is_grad_enabled():
+        return (F.leaky_relu(x + bias[None, :, None, None], 0.2) * LRELU_GAIN).clamp(-CLAMP, CLAMP)
+    x = x.add_(bias[None, :, None, None])
+    return F.leaky_relu_(x, 0.2).mul_(LRELU_GAIN).clamp_(-CLAMP, CLAMP)
 
 
 class ToRGBLayer(nn.Module):
