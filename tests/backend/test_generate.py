@@ -213,3 +213,63 @@ def test_unsafe_or_mismatched_checkpoints_are_refused(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(C.CheckpointError, match="junk.ckpt"):
         C.load_published(tmp_path / "junk.ckpt")
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampling
+# ------------------------------------------------------------------------------------------------
+def test_pack_unpack_and_face_lowpass():
+    from headcraft_backend.generate.sample import face_lowpass, pack, unpack
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(16, 16, 3)).astype(np.float32)
+    np.testing.assert_array_equal(unpack(pack(m)), m)
+    six = rng.normal(size=(6, 16, 16)).astype(np.float32)
+    out = unpack(six)
+    np.testing.assert_allclose(out[:, :8], 0.5 * (six[:3, :, 0::2] + six[:3, :, 1::2]).transpose(1, 2, 0)[:, :8], atol=1e-6)
+    np.testing.assert_allclose(out[:, 8:], 0.5 * (six[3:, :, 0::2] + six[3:, :, 1::2]).transpose(1, 2, 0)[:, :8], atol=1e-6)
+    checker = np.indices((16, 16)).sum(0) % 2 * 2.0 - 1.0
+    low = face_lowpass(np.repeat(checker[..., None], 3, -1).astype(np.float32))
+    assert np.abs(low[:, :8]).max() < 1e-6 and np.array_equal(low[:, 8:, 0], checker[:, 8:])
+    flat = np.full((16, 16, 3), 2.5, np.float32)
+    np.testing.assert_allclose(face_lowpass(flat), flat, atol=1e-6)
+
+
+def test_two_passes_seeds_and_style_mixing():
+    from headcraft_backend.generate.sample import generate_maps, latents, seeds_to_z, synthesize
+    G = small().eval()
+    for name, p in G.named_parameters():
+        if name.endswith("noise_strength"):
+            p.data.fill_(0.3)
+    assert torch.equal(seeds_to_z([7, 8], 32), seeds_to_z([7, 8], 32)) and not torch.equal(*seeds_to_z([7, 8], 32))
+    ws = latents(G, seeds_to_z([1], 32), psi=0.7)
+    six = synthesize(G, ws)
+    with torch.no_grad():
+        assert torch.equal(six[:, :3], G.synthesis(ws, noise_mode="none")[:, :3])
+        assert torch.equal(six[:, 3:], G.synthesis(ws, noise_mode="const")[:, 3:])
+    mixed = latents(G, seeds_to_z([1], 32), 0.7, seeds_to_z([2], 32), mix_from=5)
+    other = latents(G, seeds_to_z([2], 32), 0.7)
+    assert torch.equal(mixed[:, :5], ws[:, :5]) and torch.equal(mixed[:, 5:], other[:, 5:])
+    a, b = generate_maps(G, [1, 1]), generate_maps(G, [2])
+    assert a[0].shape == (32, 32, 3) and np.array_equal(a[0], a[1]) and not np.array_equal(a[0], b[0])
+
+
+def test_generate_job_applies_a_sample_to_a_head(conn, tmp_path):
+    from headcraft_backend.generate import checkpoint as C
+    torch.manual_seed(5)
+    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
+                  channel_max=32)
+    _, cfg = C.save(G, tmp_path / "tiny")
+    params = {"model": "openhead", "checkpoint": str(cfg), "seed": 3, "psi": 0.5}
+    a = conn.call("generate.sample", params, timeout=300)
+    assert a.arrays["map"].shape == (64, 64, 3) and a.result["generator"] == "tiny.json"
+    np.testing.assert_allclose(a.arrays["final"], a.arrays["base"] + a.arrays["displacement"], atol=1e-6)
+    assert np.abs(a.arrays["displacement"]).max() > 0
+    b = conn.call("generate.sample", params, timeout=300)
+    np.testing.assert_array_equal(a.arrays["map"], b.arrays["map"])
+    c = conn.call("generate.sample", {**params, "seed": 4}, timeout=300)
+    assert not np.array_equal(a.arrays["map"], c.arrays["map"])
+    for bad, what in (({"checkpoint": ""}, "no generator checkpoint"),
+                      ({"checkpoint": str(tmp_path / "none.json")}, "not found"),
+                      ({"noise": "loud"}, "noise")):
+        j = conn.submit("generate.sample", {**params, **bad}).wait(60)
+        assert j.state == "error" and what in str(j.error), j.error

@@ -150,16 +150,11 @@ def read_map_arrays(arrays) -> np.ndarray:
     return m
 
 
-@job("map.apply")
-def apply_job(ctx, params, arrays):
-    """A map on any identity/expression: the coarse head is rebuilt densely (consistent
-    subdivision) and displaced by the map, after seam processing."""
-    model, dense, layout = _layout(ctx, params)
-    space = _space(params)
-    m = read_map_arrays(arrays)
+def apply_map(ctx, model, dense, layout, m: np.ndarray, coarse: np.ndarray, space: str = "object") -> dict:
+    """A map on a coarse head (any identity/expression): dense rebuild (consistent
+    subdivision), seam processing, sampling; arrays for the reply."""
     if not MIN_SIZE <= m.shape[0] <= MAX_SIZE:
         raise UserError(f"map size {m.shape[0]}: choose {MIN_SIZE} to {MAX_SIZE} texels")
-    coarse = _vectors(arrays, "coarse_vertices", model.data.num_vertices)
     with torch.no_grad():
         base = DenseRebuild(dense, model.data.faces)(torch.from_numpy(coarse).float()[None])[0].numpy()
     uv, ops = _operators(ctx, model, dense, layout, m.shape[0])
@@ -171,10 +166,27 @@ def apply_job(ctx, params, arrays):
     else:
         disp = ops.apply(m)
     disp = disp.astype(np.float32) / HC_UNITS_PER_METRE
-    return ({"layout": layout.name, "space": space, "size": int(m.shape[0])},
-            {"dense_faces": dense.faces.astype(np.int32), "dense_uv": uv, "base": base.astype(np.float32),
-             "displacement": disp, "final": (base + disp).astype(np.float32),
-             "processed_map": ops.processed(m) if space == "object" else m})
+    return {"dense_faces": dense.faces.astype(np.int32), "dense_uv": uv, "base": base.astype(np.float32),
+            "displacement": disp, "final": (base + disp).astype(np.float32),
+            "processed_map": ops.processed(m) if space == "object" else m}
+
+
+def coarse_vertices(arrays, model) -> np.ndarray:
+    """The request's coarse head, or the model's template when none was sent."""
+    if "coarse_vertices" not in arrays:
+        return model.data.v_template.astype(np.float64)
+    return _vectors(arrays, "coarse_vertices", model.data.num_vertices)
+
+
+@job("map.apply")
+def apply_job(ctx, params, arrays):
+    """A map on any identity/expression: the coarse head is rebuilt densely (consistent
+    subdivision) and displaced by the map, after seam processing."""
+    model, dense, layout = _layout(ctx, params)
+    space = _space(params)
+    m = read_map_arrays(arrays)
+    out = apply_map(ctx, model, dense, layout, m, coarse_vertices(arrays, model), space)
+    return {"layout": layout.name, "space": space, "size": int(m.shape[0])}, out
 
 
 @job("map.convert")

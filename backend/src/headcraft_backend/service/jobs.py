@@ -65,6 +65,7 @@ def load_all() -> dict[str, JobFn]:
     """Import every capability's job module so its handlers register."""
     from .. import diagnostics  # noqa: F401
     from ..fit import jobs as _fit_jobs  # noqa: F401
+    from ..generate import jobs as _generate_jobs  # noqa: F401
     from ..head import jobs as _head_jobs  # noqa: F401
     from ..layout import jobs as _layout_jobs  # noqa: F401
     return REGISTRY

@@ -1,0 +1,54 @@
+"""Jobs of the generation capability: sample a detailed head from a generator checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..layout.jobs import _layout, apply_map, coarse_vertices
+from ..service.jobs import UserError, job
+from . import checkpoint
+from .networks import NOISE_MODES
+from .sample import generate_maps
+
+
+def get_generator(ctx, path: str):
+    """The generator of a checkpoint on the backend's machine, cached until the file changes."""
+    if not path:
+        raise UserError("no generator checkpoint is set: choose one (our .json/.safetensors, or a published "
+                        ".ckpt with its ema_*.pth beside it), or train one with 'headcraft-backend train'")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"{p}: checkpoint not found (paths are on the backend's machine)")
+    key = ("generator", str(p.resolve()), p.stat().st_mtime_ns)
+    hit = ctx.cache.get(key)
+    if hit is None:
+        ctx.progress(0.05, "checkpoint", f"loading {p.name}")
+        try:
+            G, info = checkpoint.load(p)
+        except checkpoint.CheckpointError as exc:
+            raise UserError(str(exc)) from None
+        hit = ctx.cache[key] = (G.to(ctx.device), info)
+    return hit
+
+
+@job("generate.sample")
+def sample_job(ctx, params, arrays):
+    """A generated map (seed, psi in W, optional style mixing) applied to a head: the request's
+    coarse head (current identity/expression) or the model's template."""
+    G, info = get_generator(ctx, str(params.get("checkpoint", "")))
+    noise = params.get("noise", "const")
+    if noise not in NOISE_MODES:
+        raise UserError(f"noise {noise!r}: choose one of {', '.join(NOISE_MODES)}")
+    psi = float(params.get("psi", 0.7))
+    seed = int(params.get("seed", 0))
+    mix_seed = params.get("mix_seed")
+    mix_from = int(params.get("mix_from", G.num_ws // 2))
+    if not 0 <= mix_from <= G.num_ws:
+        raise UserError(f"style mixing starts at a layer from 0 to {G.num_ws}")
+    ctx.progress(0.2, "generate", f"seed {seed}, psi {psi}")
+    m = generate_maps(G, [seed], psi, noise, None if mix_seed is None else int(mix_seed), mix_from,
+                      lowpass=bool(params.get("lowpass", True)))[0]
+    model, dense, layout = _layout(ctx, params)
+    out = apply_map(ctx, model, dense, layout, m, coarse_vertices(arrays, model), "object")
+    out["map"] = m
+    return {"seed": seed, "psi": psi, "layout": layout.name, "size": int(m.shape[0]),
+            "generator": info.get("source", Path(str(params["checkpoint"])).name)}, out

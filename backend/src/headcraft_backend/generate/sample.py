@@ -1,0 +1,80 @@
+"""From seeds to displacement maps: latents, truncation in W, style mixing, the two synthesis
+passes, 6-channel unpacking and the face low-pass (paper sec. 3.2, supp. A.2; REFERENCE 4).
+
+The generator's 6 channels hold the two halves of a map at double horizontal resolution:
+channels 0-2 the face chart (left half of the layout), 3-5 the scalp chart (right half). The
+face comes from a pass without noise, the scalp from a pass with the constant noise, both with
+the same styles, as the published sampling code does.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .networks import Generator
+
+
+def seeds_to_z(seeds, z_dim: int) -> torch.Tensor:
+    """One N(0, 1) latent per seed, the same on every machine (a CPU generator per seed)."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def latents(G: Generator, z: torch.Tensor, psi: float = 0.7, mix_z: torch.Tensor | None = None,
+            mix_from: int | None = None) -> torch.Tensor:
+    """W+ styles (N, num_ws, w_dim): truncation applied in W (w_avg + psi (w - w_avg)); with
+    style mixing, styles from `mix_from` on come from `mix_z`."""
+    G.mapping.eval()
+    with torch.no_grad():
+        ws = G.mapping(z, truncation_psi=psi)
+        if mix_z is not None and mix_from is not None:
+            ws[:, mix_from:] = G.mapping(mix_z, truncation_psi=psi)[:, mix_from:]
+    return ws
+
+
+def synthesize(G: Generator, ws: torch.Tensor, scalp_noise: str = "const") -> torch.Tensor:
+    """(N, 6, H, W): face channels from a noise-free pass, scalp channels with `scalp_noise`."""
+    with torch.no_grad():
+        scalp = G.synthesis(ws, noise_mode=scalp_noise)
+        face = G.synthesis(ws, noise_mode="none")
+    return torch.cat([face[:, :3], scalp[:, 3:]], 1)
+
+
+def unpack(six: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(6, H, W) or (H, W, 6) -> (H, W, 3) map: the halves side by side at (H, 2W), then
+    adjacent column pairs averaged."""
+    a = six.detach().cpu().numpy() if isinstance(six, torch.Tensor) else np.asarray(six)
+    if a.shape[0] == 6 and a.shape[-1] != 6:
+        a = a.transpose(1, 2, 0)
+    wide = np.concatenate([a[..., :3], a[..., 3:]], axis=1)            # (H, 2W, 3)
+    return (0.5 * (wide[:, 0::2] + wide[:, 1::2])).astype(np.float32)
+
+
+def pack(m: np.ndarray) -> np.ndarray:
+    """(H, W, 3) map -> (H, W, 6) training target, the inverse of unpack: each half stretched
+    to full width by repeating columns."""
+    h, w, _ = m.shape
+    wide = np.repeat(m, 2, axis=1)                                       # (H, 2W, 3)
+    return np.concatenate([wide[:, :w], wide[:, w:]], axis=-1).astype(np.float32)
+
+
+def face_lowpass(m: np.ndarray) -> np.ndarray:
+    """The face half (left) averaged over 2x2 texels and brought back bilinearly (the published
+    sampling code's extra face smoothing); the scalp half is kept."""
+    t = torch.from_numpy(np.ascontiguousarray(m.transpose(2, 0, 1)))[None]
+    low = F.interpolate(F.avg_pool2d(t, 2), scale_factor=2, mode="bilinear", align_corners=True)
+    out = m.copy()
+    half = m.shape[1] // 2
+    out[:, :half] = low[0].numpy().transpose(1, 2, 0)[:, :half]
+    return out
+
+
+def generate_maps(G: Generator, seeds, psi: float = 0.7, scalp_noise: str = "const",
+                  mix_seed: int | None = None, mix_from: int | None = None, lowpass: bool = True) -> list[np.ndarray]:
+    """One (H, W, 3) map in HeadCraft units per seed."""
+    z = seeds_to_z(seeds, G.z_dim)
+    mix = seeds_to_z([mix_seed] * len(seeds), G.z_dim) if mix_seed is not None else None
+    ws = latents(G, z, psi, mix, mix_from)
+    six = synthesize(G, ws, scalp_noise)
+    maps = [unpack(s) for s in six]
+    return [face_lowpass(m) for m in maps] if lowpass else maps
