@@ -8,11 +8,13 @@ import bpy
 from . import preferences, properties, runtime, ui
 from .fit import operators as fit_operators, panel as fit_panel
 from .head import operators as head_operators, panel as head_panel
+from .generate import operators as generate_operators, panel as generate_panel
 from .layout import operators as layout_operators, panel as layout_panel
 
 CLASSES = (*preferences.CLASSES, *properties.CLASSES, *ui.CLASSES,
            *head_operators.CLASSES, *head_panel.CLASSES, *fit_operators.CLASSES, *fit_panel.CLASSES,
-           *layout_operators.CLASSES, *layout_panel.CLASSES)
+           *layout_operators.CLASSES, *layout_panel.CLASSES, *generate_operators.CLASSES,
+           *generate_panel.CLASSES)
 
 
 def register():

@@ -43,6 +43,21 @@ class HeadCraftSceneSettings(bpy.types.PropertyGroup):
                                          description="Where baked map files go ('//' = next to the .blend)")
     map_file: bpy.props.StringProperty(name="Map file", subtype="FILE_PATH", default="",
                                        description="EXR, one of the three 16-bit PNGs, or .npy (used before the image)")
+    gen_checkpoint: bpy.props.StringProperty(
+        name="Checkpoint", subtype="FILE_PATH", default="",
+        description="Generator on the backend's machine: our .json (with its .safetensors) or a published "
+                    ".ckpt (its ema_*.pth beside it is used)")
+    gen_seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+    gen_psi: bpy.props.FloatProperty(name="Truncation", default=0.7, min=0.0, max=1.5,
+                                     description="psi in W: 0 = the average head, 1 = no truncation")
+    gen_noise: bpy.props.EnumProperty(name="Scalp noise", default="CONST", items=[
+        ("CONST", "Constant", "The generator's fixed noise (reproducible)"),
+        ("RANDOM", "Random", "Fresh noise each time (hair strands vary)"),
+        ("NONE", "None", "No noise")])
+    gen_mix: bpy.props.BoolProperty(name="Mix", default=False, description="Style mixing with a second seed")
+    gen_mix_seed: bpy.props.IntProperty(name="Seed 2", default=1, min=0)
+    gen_mix_from: bpy.props.IntProperty(name="From", default=8, min=0, max=32,
+                                        description="Styles from this layer on come from the second seed")
     map_image: bpy.props.PointerProperty(name="Map image", type=bpy.types.Image,
                                          description="A displacement map image in HeadCraft units")
 

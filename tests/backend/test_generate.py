@@ -273,3 +273,22 @@ def test_generate_job_applies_a_sample_to_a_head(conn, tmp_path):
                       ({"noise": "loud"}, "noise")):
         j = conn.submit("generate.sample", {**params, **bad}).wait(60)
         assert j.state == "error" and what in str(j.error), j.error
+
+
+def test_cli_generate(tmp_path):
+    import subprocess
+    import sys
+    from headcraft_backend.generate import checkpoint as C
+    torch.manual_seed(6)
+    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
+                  channel_max=32)
+    _, cfg = C.save(G, tmp_path / "tiny")
+    r = subprocess.run([sys.executable, "-m", "headcraft_backend", "generate", str(cfg), "--seeds", "1", "2",
+                        "--out", str(tmp_path / "gen"), "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "gen").iterdir())
+    assert names == ["seed0001.exr", "seed0001.npy", "seed0001.obj", "seed0002.exr", "seed0002.npy", "seed0002.obj"]
+    assert not np.array_equal(np.load(tmp_path / "gen" / "seed0001.npy"), np.load(tmp_path / "gen" / "seed0002.npy"))
+    r = subprocess.run([sys.executable, "-m", "headcraft_backend", "generate", str(tmp_path / "missing.ckpt")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr

@@ -276,6 +276,28 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    import numpy as np
+    from .generate.jobs import sample_job
+    from .layout import formats
+    out_dir = Path(args.out)
+    for seed in args.seeds:
+        params = {**_model_params(args), "layout": args.layout, "checkpoint": args.checkpoint, "seed": seed,
+                  "psi": args.psi, "noise": args.noise, "_device": args.device}
+        if args.mix_seed is not None:
+            params.update(mix_seed=args.mix_seed, mix_from=args.mix_from)
+        res = _run_job(sample_job, params, {}, "generate")
+        if res is None:
+            return 2
+        fields, out = res
+        stem = f"seed{seed:04d}"
+        formats.write(out["map"], out_dir, stem, "exr")
+        np.save(out_dir / f"{stem}.npy", out["map"])
+        _write_obj(out_dir / f"{stem}.obj", out["final"], out["dense_faces"], out["dense_uv"])
+        print(f"seed {seed}: wrote {out_dir / stem}.exr, .npy and .obj (psi {fields['psi']}, layout {fields['layout']})")
+    return 0
+
+
 def _model_args(parser) -> None:
     parser.add_argument("--model", default="openhead", choices=("openhead", "flame"))
     parser.add_argument("--flame-dir", default="~/FLAME", help="folder with the FLAME files")
@@ -351,6 +373,18 @@ def main(argv=None) -> int:
     c.add_argument("--format", nargs="+", default=["exr"], choices=("exr", "png16", "npy"))
     c.add_argument("--out", default="maps")
     c.set_defaults(fn=cmd_convert)
+    g = sub.add_parser("generate", help="sample detailed heads from a generator checkpoint")
+    g.add_argument("checkpoint", help="our .json/.safetensors, or a published .ckpt (ema_*.pth beside it)")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0])
+    g.add_argument("--psi", type=float, default=0.7, help="truncation in W (1 = none)")
+    g.add_argument("--noise", default="const", choices=("const", "random", "none"), help="scalp noise")
+    g.add_argument("--mix-seed", type=int, default=None, help="style mixing: styles from --mix-from on")
+    g.add_argument("--mix-from", type=int, default=8)
+    _model_args(g)
+    g.add_argument("--layout", default="headcraft", help="the layout the generator was trained on")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--out", default="generated")
+    g.set_defaults(fn=cmd_generate)
     args = p.parse_args(argv)
     return args.fn(args)
 

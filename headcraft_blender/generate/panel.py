@@ -1,0 +1,33 @@
+"""The Generate part of the HeadCraft sidebar."""
+import bpy
+
+from ..layout import build as layout_build
+from ..ui import SidebarSubPanel
+
+
+class VIEW3D_PT_headcraft_generate(SidebarSubPanel, bpy.types.Panel):
+    bl_label = "Generate"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.headcraft
+        layout.prop(s, "gen_checkpoint")
+        if not s.gen_checkpoint:
+            layout.label(text="Choose a generator checkpoint (see README: demo model, training)", icon="INFO")
+        col = layout.column(align=True)
+        col.prop(s, "gen_seed")
+        col.prop(s, "gen_psi")
+        col.prop(s, "gen_noise")
+        row = layout.row(align=True)
+        row.prop(s, "gen_mix")
+        sub = row.row(align=True)
+        sub.active = s.gen_mix
+        sub.prop(s, "gen_mix_seed")
+        sub.prop(s, "gen_mix_from")
+        if layout_build.head_of(context.active_object) is None:
+            layout.label(text="Select a HeadCraft head (its identity is used)", icon="INFO")
+        layout.operator("headcraft.generate", icon="SHADERFX")
+
+
+CLASSES = (VIEW3D_PT_headcraft_generate,)
