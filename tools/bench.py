@@ -121,7 +121,7 @@ def main() -> int:
     conn = backend.connect()
     try:
         print(f"backend: {conn.info['device_name']} ({conn.info['torch_version']})")
-        chosen = set(sys.argv[1:]) or {"wire", "add-head", "registration", "maps"}   # e.g. bench.py maps
+        chosen = set(sys.argv[1:]) or {"wire", "add-head", "registration", "maps", "generate"}   # e.g. bench.py maps
         if "wire" in chosen:
             bench_roundtrip(conn)
         if "add-head" in chosen:
@@ -130,6 +130,8 @@ def main() -> int:
             bench_registration()
         if "maps" in chosen:
             bench_maps()
+        if "generate" in chosen:
+            bench_generate()
     finally:
         backend.stop(conn)
         disable_extension(ext)
@@ -258,6 +260,42 @@ def bench_maps() -> None:
     print(f"apply 256^2 to {dense.num_vertices:,} vertices with seam processing: {warm:.1f} ms per map "
           f"(target <= 50; operators built once per layout in {cold:.0f} ms) | per-triangle bilinear loop "
           f"without seam processing ~{loop_ms:.0f} ms | x{loop_ms / warm:.0f}")
+
+
+def bench_generate() -> None:
+    """One 256^2 6-channel sample of the published-size generator (random weights): two
+    synthesis passes, unpacked, face low-pass, seam-processed and applied to the 124K-vertex
+    head. Baseline: the same two passes recorded for autograd as a training loop would, and
+    the map operators built for the sample instead of cached per layout."""
+    import torch
+    from headcraft_backend.fit.subdivision import dense_template
+    from headcraft_backend.generate.networks import Generator
+    from headcraft_backend.generate.sample import face_lowpass, generate_maps, latents, seeds_to_z, unpack
+    from headcraft_backend.head.registry import load_model_data
+    from headcraft_backend.layout import texels
+    from headcraft_backend.layout.store import dense_uv, get_layout
+    torch.manual_seed(0)
+    G = Generator().eval()
+    d = load_model_data({"model": "openhead"})
+    dense = dense_template(d)
+    uv = dense_uv(dense.corner_tri, dense.corner_bary, get_layout(d).uv)
+    faces = dense.faces.astype(np.int64)
+    ops = texels.map_operators(faces, uv, dense.num_vertices, 256)
+
+    def ours():
+        ops.apply(generate_maps(G, [1])[0])
+
+    def baseline():
+        ws = latents(G, seeds_to_z([1], G.z_dim))
+        with torch.enable_grad():
+            scalp = G.synthesis(ws, noise_mode="const")
+            face = G.synthesis(ws, noise_mode="none")
+        m = face_lowpass(unpack(torch.cat([face[:, :3], scalp[:, 3:]], 1)[0]))
+        texels.map_operators(faces, uv, dense.num_vertices, 256).apply(m)
+    ms, base = median_ms(ours, repeats=5), median_ms(baseline, repeats=3)
+    print(f"generate one 256^2 sample (2 passes, 23.7M-parameter generator) + unpack + seams + apply to "
+          f"{dense.num_vertices:,} vertices: {ms:.0f} ms (target <= 1000) | straightforward: {base:.0f} ms | "
+          f"x{base / ms:.1f}")
 
 
 if __name__ == "__main__":

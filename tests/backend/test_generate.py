@@ -292,3 +292,16 @@ def test_cli_generate(tmp_path):
     r = subprocess.run([sys.executable, "-m", "headcraft_backend", "generate", str(tmp_path / "missing.ckpt")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_fast_resampling_equals_the_blur_convolution():
+    """The separable two-phase up/downsampling equals nearest/blur/subsample by convolution."""
+    from headcraft_backend.generate.networks import SmoothDownsample, SmoothUpsample
+    x = torch.randn(2, 5, 12, 16)
+    for mod in (SmoothUpsample(), SmoothDownsample()):
+        fast = mod(x)
+        mod.kernel.data.mul_(1.0000001)            # any other kernel takes the convolution path
+        slow = mod(x)
+        assert fast.shape == slow.shape and torch.allclose(fast, slow, atol=1e-5)
+    up = SmoothUpsample()
+    assert up(x).shape == (2, 5, 24, 32) and torch.allclose(up(torch.ones(1, 1, 4, 4)), torch.ones(1, 1, 8, 8))

@@ -53,31 +53,55 @@ def smooth_kernel() -> torch.Tensor:
     return (k[:, None] * k[None, :] / 64.0)[None, None]
 
 
-class SmoothUpsample(nn.Module):
-    """x2 nearest upsampling then the [1,3,3,1] blur (unit DC gain, replicate padding)."""
+def _up_1d(x, dim):
+    """x2 along one axis: nearest then [1,3,3,1]/8 with replicate edges, as two phases:
+    even outputs (x[i-1] + x[i]) / 2, odd outputs (x[i-1] + 6 x[i] + x[i+1]) / 8."""
+    n = x.shape[dim]
+    xp = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim)
+    a, b, c = xp.narrow(dim, 0, n), xp.narrow(dim, 1, n), xp.narrow(dim, 2, n)
+    return torch.stack([0.5 * (a + b), 0.125 * (a + c) + 0.75 * b], dim + 1).flatten(dim, dim + 1)
 
+
+def _down_1d(x, dim):
+    """[1,3,3,1]/8 with replicate edges (2 before, 1 after), every other sample."""
+    n = x.shape[dim]
+    xp = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim)
+    tap = lambda t: xp.narrow(dim, t, n)  # noqa: E731
+    out = (tap(0) + 3 * tap(1) + 3 * tap(2) + tap(3)) / 8
+    return out.index_select(dim, torch.arange(0, n, 2, device=x.device))
+
+
+class _Smooth(nn.Module):
     def __init__(self):
         super().__init__()
         self.kernel = nn.Parameter(smooth_kernel(), requires_grad=False)
 
-    def forward(self, x):
-        n, c, h, w = x.shape
-        x = F.interpolate(x.reshape(n * c, 1, h, w), scale_factor=2.0, mode="nearest")
-        x = F.conv2d(F.pad(x, (2, 1, 2, 1), mode="replicate"), self.kernel)
-        return x.reshape(n, c, 2 * h, 2 * w)
+    def _standard(self) -> bool:
+        """The separable fast path holds for the published kernel; any other uses the conv."""
+        return torch.equal(self.kernel.detach().cpu(), smooth_kernel())
 
-
-class SmoothDownsample(nn.Module):
-    """The [1,3,3,1] blur then every other sample."""
-
-    def __init__(self):
-        super().__init__()
-        self.kernel = nn.Parameter(smooth_kernel(), requires_grad=False)
-
-    def forward(self, x):
+    def _blur(self, x):
         n, c, h, w = x.shape
         x = F.conv2d(F.pad(x.reshape(n * c, 1, h, w), (2, 1, 2, 1), mode="replicate"), self.kernel)
-        return x[:, :, ::2, ::2].reshape(n, c, h // 2, w // 2)
+        return x.reshape(n, c, h, w)
+
+
+class SmoothUpsample(_Smooth):
+    """x2 nearest upsampling then the [1,3,3,1] blur (unit DC gain, replicate padding)."""
+
+    def forward(self, x):
+        if self._standard():
+            return _up_1d(_up_1d(x, 3), 2)
+        return self._blur(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class SmoothDownsample(_Smooth):
+    """The [1,3,3,1] blur then every other sample."""
+
+    def forward(self, x):
+        if self._standard():
+            return _down_1d(_down_1d(x, 3), 2)
+        return self._blur(x)[:, :, ::2, ::2]
 
 
 def modulated_conv2d(x, weight, styles, padding: int, demodulate: bool):
