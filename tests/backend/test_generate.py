@@ -289,6 +289,11 @@ def test_cli_generate(tmp_path):
     names = sorted(p.name for p in (tmp_path / "gen").iterdir())
     assert names == ["seed0001.exr", "seed0001.npy", "seed0001.obj", "seed0002.exr", "seed0002.npy", "seed0002.obj"]
     assert not np.array_equal(np.load(tmp_path / "gen" / "seed0001.npy"), np.load(tmp_path / "gen" / "seed0002.npy"))
+    r = subprocess.run([sys.executable, "-m", "headcraft_backend", "interpolate", str(cfg), "--seeds", "1", "2",
+                        "--steps", "3", "--out", str(tmp_path / "int"), "--device", "cpu"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "int").iterdir()) == [f"step{i:03d}.{e}" for i in range(3) for e in ("exr", "obj")]
     r = subprocess.run([sys.executable, "-m", "headcraft_backend", "generate", str(tmp_path / "missing.ckpt")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
@@ -305,3 +310,22 @@ def test_fast_resampling_equals_the_blur_convolution():
         assert fast.shape == slow.shape and torch.allclose(fast, slow, atol=1e-5)
     up = SmoothUpsample()
     assert up(x).shape == (2, 5, 24, 32) and torch.allclose(up(torch.ones(1, 1, 4, 4)), torch.ones(1, 1, 8, 8))
+
+
+def test_interpolation_in_w_and_z():
+    from headcraft_backend.generate.sample import interpolate_maps, interpolation_latents, latents, seeds_to_z, slerp
+    G = small().eval()
+    ws = interpolation_latents(G, 1, 2, [0.0, 0.25, 1.0])
+    wa, wb = latents(G, seeds_to_z([1], 32)), latents(G, seeds_to_z([2], 32))
+    assert torch.allclose(ws[0], wa[0]) and torch.allclose(ws[2], wb[0])
+    assert torch.allclose(ws[1], 0.75 * wa[0] + 0.25 * wb[0], atol=1e-6)
+    za, zb = seeds_to_z([1], 32), seeds_to_z([2], 32)
+    mid = slerp(za, zb, 0.5)
+    assert torch.allclose(slerp(za, zb, 0.0), za, atol=1e-5) and torch.allclose(slerp(za, zb, 1.0), zb, atol=1e-5)
+    assert abs(mid.norm() - 0.5 * (za.norm() + zb.norm())) < 0.1 * za.norm()     # stays on the shell
+    maps = interpolate_maps(G, 1, 2, steps=5, space="z")
+    assert len(maps) == 5
+    d = [np.abs(maps[i + 1] - maps[i]).mean() for i in range(4)]
+    assert max(d) < np.abs(maps[4] - maps[0]).mean()          # small steps along the path
+    with pytest.raises(ValueError, match="interpolation space"):
+        interpolation_latents(G, 1, 2, [0.5], space="q")

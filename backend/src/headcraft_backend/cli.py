@@ -298,6 +298,24 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_interpolate(args) -> int:
+    from .generate.jobs import interpolate_job
+    from .layout import formats
+    params = {**_model_params(args), "layout": args.layout, "checkpoint": args.checkpoint, "seed_a": args.seeds[0],
+              "seed_b": args.seeds[1], "steps": args.steps, "space": args.space, "psi": args.psi, "_device": args.device}
+    res = _run_job(interpolate_job, params, {}, "interpolate")
+    if res is None:
+        return 2
+    fields, out = res
+    out_dir = Path(args.out)
+    for i in range(fields["steps"]):
+        stem = f"step{i:03d}"
+        formats.write(out[f"map_{i}"], out_dir, stem, "exr")
+        _write_obj(out_dir / f"{stem}.obj", out["base"] + out[f"displacement_{i}"], out["dense_faces"], out["dense_uv"])
+    print(f"{fields['steps']} steps from seed {args.seeds[0]} to {args.seeds[1]} ({fields['space']}): wrote {out_dir}")
+    return 0
+
+
 def _model_args(parser) -> None:
     parser.add_argument("--model", default="openhead", choices=("openhead", "flame"))
     parser.add_argument("--flame-dir", default="~/FLAME", help="folder with the FLAME files")
@@ -385,6 +403,17 @@ def main(argv=None) -> int:
     g.add_argument("--device", default="auto")
     g.add_argument("--out", default="generated")
     g.set_defaults(fn=cmd_generate)
+    it = sub.add_parser("interpolate", help="heads between two seeds (lerp in W or slerp in Z)")
+    it.add_argument("checkpoint")
+    it.add_argument("--seeds", type=int, nargs=2, default=[0, 1])
+    it.add_argument("--steps", type=int, default=8)
+    it.add_argument("--space", default="w", choices=("w", "z"))
+    it.add_argument("--psi", type=float, default=0.7)
+    _model_args(it)
+    it.add_argument("--layout", default="headcraft")
+    it.add_argument("--device", default="auto")
+    it.add_argument("--out", default="interpolated")
+    it.set_defaults(fn=cmd_interpolate)
     args = p.parse_args(argv)
     return args.fn(args)
 

@@ -7,7 +7,7 @@ from ..layout.jobs import _layout, apply_map, coarse_vertices
 from ..service.jobs import UserError, job
 from . import checkpoint
 from .networks import NOISE_MODES
-from .sample import generate_maps
+from .sample import generate_maps, interpolate_maps
 
 
 def get_generator(ctx, path: str):
@@ -52,3 +52,27 @@ def sample_job(ctx, params, arrays):
     out["map"] = m
     return {"seed": seed, "psi": psi, "layout": layout.name, "size": int(m.shape[0]),
             "generator": info.get("source", Path(str(params["checkpoint"])).name)}, out
+
+
+@job("generate.interpolate")
+def interpolate_job(ctx, params, arrays):
+    """Maps between two seeds (lerp in W, or slerp in Z), each applied to the request's head:
+    arrays map_<i>, displacement_<i> (metres) and the shared dense mesh."""
+    G, info = get_generator(ctx, str(params.get("checkpoint", "")))
+    steps = int(params.get("steps", 8))
+    if not 2 <= steps <= 256:
+        raise UserError("interpolation steps: 2 to 256")
+    space = params.get("space", "w")
+    if space not in ("w", "z"):
+        raise UserError("interpolation space: 'w' (lerp) or 'z' (slerp)")
+    maps = interpolate_maps(G, int(params.get("seed_a", 0)), int(params.get("seed_b", 1)), steps,
+                            float(params.get("psi", 0.7)), space)
+    model, dense, layout = _layout(ctx, params)
+    coarse = coarse_vertices(arrays, model)
+    out = {}
+    for i, m in enumerate(maps):
+        ctx.progress(0.3 + 0.6 * i / steps, "interpolate", f"step {i + 1} of {steps}")
+        applied = apply_map(ctx, model, dense, layout, m, coarse, "object")
+        out[f"map_{i}"], out[f"displacement_{i}"] = m, applied["displacement"]
+    out.update({k: applied[k] for k in ("dense_faces", "dense_uv", "base")})
+    return {"steps": steps, "space": space, "layout": layout.name, "generator": info.get("source", "")}, out

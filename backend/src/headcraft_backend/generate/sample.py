@@ -78,3 +78,32 @@ def generate_maps(G: Generator, seeds, psi: float = 0.7, scalp_noise: str = "con
     six = synthesize(G, ws, scalp_noise)
     maps = [unpack(s) for s in six]
     return [face_lowpass(m) for m in maps] if lowpass else maps
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of latents (rows), for Gaussian z."""
+    an, bn = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.arccos((an * bn).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def interpolation_latents(G: Generator, seed_a: int, seed_b: int, factors, psi: float = 0.7,
+                          space: str = "w") -> torch.Tensor:
+    """W+ styles along the path from seed_a to seed_b: a straight line in W ('w') or a great
+    circle in Z mapped to W ('z')."""
+    za, zb = seeds_to_z([seed_a], G.z_dim), seeds_to_z([seed_b], G.z_dim)
+    if space == "z":
+        return torch.cat([latents(G, slerp(za, zb, float(t)), psi) for t in factors])
+    if space != "w":
+        raise ValueError(f"interpolation space {space!r}: 'w' or 'z'")
+    wa, wb = latents(G, za, psi), latents(G, zb, psi)
+    return torch.cat([torch.lerp(wa, wb, float(t)) for t in factors])
+
+
+def interpolate_maps(G: Generator, seed_a: int, seed_b: int, steps: int = 8, psi: float = 0.7,
+                     space: str = "w", scalp_noise: str = "const") -> list[np.ndarray]:
+    """`steps` maps from seed_a to seed_b inclusive."""
+    factors = np.linspace(0.0, 1.0, max(int(steps), 2))
+    ws = interpolation_latents(G, seed_a, seed_b, factors, psi, space)
+    return [face_lowpass(unpack(s)) for s in synthesize(G, ws, scalp_noise)]
