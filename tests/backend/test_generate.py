@@ -329,3 +329,29 @@ def test_interpolation_in_w_and_z():
     assert max(d) < np.abs(maps[4] - maps[0]).mean()          # small steps along the path
     with pytest.raises(ValueError, match="interpolation space"):
         interpolation_latents(G, 1, 2, [0.5], space="q")
+
+
+def test_pca_baseline_fits_samples_interpolates_and_serves(conn, tmp_path):
+    import subprocess
+    import sys
+    from headcraft_backend.generate.pca import PCAModel
+    from headcraft_backend.layout import formats
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(3, 64, 64, 3)).astype(np.float32)
+    maps = np.einsum("nk,khwc->nhwc", rng.normal(size=(12, 3)), basis).astype(np.float32) + 0.5
+    for i, m in enumerate(maps):
+        formats.write(m, tmp_path / "maps", f"m{i:02d}", "exr" if i % 2 else "png16")
+    r = subprocess.run([sys.executable, "-m", "headcraft_backend", "pca", str(tmp_path / "maps"), "--components", "5",
+                        "--out", str(tmp_path / "pca")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    model = PCAModel.load(tmp_path / "pca")
+    assert model.z_dim == 5 and model.explained(maps) > 0.999          # three true directions
+    np.testing.assert_allclose(model.sample([1], psi=0.0)[0], maps.mean(0), atol=1e-3)
+    path = model.interpolate(1, 2, steps=3)
+    np.testing.assert_allclose(path[1], 0.5 * (path[0] + path[2]), atol=1e-4)
+    j = conn.call("generate.sample", {"model": "openhead", "checkpoint": str(tmp_path / "pca.json"), "seed": 1},
+                  timeout=300)
+    assert j.arrays["map"].shape == (64, 64, 3) and np.abs(j.arrays["displacement"]).max() > 0
+    j = conn.submit("generate.sample", {"model": "openhead", "checkpoint": str(tmp_path / "pca.json"),
+                                        "mix_seed": 3}).wait(60)
+    assert j.state == "error" and "PCA" in str(j.error)

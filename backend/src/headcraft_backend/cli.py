@@ -316,6 +316,20 @@ def cmd_interpolate(args) -> int:
     return 0
 
 
+def cmd_pca(args) -> int:
+    from .generate.pca import PCAModel, read_maps
+    try:
+        maps = read_maps(args.maps)
+        model = PCAModel.fit(maps, args.components)
+    except ValueError as exc:
+        print(f"headcraft-backend pca: {exc}", file=sys.stderr)
+        return 2
+    weights, cfg = model.save(args.out)
+    print(f"PCA of {len(maps)} maps ({maps.shape[1]}^2): {model.z_dim} components hold "
+          f"{model.explained(maps):.1%} of the variance; wrote {cfg} and {weights.name}")
+    return 0
+
+
 def _model_args(parser) -> None:
     parser.add_argument("--model", default="openhead", choices=("openhead", "flame"))
     parser.add_argument("--flame-dir", default="~/FLAME", help="folder with the FLAME files")
@@ -414,6 +428,11 @@ def main(argv=None) -> int:
     it.add_argument("--device", default="auto")
     it.add_argument("--out", default="interpolated")
     it.set_defaults(fn=cmd_interpolate)
+    pc = sub.add_parser("pca", help="fit the PCA baseline generator to a folder of baked maps")
+    pc.add_argument("maps", help="folder of .exr, .npy or 16-bit PNG triplets (one size)")
+    pc.add_argument("--components", type=int, default=32)
+    pc.add_argument("--out", default="pca-model")
+    pc.set_defaults(fn=cmd_pca)
     args = p.parse_args(argv)
     return args.fn(args)
 

@@ -178,8 +178,8 @@ def save(G: Generator, path: str | Path, extra: dict | None = None) -> tuple[Pat
 
 
 def load(path: str | Path) -> tuple[Generator, dict]:
-    """Our format (the .safetensors or the .json) or a published .ckpt (with an EMA file named
-    `ema_*.pth` beside it, when there is one)."""
+    """Our format (the .safetensors or the .json; a StyleGAN or the PCA baseline) or a published
+    .ckpt (with an EMA file named `ema_*.pth` beside it, when there is one)."""
     path = Path(path)
     if path.suffix == ".ckpt":
         emas = sorted(path.parent.glob("ema_*.pth"))
@@ -192,8 +192,14 @@ def load(path: str | Path) -> tuple[Generator, dict]:
         meta = json.loads(cfg_path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{cfg_path}: cannot read the model config ({exc})") from None
+    if meta.get("format") == "headcraft-pca":
+        from .pca import PCAModel
+        try:
+            return PCAModel.load(base), meta
+        except (OSError, KeyError) as exc:
+            raise CheckpointError(f"{weights}: cannot read the PCA model ({exc})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{cfg_path}: not a {FORMAT} config")
+        raise CheckpointError(f"{cfg_path}: not a {FORMAT} or headcraft-pca config")
     try:
         sd = load_file(str(weights))
     except (OSError, SafetensorError) as exc:

@@ -7,6 +7,7 @@ from ..layout.jobs import _layout, apply_map, coarse_vertices
 from ..service.jobs import UserError, job
 from . import checkpoint
 from .networks import NOISE_MODES
+from .pca import PCAModel
 from .sample import generate_maps, interpolate_maps
 
 
@@ -26,7 +27,7 @@ def get_generator(ctx, path: str):
             G, info = checkpoint.load(p)
         except checkpoint.CheckpointError as exc:
             raise UserError(str(exc)) from None
-        hit = ctx.cache[key] = (G.to(ctx.device), info)
+        hit = ctx.cache[key] = (G.to(ctx.device) if hasattr(G, "to") else G, info)
     return hit
 
 
@@ -41,12 +42,18 @@ def sample_job(ctx, params, arrays):
     psi = float(params.get("psi", 0.7))
     seed = int(params.get("seed", 0))
     mix_seed = params.get("mix_seed")
-    mix_from = int(params.get("mix_from", G.num_ws // 2))
-    if not 0 <= mix_from <= G.num_ws:
-        raise UserError(f"style mixing starts at a layer from 0 to {G.num_ws}")
+    num_ws = getattr(G, "num_ws", 0)
+    mix_from = int(params.get("mix_from", num_ws // 2))
+    if not 0 <= mix_from <= num_ws:
+        raise UserError(f"style mixing starts at a layer from 0 to {num_ws}")
     ctx.progress(0.2, "generate", f"seed {seed}, psi {psi}")
-    m = generate_maps(G, [seed], psi, noise, None if mix_seed is None else int(mix_seed), mix_from,
-                      lowpass=bool(params.get("lowpass", True)))[0]
+    if isinstance(G, PCAModel):
+        if mix_seed is not None:
+            raise UserError("style mixing needs a StyleGAN; the PCA baseline has no styles")
+        m = G.sample([seed], psi)[0]
+    else:
+        m = generate_maps(G, [seed], psi, noise, None if mix_seed is None else int(mix_seed), mix_from,
+                          lowpass=bool(params.get("lowpass", True)))[0]
     model, dense, layout = _layout(ctx, params)
     out = apply_map(ctx, model, dense, layout, m, coarse_vertices(arrays, model), "object")
     out["map"] = m
@@ -65,8 +72,11 @@ def interpolate_job(ctx, params, arrays):
     space = params.get("space", "w")
     if space not in ("w", "z"):
         raise UserError("interpolation space: 'w' (lerp) or 'z' (slerp)")
-    maps = interpolate_maps(G, int(params.get("seed_a", 0)), int(params.get("seed_b", 1)), steps,
-                            float(params.get("psi", 0.7)), space)
+    seeds, psi = (int(params.get("seed_a", 0)), int(params.get("seed_b", 1))), float(params.get("psi", 0.7))
+    if isinstance(G, PCAModel):
+        maps = G.interpolate(*seeds, steps, psi)
+    else:
+        maps = interpolate_maps(G, *seeds, steps, psi, space)
     model, dense, layout = _layout(ctx, params)
     coarse = coarse_vertices(arrays, model)
     out = {}
