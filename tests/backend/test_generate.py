@@ -355,3 +355,58 @@ def test_pca_baseline_fits_samples_interpolates_and_serves(conn, tmp_path):
     j = conn.submit("generate.sample", {"model": "openhead", "checkpoint": str(tmp_path / "pca.json"),
                                         "mix_seed": 3}).wait(60)
     assert j.state == "error" and "PCA" in str(j.error)
+
+
+# ------------------------------------------------------------------------------------------------
+# Latent fitting
+# ------------------------------------------------------------------------------------------------
+def test_latent_fit_full_and_partial_map():
+    from headcraft_backend.generate.fit_latent import LatentFitSettings, fit_latent
+    from headcraft_backend.generate.sample import generate_maps
+    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
+                  channel_max=32)
+    torch.manual_seed(7)
+    for name, p in G.named_parameters():
+        if name.endswith("noise_strength"):
+            p.data.fill_(0.2)
+    target = generate_maps(G, [11], psi=1.0, lowpass=False)[0]
+    start = generate_maps(G, [12], psi=0.0, lowpass=False)[0]            # the average head
+    noise_before = G.synthesis.blocks[0].conv0.noise_const.clone()
+    calls = []
+    import torch.nn.functional as F
+
+    def fake_lpips(a, b):             # any perceptual distance on [-1, 1] 64x64 patches
+        calls.append(a.shape)
+        return (F.avg_pool2d(a, 4) - F.avg_pool2d(b, 4)).abs().mean(dim=[1, 2, 3])
+    fit = fit_latent(G, target, settings=LatentFitSettings(steps_w=150, steps_noise=20, avg_samples=500),
+                     perceptual=fake_lpips)
+    err0, err = np.abs(start - target).mean(), np.abs(fit.map - target).mean()
+    assert err < 0.3 * err0, (err, err0)
+    assert fit.ws.shape == (1, G.num_ws, 32) and calls and calls[0][1:] == (3, 64, 64) and not fit.notes
+    assert torch.equal(G.synthesis.blocks[0].conv0.noise_const, noise_before)      # G's noise kept
+    assert all(p.requires_grad for n, p in G.named_parameters() if "kernel" not in n)
+    # partial: the right half of the map hidden
+    mask = np.zeros(target.shape[:2], np.float32)
+    mask[:, :32] = 1
+    part = fit_latent(G, target, mask, LatentFitSettings(steps_z=100, steps_w=100, avg_samples=500))
+    seen = np.abs(part.map[:, :32] - target[:, :32]).mean()
+    assert seen < 0.5 * np.abs(start[:, :32] - target[:, :32]).mean() and part.notes == [
+        "LPIPS unavailable (package or weights missing): L1 only"]
+
+
+def test_fit_latent_job(conn, tmp_path):
+    from headcraft_backend.generate import checkpoint as C
+    from headcraft_backend.generate.sample import generate_maps
+    torch.manual_seed(8)
+    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
+                  channel_max=32)
+    _, cfg = C.save(G, tmp_path / "tiny")
+    target = generate_maps(G, [4], psi=1.0, lowpass=False)[0]
+    settings = {"steps_w": 60, "avg_samples": 200}
+    j = conn.call("generate.fit_latent", {"model": "openhead", "checkpoint": str(cfg), "settings": settings},
+                  {"map": target}, timeout=600)
+    assert j.arrays["ws"].shape == (1, G.num_ws, 32) and j.arrays["map"].shape == (64, 64, 3)
+    assert j.result["final_loss"] is not None and np.abs(j.arrays["displacement"]).max() > 0
+    bad = conn.submit("generate.fit_latent", {"model": "openhead", "checkpoint": str(cfg)},
+                      {"map": np.zeros((128, 128, 3), np.float32)}).wait(60)
+    assert bad.state == "error" and "64^2" in str(bad.error)

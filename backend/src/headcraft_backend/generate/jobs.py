@@ -86,3 +86,33 @@ def interpolate_job(ctx, params, arrays):
         out[f"map_{i}"], out[f"displacement_{i}"] = m, applied["displacement"]
     out.update({k: applied[k] for k in ("dense_faces", "dense_uv", "base")})
     return {"steps": steps, "space": space, "layout": layout.name, "generator": info.get("source", "")}, out
+
+
+@job("generate.fit_latent")
+def fit_latent_job(ctx, params, arrays):
+    """Styles for a map (a fitted scan's bake, or any map file), optionally partial with a
+    visibility mask; the generator's version of the map comes back applied to the head."""
+    import numpy as np
+    from ..layout.jobs import read_map_arrays
+    from .fit_latent import LatentFitSettings, fit_latent, lpips_or_none
+    G, info = get_generator(ctx, str(params.get("checkpoint", "")))
+    if isinstance(G, PCAModel):
+        raise UserError("latent fitting needs a StyleGAN checkpoint")
+    target = read_map_arrays(arrays)
+    if target.shape[0] != G.img_resolution:
+        raise UserError(f"the map is {target.shape[0]}^2; this generator makes {G.img_resolution}^2 maps "
+                        f"(bake the map at that size)")
+    mask = arrays.get("mask")
+    if mask is not None and np.shape(mask) != target.shape[:2]:
+        raise UserError(f"the mask is {np.shape(mask)}; the map is {target.shape[:2]}")
+    try:
+        settings = LatentFitSettings(**params.get("settings", {}))
+    except TypeError as exc:
+        raise UserError(f"bad latent-fit settings: {exc}") from None
+    res = fit_latent(G, target, mask, settings, lpips_or_none() if params.get("lpips", True) else None,
+                     report=lambda f, stage, msg: ctx.progress(0.05 + 0.8 * f, stage, msg))
+    model, dense, layout = _layout(ctx, params)
+    out = apply_map(ctx, model, dense, layout, res.map, coarse_vertices(arrays, model), "object")
+    out.update({"map": res.map, "ws": res.ws.numpy().astype(np.float32)})
+    return {"notes": res.notes, "final_loss": res.loss_history[-1] if res.loss_history else None,
+            "layout": layout.name}, out
