@@ -410,3 +410,31 @@ def test_fit_latent_job(conn, tmp_path):
     bad = conn.submit("generate.fit_latent", {"model": "openhead", "checkpoint": str(cfg)},
                       {"map": np.zeros((128, 128, 3), np.float32)}).wait(60)
     assert bad.state == "error" and "64^2" in str(bad.error)
+
+
+def test_transfer_hair_job_and_fit_latent_cli(conn, tmp_path):
+    import subprocess
+    import sys
+    from headcraft_backend.generate import checkpoint as C
+    from headcraft_backend.generate.sample import generate_maps, transfer_hair
+    from headcraft_backend.layout import formats
+    a = np.full((64, 64, 3), 0.5, np.float32)
+    b = np.full((64, 64, 3), -0.5, np.float32)
+    m = transfer_hair(a, b)
+    assert (m[:, :32] == 0.5).all() and (m[:, 32:] == -0.5).all()
+    j = conn.call("generate.transfer_hair", {"model": "openhead"}, {"face_map": a, "hair_map": b}, timeout=300)
+    np.testing.assert_array_equal(j.arrays["map"], m)
+    bad = conn.submit("generate.transfer_hair", {"model": "openhead"},
+                      {"face_map": a, "hair_map": b[:32, :32]}).wait(60)
+    assert bad.state == "error" and "different sizes" in str(bad.error)
+    torch.manual_seed(9)
+    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
+                  channel_max=32)
+    _, cfg = C.save(G, tmp_path / "tiny")
+    formats.write(generate_maps(G, [2])[0], tmp_path, "scan", "exr")
+    r = subprocess.run([sys.executable, "-m", "headcraft_backend", "fit-latent", str(tmp_path / "scan.exr"), str(cfg),
+                        "--steps", "20", "--out", str(tmp_path / "fl"), "--device", "cpu"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "fl" / "scan_ws.npy").shape == (1, G.num_ws, 32)
+    assert "L1 only" in r.stdout

@@ -330,6 +330,33 @@ def cmd_pca(args) -> int:
     return 0
 
 
+def cmd_fit_latent(args) -> int:
+    import numpy as np
+    from .generate.jobs import fit_latent_job
+    m = _read_map(args.map, "fit-latent")
+    if m is None:
+        return 2
+    arrays = {"map": m}
+    if args.mask:
+        arrays["mask"] = np.load(args.mask).astype(np.float32)
+    params = {**_model_params(args), "layout": args.layout, "checkpoint": args.checkpoint, "_device": args.device,
+              "settings": {"steps_w": args.steps, "steps_z": args.steps // 2, "steps_noise": args.noise_steps}}
+    res = _run_job(fit_latent_job, params, arrays, "fit-latent")
+    if res is None:
+        return 2
+    fields, out = res
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.map).stem.split("_-20_to_20")[0]
+    np.save(out_dir / f"{stem}_ws.npy", out["ws"])
+    np.save(out_dir / f"{stem}_fitted.npy", out["map"])
+    _write_obj(out_dir / f"{stem}_fitted.obj", out["final"], out["dense_faces"], out["dense_uv"])
+    for note in fields["notes"]:
+        print(f"note: {note}")
+    print(f"final loss {fields['final_loss']:.4f}; wrote {out_dir}/{stem}_ws.npy, _fitted.npy, _fitted.obj")
+    return 0
+
+
 def _model_args(parser) -> None:
     parser.add_argument("--model", default="openhead", choices=("openhead", "flame"))
     parser.add_argument("--flame-dir", default="~/FLAME", help="folder with the FLAME files")
@@ -433,6 +460,17 @@ def main(argv=None) -> int:
     pc.add_argument("--components", type=int, default=32)
     pc.add_argument("--out", default="pca-model")
     pc.set_defaults(fn=cmd_pca)
+    fl = sub.add_parser("fit-latent", help="find a generator's styles for a map (optionally partial)")
+    fl.add_argument("map", help="EXR, one of the 16-bit PNGs, or .npy, at the generator's size")
+    fl.add_argument("checkpoint")
+    fl.add_argument("--mask", default="", help=".npy (H, W) of visible texels, for a partial map")
+    fl.add_argument("--steps", type=int, default=1000)
+    fl.add_argument("--noise-steps", type=int, default=0)
+    _model_args(fl)
+    fl.add_argument("--layout", default="headcraft")
+    fl.add_argument("--device", default="auto")
+    fl.add_argument("--out", default="fitted-latent")
+    fl.set_defaults(fn=cmd_fit_latent)
     args = p.parse_args(argv)
     return args.fn(args)
 

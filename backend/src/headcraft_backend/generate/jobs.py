@@ -8,7 +8,7 @@ from ..service.jobs import UserError, job
 from . import checkpoint
 from .networks import NOISE_MODES
 from .pca import PCAModel
-from .sample import generate_maps, interpolate_maps
+from .sample import generate_maps, interpolate_maps, transfer_hair
 
 
 def get_generator(ctx, path: str):
@@ -116,3 +116,26 @@ def fit_latent_job(ctx, params, arrays):
     out.update({"map": res.map, "ws": res.ws.numpy().astype(np.float32)})
     return {"notes": res.notes, "final_loss": res.loss_history[-1] if res.loss_history else None,
             "layout": layout.name}, out
+
+
+@job("generate.transfer_hair")
+def transfer_hair_job(ctx, params, arrays):
+    """The face of one head with the hair (scalp chart) of another: two maps (`face_map`,
+    `hair_map`), or two seeds of a generator; applied to the request's head."""
+    import numpy as np
+    if "face_map" in arrays and "hair_map" in arrays:
+        maps = [np.asarray(arrays[k], np.float32) for k in ("face_map", "hair_map")]
+        if any(m.ndim != 3 or m.shape[0] != m.shape[1] or m.shape[2] != 3 or not np.isfinite(m).all() for m in maps):
+            raise UserError("face_map and hair_map must be finite square (N, N, 3) maps")
+    else:
+        G, _ = get_generator(ctx, str(params.get("checkpoint", "")))
+        seeds, psi = [int(params.get("face_seed", 0)), int(params.get("hair_seed", 1))], float(params.get("psi", 0.7))
+        maps = G.sample(seeds, psi) if isinstance(G, PCAModel) else generate_maps(G, seeds, psi)
+    try:
+        m = transfer_hair(*maps)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    model, dense, layout = _layout(ctx, params)
+    out = apply_map(ctx, model, dense, layout, m, coarse_vertices(arrays, model), "object")
+    out["map"] = m
+    return {"layout": layout.name}, out

@@ -107,3 +107,14 @@ def interpolate_maps(G: Generator, seed_a: int, seed_b: int, steps: int = 8, psi
     factors = np.linspace(0.0, 1.0, max(int(steps), 2))
     ws = interpolation_latents(G, seed_a, seed_b, factors, psi, space)
     return [face_lowpass(unpack(s)) for s in synthesize(G, ws, scalp_noise)]
+
+
+def transfer_hair(face_map: np.ndarray, hair_map: np.ndarray) -> np.ndarray:
+    """The face chart (left half) of one map with the scalp chart (right half) of another;
+    applying the result runs the seam processing, which blends the two at the face border."""
+    if face_map.shape != hair_map.shape:
+        raise ValueError(f"maps of different sizes {face_map.shape} and {hair_map.shape}")
+    out = np.array(face_map, np.float32)
+    half = out.shape[1] // 2
+    out[:, half:] = hair_map[:, half:]
+    return out
