@@ -58,6 +58,9 @@ class HeadCraftSceneSettings(bpy.types.PropertyGroup):
     gen_mix_seed: bpy.props.IntProperty(name="Seed 2", default=1, min=0)
     gen_mix_from: bpy.props.IntProperty(name="From", default=8, min=0, max=32,
                                         description="Styles from this layer on come from the second seed")
+    interp_seed_b: bpy.props.IntProperty(name="To seed", default=1, min=0)
+    interp_steps: bpy.props.IntProperty(name="Steps", default=9, min=2, max=64,
+                                        description="Heads computed along the way (cached as shape keys)")
     map_image: bpy.props.PointerProperty(name="Map image", type=bpy.types.Image,
                                          description="A displacement map image in HeadCraft units")
 

@@ -53,4 +53,74 @@ class HEADCRAFT_OT_generate(bpy.types.Operator):
             {"coarse_vertices": layout_build.shaped_vertices(head)}, apply, runtime.notify_error))
 
 
-CLASSES = (HEADCRAFT_OT_generate,)
+def _interpolation_object(context, name, world, result, out, steps):
+    """A dense head whose shape keys are the interpolation's steps; the custom property
+    `headcraft_factor` (0..1, keyframable) drives them, piecewise linearly between steps, so
+    scrubbing never calls the backend."""
+    from ..meshdata import model_to_blender
+    info = {"model": result.get("model", ""), "version": ""}
+    arrays = {"final": out["base"], "dense_faces": out["dense_faces"], "dense_uv": out["dense_uv"],
+              "displacement": out["displacement_0"]}
+    obj = fit_build.create_detailed(context, info, arrays, name, world)
+    try:
+        obj.data.uv_layers[0].name = layout_build.UV_PREFIX + result["layout"]
+        obj["headcraft_factor"] = 0.0
+        obj.id_properties_ui("headcraft_factor").update(min=0.0, max=1.0, soft_min=0.0, soft_max=1.0,
+                                                        description="Position between the two heads (keyframe it)")
+        obj.shape_key_add(name="Basis", from_mix=False)
+        base = model_to_blender(out["base"]).ravel()
+        for i in range(steps):
+            kb = obj.shape_key_add(name=f"Step {i:02d}", from_mix=False)
+            kb.points.foreach_set("co", base + model_to_blender(out[f"displacement_{i}"]).ravel())
+            kb.slider_min, kb.slider_max = 0.0, 1.0
+            drv = kb.driver_add("value").driver
+            drv.type = "SCRIPTED"
+            var = drv.variables.new()
+            var.name, var.type = "f", "SINGLE_PROP"
+            var.targets[0].id = obj
+            var.targets[0].data_path = '["headcraft_factor"]'
+            drv.expression = f"max(0.0, 1.0 - abs(f * {steps - 1} - {i}))"
+    except Exception:
+        me = obj.data
+        bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(me)
+        raise
+    return obj
+
+
+class HEADCRAFT_OT_interpolate(bpy.types.Operator):
+    """Heads between two seeds (lerp in W) on the active head, as one object whose 'Factor'
+    property (keyframable) blends the cached steps"""
+    bl_idname = "headcraft.interpolate"
+    bl_label = "Interpolate"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return HEADCRAFT_OT_generate.poll(context)
+
+    def execute(self, context):
+        s = context.scene.headcraft
+        if not s.gen_checkpoint.strip():
+            self.report({"ERROR"}, "Set a generator checkpoint first")
+            return {"CANCELLED"}
+        head = layout_build.head_of(context.active_object)
+        name, world = head.name, head.matrix_world.copy()
+        steps = s.interp_steps
+        params = dict(model_params(layout_build.model_of(head)), layout=s.map_layout.strip() or "headcraft",
+                      checkpoint=bpy.path.abspath(s.gen_checkpoint) if s.gen_checkpoint.startswith("//") else s.gen_checkpoint,
+                      seed_a=s.gen_seed, seed_b=s.interp_seed_b, steps=steps, psi=s.gen_psi, space="w")
+
+        def apply(result, out):
+            result = dict(result, model=layout_build.model_of(head).lower())
+            obj = _interpolation_object(bpy.context, f"{name} Seeds {s.gen_seed}-{s.interp_seed_b}", world,
+                                        result, out, steps)
+            head_build._select_only(bpy.context, obj)
+            runtime.notify(f"{obj.name}: {steps} steps cached; keyframe its Factor property")
+
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Interpolate {s.gen_seed} -> {s.interp_seed_b}", "generate.interpolate", params,
+            {"coarse_vertices": layout_build.shaped_vertices(head)}, apply, runtime.notify_error))
+
+
+CLASSES = (HEADCRAFT_OT_generate, HEADCRAFT_OT_interpolate)

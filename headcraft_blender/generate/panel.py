@@ -28,6 +28,13 @@ class VIEW3D_PT_headcraft_generate(SidebarSubPanel, bpy.types.Panel):
         if layout_build.head_of(context.active_object) is None:
             layout.label(text="Select a HeadCraft head (its identity is used)", icon="INFO")
         layout.operator("headcraft.generate", icon="SHADERFX")
+        row = layout.row(align=True)
+        row.prop(s, "interp_seed_b")
+        row.prop(s, "interp_steps")
+        layout.operator("headcraft.interpolate", icon="IPO_LINEAR")
+        obj = context.active_object
+        if obj is not None and "headcraft_factor" in obj:
+            layout.prop(obj, '["headcraft_factor"]', text="Factor", slider=True)
 
 
 CLASSES = (VIEW3D_PT_headcraft_generate,)

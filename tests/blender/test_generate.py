@@ -32,3 +32,34 @@ def test_generate_a_detailed_head_and_refuse_without_checkpoint(blender, ext, tm
     s.gen_checkpoint = str(tmp_path / "missing.json")
     with pytest.raises(RuntimeError, match="not found"):
         bpy.ops.headcraft.generate()
+
+
+def test_interpolate_caches_steps_and_the_factor_drives_them(blender, ext, tmp_path):
+    bpy = blender
+    assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
+    torch.manual_seed(1)
+    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
+                  channel_max=32)
+    _, cfg = checkpoint.save(G, tmp_path / "tiny")
+    s = bpy.context.scene.headcraft
+    s.gen_checkpoint, s.gen_seed, s.interp_seed_b, s.interp_steps, s.map_layout = str(cfg), 1, 2, 3, "headcraft"
+    assert bpy.ops.headcraft.interpolate() == {"FINISHED"}
+    obj = bpy.context.active_object
+    keys = obj.data.shape_keys.key_blocks
+    assert [k.name for k in keys] == ["Basis", "Step 00", "Step 01", "Step 02"]
+
+    def evaluated():
+        bpy.context.view_layer.update()
+        deps = bpy.context.evaluated_depsgraph_get()
+        me = obj.evaluated_get(deps).to_mesh()
+        co = ext.meshdata.read_vertices(me).copy()
+        obj.evaluated_get(deps).to_mesh_clear()
+        return co
+
+    co = lambda k: np.array([p.co for p in keys[k].points])  # noqa: E731
+    for factor, want in ((0.0, co("Step 00")), (1.0, co("Step 02")),
+                         (0.25, 0.5 * (co("Step 00") + co("Step 01")))):
+        obj["headcraft_factor"] = factor
+        obj.update_tag()
+        np.testing.assert_allclose(evaluated(), want, atol=1e-5)
+    assert not np.allclose(co("Step 00"), co("Step 02"))
