@@ -61,6 +61,8 @@ class HeadCraftSceneSettings(bpy.types.PropertyGroup):
     interp_seed_b: bpy.props.IntProperty(name="To seed", default=1, min=0)
     interp_steps: bpy.props.IntProperty(name="Steps", default=9, min=2, max=64,
                                         description="Heads computed along the way (cached as shape keys)")
+    fit_latent_steps: bpy.props.IntProperty(name="Fit steps", default=1000, min=10, max=20000,
+                                            description="Optimisation steps of the style fit (the paper: 1000)")
     map_image: bpy.props.PointerProperty(name="Map image", type=bpy.types.Image,
                                          description="A displacement map image in HeadCraft units")
 

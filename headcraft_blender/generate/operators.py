@@ -123,4 +123,83 @@ class HEADCRAFT_OT_interpolate(bpy.types.Operator):
             {"coarse_vertices": layout_build.shaped_vertices(head)}, apply, runtime.notify_error))
 
 
-CLASSES = (HEADCRAFT_OT_generate, HEADCRAFT_OT_interpolate)
+def _checkpoint(s) -> str:
+    return bpy.path.abspath(s.gen_checkpoint) if s.gen_checkpoint.startswith("//") else s.gen_checkpoint
+
+
+def _new_detailed(head_name, world, model, suffix, note):
+    """The apply callback shared by the generate operators: a detailed head from the reply."""
+    def apply(result, out):
+        obj = fit_build.create_detailed(bpy.context, {"model": model, "version": ""}, out,
+                                        f"{head_name} {suffix}", world)
+        obj.data.uv_layers[0].name = layout_build.UV_PREFIX + result["layout"]
+        obj["headcraft_head"] = head_name
+        if "map" in out:
+            img = layout_build.map_image(f"{obj.name} map", out["map"])
+            img["headcraft_space"], img["headcraft_layout"] = "object", result["layout"]
+            bpy.context.scene.headcraft.map_image = img
+        head_build._select_only(bpy.context, obj)
+        extra = "; ".join(result.get("notes", []))
+        runtime.notify(f"{note}: {obj.name}" + (f" ({extra})" if extra else ""))
+    return apply
+
+
+class HEADCRAFT_OT_transfer_hair(bpy.types.Operator):
+    """The face of the first seed with the hair of the second ('To seed'), on the active head"""
+    bl_idname = "headcraft.transfer_hair"
+    bl_label = "Transfer Hair"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return HEADCRAFT_OT_generate.poll(context)
+
+    def execute(self, context):
+        s = context.scene.headcraft
+        if not s.gen_checkpoint.strip():
+            self.report({"ERROR"}, "Set a generator checkpoint first")
+            return {"CANCELLED"}
+        head = layout_build.head_of(context.active_object)
+        model = layout_build.model_of(head)
+        params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
+                      face_seed=s.gen_seed, hair_seed=s.interp_seed_b, psi=s.gen_psi)
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            "Transfer hair", "generate.transfer_hair", params, {"coarse_vertices": layout_build.shaped_vertices(head)},
+            _new_detailed(head.name, head.matrix_world.copy(), model.lower(),
+                          f"Face {s.gen_seed} Hair {s.interp_seed_b}", "Hair transferred"), runtime.notify_error))
+
+
+class HEADCRAFT_OT_fit_generator(bpy.types.Operator):
+    """Find the generator's closest head to the active detailed head (e.g. a fitted scan):
+    its map is baked at the generator's size and the styles fitted (partial fits use their
+    visibility)"""
+    bl_idname = "headcraft.fit_generator"
+    bl_label = "Fit Generator to Head"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and layout_build.find_detailed(context.active_object) is not None \
+            and not runtime.busy()
+
+    def execute(self, context):
+        s = context.scene.headcraft
+        if not s.gen_checkpoint.strip():
+            self.report({"ERROR"}, "Set a generator checkpoint first")
+            return {"CANCELLED"}
+        obj = layout_build.find_detailed(context.active_object)
+        model = layout_build.model_of(obj)
+        arrays = layout_build.detailed_arrays(obj)
+        # the fitted low-res head's shape: the detailed head's base is its dense rebuild
+        head = bpy.data.objects.get(str(obj.get("headcraft_head", "")))
+        if head is not None and layout_build.head_of(head) is not None:
+            arrays["coarse_vertices"] = layout_build.shaped_vertices(head)
+        params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
+                      settings={"steps_w": s.fit_latent_steps, "steps_z": s.fit_latent_steps // 2})
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Fit generator to {obj.name}", "generate.fit_latent", params, arrays,
+            _new_detailed(obj.name, obj.matrix_world.copy(), model.lower(), "Generated", "Generator fitted"),
+            runtime.notify_error))
+
+
+CLASSES = (HEADCRAFT_OT_generate, HEADCRAFT_OT_interpolate, HEADCRAFT_OT_transfer_hair, HEADCRAFT_OT_fit_generator)

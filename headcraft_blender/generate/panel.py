@@ -31,7 +31,12 @@ class VIEW3D_PT_headcraft_generate(SidebarSubPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(s, "interp_seed_b")
         row.prop(s, "interp_steps")
-        layout.operator("headcraft.interpolate", icon="IPO_LINEAR")
+        row = layout.row(align=True)
+        row.operator("headcraft.interpolate", icon="IPO_LINEAR")
+        row.operator("headcraft.transfer_hair", icon="OUTLINER_DATA_CURVES")
+        row = layout.row(align=True)
+        row.prop(s, "fit_latent_steps")
+        row.operator("headcraft.fit_generator", icon="VIEWZOOM")
         obj = context.active_object
         if obj is not None and "headcraft_factor" in obj:
             layout.prop(obj, '["headcraft_factor"]', text="Factor", slider=True)

@@ -63,3 +63,23 @@ def test_interpolate_caches_steps_and_the_factor_drives_them(blender, ext, tmp_p
         obj.update_tag()
         np.testing.assert_allclose(evaluated(), want, atol=1e-5)
     assert not np.allclose(co("Step 00"), co("Step 02"))
+
+
+def test_transfer_hair_and_fit_generator_to_a_detailed_head(blender, ext, tmp_path):
+    bpy = blender
+    assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
+    head = bpy.context.active_object
+    torch.manual_seed(2)
+    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
+                  channel_max=32)
+    _, cfg = checkpoint.save(G, tmp_path / "tiny")
+    s = bpy.context.scene.headcraft
+    s.gen_checkpoint, s.gen_seed, s.interp_seed_b, s.map_layout, s.fit_latent_steps = str(cfg), 1, 2, "headcraft", 20
+    assert bpy.ops.headcraft.transfer_hair() == {"FINISHED"}
+    hair = bpy.context.active_object
+    assert hair.name == f"{head.name} Face 1 Hair 2"
+    assert bpy.ops.headcraft.fit_generator() == {"FINISHED"}          # on the detailed head just made
+    fitted = bpy.context.active_object
+    assert fitted.name == f"{hair.name} Generated" and fitted.get("headcraft_role") == "detailed"
+    d = ext.layout.build.detailed_arrays(fitted)["displacement"]
+    assert np.isfinite(d).all() and np.abs(d).max() > 0

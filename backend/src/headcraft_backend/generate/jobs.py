@@ -98,7 +98,19 @@ def fit_latent_job(ctx, params, arrays):
     G, info = get_generator(ctx, str(params.get("checkpoint", "")))
     if isinstance(G, PCAModel):
         raise UserError("latent fitting needs a StyleGAN checkpoint")
-    target = read_map_arrays(arrays)
+    if "base" in arrays and "displacement" in arrays:     # a detailed head: bake it at the generator's size
+        from ..fit.units import HC_UNITS_PER_METRE
+        from ..layout import texels
+        from ..layout.jobs import _operators, _vectors
+        model, dense, layout = _layout(ctx, params)
+        _, ops = _operators(ctx, model, dense, layout, G.img_resolution)
+        disp = _vectors(arrays, "displacement", dense.num_vertices) * HC_UNITS_PER_METRE
+        target = texels.bake(ops.raster, dense.faces, disp)[0]
+        if "visibility" in arrays and "mask" not in arrays:
+            vis = np.asarray(arrays["visibility"], np.float32).reshape(-1, 1)
+            arrays = {**arrays, "mask": (texels.bake(ops.raster, dense.faces, vis)[0][..., 0] > 0.5).astype(np.float32)}
+    else:
+        target = read_map_arrays(arrays)
     if target.shape[0] != G.img_resolution:
         raise UserError(f"the map is {target.shape[0]}^2; this generator makes {G.img_resolution}^2 maps "
                         f"(bake the map at that size)")
