@@ -10,11 +10,8 @@ from ..head.operators import model_params
 from ..layout import build as layout_build
 
 
-class HEADCRAFT_OT_generate(bpy.types.Operator):
-    """Sample a displacement map from the generator and apply it to the active head's current
-    identity and expression as a new detailed head"""
-    bl_idname = "headcraft.generate"
-    bl_label = "Generate"
+class _GeneratorOperator:
+    """Shared by the operators that use the generator on the active head."""
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
@@ -22,35 +19,39 @@ class HEADCRAFT_OT_generate(bpy.types.Operator):
         return context.mode == "OBJECT" and layout_build.head_of(context.active_object) is not None \
             and not runtime.busy()
 
-    def execute(self, context):
+    def _start(self, context):
+        """(settings, head, model, base params), or None after reporting a missing checkpoint."""
         s = context.scene.headcraft
         if not s.gen_checkpoint.strip():
             self.report({"ERROR"}, "Set a generator checkpoint first (our .json, or a published .ckpt with its "
                                    "ema_*.pth beside it; see the README for the demo model and training)")
-            return {"CANCELLED"}
+            return None
         head = layout_build.head_of(context.active_object)
-        name, world = head.name, head.matrix_world.copy()
-        layout = s.map_layout.strip() or "headcraft"
-        checkpoint = bpy.path.abspath(s.gen_checkpoint) if s.gen_checkpoint.startswith("//") else s.gen_checkpoint
-        params = dict(model_params(layout_build.model_of(head)), layout=layout, checkpoint=checkpoint,
-                      seed=s.gen_seed, psi=s.gen_psi, noise=s.gen_noise.lower())
+        model = layout_build.model_of(head)
+        params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
+                      psi=s.gen_psi)
+        return s, head, model, params
+
+
+class HEADCRAFT_OT_generate(_GeneratorOperator, bpy.types.Operator):
+    """Sample a displacement map from the generator and apply it to the active head's current
+    identity and expression as a new detailed head"""
+    bl_idname = "headcraft.generate"
+    bl_label = "Generate"
+
+    def execute(self, context):
+        started = self._start(context)
+        if started is None:
+            return {"CANCELLED"}
+        s, head, model, params = started
+        params.update(seed=s.gen_seed, noise=s.gen_noise.lower())
         if s.gen_mix:
             params.update(mix_seed=s.gen_mix_seed, mix_from=s.gen_mix_from)
-
-        def apply(result, out):
-            info = {"model": layout_build.model_of(head).lower(), "version": head.get("headcraft_version", "")}
-            obj = fit_build.create_detailed(bpy.context, info, out, f"{name} Seed {result['seed']}", world)
-            obj.data.uv_layers[0].name = layout_build.UV_PREFIX + result["layout"]
-            obj["headcraft_head"], obj["headcraft_seed"], obj["headcraft_psi"] = name, result["seed"], result["psi"]
-            img = layout_build.map_image(f"{name} Seed {result['seed']} map", out["map"])
-            img["headcraft_space"], img["headcraft_layout"] = "object", result["layout"]
-            bpy.context.scene.headcraft.map_image = img
-            head_build._select_only(bpy.context, obj)
-            runtime.notify(f"Generated {obj.name} (psi {result['psi']}, {result['generator']})")
-
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Generate seed {s.gen_seed}", "generate.sample", params,
-            {"coarse_vertices": layout_build.shaped_vertices(head)}, apply, runtime.notify_error))
+            {"coarse_vertices": layout_build.shaped_vertices(head)},
+            _new_detailed(head.name, head.matrix_world.copy(), model.lower(), f"Seed {s.gen_seed}", "Generated",
+                          {"headcraft_seed": s.gen_seed, "headcraft_psi": s.gen_psi}), runtime.notify_error))
 
 
 def _interpolation_object(context, name, world, result, out, steps):
@@ -88,38 +89,29 @@ def _interpolation_object(context, name, world, result, out, steps):
     return obj
 
 
-class HEADCRAFT_OT_interpolate(bpy.types.Operator):
+class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
     """Heads between two seeds (lerp in W) on the active head, as one object whose 'Factor'
     property (keyframable) blends the cached steps"""
     bl_idname = "headcraft.interpolate"
     bl_label = "Interpolate"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return HEADCRAFT_OT_generate.poll(context)
 
     def execute(self, context):
-        s = context.scene.headcraft
-        if not s.gen_checkpoint.strip():
-            self.report({"ERROR"}, "Set a generator checkpoint first")
+        started = self._start(context)
+        if started is None:
             return {"CANCELLED"}
-        head = layout_build.head_of(context.active_object)
-        name, world = head.name, head.matrix_world.copy()
-        steps = s.interp_steps
-        params = dict(model_params(layout_build.model_of(head)), layout=s.map_layout.strip() or "headcraft",
-                      checkpoint=bpy.path.abspath(s.gen_checkpoint) if s.gen_checkpoint.startswith("//") else s.gen_checkpoint,
-                      seed_a=s.gen_seed, seed_b=s.interp_seed_b, steps=steps, psi=s.gen_psi, space="w")
+        s, head, model, params = started
+        name, world, steps = head.name, head.matrix_world.copy(), s.interp_steps
+        seeds = (s.gen_seed, s.interp_seed_b)
+        params.update(seed_a=seeds[0], seed_b=seeds[1], steps=steps, space="w")
 
         def apply(result, out):
-            result = dict(result, model=layout_build.model_of(head).lower())
-            obj = _interpolation_object(bpy.context, f"{name} Seeds {s.gen_seed}-{s.interp_seed_b}", world,
-                                        result, out, steps)
+            obj = _interpolation_object(bpy.context, f"{name} Seeds {seeds[0]}-{seeds[1]}", world,
+                                        dict(result, model=model.lower()), out, steps)
             head_build._select_only(bpy.context, obj)
             runtime.notify(f"{obj.name}: {steps} steps cached; keyframe its Factor property")
 
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Interpolate {s.gen_seed} -> {s.interp_seed_b}", "generate.interpolate", params,
+            f"Interpolate {seeds[0]} -> {seeds[1]}", "generate.interpolate", params,
             {"coarse_vertices": layout_build.shaped_vertices(head)}, apply, runtime.notify_error))
 
 
@@ -127,13 +119,15 @@ def _checkpoint(s) -> str:
     return bpy.path.abspath(s.gen_checkpoint) if s.gen_checkpoint.startswith("//") else s.gen_checkpoint
 
 
-def _new_detailed(head_name, world, model, suffix, note):
+def _new_detailed(head_name, world, model, suffix, note, props=None):
     """The apply callback shared by the generate operators: a detailed head from the reply."""
     def apply(result, out):
         obj = fit_build.create_detailed(bpy.context, {"model": model, "version": ""}, out,
                                         f"{head_name} {suffix}", world)
         obj.data.uv_layers[0].name = layout_build.UV_PREFIX + result["layout"]
         obj["headcraft_head"] = head_name
+        for k, v in (props or {}).items():
+            obj[k] = v
         if "map" in out:
             img = layout_build.map_image(f"{obj.name} map", out["map"])
             img["headcraft_space"], img["headcraft_layout"] = "object", result["layout"]
@@ -144,25 +138,17 @@ def _new_detailed(head_name, world, model, suffix, note):
     return apply
 
 
-class HEADCRAFT_OT_transfer_hair(bpy.types.Operator):
+class HEADCRAFT_OT_transfer_hair(_GeneratorOperator, bpy.types.Operator):
     """The face of the first seed with the hair of the second ('To seed'), on the active head"""
     bl_idname = "headcraft.transfer_hair"
     bl_label = "Transfer Hair"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return HEADCRAFT_OT_generate.poll(context)
 
     def execute(self, context):
-        s = context.scene.headcraft
-        if not s.gen_checkpoint.strip():
-            self.report({"ERROR"}, "Set a generator checkpoint first")
+        started = self._start(context)
+        if started is None:
             return {"CANCELLED"}
-        head = layout_build.head_of(context.active_object)
-        model = layout_build.model_of(head)
-        params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
-                      face_seed=s.gen_seed, hair_seed=s.interp_seed_b, psi=s.gen_psi)
+        s, head, model, params = started
+        params.update(face_seed=s.gen_seed, hair_seed=s.interp_seed_b)
         return runtime.submit_from_operator(self, runtime.UIJob(
             "Transfer hair", "generate.transfer_hair", params, {"coarse_vertices": layout_build.shaped_vertices(head)},
             _new_detailed(head.name, head.matrix_world.copy(), model.lower(),
