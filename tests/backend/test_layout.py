@@ -364,3 +364,19 @@ def test_visibility_mask_of_a_partial_fit_is_baked(conn, dense_mesh):
     vm, covered = j.arrays["visibility_map"], j.arrays["mask"].astype(bool)
     assert vm.shape == (256, 256)
     assert vm[:190, :128][covered[:190, :128]].mean() > 0.97 and vm[:, 128:][covered[:, 128:]].mean() < 0.03
+
+
+def test_obj_writer_with_and_without_uvs(tmp_path):
+    import trimesh
+    from headcraft_backend.cli import _write_obj
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0.5]], float)
+    f = np.array([[0, 1, 2], [1, 3, 2]])
+    uv = np.random.default_rng(0).uniform(size=(2, 3, 2))
+    _write_obj(tmp_path / "a.obj", v, f)
+    _write_obj(tmp_path / "b.obj", v, f, uv)
+    a = trimesh.load(tmp_path / "a.obj", process=False)
+    np.testing.assert_allclose(a.vertices, v) and np.testing.assert_array_equal(a.faces, f)
+    lines = (tmp_path / "b.obj").read_text().splitlines()
+    vt = np.array([line.split()[1:] for line in lines if line.startswith("vt ")], float)
+    np.testing.assert_allclose(vt, uv.reshape(-1, 2), atol=1e-6)
+    assert [line for line in lines if line.startswith("f ")] == ["f 1/1 2/2 3/3", "f 2/4 4/5 3/6"]
