@@ -381,3 +381,15 @@ def test_obj_writer_with_and_without_uvs(tmp_path):
     vt = np.array([line.split()[1:] for line in lines if line.startswith("vt ")], float)
     np.testing.assert_allclose(vt, uv.reshape(-1, 2), atol=1e-6)
     assert [line for line in lines if line.startswith("f ")] == ["f 1/1 2/2 3/3", "f 2/4 4/5 3/6"]
+
+
+def test_operator_cache_keeps_the_newest_few():
+    from types import SimpleNamespace
+    from headcraft_backend.layout import jobs
+    ctx = SimpleNamespace(cache={("head_model", 1): "model"})
+    built = []
+    for k in [1, 2, 3, 1, 4, 5]:
+        jobs._cached(ctx, ("raster", k), lambda k=k: built.append(k) or k)
+    assert built == [1, 2, 3, 4, 5]                      # 1 was reused while cached
+    assert [k for k in ctx.cache if k[0] == "raster"] == [("raster", 1), ("raster", 4), ("raster", 5)]
+    assert ctx.cache[("head_model", 1)] == "model"       # other kinds untouched

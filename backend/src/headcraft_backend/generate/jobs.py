@@ -101,14 +101,14 @@ def fit_latent_job(ctx, params, arrays):
     if "base" in arrays and "displacement" in arrays:     # a detailed head: bake it at the generator's size
         from ..fit.units import HC_UNITS_PER_METRE
         from ..layout import texels
-        from ..layout.jobs import _operators, _vectors
+        from ..layout.jobs import _raster, _vectors
         model, dense, layout = _layout(ctx, params)
-        _, ops = _operators(ctx, model, dense, layout, G.img_resolution)
+        _, raster = _raster(ctx, model, dense, layout, G.img_resolution)
         disp = _vectors(arrays, "displacement", dense.num_vertices) * HC_UNITS_PER_METRE
-        target = texels.bake(ops.raster, dense.faces, disp)[0]
+        target = texels.bake(raster, dense.faces, disp)[0]
         if "visibility" in arrays and "mask" not in arrays:
             vis = np.asarray(arrays["visibility"], np.float32).reshape(-1, 1)
-            arrays = {**arrays, "mask": (texels.bake(ops.raster, dense.faces, vis)[0][..., 0] > 0.5).astype(np.float32)}
+            arrays = {**arrays, "mask": (texels.bake(raster, dense.faces, vis)[0][..., 0] > 0.5).astype(np.float32)}
     else:
         target = read_map_arrays(arrays)
     if target.shape[0] != G.img_resolution:

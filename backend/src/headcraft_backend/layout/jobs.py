@@ -30,17 +30,43 @@ def _layout(ctx, params):
     return model, dense, layout
 
 
-def _operators(ctx, model, dense, layout, size: int) -> tuple[np.ndarray, texels.MapOperators]:
-    """Dense per-corner UVs and the map operators, cached per layout content and resolution."""
-    digest = hashlib.sha1(np.ascontiguousarray(layout.uv).tobytes()).hexdigest()
-    key = ("map_operators", model.data.name, dense.key, digest, size)
-    hit = ctx.cache.get(key)
+CACHED_PER_KIND = 3      # layouts x sizes kept in memory (a 2048^2 set of operators is ~1 GB)
+
+
+def _cached(ctx, key, build):
+    """ctx.cache with the oldest entries of the same kind dropped beyond CACHED_PER_KIND."""
+    hit = ctx.cache.pop(key, None)
     if hit is None:
+        hit = build()
+    ctx.cache[key] = hit                        # re-inserted: the newest
+    same = [k for k in ctx.cache if isinstance(k, tuple) and k[:1] == key[:1]]
+    for old in same[:-CACHED_PER_KIND]:
+        del ctx.cache[old]
+    return hit
+
+
+def _layout_key(model, dense, layout, size):
+    digest = hashlib.sha1(np.ascontiguousarray(layout.uv).tobytes()).hexdigest()
+    return (model.data.name, dense.key, digest, size)
+
+
+def _raster(ctx, model, dense, layout, size: int) -> tuple[np.ndarray, texels.Raster]:
+    """Dense per-corner UVs and their rasterisation (all that baking needs)."""
+    def build():
         uv = dense_uv(dense.corner_tri, dense.corner_bary, layout.uv)
         ctx.progress(0.1, "layout", f"rasterising the layout at {size}x{size} (once per layout)")
-        ops = texels.map_operators(dense.faces, uv, dense.num_vertices, size)
-        hit = ctx.cache[key] = (uv, ops)
-    return hit
+        return uv, texels.rasterize(uv, size)
+    return _cached(ctx, ("raster", *_layout_key(model, dense, layout, size)), build)
+
+
+def _operators(ctx, model, dense, layout, size: int) -> tuple[np.ndarray, texels.MapOperators]:
+    """Dense per-corner UVs and the map operators (fill, seams, sampling), cached per layout
+    content and resolution."""
+    def build():
+        uv, raster = _raster(ctx, model, dense, layout, size)
+        ctx.progress(0.2, "layout", f"seam and sampling operators at {size}x{size} (once per layout)")
+        return uv, texels.map_operators(dense.faces, uv, dense.num_vertices, size, raster)
+    return _cached(ctx, ("map_operators", *_layout_key(model, dense, layout, size)), build)
 
 
 def _size(params) -> int:
@@ -102,19 +128,19 @@ def bake_job(ctx, params, arrays):
     n = dense.num_vertices
     base = _vectors(arrays, "base", n)
     disp = _vectors(arrays, "displacement", n) * HC_UNITS_PER_METRE
-    uv, ops = _operators(ctx, model, dense, layout, size)
+    uv, raster = _raster(ctx, model, dense, layout, size)
     ctx.progress(0.6, "bake", f"baking {space}-space displacements at {size}x{size}")
     if space == "tangent":
         values = tangent.to_tangent(tangent.corner_frames(base, dense.faces, uv), dense.faces, disp)
     else:
         values = disp
-    m, covered = texels.bake(ops.raster, dense.faces, values)
+    m, covered = texels.bake(raster, dense.faces, values)
     out = {"map": m, "mask": covered.astype(np.uint8)}
     if "visibility" in arrays:
         vis = np.asarray(arrays["visibility"]).astype(np.float32).reshape(-1, 1)
         if vis.shape[0] != n:
             raise UserError(f"visibility has {vis.shape[0]} values for {n} vertices")
-        out["visibility_map"] = texels.bake(ops.raster, dense.faces, vis)[0][..., 0]
+        out["visibility_map"] = texels.bake(raster, dense.faces, vis)[0][..., 0]
     stem = params.get("name") or f"{model.data.name}_{layout.name}_{space}_{size}"
     names = []
     for f in fmts:
@@ -239,8 +265,8 @@ def bake_colour_job(ctx, params, arrays):
         raise UserError("the scan has no colours: give it a colour attribute or an image texture")
     if colors is None and (np.shape(scan_uv) != (len(sf), 3, 2) or np.ndim(texture) != 3):
         raise UserError("the scan's texture needs per-corner UVs (F, 3, 2) and an (H, W, 3) image")
-    _, ops = _operators(ctx, model, dense, layout, size)
-    m = bake_colour(ops.raster, dense.faces, final, sv, sf, colors=colors, scan_uv=scan_uv, texture=texture,
+    _, raster = _raster(ctx, model, dense, layout, size)
+    m = bake_colour(raster, dense.faces, final, sv, sf, colors=colors, scan_uv=scan_uv, texture=texture,
                     progress=lambda f: ctx.progress(0.2 + 0.7 * f, "colour", "nearest points on the scan"))
     stem = params.get("name") or f"{model.data.name}_{layout.name}_colour_{size}"
     return ({"layout": layout.name, "size": size, "files": [f"{stem}.png"]},
