@@ -4,8 +4,6 @@ from __future__ import annotations
 import bpy
 
 from .. import runtime
-from ..fit import build as fit_build
-from ..head import build as head_build
 from ..head.operators import model_params
 from ..layout import build as layout_build
 
@@ -19,12 +17,16 @@ class _GeneratorOperator:
         return context.mode == "OBJECT" and layout_build.head_of(context.active_object) is not None \
             and not runtime.busy()
 
-    def _start(self, context):
-        """(settings, head, model, base params), or None after reporting a missing checkpoint."""
-        s = context.scene.headcraft
+    def _checkpoint_set(self, s) -> bool:
         if not s.gen_checkpoint.strip():
             self.report({"ERROR"}, "Set a generator checkpoint first (our .json, or a published .ckpt with its "
                                    "ema_*.pth beside it; see the README for the demo model and training)")
+        return bool(s.gen_checkpoint.strip())
+
+    def _start(self, context):
+        """(settings, head, model, base params), or None after reporting a missing checkpoint."""
+        s = context.scene.headcraft
+        if not self._checkpoint_set(s):
             return None
         head = layout_build.head_of(context.active_object)
         model = layout_build.model_of(head)
@@ -59,12 +61,11 @@ def _interpolation_object(context, name, world, result, out, steps):
     `headcraft_factor` (0..1, keyframable) drives them, piecewise linearly between steps, so
     scrubbing never calls the backend."""
     from ..meshdata import model_to_blender
-    info = {"model": result.get("model", ""), "version": ""}
     arrays = {"final": out["base"], "dense_faces": out["dense_faces"], "dense_uv": out["dense_uv"],
               "displacement": out["displacement_0"]}
-    obj = fit_build.create_detailed(context, info, arrays, name, world)
+    obj = layout_build.detailed_from_reply(context, result, arrays, name, world, result.get("model", ""),
+                                           result.get("head", ""))
     try:
-        obj.data.uv_layers[0].name = layout_build.UV_PREFIX + result["layout"]
         obj["headcraft_factor"] = 0.0
         obj.id_properties_ui("headcraft_factor").update(min=0.0, max=1.0, soft_min=0.0, soft_max=1.0,
                                                         description="Position between the two heads (keyframe it)")
@@ -106,8 +107,7 @@ class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
 
         def apply(result, out):
             obj = _interpolation_object(bpy.context, f"{name} Seeds {seeds[0]}-{seeds[1]}", world,
-                                        dict(result, model=model.lower()), out, steps)
-            head_build._select_only(bpy.context, obj)
+                                        dict(result, model=model.lower(), head=name), out, steps)
             runtime.notify(f"{obj.name}: {steps} steps cached; keyframe its Factor property")
 
         return runtime.submit_from_operator(self, runtime.UIJob(
@@ -122,17 +122,14 @@ def _checkpoint(s) -> str:
 def _new_detailed(head_name, world, model, suffix, note, props=None):
     """The apply callback shared by the generate operators: a detailed head from the reply."""
     def apply(result, out):
-        obj = fit_build.create_detailed(bpy.context, {"model": model, "version": ""}, out,
-                                        f"{head_name} {suffix}", world)
-        obj.data.uv_layers[0].name = layout_build.UV_PREFIX + result["layout"]
-        obj["headcraft_head"] = head_name
+        obj = layout_build.detailed_from_reply(bpy.context, result, out, f"{head_name} {suffix}", world, model,
+                                               head_name)
         for k, v in (props or {}).items():
             obj[k] = v
         if "map" in out:
             img = layout_build.map_image(f"{obj.name} map", out["map"])
             img["headcraft_space"], img["headcraft_layout"] = "object", result["layout"]
             bpy.context.scene.headcraft.map_image = img
-        head_build._select_only(bpy.context, obj)
         extra = "; ".join(result.get("notes", []))
         runtime.notify(f"{note}: {obj.name}" + (f" ({extra})" if extra else ""))
     return apply
@@ -155,13 +152,12 @@ class HEADCRAFT_OT_transfer_hair(_GeneratorOperator, bpy.types.Operator):
                           f"Face {s.gen_seed} Hair {s.interp_seed_b}", "Hair transferred"), runtime.notify_error))
 
 
-class HEADCRAFT_OT_fit_generator(bpy.types.Operator):
+class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
     """Find the generator's closest head to the active detailed head (e.g. a fitted scan):
     its map is baked at the generator's size and the styles fitted (partial fits use their
     visibility)"""
     bl_idname = "headcraft.fit_generator"
     bl_label = "Fit Generator to Head"
-    bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
@@ -170,8 +166,7 @@ class HEADCRAFT_OT_fit_generator(bpy.types.Operator):
 
     def execute(self, context):
         s = context.scene.headcraft
-        if not s.gen_checkpoint.strip():
-            self.report({"ERROR"}, "Set a generator checkpoint first")
+        if not self._checkpoint_set(s):
             return {"CANCELLED"}
         obj = layout_build.find_detailed(context.active_object)
         model = layout_build.model_of(obj)

@@ -11,6 +11,7 @@ import numpy as np
 
 import bpy
 
+from ..fit import build as fit_build
 from ..head import build as head_build
 from ..meshdata import blender_to_model, read_vertices
 
@@ -296,3 +297,14 @@ def _image_material(obj, name: str, img: bpy.types.Image, layout: str):
 def world_vertices(obj: bpy.types.Object) -> np.ndarray:
     mw = np.array(obj.matrix_world, np.float32)
     return blender_to_model(read_vertices(obj.data) @ mw[:3, :3].T + mw[:3, 3])
+
+
+def detailed_from_reply(context, result: dict, out: dict, name: str, world, model: str, head_name: str,
+                        version: str = "") -> bpy.types.Object:
+    """A detailed head from a reply that applied a map (map.apply, generate.*): its UV map named
+    after the layout, linked to the head it was made on, selected."""
+    obj = fit_build.create_detailed(context, {"model": model, "version": version}, out, name, world)
+    obj.data.uv_layers[0].name = UV_PREFIX + result["layout"]
+    obj["headcraft_head"] = head_name
+    head_build._select_only(context, obj)
+    return obj

@@ -8,8 +8,6 @@ import numpy as np
 import bpy
 
 from .. import runtime
-from ..fit import build as fit_build
-from ..head import build as head_build
 from ..head.operators import model_params
 from . import build
 
@@ -236,13 +234,11 @@ class HEADCRAFT_OT_apply_map(bpy.types.Operator):
         layout, name = _layout_name(context), head.name
         world = head.matrix_world.copy()
 
+        model, version = build.model_of(head).lower(), str(head.get("headcraft_version", ""))
+
         def apply(result, out):
-            info = {"model": build.model_of(head).lower(), "version": head.get("headcraft_version", "")}
-            obj = fit_build.create_detailed(bpy.context, info, out, f"{name} Detailed", world)
-            obj.data.uv_layers[0].name = build.UV_PREFIX + result["layout"]
-            obj["headcraft_head"] = name
+            obj = build.detailed_from_reply(bpy.context, result, out, f"{name} Detailed", world, model, name, version)
             obj["headcraft_map"] = what
-            head_build._select_only(bpy.context, obj)
             runtime.notify(f"Applied {what} ({result['space']} space) to {name}: {obj.name}")
 
         return runtime.submit_from_operator(self, runtime.UIJob(

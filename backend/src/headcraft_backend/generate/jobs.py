@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..layout.jobs import _layout, apply_map, coarse_vertices
+import numpy as np
+
+from ..layout.jobs import _layout, apply_map, bake_displacement, check_map, read_map_arrays, request_base
 from ..service.jobs import UserError, job
 from . import checkpoint
 from .networks import NOISE_MODES
@@ -55,7 +57,7 @@ def sample_job(ctx, params, arrays):
         m = generate_maps(G, [seed], psi, noise, None if mix_seed is None else int(mix_seed), mix_from,
                           lowpass=bool(params.get("lowpass", True)))[0]
     model, dense, layout = _layout(ctx, params)
-    out = apply_map(ctx, model, dense, layout, m, coarse_vertices(arrays, model), "object")
+    out = apply_map(ctx, model, dense, layout, m, request_base(ctx, model, dense, arrays), "object")
     out["map"] = m
     return {"seed": seed, "psi": psi, "layout": layout.name, "size": int(m.shape[0]),
             "generator": info.get("source", Path(str(params["checkpoint"])).name)}, out
@@ -78,11 +80,11 @@ def interpolate_job(ctx, params, arrays):
     else:
         maps = interpolate_maps(G, *seeds, steps, psi, space)
     model, dense, layout = _layout(ctx, params)
-    coarse = coarse_vertices(arrays, model)
+    base = request_base(ctx, model, dense, arrays)
     out = {}
     for i, m in enumerate(maps):
         ctx.progress(0.3 + 0.6 * i / steps, "interpolate", f"step {i + 1} of {steps}")
-        applied = apply_map(ctx, model, dense, layout, m, coarse, "object")
+        applied = apply_map(ctx, model, dense, layout, m, base, "object")
         out[f"map_{i}"], out[f"displacement_{i}"] = m, applied["displacement"]
     out.update({k: applied[k] for k in ("dense_faces", "dense_uv", "base")})
     return {"steps": steps, "space": space, "layout": layout.name, "generator": info.get("source", "")}, out
@@ -92,23 +94,16 @@ def interpolate_job(ctx, params, arrays):
 def fit_latent_job(ctx, params, arrays):
     """Styles for a map (a fitted scan's bake, or any map file), optionally partial with a
     visibility mask; the generator's version of the map comes back applied to the head."""
-    import numpy as np
-    from ..layout.jobs import read_map_arrays
     from .fit_latent import LatentFitSettings, fit_latent, lpips_or_none
     G, info = get_generator(ctx, str(params.get("checkpoint", "")))
     if isinstance(G, PCAModel):
         raise UserError("latent fitting needs a StyleGAN checkpoint")
+    model, dense, layout = _layout(ctx, params)
     if "base" in arrays and "displacement" in arrays:     # a detailed head: bake it at the generator's size
-        from ..fit.units import HC_UNITS_PER_METRE
-        from ..layout import texels
-        from ..layout.jobs import _raster, _vectors
-        model, dense, layout = _layout(ctx, params)
-        _, raster = _raster(ctx, model, dense, layout, G.img_resolution)
-        disp = _vectors(arrays, "displacement", dense.num_vertices) * HC_UNITS_PER_METRE
-        target = texels.bake(raster, dense.faces, disp)[0]
-        if "visibility" in arrays and "mask" not in arrays:
-            vis = np.asarray(arrays["visibility"], np.float32).reshape(-1, 1)
-            arrays = {**arrays, "mask": (texels.bake(raster, dense.faces, vis)[0][..., 0] > 0.5).astype(np.float32)}
+        baked = bake_displacement(ctx, model, dense, layout, G.img_resolution, arrays)
+        target = baked["map"]
+        if "visibility_map" in baked and "mask" not in arrays:
+            arrays = {**arrays, "mask": (baked["visibility_map"] > 0.5).astype(np.float32)}
     else:
         target = read_map_arrays(arrays)
     if target.shape[0] != G.img_resolution:
@@ -123,8 +118,7 @@ def fit_latent_job(ctx, params, arrays):
         raise UserError(f"bad latent-fit settings: {exc}") from None
     res = fit_latent(G, target, mask, settings, lpips_or_none() if params.get("lpips", True) else None,
                      report=lambda f, stage, msg: ctx.progress(0.05 + 0.8 * f, stage, msg))
-    model, dense, layout = _layout(ctx, params)
-    out = apply_map(ctx, model, dense, layout, res.map, coarse_vertices(arrays, model), "object")
+    out = apply_map(ctx, model, dense, layout, res.map, request_base(ctx, model, dense, arrays), "object")
     out.update({"map": res.map, "ws": res.ws.numpy().astype(np.float32)})
     return {"notes": res.notes, "final_loss": res.loss_history[-1] if res.loss_history else None,
             "layout": layout.name}, out
@@ -134,11 +128,8 @@ def fit_latent_job(ctx, params, arrays):
 def transfer_hair_job(ctx, params, arrays):
     """The face of one head with the hair (scalp chart) of another: two maps (`face_map`,
     `hair_map`), or two seeds of a generator; applied to the request's head."""
-    import numpy as np
     if "face_map" in arrays and "hair_map" in arrays:
-        maps = [np.asarray(arrays[k], np.float32) for k in ("face_map", "hair_map")]
-        if any(m.ndim != 3 or m.shape[0] != m.shape[1] or m.shape[2] != 3 or not np.isfinite(m).all() for m in maps):
-            raise UserError("face_map and hair_map must be finite square (N, N, 3) maps")
+        maps = [check_map(arrays[k], k) for k in ("face_map", "hair_map")]
     else:
         G, _ = get_generator(ctx, str(params.get("checkpoint", "")))
         seeds, psi = [int(params.get("face_seed", 0)), int(params.get("hair_seed", 1))], float(params.get("psi", 0.7))
@@ -148,6 +139,6 @@ def transfer_hair_job(ctx, params, arrays):
     except ValueError as exc:
         raise UserError(str(exc)) from None
     model, dense, layout = _layout(ctx, params)
-    out = apply_map(ctx, model, dense, layout, m, coarse_vertices(arrays, model), "object")
+    out = apply_map(ctx, model, dense, layout, m, request_base(ctx, model, dense, arrays), "object")
     out["map"] = m
     return {"layout": layout.name}, out

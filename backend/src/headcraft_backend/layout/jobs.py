@@ -83,6 +83,32 @@ def _space(params) -> str:
     return space
 
 
+def _formats(params) -> list[str]:
+    fmts = list(params.get("formats", []))
+    for f in fmts:
+        if f not in formats.FORMATS:
+            raise UserError(f"unknown map format {f!r}; choose from {', '.join(formats.FORMATS)}")
+    return fmts
+
+
+def _encode(ctx, m, fmts, stem, out) -> list[str]:
+    """Encoded files of a map into the reply (`file__<name>` byte arrays); their names."""
+    names = []
+    for f in fmts:
+        ctx.progress(0.8, "files", f"encoding {f}")
+        for name, data in formats.encode(m, f, stem).items():
+            out[f"file__{name}"] = np.frombuffer(data, np.uint8)
+            names.append(name)
+    return names
+
+
+def check_map(m, what: str = "the map") -> np.ndarray:
+    m = np.asarray(m, np.float32)
+    if m.ndim != 3 or m.shape[0] != m.shape[1] or m.shape[2] != 3 or not np.isfinite(m).all():
+        raise UserError(f"{what} must be a finite square (N, N, 3) array, got {m.shape}")
+    return m
+
+
 def _vectors(arrays, name, n) -> np.ndarray:
     a = arrays.get(name)
     if a is None:
@@ -115,22 +141,16 @@ def layout_save_job(ctx, params, arrays):
     return {"layout": layout.name, "layouts": list_layouts(model.data), "report": layout.report}, {}
 
 
-@job("map.bake")
-def bake_job(ctx, params, arrays):
-    """Per-vertex displacements of a detailed head -> a map (object or tangent space) in the
-    chosen layout, plus encoded files and, for a partial fit, the visibility mask."""
-    model, dense, layout = _layout(ctx, params)
-    size, space = _size(params), _space(params)
-    fmts = list(params.get("formats", []))
-    for f in fmts:
-        if f not in formats.FORMATS:
-            raise UserError(f"unknown map format {f!r}; choose from {', '.join(formats.FORMATS)}")
+def bake_displacement(ctx, model, dense, layout, size: int, arrays, space: str = "object") -> dict:
+    """A detailed head's displacements (`base`, `displacement` in metres, optional
+    `visibility`) baked at `size`: map (HeadCraft units), mask and, for a partial fit,
+    visibility_map."""
     n = dense.num_vertices
-    base = _vectors(arrays, "base", n)
     disp = _vectors(arrays, "displacement", n) * HC_UNITS_PER_METRE
     uv, raster = _raster(ctx, model, dense, layout, size)
     ctx.progress(0.6, "bake", f"baking {space}-space displacements at {size}x{size}")
     if space == "tangent":
+        base = _vectors(arrays, "base", n)
         values = tangent.to_tangent(tangent.corner_frames(base, dense.faces, uv), dense.faces, disp)
     else:
         values = disp
@@ -141,13 +161,19 @@ def bake_job(ctx, params, arrays):
         if vis.shape[0] != n:
             raise UserError(f"visibility has {vis.shape[0]} values for {n} vertices")
         out["visibility_map"] = texels.bake(raster, dense.faces, vis)[0][..., 0]
-    stem = params.get("name") or f"{model.data.name}_{layout.name}_{space}_{size}"
-    names = []
-    for f in fmts:
-        ctx.progress(0.8, "files", f"encoding {f}")
-        for name, data in formats.encode(m, f, stem).items():
-            out[f"file__{name}"] = np.frombuffer(data, np.uint8)
-            names.append(name)
+    return out
+
+
+@job("map.bake")
+def bake_job(ctx, params, arrays):
+    """Per-vertex displacements of a detailed head -> a map (object or tangent space) in the
+    chosen layout, plus encoded files and, for a partial fit, the visibility mask."""
+    model, dense, layout = _layout(ctx, params)
+    size, space, fmts = _size(params), _space(params), _formats(params)
+    _vectors(arrays, "base", dense.num_vertices)        # checked in both spaces: a head, not just offsets
+    out = bake_displacement(ctx, model, dense, layout, size, arrays, space)
+    m, covered = out["map"], out["mask"].astype(bool)
+    names = _encode(ctx, m, fmts, params.get("name") or f"{model.data.name}_{layout.name}_{space}_{size}", out)
     clipped = float((np.abs(m[covered]) > formats.PNG_RANGE).mean()) if covered.any() else 0.0
     return {"size": size, "space": space, "layout": layout.name, "files": names,
             "clipped_fraction": clipped, "max_abs_units": float(np.abs(m[covered]).max(initial=0.0))}, out
@@ -156,10 +182,7 @@ def bake_job(ctx, params, arrays):
 def read_map_arrays(arrays) -> np.ndarray:
     """The map of a request: a float `map` array, or `file__<name>` bytes of map files."""
     if "map" in arrays:
-        m = np.asarray(arrays["map"], np.float32)
-        if m.ndim != 3 or m.shape[0] != m.shape[1] or m.shape[2] != 3 or not np.isfinite(m).all():
-            raise UserError(f"the map must be a finite square (N, N, 3) array, got {m.shape}")
-        return m
+        return check_map(arrays["map"])
     files = {k[len("file__"):]: v for k, v in arrays.items() if k.startswith("file__")}
     if not files:
         raise UserError("no map was sent")
@@ -176,13 +199,20 @@ def read_map_arrays(arrays) -> np.ndarray:
     return m
 
 
-def apply_map(ctx, model, dense, layout, m: np.ndarray, coarse: np.ndarray, space: str = "object") -> dict:
-    """A map on a coarse head (any identity/expression): dense rebuild (consistent
-    subdivision), seam processing, sampling; arrays for the reply."""
+def dense_base(ctx, model, dense, coarse: np.ndarray) -> np.ndarray:
+    """The dense head of a coarse head (consistent subdivision); the rebuild operator is built
+    once per model and kept."""
+    rebuild = _cached(ctx, ("dense_rebuild", model.data.name, dense.key),
+                      lambda: DenseRebuild(dense, model.data.faces))
+    with torch.no_grad():
+        return rebuild(torch.from_numpy(np.asarray(coarse)).float()[None])[0].numpy()
+
+
+def apply_map(ctx, model, dense, layout, m: np.ndarray, base: np.ndarray, space: str = "object") -> dict:
+    """A map on a dense head (`dense_base` of any identity/expression): seam processing,
+    sampling; arrays for the reply."""
     if not MIN_SIZE <= m.shape[0] <= MAX_SIZE:
         raise UserError(f"map size {m.shape[0]}: choose {MIN_SIZE} to {MAX_SIZE} texels")
-    with torch.no_grad():
-        base = DenseRebuild(dense, model.data.faces)(torch.from_numpy(coarse).float()[None])[0].numpy()
     uv, ops = _operators(ctx, model, dense, layout, m.shape[0])
     ctx.progress(0.7, "apply", "seam processing and sampling the map")
     if space == "tangent":
@@ -197,11 +227,11 @@ def apply_map(ctx, model, dense, layout, m: np.ndarray, coarse: np.ndarray, spac
             "processed_map": ops.processed(m) if space == "object" else m}
 
 
-def coarse_vertices(arrays, model) -> np.ndarray:
-    """The request's coarse head, or the model's template when none was sent."""
-    if "coarse_vertices" not in arrays:
-        return model.data.v_template.astype(np.float64)
-    return _vectors(arrays, "coarse_vertices", model.data.num_vertices)
+def request_base(ctx, model, dense, arrays) -> np.ndarray:
+    """The dense head of the request's coarse head, or of the model's template when none was sent."""
+    coarse = model.data.v_template.astype(np.float64) if "coarse_vertices" not in arrays else \
+        _vectors(arrays, "coarse_vertices", model.data.num_vertices)
+    return dense_base(ctx, model, dense, coarse)
 
 
 @job("map.apply")
@@ -211,7 +241,7 @@ def apply_job(ctx, params, arrays):
     model, dense, layout = _layout(ctx, params)
     space = _space(params)
     m = read_map_arrays(arrays)
-    out = apply_map(ctx, model, dense, layout, m, coarse_vertices(arrays, model), space)
+    out = apply_map(ctx, model, dense, layout, m, request_base(ctx, model, dense, arrays), space)
     return {"layout": layout.name, "space": space, "size": int(m.shape[0])}, out
 
 
@@ -223,6 +253,7 @@ def convert_job(ctx, params, arrays):
     if _space(params) != "object":
         raise UserError("only object-space maps convert between layouts; bake a tangent-space map "
                         "again in the other layout")
+    fmts = _formats(params)
     src = get_layout(model.data, params.get("source") or "standard")
     dst = get_layout(model.data, params.get("target") or "headcraft")
     m = read_map_arrays(arrays)
@@ -233,14 +264,7 @@ def convert_job(ctx, params, arrays):
     M = texels.convert_matrix(faces, src.uv, src_ops, dst.uv, size)
     out_map = np.asarray(M @ m.reshape(-1, 3), np.float32).reshape(size, size, 3)
     out = {"map": out_map}
-    names = []
-    stem = params.get("name") or f"{model.data.name}_{dst.name}_object_{size}"
-    for f in params.get("formats", []):
-        if f not in formats.FORMATS:
-            raise UserError(f"unknown map format {f!r}; choose from {', '.join(formats.FORMATS)}")
-        for name, data in formats.encode(out_map, f, stem).items():
-            out[f"file__{name}"] = np.frombuffer(data, np.uint8)
-            names.append(name)
+    names = _encode(ctx, out_map, fmts, params.get("name") or f"{model.data.name}_{dst.name}_object_{size}", out)
     return {"source": src.name, "target": dst.name, "size": size, "files": names}, out
 
 
@@ -265,10 +289,9 @@ def bake_colour_job(ctx, params, arrays):
         raise UserError("the scan has no colours: give it a colour attribute or an image texture")
     if colors is None and (np.shape(scan_uv) != (len(sf), 3, 2) or np.ndim(texture) != 3):
         raise UserError("the scan's texture needs per-corner UVs (F, 3, 2) and an (H, W, 3) image")
-    _, raster = _raster(ctx, model, dense, layout, size)
+    uv, raster = _raster(ctx, model, dense, layout, size)
     m = bake_colour(raster, dense.faces, final, sv, sf, colors=colors, scan_uv=scan_uv, texture=texture,
                     progress=lambda f: ctx.progress(0.2 + 0.7 * f, "colour", "nearest points on the scan"))
     stem = params.get("name") or f"{model.data.name}_{layout.name}_colour_{size}"
     return ({"layout": layout.name, "size": size, "files": [f"{stem}.png"]},
-            {"map": m, "dense_uv": dense_uv(dense.corner_tri, dense.corner_bary, layout.uv),
-             f"file__{stem}.png": np.frombuffer(formats.colour_png_bytes(m), np.uint8)})
+            {"map": m, "dense_uv": uv, f"file__{stem}.png": np.frombuffer(formats.colour_png_bytes(m), np.uint8)})

@@ -229,11 +229,12 @@ def map_operators(faces: np.ndarray, uv: np.ndarray, num_vertices: int, size: in
         raise ValueError("the layout covers no texel at this resolution")
     # Voronoi fill: each empty texel copies its nearest covered texel
     _, (iy, ix) = distance_transform_edt(~covered, return_indices=True)
-    fill = sp.csr_matrix((np.ones(n), (np.arange(n), (iy * size + ix).ravel())), shape=(n, n))
+    nearest = (iy * size + ix).ravel()
+    fill = sp.csr_matrix((np.ones(n), (np.arange(n), nearest)), shape=(n, n))
     process = fill
     samples = np.zeros((0, 2, 2))
     if seams:
-        correction, samples = _seam_correction(faces, uv, raster, size)
+        correction, samples = _seam_correction(faces, uv, raster, size, nearest)
         process = ((sp.identity(n, format="csr") + correction) @ fill).tocsr()
     # bilinear lookups at every corner, averaged per vertex
     corner_rows = bilinear_matrix(uv, size)
@@ -247,9 +248,10 @@ def map_operators(faces: np.ndarray, uv: np.ndarray, num_vertices: int, size: in
                         avg.astype(np.float32), sample, samples)
 
 
-def _seam_correction(faces, uv, raster: Raster, size: int):
+def _seam_correction(faces, uv, raster: Raster, size: int, nearest: np.ndarray):
     """Sparse C with processed = (I + C) @ filled: texels near a seam move towards the mean of
-    the two sides at their nearest seam point (same chart), weight 1 - d / SEAM_BLEND."""
+    the two sides at their nearest seam point (same chart), weight 1 - d / SEAM_BLEND.
+    `nearest`: the filled texel each texel copies (the Voronoi fill)."""
     n = size * size
     twins = _edge_twins(faces, uv)
     seam = np.abs(twins[0][:, 0] - twins[0][:, 1]).max((1, 2)) > 1e-7
@@ -267,8 +269,7 @@ def _seam_correction(faces, uv, raster: Raster, size: int):
     # the chart of every texel: covered ones from their triangle, empty ones from the fill
     tex_chart = np.full(n, -1, np.int64)
     tex_chart[raster.texel] = chart_of_face[raster.face]
-    _, (iy, ix) = distance_transform_edt(tex_chart.reshape(size, size) < 0, return_indices=True)
-    tex_chart = tex_chart[(iy * size + ix).ravel()]
+    tex_chart = tex_chart[nearest]
     # search seam points per chart: a large offset per chart keeps charts apart in one tree
     gap = 4.0 * size
     own = np.concatenate([pts[:, 0], pts[:, 1]])                 # point on its own side
@@ -286,8 +287,7 @@ def _seam_correction(faces, uv, raster: Raster, size: int):
     # correction = w * (mean of both sides - own side) = w/2 * (other - own), bilinear on the map
     B_other = bilinear_matrix(other[s], size)
     B_own = bilinear_matrix(own[s], size)
-    C = sp.diags(0.5 * w) @ (B_other - B_own)
-    C = sp.csr_matrix((C.data, C.indices, C.indptr), shape=(len(tex), n))
+    C = sp.diags(0.5 * w) @ (B_other - B_own)                   # (len(tex), n)
     rows = sp.csr_matrix((np.ones(len(tex)), (tex, np.arange(len(tex)))), shape=(n, len(tex)))
     return (rows @ C).tocsr(), np.stack([pts[:, 0], pts[:, 1]], 1)
 
