@@ -65,7 +65,7 @@ def setup() -> Path:
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     # torch first and alone, pinned, so nothing pulls a CUDA build in.
     run(*pip, NUMPY, TORCH)
-    run(*pip, *REQUIREMENTS, "-e", f"{ROOT / 'backend'}[test]")
+    run(*pip, *REQUIREMENTS, "-e", f"{ROOT / 'backend'}[test,train]")
     stamp.write_text(key)
     return py
 

@@ -296,6 +296,39 @@ def bench_generate() -> None:
     print(f"generate one 256^2 sample (2 passes, 23.7M-parameter generator) + unpack + seams + apply to "
           f"{dense.num_vertices:,} vertices: {ms:.0f} ms (target <= 1000) | straightforward: {base:.0f} ms | "
           f"x{base / ms:.1f}")
+    base = (d.v_template[d.faces[dense.vertex_tri]] * dense.vertex_bary[..., None]).sum(1)
+    bench_scrub(dense, base, uv, ms)
+
+
+def bench_scrub(dense, base, uv, per_sample_ms: float, steps: int = 8, frames: int = 48) -> None:
+    """Scrubbing an interpolation: the keyframed factor drives the cached steps' shape keys, so
+    each frame is one depsgraph evaluation. Baseline: a fresh sample per frame (the figure above)."""
+    from bl_ext.bench.headcraft.generate.operators import _interpolation_object
+    rng = np.random.default_rng(0)
+    out = {"base": base.astype(np.float32), "dense_faces": dense.faces, "dense_uv": uv,
+           **{f"displacement_{i}": rng.normal(0, 0.05, base.shape).astype(np.float32)
+              for i in range(steps)}}
+    from mathutils import Matrix
+    obj = _interpolation_object(bpy.context, "Scrub", Matrix(), {"layout": "headcraft"}, out, steps)
+    scene = bpy.context.scene
+    obj["headcraft_factor"] = 0.0
+    obj.keyframe_insert('["headcraft_factor"]', frame=1)
+    obj["headcraft_factor"] = 1.0
+    obj.keyframe_insert('["headcraft_factor"]', frame=frames)
+    dg = bpy.context.evaluated_depsgraph_get()
+    sample = []
+    t = time.perf_counter()
+    for f in range(1, frames + 1):
+        scene.frame_set(f)
+        sample.append(obj.evaluated_get(dg).data.vertices[dense.num_vertices // 2].co.x)
+    per_frame = (time.perf_counter() - t) * 1e3 / frames
+    assert len(set(sample)) > frames // 2, "the factor did not move the head"
+    print(f"interpolation scrubbing, {steps} cached steps on {dense.num_vertices:,} vertices: {1e3 / per_frame:.0f} "
+          f"updates/s (target >= 5) | a fresh sample per frame: {1e3 / per_sample_ms:.1f} updates/s | "
+          f"x{per_sample_ms / per_frame:.0f}")
+    me = obj.data
+    bpy.data.objects.remove(obj)
+    bpy.data.meshes.remove(me)
 
 
 if __name__ == "__main__":

@@ -360,6 +360,32 @@ def cmd_fit_latent(args) -> int:
     return 0
 
 
+TRAIN_OVERRIDES = (("resolution", int), ("z_dim", int), ("w_dim", int), ("mapping_layers", int),
+                   ("channel_base", int), ("channel_max", int), ("batch", int), ("lr_g", float), ("lr_d", float),
+                   ("r1_gamma", float), ("r1_every", int), ("pl_weight", float), ("pl_every", int), ("style_mixing", float), ("iterations", int),
+                   ("seed", int), ("sample_every", int), ("checkpoint_every", int))
+
+
+def cmd_train(args) -> int:
+    import torch
+    from .generate import train
+    preset = args.preset or ("paper" if torch.cuda.is_available() else "small")
+    try:
+        config = train.config_from_args(preset, {k: getattr(args, k) for k, _ in TRAIN_OVERRIDES})
+        devices = args.devices if args.devices == "auto" else int(args.devices)
+        summary = train.train(args.data, args.out, config, devices=devices, num_nodes=args.num_nodes,
+                              accelerator=args.accelerator, strategy=args.strategy, precision=args.precision,
+                              workers=args.workers, resume=args.resume, progress=not args.quiet)
+    except (ValueError, RuntimeError) as exc:
+        print(f"headcraft-backend train: {exc}", file=sys.stderr)
+        return 2
+    if "generator" in summary:
+        print(f"{summary['iterations']} iterations on {summary['maps']} maps in {summary['seconds']} s "
+              f"({preset} preset, {summary['world_size']} process(es)); generator: {summary['generator']}; "
+              f"TensorBoard: tensorboard --logdir {Path(args.out) / 'tensorboard'}")
+    return 0
+
+
 def _model_args(parser) -> None:
     parser.add_argument("--model", default="openhead", choices=("openhead", "flame"))
     parser.add_argument("--flame-dir", default="~/FLAME", help="folder with the FLAME files")
@@ -463,6 +489,23 @@ def main(argv=None) -> int:
     pc.add_argument("--components", type=int, default=32)
     pc.add_argument("--out", default="pca-model")
     pc.set_defaults(fn=cmd_pca)
+    tr = sub.add_parser("train", help="train a generator on a folder of baked maps (Lightning: resume, "
+                        "TensorBoard logs, sample grids, multi-GPU/multi-node DDP)")
+    tr.add_argument("data", help="folder of .exr, .npy or 16-bit PNG triplets")
+    tr.add_argument("--out", default="runs/generator", help="run folder: checkpoints/, tensorboard/, samples/")
+    tr.add_argument("--preset", choices=("paper", "small"), default=None,
+                    help="paper: 256^2, 512-d (default with CUDA); small: 64^2, 128-d for a CPU (default without)")
+    for name, kind in TRAIN_OVERRIDES:
+        tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    tr.add_argument("--devices", default="auto", help="processes per node (GPUs, or CPU processes with ddp)")
+    tr.add_argument("--num-nodes", type=int, default=1)
+    tr.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "cuda", "mps"))
+    tr.add_argument("--strategy", default="auto", help="auto, or ddp for several processes/nodes")
+    tr.add_argument("--precision", default="32-true")
+    tr.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(fn=cmd_train)
     fl = sub.add_parser("fit-latent", help="find a generator's styles for a map (optionally partial)")
     fl.add_argument("map", help="EXR, one of the 16-bit PNGs, or .npy, at the generator's size")
     fl.add_argument("checkpoint")

@@ -121,7 +121,9 @@ def load_published(ckpt: str | Path, ema: str | Path | None = None) -> tuple[Gen
     sd = raw.get("state_dict") if isinstance(raw, dict) else None
     if not isinstance(sd, dict):
         raise CheckpointError(f"{ckpt}: no 'state_dict' in the file (not a Lightning checkpoint)")
-    g = {k[2:]: v for k, v in sd.items() if k.startswith("G.") and isinstance(v, torch.Tensor)}
+    # Our trainer's checkpoints carry the averaged generator as `G_ema.`; the published ones an EMA file.
+    prefix = "G_ema." if any(k.startswith("G_ema.") for k in sd) else "G."
+    g = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
     if not g:
         raise CheckpointError(f"{ckpt}: the state_dict has no generator ('G.' keys)")
     try:
@@ -132,7 +134,7 @@ def load_published(ckpt: str | Path, ema: str | Path | None = None) -> tuple[Gen
     _load_into(G, g, str(ckpt))
     info = {"config": config, "source": str(Path(ckpt).name), "epoch": raw.get("epoch"),
             "global_step": raw.get("global_step"), "hyper_parameters": plain(raw.get("hyper_parameters")),
-            "ema": None}
+            "ema": "G_ema" if prefix == "G_ema." else None}
     if ema:
         info["ema"] = apply_ema(G, ema)
     return G.eval(), info
