@@ -375,9 +375,20 @@ def test_latent_fit_full_and_partial_map():
     calls = []
     import torch.nn.functional as F
 
-    def fake_lpips(a, b):             # any perceptual distance on [-1, 1] 64x64 patches
+    # LPIPS's structure with a small randomly initialised backbone (no weights to download):
+    # unit-normalised features of each stage, squared differences, averaged.
+    torch.manual_seed(3)
+    stages = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU()),
+                                  torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.ReLU())])
+    stages.requires_grad_(False)
+
+    def fake_lpips(a, b):
         calls.append(a.shape)
-        return (F.avg_pool2d(a, 4) - F.avg_pool2d(b, 4)).abs().mean(dim=[1, 2, 3])
+        d = 0
+        for stage in stages:
+            a, b = stage(a), stage(b)
+            d = d + (F.normalize(a, dim=1) - F.normalize(b, dim=1)).square().sum(1).mean(dim=[1, 2])
+        return d
     fit = fit_latent(G, target, settings=LatentFitSettings(steps_w=150, steps_noise=20, avg_samples=500),
                      perceptual=fake_lpips)
     err0, err = np.abs(start - target).mean(), np.abs(fit.map - target).mean()

@@ -199,13 +199,16 @@ def read_map_arrays(arrays) -> np.ndarray:
     return m
 
 
+def dense_rebuild(ctx, model, dense) -> DenseRebuild:
+    """The model's consistent-subdivision operator, built once per model and kept."""
+    return _cached(ctx, ("dense_rebuild", model.data.name, dense.key),
+                   lambda: DenseRebuild(dense, model.data.faces))
+
+
 def dense_base(ctx, model, dense, coarse: np.ndarray) -> np.ndarray:
-    """The dense head of a coarse head (consistent subdivision); the rebuild operator is built
-    once per model and kept."""
-    rebuild = _cached(ctx, ("dense_rebuild", model.data.name, dense.key),
-                      lambda: DenseRebuild(dense, model.data.faces))
+    """The dense head of a coarse head."""
     with torch.no_grad():
-        return rebuild(torch.from_numpy(np.asarray(coarse)).float()[None])[0].numpy()
+        return dense_rebuild(ctx, model, dense)(torch.from_numpy(np.asarray(coarse)).float()[None])[0].numpy()
 
 
 def apply_map(ctx, model, dense, layout, m: np.ndarray, base: np.ndarray, space: str = "object") -> dict:

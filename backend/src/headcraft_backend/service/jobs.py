@@ -64,6 +64,7 @@ def job(kind: str):
 def load_all() -> dict[str, JobFn]:
     """Import every capability's job module so its handlers register."""
     from .. import diagnostics  # noqa: F401
+    from ..animate import jobs as _animate_jobs  # noqa: F401
     from ..fit import jobs as _fit_jobs  # noqa: F401
     from ..generate import jobs as _generate_jobs  # noqa: F401
     from ..head import jobs as _head_jobs  # noqa: F401
