@@ -6,6 +6,7 @@ import atexit
 import bpy
 
 from . import preferences, properties, runtime, ui
+from .animate import operators as animate_operators, panel as animate_panel
 from .fit import operators as fit_operators, panel as fit_panel
 from .head import operators as head_operators, panel as head_panel
 from .generate import operators as generate_operators, panel as generate_panel
@@ -14,7 +15,7 @@ from .layout import operators as layout_operators, panel as layout_panel
 CLASSES = (*preferences.CLASSES, *properties.CLASSES, *ui.CLASSES,
            *head_operators.CLASSES, *head_panel.CLASSES, *fit_operators.CLASSES, *fit_panel.CLASSES,
            *layout_operators.CLASSES, *layout_panel.CLASSES, *generate_operators.CLASSES,
-           *generate_panel.CLASSES)
+           *generate_panel.CLASSES, *animate_operators.CLASSES, *animate_panel.CLASSES)
 
 
 def register():

@@ -65,6 +65,10 @@ class HeadCraftSceneSettings(bpy.types.PropertyGroup):
                                             description="Optimisation steps of the style fit (the paper: 1000)")
     map_image: bpy.props.PointerProperty(name="Map image", type=bpy.types.Image,
                                          description="A displacement map image in HeadCraft units")
+    anim_scene_range: bpy.props.BoolProperty(name="Scene range", default=True,
+                                              description="Bake the scene's frame range")
+    anim_frame_start: bpy.props.IntProperty(name="Start", default=1)
+    anim_frame_end: bpy.props.IntProperty(name="End", default=250)
 
 
 for _prop, _section, _field, _default, _label in WEIGHTS:

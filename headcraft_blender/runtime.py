@@ -42,9 +42,10 @@ class UIJob:
     """A backend job with the callbacks that apply its result inside Blender."""
 
     def __init__(self, title: str, kind: str, params: dict, arrays: dict | None,
-                 on_done: Callable[[dict, dict], None], on_error: Callable[[str], None] | None = None):
+                 on_done: Callable[[dict, dict], None], on_error: Callable[[str], None] | None = None,
+                 on_cancel: Callable[[], None] | None = None):
         self.title, self.kind, self.params, self.arrays = title, kind, params, arrays or {}
-        self.on_done, self.on_error = on_done, on_error
+        self.on_done, self.on_error, self.on_cancel = on_done, on_error, on_cancel
         self.state, self.fraction, self.stage, self.message = "starting", 0.0, "", ""
         self.error = ""
         self.handle = None
@@ -126,19 +127,23 @@ def pump() -> float | None:
     with _lock:
         done = [j for j in ACTIVE if j.finished]
     for job in done:
+        with _lock:
+            if job not in ACTIVE:       # applied by a nested pump (a callback that waited on a job)
+                continue
+            ACTIVE.remove(job)
         try:
             if job.state == "done":
                 job.on_done(job.handle.result, job.handle.arrays)
             elif job.state == "error" and job.on_error:
                 job.on_error(job.error)
+            elif job.state == "cancelled" and job.on_cancel:
+                job.on_cancel()
         except Exception as exc:  # applying failed: report it, never leave the job hanging
             job.state, job.error = "error", f"applying the result failed: {exc}"
             if job.on_error:
                 job.on_error(job.error)
         finally:
             job.applied = True
-            with _lock:
-                ACTIVE.remove(job)
             _LAST[0] = job
     if done or ACTIVE:
         _redraw()

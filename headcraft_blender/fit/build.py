@@ -84,6 +84,7 @@ def create_fitted(context, result: dict, arrays: dict, scan: bpy.types.Object) -
     detailed["headcraft_fit_report"] = json.dumps(result["report"])
     for obj in (head, detailed):
         obj["headcraft_scan"] = scan.name
+    detailed["headcraft_head"] = head.name
     head_build._select_only(context, detailed)
     return head, detailed
 

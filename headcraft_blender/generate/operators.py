@@ -1,6 +1,8 @@
 """Operators for generating detailed heads with the StyleGAN over displacement maps."""
 from __future__ import annotations
 
+import numpy as np
+
 import bpy
 
 from .. import runtime
@@ -61,8 +63,9 @@ def _interpolation_object(context, name, world, result, out, steps):
     `headcraft_factor` (0..1, keyframable) drives them, piecewise linearly between steps, so
     scrubbing never calls the backend."""
     from ..meshdata import model_to_blender
+    # the basis is the bare head (no detail); each step's key adds its detail
     arrays = {"final": out["base"], "dense_faces": out["dense_faces"], "dense_uv": out["dense_uv"],
-              "displacement": out["displacement_0"]}
+              "displacement": np.zeros_like(out["base"])}
     obj = layout_build.detailed_from_reply(context, result, arrays, name, world, result.get("model", ""),
                                            result.get("head", ""))
     try:

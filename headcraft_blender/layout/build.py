@@ -19,15 +19,17 @@ UNITS_PER_METRE = 120.0      # HeadCraft units (maps) per metre (meshes)
 UV_PREFIX = "HeadCraft "
 
 
-def shaped_vertices(head: bpy.types.Object) -> np.ndarray:
-    """The head's current identity + expression (shape keys mixed, no rig pose), model frame."""
+def shaped_vertices(head: bpy.types.Object, identity_only: bool = False) -> np.ndarray:
+    """The head's current identity + expression (shape keys mixed, no rig pose), model frame;
+    with identity_only, the expression keys are left out (the neutral face)."""
     me = head.data
     base = read_vertices(me)
     keys = me.shape_keys.key_blocks if me.shape_keys else []
+    expressions = set(head.get("headcraft_expr_names", [])) if identity_only else set()
     out = base.copy()
     buf = np.empty(base.size, np.float32)
     for kb in list(keys)[1:]:
-        if kb.mute or kb.value == 0.0:
+        if kb.mute or kb.value == 0.0 or kb.name in expressions:
             continue
         kb.points.foreach_get("co", buf)
         out += kb.value * (buf.reshape(-1, 3) - base)
@@ -159,13 +161,20 @@ def find_detailed(obj: bpy.types.Object | None) -> bpy.types.Object | None:
 
 
 def detailed_arrays(obj: bpy.types.Object) -> dict:
-    """base and displacement (model frame, metres) of a detailed head."""
+    """base and displacement (model frame, metres) of a detailed head; with shape keys (an
+    interpolation), the detail of the current mix."""
     me = obj.data
-    final = read_vertices(me)
+    basis = read_vertices(me)
     disp = np.empty(len(me.vertices) * 3, np.float32)
     me.attributes["headcraft_displacement"].data.foreach_get("vector", disp)
-    disp = disp.reshape(-1, 3)
-    out = {"base": blender_to_model(final - disp), "displacement": blender_to_model(disp)}
+    base = basis - disp.reshape(-1, 3)
+    final = basis.copy()
+    buf = np.empty(basis.size, np.float32)
+    for kb in list(me.shape_keys.key_blocks)[1:] if me.shape_keys else []:
+        if not kb.mute and kb.value != 0.0:
+            kb.points.foreach_get("co", buf)
+            final += kb.value * (buf.reshape(-1, 3) - basis)
+    out = {"base": blender_to_model(base), "displacement": blender_to_model(final - base)}
     if "headcraft_visibility" in me.attributes:
         vis = np.empty(len(me.vertices), bool)
         me.attributes["headcraft_visibility"].data.foreach_get("value", vis)

@@ -29,7 +29,7 @@ def setup():
     # a detail field: 1 mm along the normal-ish direction plus a tangential swirl, varying fast
     rng = np.random.default_rng(1)
     disp = (rng.normal(size=base.shape) * 1e-3).astype(np.float32)
-    arrays = {"detailed_vertices": base + disp, "displacement": disp}
+    arrays = {"base": base, "displacement": disp}
     return data, ctx, dense, hm, shape, coarse, base, disp, arrays
 
 

@@ -1,9 +1,9 @@
 """Jobs of the animation capability: a shape-key rig for a detailed head, and exact per-frame
 dense meshes for a baked animation (PC2). Meshes travel in metres in the model frame.
 
-A detailed head is its dense vertices plus the displacement it was made with (the attribute
-Blender keeps); the displacement is read in the frames of the head it was made on
-(vertices - displacement) and carried to every other expression or pose by the frames there.
+A detailed head travels as the dense head it was made on (`base`) and its `displacement` (the
+attribute Blender keeps); the displacement is read in the frames of the base and carried to
+every other expression or pose by the frames there.
 """
 from __future__ import annotations
 
@@ -25,9 +25,8 @@ def _frames(ctx, model, dense) -> VertexFrames:
 def detail_coordinates(ctx, model, dense, arrays) -> torch.Tensor:
     """(1, Vd, 3) displacement in the frames of the head it was made on."""
     n = dense.num_vertices
-    final = _vectors(arrays, "detailed_vertices", n)
+    base = torch.from_numpy(_vectors(arrays, "base", n)).float().to(ctx.device)[None]
     disp = _vectors(arrays, "displacement", n)
-    base = torch.from_numpy(final - disp).float().to(ctx.device)[None]
     return to_local(_frames(ctx, model, dense)(base), torch.from_numpy(disp).float().to(ctx.device)[None])
 
 

@@ -1,0 +1,208 @@
+"""Operators that animate detailed heads: the shape-key rig, the exact bake, performances."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import bpy
+from bpy_extras.io_utils import ImportHelper
+
+from .. import runtime
+from ..head.operators import model_params
+from ..layout import build as layout_build
+from ..meshdata import model_to_blender
+from . import build
+from .performance import PerformanceError, read
+
+BAKE_CHUNK_BYTES = 96 << 20          # dense frames per backend reply
+
+
+def _detailed_with_head(context):
+    obj = layout_build.find_detailed(context.active_object)
+    return (obj, build.coarse_head(obj)) if obj is not None else (None, None)
+
+
+class _DetailedOperator:
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj, head = _detailed_with_head(context)
+        return context.mode == "OBJECT" and head is not None and not runtime.busy()
+
+    @classmethod
+    def description(cls, context, properties):
+        obj = layout_build.find_detailed(context.active_object) if context else None
+        if obj is not None and build.coarse_head(obj) is None:
+            return "This detailed head's low-res head is gone (it was deleted or renamed)"
+        return cls.__doc__
+
+
+class HEADCRAFT_OT_build_rig(_DetailedOperator, bpy.types.Operator):
+    """Make '<detailed> Animated': the detailed head with one shape key per expression (driven by
+    the low-res head's keys of the same name) and the low-res head's armature, so animating the
+    low-res head animates the detail in real time"""
+    bl_idname = "headcraft.build_rig"
+    bl_label = "Build Detailed Rig"
+
+    def execute(self, context):
+        detailed, head = _detailed_with_head(context)
+        names = [n for n in head.get("headcraft_expr_names", [])
+                 if head.data.shape_keys and n in head.data.shape_keys.key_blocks]
+        if not names:
+            self.report({"ERROR"}, f"{head.name} has no expression keys to drive")
+            return {"CANCELLED"}
+        d_name, h_name = detailed.name, head.name
+
+        def apply(result, arrays):
+            detailed, head = bpy.data.objects.get(d_name), bpy.data.objects.get(h_name)
+            if detailed is None or head is None:
+                raise ValueError("the detailed or low-res head was deleted while the rig was built")
+            old = build.rig_of(detailed)
+            obj = build.create_rig_object(bpy.context, detailed, head, result, arrays)
+            if old is not None:
+                build.remove_object(old)
+                obj.name = f"{d_name} Animated"
+            runtime.notify(f"{obj.name}: {len(result['expr_names'])} expression keys driven by {h_name}")
+
+        params = dict(model_params(layout_build.model_of(head)), expr_names=names)
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Rig {d_name}", "animate.rig", params, build.rig_request(detailed, head), apply, runtime.notify_error))
+
+
+class _BakeRun:
+    """One bake: coarse frames sent in chunks, each reply appended to the PC2 file and compared
+    with the real-time rig when there is one; the object is made only when every frame is in."""
+
+    def __init__(self, op, context, detailed, head, frames: range, params: dict, base_arrays: dict):
+        self.d_name, self.h_name, self.frames, self.params = detailed.name, head.name, frames, params
+        self.base_arrays = base_arrays
+        self.coarse = build.coarse_frames(context, head, frames)
+        n = len(base_arrays["base"])
+        self.chunk = max(1, min(len(frames), BAKE_CHUNK_BYTES // (12 * n)))
+        self.path = build.cache_path(detailed)
+        self.writer = build.PC2Writer(self.path, n, frames.start, len(frames))
+        rig = build.rig_of(detailed)
+        self.rig_name = rig.name if rig is not None else None
+        self.deviation = (0.0, 0.0)          # the rig against the bake: max and 99th percentile
+        self.next = 0
+
+    def submit(self):
+        s = self.next
+        arrays = dict(self.base_arrays, coarse_frames=self.coarse[s:s + self.chunk])
+        return runtime.submit(runtime.UIJob(
+            f"Bake frames {self.frames[s]}-{self.frames[min(s + self.chunk, len(self.frames)) - 1]} "
+            f"of {self.frames.start}-{self.frames[-1]}", "animate.bake", self.params, arrays,
+            self.on_done, self.on_error, self.writer.discard))
+
+    def on_done(self, result, arrays):
+        try:
+            verts = model_to_blender(arrays["vertices"])
+            self.writer.append(verts)
+            rig = bpy.data.objects.get(self.rig_name) if self.rig_name else None
+            if rig is not None:
+                self.deviation = tuple(map(max, self.deviation, self._rig_deviation(rig, verts)))
+            self.next += len(verts)
+            if self.next < len(self.frames):
+                self.submit()
+                return
+            self.writer.finish()
+            detailed, head = bpy.data.objects.get(self.d_name), bpy.data.objects.get(self.h_name)
+            if detailed is None or head is None:
+                raise ValueError("the detailed or low-res head was deleted during the bake")
+            obj = build.create_baked_object(bpy.context, detailed, head, self.path, self.frames.start)
+            worst, p99 = (d * 1e3 for d in self.deviation)
+            obj["headcraft_rig_deviation_mm"], obj["headcraft_rig_deviation_p99_mm"] = worst, p99
+            versus = (f"; the real-time rig is within {worst:.2f} mm of the exact bake "
+                      f"(99% of vertices within {p99:.2f} mm)" if self.rig_name else "")
+            runtime.notify(f"{obj.name}: {len(self.frames)} frames baked to {self.path.name}{versus}")
+        except Exception:
+            self.writer.discard()
+            raise
+
+    def _rig_deviation(self, rig, exact: np.ndarray) -> tuple[float, float]:
+        """Largest distance and largest 99th percentile over these frames (metres)."""
+        scene = bpy.context.scene
+        current, worst, p99 = scene.frame_current, 0.0, 0.0
+        try:
+            for i, v in enumerate(exact):
+                scene.frame_set(self.frames[self.next + i])
+                d = np.linalg.norm(build.evaluated_vertices(bpy.context, rig) - v, axis=1)
+                worst, p99 = max(worst, float(d.max())), max(p99, float(np.percentile(d, 99)))
+        finally:
+            scene.frame_set(current)
+        return worst, p99
+
+    def on_error(self, message: str):
+        self.writer.discard()
+        runtime.notify_error(message)
+
+
+class HEADCRAFT_OT_bake_animation(_DetailedOperator, bpy.types.Operator):
+    """Evaluate the low-res head's animation over the frame range, compute the exact detailed
+    head per frame (details carried by the surface's frames), write a PC2 cache and add
+    '<detailed> Baked' playing it with a Mesh Cache modifier"""
+    bl_idname = "headcraft.bake_animation"
+    bl_label = "Bake Animation"
+
+    def execute(self, context):
+        detailed, head = _detailed_with_head(context)
+        s, scene = context.scene.headcraft, context.scene
+        start, end = (scene.frame_start, scene.frame_end) if s.anim_scene_range else (s.anim_frame_start,
+                                                                                      s.anim_frame_end)
+        if end < start:
+            self.report({"ERROR"}, f"the frame range {start}-{end} is empty")
+            return {"CANCELLED"}
+        arrays = build.rig_request(detailed, head)
+        arrays.pop("coarse_neutral")
+        try:
+            run = _BakeRun(self, context, detailed, head, range(start, end + 1),
+                           model_params(layout_build.model_of(head)), arrays)
+        except OSError as exc:
+            self.report({"ERROR"}, f"cannot write the cache: {exc}")
+            return {"CANCELLED"}
+        job = run.submit()
+        if job.finished and job.state != "done":
+            self.report({"ERROR"}, job.error or job.state)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class HEADCRAFT_OT_import_performance(bpy.types.Operator, ImportHelper):
+    """Keyframe the active low-res head from a performance: an ARKit blendshape CSV (Live Link
+    Face and other face-capture apps) or a FLAME parameter sequence (.npz)"""
+    bl_idname = "headcraft.import_performance"
+    bl_label = "Import Performance"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filter_glob: bpy.props.StringProperty(default="*.csv;*.npz", options={"HIDDEN"})
+    fps: bpy.props.FloatProperty(name="Capture rate", default=0.0, min=0.0, max=1000.0,
+                                 description="Frames per second of the file; 0 reads it from the file "
+                                             "(CSV timecodes, the npz's fps, else 30)")
+    frame_start: bpy.props.IntProperty(name="Start frame", default=-1,
+                                       description="Scene frame of the first sample; -1 uses the current frame")
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and layout_build.head_of(context.active_object) is not None
+
+    def execute(self, context):
+        head = layout_build.head_of(context.active_object)
+        try:
+            perf = read(self.filepath, self.fps)
+            start = context.scene.frame_current if self.frame_start < 0 else self.frame_start
+            done = build.apply_performance(context, head, perf, start)
+        except (PerformanceError, ValueError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        skipped = f"; no channel on this head for {len(done['missing'])}: {', '.join(done['missing'][:4])}" \
+            if done["missing"] else ""
+        msg = (f"{Path(self.filepath).name}: {done['keys']} keys and {len(done['joints'])} bones keyframed over "
+               f"frames {done['first']}-{done['last']}{skipped}")
+        self.report({"INFO"}, msg)
+        runtime.notify(msg)
+        return {"FINISHED"}
+
+
+CLASSES = (HEADCRAFT_OT_build_rig, HEADCRAFT_OT_bake_animation, HEADCRAFT_OT_import_performance)

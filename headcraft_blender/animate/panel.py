@@ -1,0 +1,38 @@
+"""The Animate part of the HeadCraft sidebar."""
+import bpy
+
+from ..layout import build as layout_build
+from ..ui import SidebarSubPanel
+from . import build
+
+
+class VIEW3D_PT_headcraft_animate(SidebarSubPanel, bpy.types.Panel):
+    bl_label = "Animate"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.headcraft
+        obj = context.active_object
+        head = layout_build.head_of(obj)
+        layout.label(text="Low-res head: keyframe it, or import a performance", icon="ARMATURE_DATA")
+        layout.operator("headcraft.import_performance", icon="IMPORT")
+        if head is None and layout_build.find_detailed(obj) is None:
+            layout.label(text="Select a HeadCraft head or detailed head", icon="INFO")
+        layout.separator()
+        detailed = layout_build.find_detailed(obj)
+        if detailed is not None and build.coarse_head(detailed) is None:
+            layout.label(text="This detailed head's low-res head is gone", icon="ERROR")
+        layout.operator("headcraft.build_rig", icon="SHAPEKEY_DATA")
+        row = layout.row(align=True)
+        row.prop(s, "anim_scene_range")
+        sub = row.row(align=True)
+        sub.active = not s.anim_scene_range
+        sub.prop(s, "anim_frame_start")
+        sub.prop(s, "anim_frame_end")
+        layout.operator("headcraft.bake_animation", icon="RENDER_ANIMATION")
+        if obj is not None and "headcraft_rig_deviation_mm" in obj:
+            layout.label(text=f"Rig vs exact bake: {obj['headcraft_rig_deviation_mm']:.3f} mm max")
+
+
+CLASSES = (VIEW3D_PT_headcraft_animate,)
