@@ -69,6 +69,22 @@ class HeadCraftSceneSettings(bpy.types.PropertyGroup):
                                               description="Bake the scene's frame range")
     anim_frame_start: bpy.props.IntProperty(name="Start", default=1)
     anim_frame_end: bpy.props.IntProperty(name="End", default=250)
+    render_engine: bpy.props.EnumProperty(name="Engine", default="CYCLES", items=[
+        ("CYCLES", "Cycles", "Path tracing (skin and hair detail read best)"),
+        ("EEVEE", "EEVEE", "Fast rasterised previews"),
+        ("WORKBENCH", "Workbench", "Solid shading, the fastest")])
+    render_resolution: bpy.props.IntVectorProperty(name="Resolution", size=2, default=(1024, 1024), min=16,
+                                                   max=8192)
+    render_samples: bpy.props.IntProperty(name="Samples", default=64, min=1, max=4096)
+    render_turntable_views: bpy.props.IntProperty(name="Views", default=36, min=1, max=720,
+                                                  description="Turntable images over one full turn")
+    render_folder: bpy.props.StringProperty(
+        name="Output", subtype="DIR_PATH", default="//headcraft_render/",
+        description="Where frames and the contact sheet go ('//' = next to the .blend; the extension's "
+                    "user folder while the file is unsaved)")
+    render_contact_count: bpy.props.IntProperty(name="Sheet frames", default=12, min=1, max=100,
+                                                 description="Frames on the contact sheet, evenly spread")
+    render_contact_columns: bpy.props.IntProperty(name="Columns", default=4, min=1, max=20)
 
 
 for _prop, _section, _field, _default, _label in WEIGHTS:

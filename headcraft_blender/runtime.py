@@ -16,6 +16,7 @@ from .client.manager import BackendManager, BackendSettings
 
 MANAGER = BackendManager()
 ACTIVE: list["UIJob"] = []
+LOCAL: list = []        # main-thread tasks (renders): title, stage, state, message, fraction, cancel()
 _lock = threading.Lock()
 
 
@@ -165,7 +166,7 @@ def notify_error(text: str) -> None:
 
 
 def busy() -> bool:
-    return bool(ACTIVE)
+    return bool(ACTIVE or LOCAL)
 
 
 def last_finished() -> UIJob | None:

@@ -24,7 +24,7 @@ def draw_status(layout, context) -> None:
     if state == "error" and status["error"]:
         for line in status["error"].splitlines()[:3]:
             layout.label(text=line[:100])
-    for job in list(runtime.ACTIVE):
+    for job in [*runtime.ACTIVE, *runtime.LOCAL]:
         row = layout.row(align=True)
         label = f"{job.title}: {job.stage or job.state} {job.message}".strip()
         row.progress(factor=job.fraction, type="BAR", text=label[:80])
@@ -64,10 +64,10 @@ class HEADCRAFT_OT_cancel_job(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return bool(runtime.ACTIVE)
+        return runtime.busy()
 
     def execute(self, context):
-        for job in list(runtime.ACTIVE):
+        for job in [*runtime.ACTIVE, *runtime.LOCAL]:
             job.cancel()
         return {"FINISHED"}
 

@@ -12,7 +12,7 @@ from .. import runtime
 from ..head.operators import model_params
 from ..layout import build as layout_build
 from ..meshdata import model_to_blender
-from . import build
+from . import build, render
 from .performance import PerformanceError, read
 
 BAKE_CHUNK_BYTES = 96 << 20          # dense frames per backend reply
@@ -205,4 +205,100 @@ class HEADCRAFT_OT_import_performance(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-CLASSES = (HEADCRAFT_OT_build_rig, HEADCRAFT_OT_bake_animation, HEADCRAFT_OT_import_performance)
+class HEADCRAFT_OT_render(bpy.types.Operator):
+    """Render a turntable of the active object (a camera turning about the head, other objects
+    hidden) or the scene's animation over the frame range, then a contact sheet. Esc or the
+    panel's Cancel stops between frames"""
+    bl_idname = "headcraft.render"
+    bl_label = "Render"
+
+    mode: bpy.props.EnumProperty(name="Mode", items=[
+        ("TURNTABLE", "Turntable", "One full turn around the active object"),
+        ("ANIMATION", "Animation", "The animation frame range of the Animate panel")])
+
+    _run: render.RenderRun | None = None
+    _timer = None
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT" and context.active_object is not None and not runtime.busy()
+
+    @classmethod
+    def description(cls, context, properties):
+        return {"TURNTABLE": "Render a turntable of the active object and its contact sheet",
+                "ANIMATION": "Render the animation frame range and its contact sheet"}[properties.mode]
+
+    def _start(self, context) -> bool:
+        s, scene = context.scene.headcraft, context.scene
+        start, end = (scene.frame_start, scene.frame_end) if s.anim_scene_range else (s.anim_frame_start,
+                                                                                      s.anim_frame_end)
+        if end < start:
+            self.report({"ERROR"}, f"the frame range {start}-{end} is empty")
+            return False
+        try:
+            self._run = render.RenderRun(context, self.mode, context.active_object, s, range(start, end + 1))
+        except (OSError, ValueError) as exc:
+            self.report({"ERROR"}, f"cannot render: {exc}")
+            return False
+        return True
+
+    def _step(self) -> bool:
+        """One frame; False when finished or failed (the scene is restored either way)."""
+        run = self._run
+        try:
+            if run.step():
+                return True
+            sheet = run.finish()
+        except Exception as exc:  # a failed render (disk full, engine error) ends the run cleanly
+            run.cancel()
+            self.report({"ERROR"}, f"rendering stopped after {run.done} of {run.total} frames: {exc}")
+            return False
+        msg = f"{run.title}: {run.total} frames in {run.folder}; contact sheet {sheet.name}"
+        self.report({"INFO"}, msg)
+        runtime.notify(msg)
+        return False
+
+    def execute(self, context):
+        if not self._start(context):
+            return {"CANCELLED"}
+        while self._step():
+            pass
+        return {"FINISHED"} if self._run.state == "done" else {"CANCELLED"}
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        if not self._start(context):
+            return {"CANCELLED"}
+        runtime.LOCAL.append(self._run)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.05, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        run = self._run
+        if event.type == "ESC":
+            run.cancel()
+        if not run.finished and event.type == "TIMER":
+            self._step()
+            _redraw(context)
+        if not run.finished:
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        runtime.LOCAL.remove(run)
+        _redraw(context)
+        if run.state == "cancelled":
+            runtime.notify(f"{run.title}: cancelled after {run.done} of {run.total} frames (kept in {run.folder})")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+def _redraw(context) -> None:
+    for area in context.screen.areas if context.screen else ():
+        if area.type == "VIEW_3D":
+            area.tag_redraw()
+
+
+CLASSES = (HEADCRAFT_OT_build_rig, HEADCRAFT_OT_bake_animation, HEADCRAFT_OT_import_performance,
+           HEADCRAFT_OT_render)

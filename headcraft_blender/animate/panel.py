@@ -32,7 +32,22 @@ class VIEW3D_PT_headcraft_animate(SidebarSubPanel, bpy.types.Panel):
         sub.prop(s, "anim_frame_end")
         layout.operator("headcraft.bake_animation", icon="RENDER_ANIMATION")
         if obj is not None and "headcraft_rig_deviation_mm" in obj:
-            layout.label(text=f"Rig vs exact bake: {obj['headcraft_rig_deviation_mm']:.3f} mm max")
+            layout.label(text=f"Rig vs exact bake: {obj['headcraft_rig_deviation_mm']:.2f} mm max, "
+                              f"{obj.get('headcraft_rig_deviation_p99_mm', 0.0):.2f} mm p99")
+        layout.separator()
+        layout.label(text="Render", icon="RENDER_STILL")
+        col = layout.column(align=True)
+        col.prop(s, "render_engine")
+        col.prop(s, "render_resolution")
+        col.prop(s, "render_samples")
+        col.prop(s, "render_turntable_views")
+        row = col.row(align=True)
+        row.prop(s, "render_contact_count")
+        row.prop(s, "render_contact_columns")
+        col.prop(s, "render_folder")
+        row = layout.row(align=True)
+        row.operator("headcraft.render", text="Turntable", icon="FILE_REFRESH").mode = "TURNTABLE"
+        row.operator("headcraft.render", text="Animation", icon="RENDER_ANIMATION").mode = "ANIMATION"
 
 
 CLASSES = (VIEW3D_PT_headcraft_animate,)
