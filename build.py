@@ -5,7 +5,7 @@
     python3 build.py test        # setup, then the whole test suite
     python3 build.py demo        # setup, then the main job headless -> out/demo/
     python3 build.py extension   # validate and build dist/headcraft-<version>.zip
-    python3 build.py bench [wire|add-head|registration|maps]   # benchmarks with ratios to baselines
+    python3 build.py bench [wire|add-head|registration|maps|generate|animate]   # ratios to baselines
     python3 build.py eval-fit    # fit procedural scans with ground truth, print errors per region
 
 Every subcommand is idempotent and works on a fresh machine (PyPI reachable).

@@ -115,13 +115,114 @@ def bench_add_head() -> None:
           f"speed-up x{t_keys_base / t_ours:.1f}")
 
 
+def _bench_detailed_head():
+    """A low-res OpenHead head (52 ARKit expressions) and a detailed head made on it by a small
+    random generator (details of about a millimetre)."""
+    import tempfile
+    import torch
+    from headcraft_backend.generate import checkpoint
+    from headcraft_backend.generate.networks import Generator, ToRGBLayer
+    assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=10, num_expr=52) == {"FINISHED"}
+    head = bpy.context.active_object
+    torch.manual_seed(0)
+    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
+                  channel_max=32)
+    with torch.no_grad():
+        for m in G.modules():
+            if isinstance(m, ToRGBLayer):
+                m.weight.mul_(0.15)
+    _, cfg = checkpoint.save(G, Path(tempfile.mkdtemp()) / "bench")
+    s = bpy.context.scene.headcraft
+    s.gen_checkpoint, s.gen_seed, s.map_layout = str(cfg), 1, "headcraft"
+    assert bpy.ops.headcraft.generate() == {"FINISHED"}
+    return head, bpy.context.active_object
+
+
+def bench_animate() -> None:
+    """The shape-key rig (52 expressions) on the 124K-vertex detailed head, an exact bake of
+    300 frames, and one frame of the rig in Blender. Baselines: expressions carried one at a time
+    and written through key_block.data as float64 lists; the bake sent one frame per request;
+    computing the exact head for a frame instead of evaluating the rig."""
+    from headcraft_backend.animate import jobs as anim
+    from headcraft_backend.cli import _CliContext
+    from headcraft_backend.layout.jobs import _layout
+    head, det = _bench_detailed_head()
+    V, build, scene = len(det.data.vertices), ext.animate.build, bpy.context.scene
+    ctx = _CliContext("cpu")
+    model, dense, _ = _layout(ctx, {"model": "openhead"})
+    request = build.rig_request(det, head)
+    coords = anim.detail_coordinates(ctx, model, dense, request)
+
+    # a 300-frame performance on the low-res head: keys and jaw/neck rotations
+    frames = 300
+    keys = head.data.shape_keys.key_blocks
+    jaw, neck = head.parent.pose.bones["jaw"], head.parent.pose.bones["neck"]
+    for f in range(1, frames + 1, 10):
+        phase = f / frames * 2 * np.pi
+        for name, amp in (("jawOpen", 0.6), ("mouthSmileLeft", 0.8), ("browInnerUp", 0.5), ("eyeBlinkLeft", 1.0)):
+            keys[name].value = amp * (0.5 + 0.5 * np.sin(3 * phase + len(name)))
+            keys[name].keyframe_insert("value", frame=f)
+        jaw.rotation_euler = (0.15 * (0.5 + 0.5 * np.sin(2 * phase)), 0, 0)
+        neck.rotation_euler = (0.1 * np.sin(phase), 0.3 * np.sin(phase), 0)
+        jaw.keyframe_insert("rotation_euler", frame=f)
+        neck.keyframe_insert("rotation_euler", frame=f)
+    scene.frame_start, scene.frame_end = 1, frames
+    scene.headcraft.anim_scene_range = True
+    # the exact bake before the rig exists (with a rig, its deviation is measured on top)
+    t = time.perf_counter()
+    assert bpy.ops.headcraft.bake_animation() == {"FINISHED"}
+    t_bake = time.perf_counter() - t
+    scene.objects[f"{det.name} Baked"].hide_viewport = True
+    anim.carried(ctx, model, dense, request["coarse_neutral"][None], coords)       # warm caches
+    t = time.perf_counter()
+    for f in range(1, 11):
+        anim.carried(ctx, model, dense, build.coarse_frames(bpy.context, head, range(f, f + 1)), coords)
+    per_frame_exact = (time.perf_counter() - t) / 10
+    print(f"exact bake, {frames} frames of {V:,} vertices to PC2 (Blender + backend): {t_bake:.1f} s (target <= 30) | "
+          f"one frame per request: {per_frame_exact * frames:.1f} s | x{per_frame_exact * frames / t_bake:.1f}")
+
+    t = time.perf_counter()
+    assert bpy.ops.headcraft.build_rig() == {"FINISHED"}
+    t_rig = time.perf_counter() - t
+    rig = build.rig_of(det)
+    coarse = request["coarse_neutral"][None] + model.data.exprdirs[..., :10].transpose(2, 0, 1)
+    t = time.perf_counter()
+    for c in coarse:
+        heads = anim.carried(ctx, model, dense, c[None], coords)
+    obj = bpy.data.objects.new("base", det.data.copy())
+    scene.collection.objects.link(obj)
+    obj.shape_key_add(name="Basis")
+    for k in range(10):
+        kb = obj.shape_key_add(name=f"k{k}", from_mix=False)
+        kb.data.foreach_set("co", heads[0].astype(np.float64).ravel().tolist())
+    t_rig_base = (time.perf_counter() - t) * 53 / 10
+    me = obj.data
+    bpy.data.objects.remove(obj)
+    bpy.data.meshes.remove(me)
+    print(f"detailed rig, 52 expression keys on {V:,} vertices (backend + Blender): {t_rig:.1f} s (target <= 10) | "
+          f"one expression at a time, key_block.data float64: {t_rig_base:.1f} s | x{t_rig_base / t_rig:.1f}")
+
+    dg = bpy.context.evaluated_depsgraph_get()
+    times = []
+    for f in range(1, 49):
+        t = time.perf_counter()
+        scene.frame_set(f)
+        rig.evaluated_get(dg).data.vertices[0].co.x
+        times.append((time.perf_counter() - t) * 1e3)
+    per = statistics.median(times)
+    print(f"one frame of the detailed rig in Blender (52 keys + armature, {V:,} vertices): {per:.0f} ms "
+          f"(target <= 40) | the exact head per frame: {per_frame_exact * 1e3:.0f} ms | "
+          f"x{per_frame_exact * 1e3 / per:.1f}")
+
+
 def main() -> int:
     backend = LocalBackend(sys.executable, "cpu")
     backend.start()
     conn = backend.connect()
     try:
         print(f"backend: {conn.info['device_name']} ({conn.info['torch_version']})")
-        chosen = set(sys.argv[1:]) or {"wire", "add-head", "registration", "maps", "generate"}   # e.g. bench.py maps
+        chosen = set(sys.argv[1:]) or {"wire", "add-head", "registration", "maps", "generate",
+                                             "animate"}   # e.g. bench.py maps
         if "wire" in chosen:
             bench_roundtrip(conn)
         if "add-head" in chosen:
@@ -132,6 +233,8 @@ def main() -> int:
             bench_maps()
         if "generate" in chosen:
             bench_generate()
+        if "animate" in chosen:
+            bench_animate()
     finally:
         backend.stop(conn)
         disable_extension(ext)
