@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from headcraft_backend.generate import checkpoint
+from recording_layout import draw
 from headcraft_backend.generate.networks import Generator, ToRGBLayer
 
 
@@ -100,6 +101,9 @@ def test_bake_writes_pc2_that_the_mesh_cache_plays_back(blender, ext, detailed):
     # rig is an approximation there (about 5 mm at the lip rim for this jaw, 1.5 mm at p99)
     dev, p99 = baked["headcraft_rig_deviation_mm"], baked["headcraft_rig_deviation_p99_mm"]
     assert 0.0 < p99 < 3.0 and p99 < dev < 10.0, (dev, p99)
+    bpy.context.view_layer.objects.active = baked
+    calls = draw(ext.animate.panel.VIEW3D_PT_headcraft_animate, bpy.context, real=object())
+    assert ("label", f"Rig vs exact bake: {dev:.2f} mm max, {p99:.2f} mm p99") in calls
     assert not list(ext.animate.build.cache_path(det).parent.glob("*.partial"))
 
 

@@ -6,6 +6,7 @@ import struct
 import numpy as np
 import pytest
 
+from recording_layout import draw
 from test_animate_panel import detailed  # noqa: F401  (fixture)
 
 
@@ -73,7 +74,14 @@ def test_render_animation_and_cancel(blender, ext, small_render, tmp_path):
     engine = scene.render.engine
     run = ext.animate.render.RenderRun(bpy.context, "ANIMATION", head, s, range(1, 4))
     assert run.step() and scene.render.engine == "CYCLES"
-    run.cancel()
+    # the sidebar shows it like a backend job, and its Cancel button stops it
+    ext.runtime.LOCAL.append(run)
+    try:
+        calls = draw(ext.ui.VIEW3D_PT_headcraft, bpy.context, real=object())
+        assert ("progress", pytest.approx(1 / 3), f"Animation of {head.name}: render 1/3 frames") in calls
+        assert bpy.ops.headcraft.cancel_job() == {"FINISHED"}
+    finally:
+        ext.runtime.LOCAL.remove(run)
     assert run.finished and run.state == "cancelled" and run.done == 1
     assert not sheet.exists() and scene.render.engine == engine and scene.frame_current == 2
 
