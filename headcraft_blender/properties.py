@@ -46,7 +46,7 @@ class HeadCraftSceneSettings(bpy.types.PropertyGroup):
     gen_checkpoint: bpy.props.StringProperty(
         name="Checkpoint", subtype="FILE_PATH", default="",
         description="Generator on the backend's machine: our .json (with its .safetensors) or a published "
-                    ".ckpt (its ema_*.pth beside it is used)")
+                    ".ckpt (its ema_*.pth beside it is used); empty uses the bundled demo model")
     gen_seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
     gen_psi: bpy.props.FloatProperty(name="Truncation", default=0.7, min=0.0, max=1.5,
                                      description="psi in W: 0 = the average head, 1 = no truncation")

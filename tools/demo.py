@@ -1,5 +1,11 @@
-"""The main job, headless (`python build.py demo`): add an OpenHead with a random identity and
-expression through the real backend, save out/demo/demo.blend and a Cycles render."""
+"""The main job, headless (`python build.py demo`), every step through the extension's operators
+and a real backend process, as a user would click them:
+
+  a procedural scan (or --scan FILE) -> Fit Scan -> Bake Map -> four generated heads on the fitted
+  identity -> an interpolation between two of them -> the shipped ARKit performance on the
+  fitted head -> the detailed rig and the exact PC2 bake -> a turntable and an animation
+  contact sheet -> out/demo/demo.blend
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,44 +13,73 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "demo"
+PERFORMANCE = ROOT / "demo" / "arkit_performance.csv"
 
 
-def frame_camera(bpy, head, distance: float = 0.75) -> None:
-    """A camera in front of the head (Blender -Y), a key light and a fill light."""
-    deps = bpy.context.evaluated_depsgraph_get()
-    ev = head.evaluated_get(deps)
-    co = np.array([head.matrix_world @ v.co for v in ev.data.vertices])
-    centre = (co.min(0) + co.max(0)) / 2
-    scene = bpy.context.scene
-    cam = bpy.data.objects.new("Demo Camera", bpy.data.cameras.new("Demo Camera"))
-    cam.data.lens = 85
-    scene.collection.objects.link(cam)
-    cam.location = (centre[0] + 0.25, centre[1] - distance, centre[2] + 0.05)
-    direction = centre - np.array(cam.location)
-    cam.rotation_euler = _look_rotation(direction)
-    scene.camera = cam
-    for name, loc, energy in (("Key", (0.6, -0.8, 0.7), 30.0), ("Fill", (-0.7, -0.5, 0.2), 8.0)):
-        light = bpy.data.objects.new(name, bpy.data.lights.new(name, "AREA"))
-        light.data.energy, light.data.size = energy, 0.6
-        light.location = tuple(np.array(loc) + centre)
-        light.rotation_euler = _look_rotation(centre - np.array(light.location))
-        scene.collection.objects.link(light)
+class Steps:
+    """Prints each step with its time; a failed operator stops the demo with its message."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def run(self, what: str, op, **kw):
+        t = time.perf_counter()
+        try:
+            res = op(**kw)
+        except RuntimeError as exc:
+            raise SystemExit(f"demo: {what} failed: {exc}") from None
+        if res != {"FINISHED"}:
+            raise SystemExit(f"demo: {what} did not finish ({res})")
+        print(f"[{time.perf_counter() - self.t0:6.0f} s] {what} ({time.perf_counter() - t:.1f} s)", flush=True)
 
 
-def _look_rotation(direction):
-    from mathutils import Vector
-    return Vector(tuple(direction)).to_track_quat("-Z", "Y").to_euler()
+def synthetic_scan(bpy, ext, seed: int):
+    """A procedural scan with short hair, noise, holes, a shoulder stub and vertex colours, in
+    millimetres and upright, as a scanner's export imported into Blender."""
+    import numpy as np
+    from headcraft_backend.fit.synthetic import make_scan
+    from headcraft_backend.head.registry import load_model_data
+    synth = make_scan(load_model_data({"model": "openhead"}), seed, hair="short", similarity=False, scale=1000.0)
+    me = ext.meshdata.new_mesh("Demo Scan", ext.meshdata.model_to_blender(synth.vertices), synth.faces)
+    if synth.colors is not None:
+        rgba = np.concatenate([synth.colors, np.ones((len(synth.colors), 1))], 1).astype(np.float32)
+        me.color_attributes.new("Col", "FLOAT_COLOR", "POINT").data.foreach_set("color", rgba.ravel())
+    obj = bpy.data.objects.new("Demo Scan", me)
+    bpy.context.scene.collection.objects.link(obj)
+    return obj
+
+
+def imported_scan(bpy, path: Path):
+    before = set(bpy.data.objects)
+    suffix = path.suffix.lower()
+    importer = {".ply": bpy.ops.wm.ply_import, ".obj": bpy.ops.wm.obj_import, ".stl": bpy.ops.wm.stl_import,
+                ".glb": bpy.ops.import_scene.gltf, ".gltf": bpy.ops.import_scene.gltf}.get(suffix)
+    if importer is None:
+        raise SystemExit(f"demo: {path.name}: use a .ply, .obj, .stl or .glb scan")
+    importer(filepath=str(path))
+    new = [o for o in bpy.data.objects if o not in before and o.type == "MESH"]
+    if not new:
+        raise SystemExit(f"demo: {path.name} holds no mesh")
+    return new[0]
+
+
+def activate(bpy, obj) -> None:
+    for o in bpy.context.selected_objects:
+        o.select_set(False)
+    obj.select_set(True)
+    bpy.context.view_layer.objects.active = obj
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--resolution", type=int, default=512)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scan", type=Path, help="your own scan instead of a procedural one")
+    ap.add_argument("--seed", type=int, default=7, help="the procedural scan's seed")
+    ap.add_argument("--preset", choices=("PREVIEW", "PAPER"), default="PREVIEW", help="Fit Scan preset")
+    ap.add_argument("--checkpoint", default="", help="generator (default: the bundled demo model)")
+    ap.add_argument("--samples", type=int, default=16, help="Cycles samples")
+    ap.add_argument("--resolution", type=int, default=384)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tools"))
     import bpy
@@ -53,41 +88,79 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     ext = enable_extension("demo")
+    steps, ops = Steps(), bpy.ops.headcraft
     try:
-        t = time.perf_counter()
-        res = bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=50, num_expr=52,
-                                         randomize_identity=True, randomize_expression=True,
-                                         seed=args.seed)
-        if res != {"FINISHED"}:
-            print("demo: Add Head failed (see the message above)")
-            return 1
-        head = bpy.context.active_object
-        print(f"added {head.name}: {len(head.data.vertices)} vertices, "
-              f"{len(head.data.shape_keys.key_blocks) - 1} shape keys, rig {head.parent.name} "
-              f"in {time.perf_counter() - t:.1f} s (backend start included)")
-        # Open the jaw a little through the rig, as an animator would.
-        head.parent.pose.bones["jaw"].rotation_euler[0] = 0.12
-        mat = bpy.data.materials.new("Demo Skin")
-        mat.use_nodes = True
-        bsdf = mat.node_tree.nodes["Principled BSDF"]
-        bsdf.inputs["Base Color"].default_value = (0.62, 0.42, 0.33, 1.0)
-        bsdf.inputs["Roughness"].default_value = 0.45
-        head.data.materials.append(mat)
-        head.data.shade_smooth()
-        frame_camera(bpy, head)
-        scene = bpy.context.scene
-        scene.render.engine = "CYCLES"
-        scene.cycles.device = "CPU"
-        scene.cycles.samples = args.samples
-        scene.render.resolution_x = scene.render.resolution_y = args.resolution
-        scene.world = bpy.data.worlds.new("Demo World")
-        scene.world.color = (0.05, 0.05, 0.06)
-        scene.render.filepath = str(OUT / "head.png")
-        t = time.perf_counter()
-        bpy.ops.render.render(write_still=True)
-        print(f"rendered {OUT / 'head.png'} in {time.perf_counter() - t:.1f} s")
+        # saved first, so maps, caches and renders go beside it ('//' paths)
         bpy.ops.wm.save_as_mainfile(filepath=str(OUT / "demo.blend"))
-        print(f"saved {OUT / 'demo.blend'}")
+        scene, s = bpy.context.scene, bpy.context.scene.headcraft
+        scene.render.fps = 24
+        scene.world = bpy.data.worlds.new("Demo World")
+        scene.world.color = (0.06, 0.06, 0.07)
+        scan = imported_scan(bpy, args.scan) if args.scan else synthetic_scan(bpy, ext, args.seed)
+        print(f"scan: {scan.name}, {len(scan.data.vertices):,} vertices")
+        s.fit_scan, s.fit_preset, s.fit_landmarks = scan, args.preset, "AUTO"
+        steps.run("Fit Scan", ops.fit_scan)
+        fitted, detailed = (bpy.data.objects[f"{scan.name} {k}"] for k in ("Fit", "Detailed"))
+        scan.hide_set(True)
+        scan.hide_render = True
+
+        activate(bpy, detailed)
+        s.map_folder, s.map_size, s.map_exr, s.map_png16 = "//maps/", "1024", True, True
+        steps.run("Bake Map (1024^2, object space, EXR + 16-bit PNGs)", ops.bake_map)
+
+        s.gen_checkpoint, s.gen_psi = args.checkpoint, 0.7
+        generated = []
+        for seed in range(1, 5):
+            activate(bpy, fitted)
+            s.gen_seed = seed
+            steps.run(f"Generate seed {seed} on the fitted identity", ops.generate)
+            generated.append(bpy.context.active_object)
+        activate(bpy, fitted)
+        s.gen_seed, s.interp_seed_b, s.interp_steps = 1, 2, 9
+        steps.run("Interpolate seed 1 -> seed 2 (9 cached steps)", ops.interpolate)
+        interpolation = bpy.context.active_object
+        for i, obj in enumerate([*generated[1:], interpolation]):      # side by side
+            obj.location.x += 0.3 * (i + 1) * fitted.matrix_world.to_scale().x
+
+        activate(bpy, fitted)
+        steps.run(f"Import Performance {PERFORMANCE.name}", ops.import_performance,
+                  filepath=str(PERFORMANCE), frame_start=1)
+        scene.frame_start, scene.frame_end = 1, int(fitted.data.shape_keys.animation_data.action.frame_range[1])
+        hero = generated[0]
+        skin = bpy.data.materials.new("Demo Skin")
+        skin.use_nodes = True
+        bsdf = skin.node_tree.nodes["Principled BSDF"]
+        bsdf.inputs["Base Color"].default_value = (0.62, 0.43, 0.34, 1.0)
+        bsdf.inputs["Roughness"].default_value = 0.5
+        for obj in (fitted, detailed, *generated[1:], interpolation):
+            obj.hide_render = True
+        activate(bpy, hero)
+        steps.run(f"Build Detailed Rig on {hero.name}", ops.build_rig)
+        s.anim_scene_range = True
+        steps.run(f"Bake Animation, frames {scene.frame_start}-{scene.frame_end}", ops.bake_animation)
+        rig = bpy.data.objects[f"{hero.name} Animated"]
+        baked = bpy.data.objects[f"{hero.name} Baked"]
+        baked.data.materials.clear()
+        baked.data.materials.append(skin)
+        hero.hide_set(True)
+        rig.hide_render = True
+        print(f"  rig vs exact bake: {baked['headcraft_rig_deviation_mm']:.2f} mm max, "
+              f"{baked['headcraft_rig_deviation_p99_mm']:.2f} mm p99")
+
+        s.render_engine, s.render_samples = "CYCLES", args.samples
+        s.render_resolution = (args.resolution, args.resolution)
+        s.render_folder, s.render_turntable_views = "//render/", 8
+        s.render_contact_count, s.render_contact_columns = 8, 4
+        activate(bpy, baked)
+        steps.run("Render turntable (8 views) + contact sheet", ops.render, mode="TURNTABLE")
+        scene.frame_step = max(1, (scene.frame_end - scene.frame_start) // 8)
+        steps.run("Render animation + contact sheet", ops.render, mode="ANIMATION")
+        scene.frame_step = 1
+        scene.frame_set(scene.frame_start)
+        bpy.ops.wm.save_as_mainfile(filepath=str(OUT / "demo.blend"))
+        print(f"\ndone in {time.perf_counter() - steps.t0:.0f} s:\n"
+              f"  {OUT / 'demo.blend'}\n  maps: {OUT / 'maps'}\n"
+              f"  renders and contact sheets: {OUT / 'render'}\n  PC2 cache: {baked['headcraft_cache']}")
     finally:
         disable_extension(ext)
     return 0

@@ -214,7 +214,7 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
 
     mode: bpy.props.EnumProperty(name="Mode", items=[
         ("TURNTABLE", "Turntable", "One full turn around the active object"),
-        ("ANIMATION", "Animation", "The animation frame range of the Animate panel")])
+        ("ANIMATION", "Animation", "The Animate panel's frame range, every scene frame step")])
 
     _run: render.RenderRun | None = None
     _timer = None
@@ -236,7 +236,8 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
             self.report({"ERROR"}, f"the frame range {start}-{end} is empty")
             return False
         try:
-            self._run = render.RenderRun(context, self.mode, context.active_object, s, range(start, end + 1))
+            self._run = render.RenderRun(context, self.mode, context.active_object, s,
+                                         range(start, end + 1, max(1, scene.frame_step)))
         except (OSError, ValueError) as exc:
             self.report({"ERROR"}, f"cannot render: {exc}")
             return False

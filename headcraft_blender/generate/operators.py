@@ -19,17 +19,9 @@ class _GeneratorOperator:
         return context.mode == "OBJECT" and layout_build.head_of(context.active_object) is not None \
             and not runtime.busy()
 
-    def _checkpoint_set(self, s) -> bool:
-        if not s.gen_checkpoint.strip():
-            self.report({"ERROR"}, "Set a generator checkpoint first (our .json, or a published .ckpt with its "
-                                   "ema_*.pth beside it; see the README for the demo model and training)")
-        return bool(s.gen_checkpoint.strip())
-
     def _start(self, context):
-        """(settings, head, model, base params), or None after reporting a missing checkpoint."""
+        """(settings, head, model, base params)."""
         s = context.scene.headcraft
-        if not self._checkpoint_set(s):
-            return None
         head = layout_build.head_of(context.active_object)
         model = layout_build.model_of(head)
         params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
@@ -44,10 +36,7 @@ class HEADCRAFT_OT_generate(_GeneratorOperator, bpy.types.Operator):
     bl_label = "Generate"
 
     def execute(self, context):
-        started = self._start(context)
-        if started is None:
-            return {"CANCELLED"}
-        s, head, model, params = started
+        s, head, model, params = self._start(context)
         params.update(seed=s.gen_seed, noise=s.gen_noise.lower())
         if s.gen_mix:
             params.update(mix_seed=s.gen_mix_seed, mix_from=s.gen_mix_from)
@@ -100,10 +89,7 @@ class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
     bl_label = "Interpolate"
 
     def execute(self, context):
-        started = self._start(context)
-        if started is None:
-            return {"CANCELLED"}
-        s, head, model, params = started
+        s, head, model, params = self._start(context)
         name, world, steps = head.name, head.matrix_world.copy(), s.interp_steps
         seeds = (s.gen_seed, s.interp_seed_b)
         params.update(seed_a=seeds[0], seed_b=seeds[1], steps=steps, space="w")
@@ -144,10 +130,7 @@ class HEADCRAFT_OT_transfer_hair(_GeneratorOperator, bpy.types.Operator):
     bl_label = "Transfer Hair"
 
     def execute(self, context):
-        started = self._start(context)
-        if started is None:
-            return {"CANCELLED"}
-        s, head, model, params = started
+        s, head, model, params = self._start(context)
         params.update(face_seed=s.gen_seed, hair_seed=s.interp_seed_b)
         return runtime.submit_from_operator(self, runtime.UIJob(
             "Transfer hair", "generate.transfer_hair", params, {"coarse_vertices": layout_build.shaped_vertices(head)},
@@ -169,8 +152,6 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
 
     def execute(self, context):
         s = context.scene.headcraft
-        if not self._checkpoint_set(s):
-            return {"CANCELLED"}
         obj = layout_build.find_detailed(context.active_object)
         model = layout_build.model_of(obj)
         arrays = layout_build.detailed_arrays(obj)

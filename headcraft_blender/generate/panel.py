@@ -14,7 +14,7 @@ class VIEW3D_PT_headcraft_generate(SidebarSubPanel, bpy.types.Panel):
         s = context.scene.headcraft
         layout.prop(s, "gen_checkpoint")
         if not s.gen_checkpoint:
-            layout.label(text="Choose a generator checkpoint (see README: demo model, training)", icon="INFO")
+            layout.label(text="Empty: the backend's bundled demo model", icon="INFO")
         col = layout.column(align=True)
         col.prop(s, "gen_seed")
         col.prop(s, "gen_psi")

@@ -25,6 +25,7 @@ from .networks import Generator
 
 INERT_MODULES = ("omegaconf.", "pytorch_lightning.", "lightning.", "lightning_fabric.")
 FORMAT = "headcraft-stylegan2"
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.json"   # MODEL_CARD.md beside it
 
 
 class CheckpointError(ValueError):
@@ -173,6 +174,7 @@ def save(G: Generator, path: str | Path, extra: dict | None = None) -> tuple[Pat
         seen.add(v.data_ptr())
         tensors[k] = v.detach().contiguous().clone()
     weights, cfg = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(weights))
     cfg.write_text(json.dumps({"format": FORMAT, "version": 1, "config": config_from_state(sd),
                                **(extra or {})}, indent=2))

@@ -14,10 +14,14 @@ from .sample import generate_maps, interpolate_maps, transfer_hair
 
 
 def get_generator(ctx, path: str):
-    """The generator of a checkpoint on the backend's machine, cached until the file changes."""
+    """The generator of a checkpoint on the backend's machine (none: the bundled demo model),
+    cached until the file changes."""
     if not path:
-        raise UserError("no generator checkpoint is set: choose one (our .json/.safetensors, or a published "
-                        ".ckpt with its ema_*.pth beside it), or train one with 'headcraft-backend train'")
+        if not checkpoint.DEMO_MODEL.is_file():
+            raise UserError("no generator checkpoint is set and this backend has no demo model "
+                            f"({checkpoint.DEMO_MODEL.name}): choose one (our .json/.safetensors, or a published "
+                            ".ckpt with its ema_*.pth beside it), or train one with 'headcraft-backend train'")
+        path = str(checkpoint.DEMO_MODEL)
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"{p}: checkpoint not found (paths are on the backend's machine)")
