@@ -65,7 +65,7 @@ def setup() -> Path:
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     # torch first and alone, pinned, so nothing pulls a CUDA build in.
     run(*pip, NUMPY, TORCH)
-    run(*pip, *REQUIREMENTS, "-e", f"{ROOT / 'backend'}[test,train]")
+    run(*pip, *REQUIREMENTS, "-e", f"{ROOT / 'backend'}[test,train,dataset]")
     stamp.write_text(key)
     return py
 

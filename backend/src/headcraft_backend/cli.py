@@ -386,6 +386,43 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from .dataset.synth import SynthOptions, write_set
+    from .head.data import HeadModelError
+    from .head.registry import load_model_data
+    options = SynthOptions(n=args.n, seed=args.seed, hair=args.hair, colour=args.colour, noise_mm=args.noise_mm,
+                           holes=args.holes, max_rotation_deg=args.max_rotation, views=args.views,
+                           sparse=args.sparse, mesh_format=args.format)
+    try:
+        options.check()
+        write_set(load_model_data(_model_params(args)), args.out, options)
+    except (ValueError, HeadModelError, OSError) as exc:
+        print(f"headcraft-backend synth: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.n} scans to {args.out} (manifest.json lists them)")
+    return 0
+
+
+def cmd_register_dataset(args) -> int:
+    from .dataset.register import Cluster, RegisterOptions, format_summary, register_folder
+    options = RegisterOptions(model=_model_params(args), preset=args.preset, steps=args.steps, partial=args.partial,
+                              layout=args.layout, size=args.size, spaces=tuple(dict.fromkeys(args.space)),
+                              fmt=args.format, up=tuple(args.up), forward=tuple(args.forward))
+    cluster = Cluster(address=args.address, workers=args.workers, cpus_per_scan=args.cpus_per_scan,
+                      gpus_per_scan=args.gpus_per_scan)
+    try:
+        summary = register_folder(args.scans, args.out, options, cluster)
+    except ValueError as exc:
+        print(f"headcraft-backend register-dataset: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("headcraft-backend register-dataset: interrupted; run it again to go on where it stopped",
+              file=sys.stderr)
+        return 130
+    print(format_summary(summary, Path(args.out), options))
+    return 1 if summary["failed"] else 0
+
+
 def _model_args(parser) -> None:
     parser.add_argument("--model", default="openhead", choices=("openhead", "flame"))
     parser.add_argument("--flame-dir", default="~/FLAME", help="folder with the FLAME files")
@@ -517,6 +554,47 @@ def main(argv=None) -> int:
     fl.add_argument("--device", default="auto")
     fl.add_argument("--out", default="fitted-latent")
     fl.set_defaults(fn=cmd_fit_latent)
+    sy = sub.add_parser("synth", help="write procedural scans with ground truth (a test or training set)")
+    sy.add_argument("--n", type=int, default=10, help="number of scans (scan i has the seed SEED + i)")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--out", default="synthetic-scans")
+    sy.add_argument("--hair", default="random",
+                    help="random (every style in turn), none, buzz, short, long (shoulder-length), bob, bun, "
+                         "ponytail, fringe or beard; aliases buzz-cut, shoulder-length, bald")
+    sy.add_argument("--colour", action="store_true", help="vertex colours (they help the automatic landmarks)")
+    sy.add_argument("--noise-mm", type=float, default=0.2, help="scanner noise along the normals (std)")
+    sy.add_argument("--holes", type=int, default=3, help="random holes per scan")
+    sy.add_argument("--max-rotation", type=float, default=25.0,
+                    help="random rotation about each axis, degrees (0: upright, face +Z)")
+    sy.add_argument("--views", type=int, default=0, help="partial depth views per scan (point clouds)")
+    sy.add_argument("--sparse", type=int, default=0, help="also a sparse cloud of this many points per view")
+    sy.add_argument("--format", default="ply", choices=("ply", "obj"), help="scan mesh format")
+    _model_args(sy)
+    sy.set_defaults(fn=cmd_synth)
+    rd = sub.add_parser("register-dataset", help="fit every scan of a folder and bake its displacement maps "
+                        "(Ray: a local cluster, or --address; resumable)")
+    rd.add_argument("scans", help="folder of scan files (OBJ, PLY, GLB/glTF, STL, OFF; not its subfolders)")
+    rd.add_argument("--out", default="registered",
+                    help="object-space maps here (a training folder), tangent/, visibility/, fits/, errors.json")
+    _model_args(rd)
+    rd.add_argument("--preset", default="preview", choices=("paper", "preview"))
+    rd.add_argument("--steps", type=int, default=0, help="registration steps per stage (0: preset)")
+    rd.add_argument("--partial", default="none", choices=("none", "depth", "sparse"), help="the kind of scans")
+    rd.add_argument("--layout", default="headcraft")
+    rd.add_argument("--size", type=int, default=256)
+    rd.add_argument("--space", nargs="+", default=["object"], choices=("object", "tangent"))
+    rd.add_argument("--format", default="exr", choices=("exr", "png16", "npy"))
+    rd.add_argument("--up", type=float, nargs=3, default=[0.0, 1.0, 0.0], metavar=("X", "Y", "Z"),
+                    help="the heads' up direction in the scan files (scans listed in the folder's "
+                         "manifest.json use theirs)")
+    rd.add_argument("--forward", type=float, nargs=3, default=[0.0, 0.0, 1.0], metavar=("X", "Y", "Z"),
+                    help="the direction the faces look in")
+    rd.add_argument("--address", default="", help="an existing Ray cluster (default: start a local one)")
+    rd.add_argument("--workers", type=int, default=0,
+                    help="scans at a time (default: this machine's CPUs; on a cluster, no limit)")
+    rd.add_argument("--cpus-per-scan", type=int, default=1)
+    rd.add_argument("--gpus-per-scan", type=float, default=0.0, help="fractions share a GPU; 0 fits on CPUs")
+    rd.set_defaults(fn=cmd_register_dataset)
     args = p.parse_args(argv)
     return args.fn(args)
 

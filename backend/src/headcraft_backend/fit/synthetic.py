@@ -25,8 +25,8 @@ A scan is built in five steps, all deterministic from one integer seed:
    3-6 mm, on the face, so the face keeps most of its area).
 4. Artefacts: Gaussian noise along the normals (noise_mm), junk (a shoulder stub joined to the
    neck opening and 2-4 floating fragments 15-30 cm from the head), optional vertex colour.
-5. A random similarity x_scan = scale * R @ x_model + t: rotations up to 25 deg about each axis,
-   scale = unit (1, 100 or 1000: metres, centimetres, millimetres) x U(0.9, 1.1).
+5. A random similarity x_scan = scale * R @ x_model + t: rotations up to 25 deg about each axis
+   (max_rotation_deg), scale = unit (1, 100 or 1000: metres, centimetres, millimetres) x U(0.9, 1.1).
 
 The scan keeps the truth's vertex numbering where it can: `scan_truth_index[i]` is the truth
 vertex a scan vertex came from (-1 for junk and stub), so masks and errors can be compared
@@ -774,7 +774,8 @@ def _colours(dense: _Dense, rng, hair_mm, eye_centres):
 def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: float = 0.2,
               holes: int = 3, similarity: bool = True, scale: float | None = None,
               junk: bool = True, n_points: int | None = None, color: bool = True,
-              shoulders: bool | None = None, detail: bool = True, neck_hair: bool = True) -> SyntheticScan:
+              shoulders: bool | None = None, detail: bool = True, neck_hair: bool = True,
+              max_rotation_deg: float = 25.0) -> SyntheticScan:
     """A procedural scan of a random head of `data` with its ground truth (see module doc).
 
     hair: one of HAIRSTYLES. noise_mm: std of the Gaussian noise along normals. holes: number
@@ -784,13 +785,14 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
     point cloud of that many points on the scan. color: procedural vertex colours (skin, hair,
     lips, brows, irises) so landmark detection on renders has something to see. detail: skin
     detail on the face. neck_hair: long and bob styles hang over the neck (False: the volume
-    stays on the scalp). ~1 s per scan after a one-off ~2-3 s per model (refinement and geodesic
-    fields, cached in memory).
+    stays on the scalp). max_rotation_deg: bound of the random rotation about each axis (0: the
+    scan stays upright, face +Z). ~1 s per scan after a one-off ~2-3 s per model (refinement and
+    geodesic fields, cached in memory).
     """
     if hair not in HAIRSTYLES:
         raise ValueError(f"unknown hair style {hair!r}; choose one of {', '.join(HAIRSTYLES)}")
-    if not (noise_mm >= 0 and holes >= 0 and (scale is None or scale > 0)):
-        raise ValueError("noise_mm and holes must be >= 0 and scale > 0")
+    if not (noise_mm >= 0 and holes >= 0 and (scale is None or scale > 0) and 0 <= max_rotation_deg <= 180):
+        raise ValueError("noise_mm and holes must be >= 0, scale > 0 and max_rotation_deg in 0..180")
     if shoulders is None:
         shoulders = junk
     dense = _dense_for(data)
@@ -893,7 +895,7 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
                                0, 255).astype(np.uint8)
 
     if similarity:
-        s, R, t = _sample_similarity(r_sim, scale)
+        s, R, t = _sample_similarity(r_sim, scale, max_rotation_deg)
     else:
         R, s, t = np.eye(3), float(scale) if scale is not None else 1.0, np.zeros(3)
     V_scan = s * V_s @ R.T + t
@@ -915,10 +917,10 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
         model_name=data.name)
 
 
-def _sample_similarity(rng, scale=None):
-    """Rotation up to 25 deg about each axis (R = Rz Ry Rx), scale = a random unit (m, cm, mm)
-    x U(0.9, 1.1) unless given, translation up to 0.5 m per axis (in scan units)."""
-    R = _euler(*np.radians(rng.uniform(-25, 25, 3)))
+def _sample_similarity(rng, scale=None, max_rotation_deg=25.0):
+    """Rotation up to max_rotation_deg about each axis (R = Rz Ry Rx), scale = a random unit
+    (m, cm, mm) x U(0.9, 1.1) unless given, translation up to 0.5 m per axis (in scan units)."""
+    R = _euler(*np.radians(rng.uniform(-max_rotation_deg, max_rotation_deg, 3)))
     s = float(scale) if scale is not None else float(UNITS[rng.integers(3)] * rng.uniform(0.9, 1.1))
     t = s * rng.uniform(-0.5, 0.5, 3)
     return s, R, t

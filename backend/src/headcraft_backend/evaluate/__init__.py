@@ -1,0 +1,1 @@
+"""Evaluation of generated heads against reference sets (paper Table 1)."""
