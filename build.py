@@ -7,6 +7,8 @@
     python3 build.py extension   # validate and build dist/headcraft-<version>.zip
     python3 build.py bench [wire|add-head|registration|maps|generate|animate]   # ratios to baselines
     python3 build.py eval-fit    # fit procedural scans with ground truth, print errors per region
+    python3 build.py eval        # held-apart procedural set: registration errors, MMD/COV/JSD (Table 1)
+    python3 build.py demo-model  # remake the bundled demo generator (scans -> Ray registration -> training)
 
 Every subcommand is idempotent and works on a fresh machine (PyPI reachable).
 """
@@ -156,9 +158,12 @@ def main(argv: list[str]) -> int:
         return demo(rest)
     elif cmd == "bench":
         return bench(rest)
-    elif cmd == "eval-fit":
+    elif cmd in ("eval-fit", "eval"):
         py = setup()
-        return subprocess.run([py, "-m", "headcraft_backend", "eval-fit", *rest], cwd=ROOT).returncode
+        return subprocess.run([py, "-m", "headcraft_backend", cmd, *rest], cwd=ROOT).returncode
+    elif cmd == "demo-model":
+        py = setup()
+        return subprocess.run([py, ROOT / "tools" / "demo_model.py", *rest], cwd=ROOT).returncode
     else:
         print(f"unknown command {cmd!r}\n{__doc__}")
         return 2

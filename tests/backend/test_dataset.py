@@ -73,6 +73,12 @@ def test_synth_obj_alias_upright(tmp_path):
                  "--holes", "0", "--format", "obj", "--colour", "--out", str(out)]) == 0
     entry = json.loads((out / "manifest.json").read_text())["scans"][0]
     assert entry["hair"] == "long" and entry["file"] == "scan_000005.obj"
+    # a longer run over the same folder keeps the finished scan and adds the next
+    written = (out / entry["file"]).stat().st_mtime_ns
+    assert main(["synth", "--n", "2", "--seed", "5", "--hair", "shoulder-length", "--max-rotation", "0",
+                 "--holes", "0", "--format", "obj", "--colour", "--out", str(out)]) == 0
+    assert (out / entry["file"]).stat().st_mtime_ns == written
+    assert [e["seed"] for e in json.loads((out / "manifest.json").read_text())["scans"]] == [5, 6]
     np.testing.assert_allclose(read_truth(out / entry["truth"])["rotation"], np.eye(3))
     scan = load_scan_file(out / entry["file"])
     assert scan.is_mesh and scan.colors is not None

@@ -386,6 +386,37 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Registration errors per region and the generation metrics, on held-apart procedural heads."""
+    from .evaluate.generation import table
+    from .fit.evaluate import evaluate, summary
+    from .fit.pipeline import FitOptions
+    from .generate.checkpoint import DEMO_MODEL
+    from .head.registry import load_model_data
+    data = load_model_data(_model_params(args))
+    methods = {}
+    checkpoint = args.checkpoint or (str(DEMO_MODEL) if DEMO_MODEL.is_file() else None)
+    pca = args.pca or (str(DEMO_MODEL.with_name("demo_pca.json")) if DEMO_MODEL.with_name("demo_pca.json").is_file()
+                       else None)
+    for name, path in (("HeadCraft (ours)", checkpoint), ("PCA baseline", pca)):
+        if path is None:
+            print(f"no {name} checkpoint: pass it (--checkpoint / --pca); its row is left out")
+        elif not Path(path).expanduser().is_file():
+            print(f"headcraft-backend eval: {path}: not found", file=sys.stderr)
+            return 2
+        else:
+            methods[name] = str(Path(path).expanduser())
+    methods["template, no displacement"] = None
+    if args.n_fit:
+        from .evaluate.generation import HELD_APART_SEED
+        print(f"== registration of {args.n_fit} held-apart procedural scans ({args.preset} preset) ==")
+        print("\n" + summary(evaluate(data, n=args.n_fit, options=FitOptions(preset=args.preset),
+                                      seed=HELD_APART_SEED)))
+    print(f"\n== generation: {args.n} heads per method against {args.n} held-apart heads ==")
+    table(data, methods, n=args.n, n_points=args.points, device=args.device)
+    return 0
+
+
 def cmd_synth(args) -> int:
     from .dataset.synth import SynthOptions, write_set
     from .head.data import HeadModelError
@@ -554,6 +585,17 @@ def main(argv=None) -> int:
     fl.add_argument("--device", default="auto")
     fl.add_argument("--out", default="fitted-latent")
     fl.set_defaults(fn=cmd_fit_latent)
+    ev = sub.add_parser("eval", help="held-apart procedural heads: registration errors per region, and MMD/COV/JSD "
+                        "of generated heads, the PCA baseline and the bare template (the paper's Table 1)")
+    ev.add_argument("--checkpoint", default="", help="generator (default: the bundled demo model)")
+    ev.add_argument("--pca", default="", help="PCA baseline .json (default: the bundled one)")
+    ev.add_argument("--n", type=int, default=20, help="heads per set")
+    ev.add_argument("--points", type=int, default=10_000, help="surface points per mesh")
+    ev.add_argument("--n-fit", type=int, default=3, help="scans to register (0: skip)")
+    ev.add_argument("--preset", default="preview", choices=("paper", "preview"))
+    ev.add_argument("--device", default="auto")
+    _model_args(ev)
+    ev.set_defaults(fn=cmd_eval)
     sy = sub.add_parser("synth", help="write procedural scans with ground truth (a test or training set)")
     sy.add_argument("--n", type=int, default=10, help="number of scans (scan i has the seed SEED + i)")
     sy.add_argument("--seed", type=int, default=0)

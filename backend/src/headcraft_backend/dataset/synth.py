@@ -166,16 +166,19 @@ def write_set(data: HeadModelData, out: str | Path, options: SynthOptions,
     out = Path(out)
     for sub in ("truth", *(("views",) if options.views else ()), *(("sparse",) if options.sparse else ())):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    settings = dataclasses.asdict(options)
+    done = _finished_entries(out, settings)
     entries = []
     for i in range(options.n):
-        entries.append(_write_scan(data, out, options, options.seed + i))
-        e = entries[-1]
+        seed = options.seed + i
+        e = done.get(seed) or _write_scan(data, out, options, seed)
+        entries.append(e)
         report(f"[{i + 1}/{options.n}] {e['file']}: hair {e['hair']}, {e['vertices']:,} vertices"
-               + (f", {len(e['views'])} view(s)" if e["views"] else ""))
-    manifest = {"generator": f"headcraft-backend {__version__} synth", "model": data.name,
-                "model_version": data.version, "seed": options.seed, "n": options.n,
-                "settings": dataclasses.asdict(options), "scans": entries}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+               + (f", {len(e['views'])} view(s)" if e["views"] else "") + (" (kept)" if seed in done else ""))
+        manifest = {"generator": f"headcraft-backend {__version__} synth", "model": data.name,
+                    "model_version": data.version, "seed": options.seed, "n": options.n,
+                    "settings": settings, "scans": entries}
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")   # after each scan: resumable
     # views/ and sparse/ get the hints too, so `register-dataset OUT/views --partial depth` works.
     for sub in ("views", "sparse"):
         clouds = [{"file": Path(f).name, "scan": e["file"], "up": e["up"], "forward": e["forward"]}
@@ -183,6 +186,18 @@ def write_set(data: HeadModelData, out: str | Path, options: SynthOptions,
         if clouds:
             (out / sub / "manifest.json").write_text(json.dumps({"scans": clouds}, indent=1) + "\n")
     return manifest
+
+
+def _finished_entries(out: Path, settings: dict) -> dict[int, dict]:
+    """Scans of an earlier run with the same settings (but n) whose files all exist, by seed."""
+    try:
+        old = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    same = {k: v for k, v in old.get("settings", {}).items() if k not in ("n", "seed")} == \
+        {k: v for k, v in settings.items() if k not in ("n", "seed")}
+    return {e["seed"]: e for e in old.get("scans", []) if same and all(
+        (out / f).is_file() for f in (e["file"], e["truth"], *e["views"], *e["sparse"]))}
 
 
 def _write_scan(data: HeadModelData, out: Path, o: SynthOptions, scan_seed: int) -> dict:
