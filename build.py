@@ -31,6 +31,7 @@ BPY = "bpy==4.2.23"          # newest 4.2 LTS wheel
 TORCH = "torch==2.13.0"       # the CPU build on this project's machines
 NUMPY = "numpy==1.26.4"       # the numpy Blender 4.2 bundles (and mediapipe needs < 2)
 REQUIREMENTS = [NUMPY, TORCH, BPY, "scipy>=1.10", "pytest>=8", "pytest-timeout>=2.3"]
+LPIPS = "lpips==0.1.4"        # only its weight files are read; --no-deps keeps torchvision (and a CUDA torch) out
 WIRE_SRC = ROOT / "backend" / "src" / "headcraft_backend" / "wire.py"
 WIRE_COPY = ROOT / "headcraft_blender" / "client" / "wire.py"
 
@@ -58,7 +59,7 @@ def setup() -> Path:
     sync()
     py = venv_python()
     stamp = VENV / ".headcraft-setup"
-    key = hashlib.sha256("\n".join(REQUIREMENTS).encode()
+    key = hashlib.sha256("\n".join(REQUIREMENTS + [LPIPS]).encode()
                          + (ROOT / "backend" / "pyproject.toml").read_bytes()).hexdigest()
     if py.exists() and stamp.exists() and stamp.read_text() == key:
         return py
@@ -68,6 +69,7 @@ def setup() -> Path:
     # torch first and alone, pinned, so nothing pulls a CUDA build in.
     run(*pip, NUMPY, TORCH)
     run(*pip, *REQUIREMENTS, "-e", f"{ROOT / 'backend'}[test,train,dataset]")
+    run(*pip, "--no-deps", LPIPS)
     stamp.write_text(key)
     return py
 

@@ -12,19 +12,12 @@ import numpy as np
 import bpy
 from mathutils import Matrix, Vector
 
+from ..head.build import ensure_collection
+
 RENDER_COLLECTION = "HeadCraft Render"
 PIVOT, CAMERA = "HeadCraft Turntable", "HeadCraft Camera"
 LIGHTS = (("Key", (-0.6, -1.0, 0.5), 12.0), ("Fill", (0.9, -0.7, 0.1), 4.0), ("Rim", (0.2, 1.0, 0.8), 8.0))
 LENS_MM = 85.0
-
-
-def _collection(scene) -> bpy.types.Collection:
-    coll = bpy.data.collections.get(RENDER_COLLECTION)
-    if coll is None:
-        coll = bpy.data.collections.new(RENDER_COLLECTION)
-    if coll.name not in scene.collection.children:
-        scene.collection.children.link(coll)
-    return coll
 
 
 def _object(coll, name, data) -> bpy.types.Object:
@@ -45,7 +38,7 @@ def world_bounds(objects) -> tuple[Vector, float]:
 def camera_rig(scene, target: bpy.types.Object, objects) -> tuple[bpy.types.Object, bpy.types.Object]:
     """The pivot (at the objects' centre, turning about the head's up axis) with the camera in
     front of the face framing them all, and three area lights when the scene has none of its own."""
-    coll = _collection(scene)
+    coll = ensure_collection(scene, RENDER_COLLECTION)
     pivot = _object(coll, PIVOT, None)
     pivot.empty_display_type, pivot.empty_display_size = "CIRCLE", 0.05
     cam = _object(coll, CAMERA, bpy.data.cameras.get(CAMERA) or bpy.data.cameras.new(CAMERA))

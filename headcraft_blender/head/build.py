@@ -23,10 +23,10 @@ def shape_key_names(n: int) -> list[str]:
     return [f"Shape{i:03d}" for i in range(n)]
 
 
-def ensure_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
-    col = bpy.data.collections.get(COLLECTION)
+def ensure_collection(scene: bpy.types.Scene, name: str = COLLECTION) -> bpy.types.Collection:
+    col = bpy.data.collections.get(name)
     if col is None:
-        col = bpy.data.collections.new(COLLECTION)
+        col = bpy.data.collections.new(name)
     if col.name not in scene.collection.children:
         scene.collection.children.link(col)
     return col

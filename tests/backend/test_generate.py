@@ -375,20 +375,13 @@ def test_latent_fit_full_and_partial_map():
     calls = []
     import torch.nn.functional as F
 
-    # LPIPS's structure with a small randomly initialised backbone (no weights to download):
-    # unit-normalised features of each stage, squared differences, averaged.
-    torch.manual_seed(3)
-    stages = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU()),
-                                  torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.ReLU())])
-    stages.requires_grad_(False)
+    # LPIPS with a randomly initialised AlexNet (no download) and the lpips package's heads
+    from headcraft_backend.generate.perceptual import LPIPS, heads_file
+    net = LPIPS().load(_alexnet_state(3), torch.load(heads_file(), map_location="cpu", weights_only=True))
 
     def fake_lpips(a, b):
         calls.append(a.shape)
-        d = 0
-        for stage in stages:
-            a, b = stage(a), stage(b)
-            d = d + (F.normalize(a, dim=1) - F.normalize(b, dim=1)).square().sum(1).mean(dim=[1, 2])
-        return d
+        return net(a, b)
     fit = fit_latent(G, target, settings=LatentFitSettings(steps_w=150, steps_noise=20, avg_samples=500),
                      perceptual=fake_lpips)
     err0, err = np.abs(start - target).mean(), np.abs(fit.map - target).mean()
@@ -401,8 +394,53 @@ def test_latent_fit_full_and_partial_map():
     mask[:, :32] = 1
     part = fit_latent(G, target, mask, LatentFitSettings(steps_z=100, steps_w=100, avg_samples=500))
     seen = np.abs(part.map[:, :32] - target[:, :32]).mean()
-    assert seen < 0.5 * np.abs(start[:, :32] - target[:, :32]).mean() and part.notes == [
-        "LPIPS unavailable (package or weights missing): L1 only"]
+    assert seen < 0.5 * np.abs(start[:, :32] - target[:, :32]).mean() and part.notes == ["L1 only (no perceptual term)"]
+
+
+def _alexnet_state(seed: int) -> dict:
+    """torchvision's AlexNet file layout (feature convs and a classifier) with random values."""
+    from headcraft_backend.generate.perceptual import CONVS
+    g = torch.Generator().manual_seed(seed)
+    sd = {"classifier.1.weight": torch.zeros(8, 8)}
+    for idx, i, o, k, _, _ in CONVS:
+        sd[f"features.{idx}.weight"] = torch.randn(o, i, k, k, generator=g) * (2 / (i * k * k)) ** 0.5
+        sd[f"features.{idx}.bias"] = torch.randn(o, generator=g) * 0.01
+    return sd
+
+
+def test_lpips_weights_by_name_from_the_hub_cache(tmp_path, monkeypatch):
+    from headcraft_backend.generate import perceptual as P
+    heads = P.heads_file()
+    assert heads is not None, "build.py setup installs lpips (--no-deps) for its weight files"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    net, why = P.load_lpips()
+    assert net is None and "AlexNet weights not found" in why and str(tmp_path) in why and why.endswith("L1 only")
+    hub = tmp_path / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    bad = _alexnet_state(0)
+    bad["features.3.weight"] = bad["features.3.weight"][:10]
+    torch.save(bad, hub / "alexnet-owt-7be5be79.pth")
+    net, why = P.load_lpips()
+    assert net is None and "features.3.weight is (10, 64, 5, 5)" in why
+    sd = _alexnet_state(0)
+    torch.save(sd, hub / "alexnet-owt-7be5be79.pth")
+    net, why = P.load_lpips()
+    assert why == "" and net is not None
+    hd = torch.load(heads, map_location="cpu", weights_only=True)
+    assert torch.equal(net.lins[2], hd["lin2.model.1.weight"]) and torch.equal(net.convs[1].weight, sd["features.3.weight"])
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    n = torch.randn_like(x)
+    d0, d1, d2 = net(x, x), net(x, x + 0.05 * n), net(x, x + 0.3 * n)
+    assert d0.shape == (3,) and d0.abs().max() < 1e-6 and (d1 > 0).all() and (d2 > d1).all()
+    assert torch.allclose(d2, net(x + 0.3 * n, x))
+    y = (x + 0.3 * n).requires_grad_()
+    net(x, y).sum().backward()
+    assert y.grad.abs().sum() > 0 and not any(p.requires_grad for p in net.parameters())
+    # stand-in for a machine without the lpips package (uninstalling it here would break other tests)
+    monkeypatch.setattr(P, "heads_file", lambda: None)
+    assert P.load_lpips() == (None, "LPIPS unavailable: the `lpips` package is not installed (pip install lpips); "
+                                    "L1 only")
 
 
 def test_fit_latent_job(conn, tmp_path):
@@ -418,6 +456,8 @@ def test_fit_latent_job(conn, tmp_path):
                   {"map": target}, timeout=600)
     assert j.arrays["ws"].shape == (1, G.num_ws, 32) and j.arrays["map"].shape == (64, 64, 3)
     assert j.result["final_loss"] is not None and np.abs(j.arrays["displacement"]).max() > 0
+    notes = j.result["notes"]       # LPIPS with this machine's weights, or the reason it is off
+    assert notes == [] or (len(notes) == 1 and notes[0].startswith("LPIPS unavailable")), notes
     bad = conn.submit("generate.fit_latent", {"model": "openhead", "checkpoint": str(cfg)},
                       {"map": np.zeros((128, 128, 3), np.float32)}).wait(60)
     assert bad.state == "error" and "64^2" in str(bad.error)

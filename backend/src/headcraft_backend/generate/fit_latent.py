@@ -7,9 +7,9 @@ result stays on the generator's manifold), then a W+ delta with the masked loss 
 texels, a 10x weaker "preserve" loss keeping the hidden texels at the z result and an L1 pull
 (10/256) of the face disc towards the z result; then noise with an L2 prior.
 
-LPIPS is optional: `perceptual` is any callable (N,3,h,w) x (N,3,h,w) -> (N,) on [-1, 1] images;
-`lpips_or_none()` gives the `lpips` package's network when it and its weights are available
-offline, else None and the fit is L1 only (the result says so).
+LPIPS is optional: `perceptual` is any callable (N,3,h,w) x (N,3,h,w) -> (N,) on [-1, 1] images
+(perceptual.load_lpips() gives LPIPS when its weights are on the machine); without it the fit is
+L1 only and the result says so.
 """
 from __future__ import annotations
 
@@ -45,22 +45,6 @@ class LatentFitResult:
     map: np.ndarray             # (H, W, 3) the generator's map for ws
     loss_history: list[float]
     notes: list[str]
-
-
-def lpips_or_none():
-    """The `lpips` package's network, or None when the package or its backbone weights would
-    need a download (never downloads)."""
-    try:
-        import lpips  # noqa: F401
-        import torch.hub
-        from pathlib import Path
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
-        if not any(hub.glob("alexnet-*.pth")):
-            return None
-        net = lpips.LPIPS(net="alex", verbose=False).eval()
-        return lambda a, b: net(a, b).flatten()
-    except Exception:   # not installed, or its weights are missing
-        return None
 
 
 def _patches(x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +105,7 @@ def _fit(G, target_map, mask, s, perceptual, report) -> LatentFitResult:
         m3 = np.repeat(np.asarray(mask, np.float32)[..., None], 3, -1)
         vis = torch.from_numpy(pack(m3).transpose(2, 0, 1))[None]
     scale = float(target.abs().max().clamp_min(1e-3))
-    notes = [] if perceptual is not None else ["LPIPS unavailable (package or weights missing): L1 only"]
+    notes = [] if perceptual is not None else ["L1 only (no perceptual term)"]
     history: list[float] = []
 
     def synth(ws):
