@@ -20,7 +20,8 @@ def get_generator(ctx, path: str):
         if not checkpoint.DEMO_MODEL.is_file():
             raise UserError("no generator checkpoint is set and this backend has no demo model "
                             f"({checkpoint.DEMO_MODEL.name}): choose one (our .json/.safetensors, or a published "
-                            ".ckpt with its ema_*.pth beside it), or train one with 'headcraft-backend train'")
+                            ".ckpt with its ema_*.pth beside it), remake the demo model with "
+                            "'python build.py demo-model', or train one with 'headcraft-backend train'")
         path = str(checkpoint.DEMO_MODEL)
     p = Path(path).expanduser()
     if not p.is_file():
@@ -33,7 +34,7 @@ def get_generator(ctx, path: str):
             G, info = checkpoint.load(p)
         except checkpoint.CheckpointError as exc:
             raise UserError(str(exc)) from None
-        hit = ctx.cache[key] = (G.to(ctx.device) if hasattr(G, "to") else G, info)
+        hit = ctx.cache[key] = (G.to(ctx.device) if hasattr(G, "to") else G, {"source": p.name, **info})
     return hit
 
 
@@ -64,7 +65,7 @@ def sample_job(ctx, params, arrays):
     out = apply_map(ctx, model, dense, layout, m, request_base(ctx, model, dense, arrays), "object")
     out["map"] = m
     return {"seed": seed, "psi": psi, "layout": layout.name, "size": int(m.shape[0]),
-            "generator": info.get("source", Path(str(params["checkpoint"])).name)}, out
+            "generator": info["source"]}, out
 
 
 @job("generate.interpolate")
@@ -91,7 +92,7 @@ def interpolate_job(ctx, params, arrays):
         applied = apply_map(ctx, model, dense, layout, m, base, "object")
         out[f"map_{i}"], out[f"displacement_{i}"] = m, applied["displacement"]
     out.update({k: applied[k] for k in ("dense_faces", "dense_uv", "base")})
-    return {"steps": steps, "space": space, "layout": layout.name, "generator": info.get("source", "")}, out
+    return {"steps": steps, "space": space, "layout": layout.name, "generator": info["source"]}, out
 
 
 @job("generate.fit_latent")
