@@ -3,8 +3,8 @@ and a real backend process, as a user would click them:
 
   a procedural scan (or --scan FILE) -> Fit Scan -> Bake Map -> four generated heads on the fitted
   identity -> an interpolation between two of them -> the shipped ARKit performance on the
-  fitted head -> the detailed rig and the exact PC2 bake -> a turntable and an animation
-  contact sheet -> out/demo/demo.blend
+  fitted head -> the detailed rig and the exact PC2 bake -> a contact sheet of the heads, a
+  turntable and an animation contact sheet -> out/demo/demo.blend
 """
 from __future__ import annotations
 
@@ -72,6 +72,22 @@ def activate(bpy, obj) -> None:
     bpy.context.view_layer.objects.active = obj
 
 
+def render_lineup(bpy, ext, steps: Steps, objects, columns: int = 4) -> Path:
+    """A front view of each object (hidden ones shown for their view) in one contact sheet."""
+    s, files = bpy.context.scene.headcraft, []
+    s.render_turntable_views = 1
+    for i, obj in enumerate(objects):
+        hidden, obj.hide_render = obj.hide_render, False
+        s.render_folder = f"//render/heads/{i}/"
+        activate(bpy, obj)
+        steps.run(f"Render a front view of {obj.name}", bpy.ops.headcraft.render, mode="TURNTABLE")
+        obj.hide_render = hidden
+        files.append(OUT / "render" / "heads" / str(i) / "turntable_000.png")
+    sheet = OUT / "render" / "heads_contact_sheet.png"
+    ext.animate.render.contact_sheet(files, sheet, columns)
+    return sheet
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scan", type=Path, help="your own scan instead of a procedural one")
@@ -119,6 +135,12 @@ def main() -> int:
         s.gen_seed, s.interp_seed_b, s.interp_steps = 1, 2, 9
         steps.run("Interpolate seed 1 -> seed 2 (9 cached steps)", ops.interpolate)
         interpolation = bpy.context.active_object
+        interpolation["headcraft_factor"] = 0.5
+        interpolation.data.update()
+
+        s.render_engine, s.render_samples = "CYCLES", args.samples
+        s.render_resolution = (args.resolution, args.resolution)
+        render_lineup(bpy, ext, steps, [scan, fitted, detailed, *generated, interpolation])
         for i, obj in enumerate([*generated[1:], interpolation]):      # side by side
             obj.location.x += 0.3 * (i + 1) * fitted.matrix_world.to_scale().x
 
@@ -147,8 +169,6 @@ def main() -> int:
         print(f"  rig vs exact bake: {baked['headcraft_rig_deviation_mm']:.2f} mm max, "
               f"{baked['headcraft_rig_deviation_p99_mm']:.2f} mm p99")
 
-        s.render_engine, s.render_samples = "CYCLES", args.samples
-        s.render_resolution = (args.resolution, args.resolution)
         s.render_folder, s.render_turntable_views = "//render/", 8
         s.render_contact_count, s.render_contact_columns = 8, 4
         activate(bpy, baked)
@@ -160,7 +180,7 @@ def main() -> int:
         bpy.ops.wm.save_as_mainfile(filepath=str(OUT / "demo.blend"))
         print(f"\ndone in {time.perf_counter() - steps.t0:.0f} s:\n"
               f"  {OUT / 'demo.blend'}\n  maps: {OUT / 'maps'}\n"
-              f"  renders and contact sheets: {OUT / 'render'}\n  PC2 cache: {baked['headcraft_cache']}")
+              f"  renders and contact sheets (heads, turntable, animation): {OUT / 'render'}\n  PC2 cache: {baked['headcraft_cache']}")
     finally:
         disable_extension(ext)
     return 0
