@@ -268,11 +268,27 @@ def test_generate_job_applies_a_sample_to_a_head(conn, tmp_path):
     np.testing.assert_array_equal(a.arrays["map"], b.arrays["map"])
     c = conn.call("generate.sample", {**params, "seed": 4}, timeout=300)
     assert not np.array_equal(a.arrays["map"], c.arrays["map"])
-    for bad, what in (({"checkpoint": ""}, "no generator checkpoint"),
-                      ({"checkpoint": str(tmp_path / "none.json")}, "not found"),
+    for bad, what in (({"checkpoint": str(tmp_path / "none.json")}, "not found"),
                       ({"noise": "loud"}, "noise")):
         j = conn.submit("generate.sample", {**params, **bad}).wait(60)
         assert j.state == "error" and what in str(j.error), j.error
+
+
+def test_empty_checkpoint_means_the_bundled_demo_model(conn, monkeypatch):
+    from headcraft_backend.generate import checkpoint as C
+    from headcraft_backend.generate.jobs import get_generator
+    from headcraft_backend.service.jobs import UserError
+    card = C.DEMO_MODEL.with_name("MODEL_CARD.md").read_text()
+    assert C.DEMO_MODEL.stat().st_size + C.DEMO_MODEL.with_suffix(".safetensors").stat().st_size <= 30e6
+    G, info = C.load(C.DEMO_MODEL)
+    assert f"{G.img_resolution}^2" in card and "MMD-CD" in card and "iterations" in card
+    j = conn.call("generate.sample", {"model": "openhead", "checkpoint": "", "seed": 1, "psi": 0.7}, timeout=300)
+    assert j.result["generator"] == C.DEMO_MODEL.name and j.arrays["map"].shape == (G.img_resolution,) * 2 + (3,)
+    assert np.isfinite(j.arrays["displacement"]).all() and np.abs(j.arrays["displacement"]).max() > 0
+    # stand-in for a backend installed without its demo model (the asset cannot be removed here)
+    monkeypatch.setattr(C, "DEMO_MODEL", C.DEMO_MODEL.with_name("absent.json"))
+    with pytest.raises(UserError, match="no generator checkpoint.*build.py demo-model.*headcraft-backend train"):
+        get_generator(type("Ctx", (), {"cache": {}})(), "")
 
 
 def test_cli_generate(tmp_path):

@@ -7,16 +7,18 @@ from headcraft_backend.generate import checkpoint
 from headcraft_backend.generate.networks import Generator
 
 
-def test_generate_a_detailed_head_and_refuse_without_checkpoint(blender, ext, tmp_path):
+def test_generate_with_the_demo_model_and_a_checkpoint(blender, ext, tmp_path):
     bpy = blender
     assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
     head = bpy.context.active_object
     s = bpy.context.scene.headcraft
-    s.gen_checkpoint = ""
-    before = sorted(o.name for o in bpy.data.objects)
-    with pytest.raises(RuntimeError, match="checkpoint"):
-        bpy.ops.headcraft.generate()
-    assert sorted(o.name for o in bpy.data.objects) == before
+    s.gen_checkpoint, s.gen_seed, s.map_layout = "", 2, "headcraft"        # empty: the bundled demo model
+    assert bpy.ops.headcraft.generate() == {"FINISHED"}
+    demo = bpy.context.active_object
+    assert demo.name == f"{head.name} Seed 2" and tuple(s.map_image.size) == (checkpoint.load(
+        checkpoint.DEMO_MODEL)[0].img_resolution,) * 2
+    assert np.abs(ext.layout.build.detailed_arrays(demo)["displacement"]).max() > 0
+    bpy.context.view_layer.objects.active = head
     torch.manual_seed(0)
     G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
                   channel_max=32)
@@ -30,8 +32,10 @@ def test_generate_a_detailed_head_and_refuse_without_checkpoint(blender, ext, tm
     assert s.map_image is not None and tuple(s.map_image.size) == (64, 64)
     bpy.context.view_layer.objects.active = head
     s.gen_checkpoint = str(tmp_path / "missing.json")
+    before = sorted(o.name for o in bpy.data.objects)
     with pytest.raises(RuntimeError, match="not found"):
         bpy.ops.headcraft.generate()
+    assert sorted(o.name for o in bpy.data.objects) == before
 
 
 def test_interpolate_caches_steps_and_the_factor_drives_them(blender, ext, tmp_path):
