@@ -165,6 +165,7 @@ def main() -> int:
         baked.data.materials.clear()
         baked.data.materials.append(skin)
         hero.hide_set(True)
+        hero.hide_render = True       # the baked copy stands in its place
         rig.hide_render = True
         print(f"  rig vs exact bake: {baked['headcraft_rig_deviation_mm']:.2f} mm max, "
               f"{baked['headcraft_rig_deviation_p99_mm']:.2f} mm p99")
