@@ -389,17 +389,15 @@ def test_latent_fit_full_and_partial_map():
     start = generate_maps(G, [12], psi=0.0, lowpass=False)[0]            # the average head
     noise_before = G.synthesis.blocks[0].conv0.noise_const.clone()
     calls = []
-    import torch.nn.functional as F
-
     # LPIPS with a randomly initialised AlexNet (no download) and the lpips package's heads
     from headcraft_backend.generate.perceptual import LPIPS, heads_file
     net = LPIPS().load(_alexnet_state(3), torch.load(heads_file(), map_location="cpu", weights_only=True))
 
-    def fake_lpips(a, b):
+    def counted_lpips(a, b):
         calls.append(a.shape)
         return net(a, b)
     fit = fit_latent(G, target, settings=LatentFitSettings(steps_w=150, steps_noise=20, avg_samples=500),
-                     perceptual=fake_lpips)
+                     perceptual=counted_lpips)
     err0, err = np.abs(start - target).mean(), np.abs(fit.map - target).mean()
     assert err < 0.3 * err0, (err, err0)
     assert fit.ws.shape == (1, G.num_ws, 32) and calls and calls[0][1:] == (3, 64, 64) and not fit.notes

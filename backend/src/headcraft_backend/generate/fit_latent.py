@@ -23,6 +23,7 @@ from .networks import Generator
 from .sample import pack, unpack
 
 PATCH = 64
+L1_ONLY = "L1 only (no perceptual term)"     # the note of a fit without `perceptual`
 
 
 @dataclasses.dataclass
@@ -105,7 +106,7 @@ def _fit(G, target_map, mask, s, perceptual, report) -> LatentFitResult:
         m3 = np.repeat(np.asarray(mask, np.float32)[..., None], 3, -1)
         vis = torch.from_numpy(pack(m3).transpose(2, 0, 1))[None]
     scale = float(target.abs().max().clamp_min(1e-3))
-    notes = [] if perceptual is not None else ["L1 only (no perceptual term)"]
+    notes = [] if perceptual is not None else [L1_ONLY]
     history: list[float] = []
 
     def synth(ws):

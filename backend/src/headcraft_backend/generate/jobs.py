@@ -99,7 +99,7 @@ def interpolate_job(ctx, params, arrays):
 def fit_latent_job(ctx, params, arrays):
     """Styles for a map (a fitted scan's bake, or any map file), optionally partial with a
     visibility mask; the generator's version of the map comes back applied to the head."""
-    from .fit_latent import LatentFitSettings, fit_latent
+    from .fit_latent import L1_ONLY, LatentFitSettings, fit_latent
     from .perceptual import load_lpips
     G, info = get_generator(ctx, str(params.get("checkpoint", "")))
     if isinstance(G, PCAModel):
@@ -126,7 +126,7 @@ def fit_latent_job(ctx, params, arrays):
     res = fit_latent(G, target, mask, settings, net,
                      report=lambda f, stage, msg: ctx.progress(0.05 + 0.8 * f, stage, msg))
     if why:     # the specific reason replaces the generic note
-        res.notes = [why] + [n for n in res.notes if not n.startswith("L1 only")]
+        res.notes[res.notes.index(L1_ONLY)] = why
     out = apply_map(ctx, model, dense, layout, res.map, request_base(ctx, model, dense, arrays), "object")
     out.update({"map": res.map, "ws": res.ws.numpy().astype(np.float32)})
     return {"notes": res.notes, "final_loss": res.loss_history[-1] if res.loss_history else None,

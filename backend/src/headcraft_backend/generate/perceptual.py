@@ -83,19 +83,19 @@ def heads_file() -> Path | None:
     return path if path.is_file() else None
 
 
-def alexnet_file() -> Path | None:
-    hits = sorted((Path(torch.hub.get_dir()) / "checkpoints").glob(HUB_PATTERN))
+def alexnet_file(hub: Path) -> Path | None:
+    hits = sorted(hub.glob(HUB_PATTERN))
     return hits[-1] if hits else None
 
 
 def load_lpips() -> tuple[LPIPS | None, str]:
     """(network, "") when both weight files are on this machine, else (None, what is missing
     and how to get it)."""
-    heads, alex = heads_file(), alexnet_file()
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    heads, alex = heads_file(), alexnet_file(hub)
     if heads is None:
         return None, "LPIPS unavailable: the `lpips` package is not installed (pip install lpips); L1 only"
     if alex is None:
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
         return None, (f"LPIPS unavailable: AlexNet weights not found in {hub} (torchvision's "
                       f"alexnet-owt-7be5be79.pth; copy it there or set TORCH_HOME); L1 only")
     try:
