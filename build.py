@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """HeadCraft for Blender: set-up, tests, demo, benchmarks and the extension zip.
 
-    python3 build.py setup       # .venv (Python 3.11) with bpy 4.2 LTS, torch, the backend (editable)
-    python3 build.py test        # setup, then the whole test suite
+    python3 build.py setup       # .venv (Python 3.11) with bpy 4.2 LTS, torch, the backend (editable);
+                                 # .venv-bpy45 (bpy 4.5 LTS) and .venv-bpy5 (bpy 5.x, Python 3.13)
+    python3 build.py test        # setup, then the whole suite on bpy 4.2 and tests/blender on 4.5 and 5.x
     python3 build.py demo        # setup, then the main job headless -> out/demo/
     python3 build.py extension   # validate and build dist/headcraft-<version>.zip
     python3 build.py bench [wire|add-head|registration|maps|generate|animate]   # ratios to baselines
@@ -19,25 +20,35 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-STAGE = ROOT / ".stage"
+# HEADCRAFT_STAGE lets parallel test runs stage the extension into folders of their own.
+STAGE = Path(os.environ.get("HEADCRAFT_STAGE") or ROOT / ".stage")
 DIST = ROOT / "dist"
 EXT_ID = "headcraft"
 BPY = "bpy==4.2.23"          # newest 4.2 LTS wheel
 TORCH = "torch==2.13.0"       # the CPU build on this project's machines
 NUMPY = "numpy==1.26.4"       # the numpy Blender 4.2 bundles (and mediapipe needs < 2)
 REQUIREMENTS = [NUMPY, TORCH, BPY, "scipy>=1.10", "pytest>=8", "pytest-timeout>=2.3"]
+# The other Blender versions the manifest admits: bpy and what Blender-side tests import, never
+# torch (the backend runs in .venv, as it runs in its own environment for users).
+BLENDERS = {   # label: (venv, Python, bpy pin)
+    "4.5": (ROOT / ".venv-bpy45", "3.11", "bpy==4.5.15"),     # newest 4.5 LTS wheel
+    "5.x": (ROOT / ".venv-bpy5", "3.13", "bpy==5.3.0"),       # newest 5.x wheel (Python 3.13 only)
+}
+BLENDER_TEST_REQUIREMENTS = ["scipy>=1.10", "Pillow>=10", "OpenEXR>=3.2", "pytest>=8", "pytest-timeout>=2.3"]
 LPIPS = "lpips==0.1.4"        # only its weight files are read; --no-deps keeps torchvision (and a CUDA torch) out
 WIRE_SRC = ROOT / "backend" / "src" / "headcraft_backend" / "wire.py"
 WIRE_COPY = ROOT / "headcraft_blender" / "client" / "wire.py"
 
 
-def venv_python() -> Path:
-    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+def venv_python(venv: Path = VENV) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 def run(*cmd, **kw) -> None:
@@ -45,13 +56,17 @@ def run(*cmd, **kw) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kw)
 
 
-def find_python311() -> str:
-    if sys.version_info[:2] == (3, 11):
+def find_python(version: str) -> str:
+    """An interpreter of this minor version: this one, one on PATH, or one pyenv installed."""
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
         return sys.executable
-    exe = shutil.which("python3.11")
-    if not exe:
-        sys.exit("Python 3.11 is required (the bpy 4.2 wheel needs it): install python3.11")
-    return exe
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    candidates = [shutil.which(f"python{version}"),
+                  *sorted(map(str, pyenv.glob(f"{version}.*/bin/python{version}")), reverse=True)]
+    for exe in filter(None, candidates):   # a pyenv shim exists but fails when no version is selected
+        if subprocess.run([exe, "-c", ""], capture_output=True).returncode == 0:
+            return exe
+    sys.exit(f"Python {version} is required (the bpy wheels need it): install python{version}")
 
 
 def setup() -> Path:
@@ -64,12 +79,27 @@ def setup() -> Path:
     if py.exists() and stamp.exists() and stamp.read_text() == key:
         return py
     if not py.exists():
-        run(find_python311(), "-m", "venv", VENV)
+        run(find_python("3.11"), "-m", "venv", VENV)
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     # torch first and alone, pinned, so nothing pulls a CUDA build in.
     run(*pip, NUMPY, TORCH)
     run(*pip, *REQUIREMENTS, "-e", f"{ROOT / 'backend'}[test,train,dataset]")
     run(*pip, "--no-deps", LPIPS)
+    stamp.write_text(key)
+    return py
+
+
+def setup_blender(label: str) -> Path:
+    """Create/refresh the venv of another Blender version (BLENDERS); skipped when unchanged."""
+    venv, version, pin = BLENDERS[label]
+    py = venv_python(venv)
+    stamp = venv / ".headcraft-setup"
+    key = hashlib.sha256("\n".join([version, pin, *BLENDER_TEST_REQUIREMENTS]).encode()).hexdigest()
+    if py.exists() and stamp.exists() and stamp.read_text() == key:
+        return py
+    if not py.exists():
+        run(find_python(version), "-m", "venv", venv)
+    run(py, "-m", "pip", "install", "--disable-pip-version-check", "-q", pin, *BLENDER_TEST_REQUIREMENTS)
     stamp.write_text(key)
     return py
 
@@ -92,10 +122,13 @@ def stage() -> Path:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(ROOT / "blender_manifest.toml", dst / "blender_manifest.toml")
     # The backend travels inside the extension so 'Set Up Backend' can pip-install it.
-    subprocess.run([venv_python() if venv_python().exists() else sys.executable, "-m", "pip", "wheel",
-                    "-q", "--no-deps", "--no-build-isolation", "-w", dst / "backend_dist",
-                    ROOT / "backend"], check=True, capture_output=True)
-    shutil.rmtree(ROOT / "backend" / "build", ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:   # a copy: pip's build/ folder never clashes
+        src = Path(tmp) / "backend"
+        shutil.copytree(ROOT / "backend", src, ignore=shutil.ignore_patterns(
+            "__pycache__", "*.pyc", "build", "*.egg-info"))
+        subprocess.run([venv_python() if venv_python().exists() else sys.executable, "-m", "pip", "wheel",
+                        "-q", "--no-deps", "--no-build-isolation", "-w", dst / "backend_dist", src],
+                       check=True, capture_output=True)
     return dst
 
 
@@ -122,11 +155,25 @@ def extension() -> Path:
 
 
 def test(args) -> int:
+    """The whole suite on bpy 4.2 (.venv), then tests/blender on each other Blender version with
+    the backend started from .venv's Python. Non-zero when any run fails."""
     py = setup()
-    cmd = [py, "-m", "pytest", "-q", "-ra", "--timeout=900", "tests", *args]
-    print("+", " ".join(map(str, cmd)), flush=True)
-    code = subprocess.run(cmd, cwd=ROOT).returncode
-    return 1 if code == 5 else code  # 5 = no tests collected: a broken suite, not a pass
+    runs = [(f"Blender {BPY.split('==')[1]}", py, "tests")]
+    runs += [(f"Blender {pin.split('==')[1]}", setup_blender(label), "tests/blender")
+             for label, (_, _, pin) in BLENDERS.items()]
+    env = {**os.environ, "HEADCRAFT_BACKEND_PYTHON": str(py)}
+    summary, failed = [], False
+    for name, python, tests in runs:
+        cmd = [python, "-m", "pytest", "-q", "-ra", "--timeout=900", tests, *args]
+        print(f"=== {name}\n+", " ".join(map(str, cmd)), flush=True)
+        start = time.monotonic()
+        code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+        # 5 = no tests collected: a broken suite, not a pass
+        summary.append(f"{name} ({tests}): {'passed' if code == 0 else f'FAILED (pytest exit {code})'}"
+                       f" in {time.monotonic() - start:.0f} s")
+        failed |= code != 0
+    print("\n".join(summary), flush=True)
+    return 1 if failed else 0
 
 
 def demo(args) -> int:
@@ -148,6 +195,8 @@ def main(argv: list[str]) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "setup":
         print(f"ready: {setup()}")
+        for label in BLENDERS:
+            print(f"ready: {setup_blender(label)}")
     elif cmd == "sync":
         sync()
     elif cmd == "stage":

@@ -1,11 +1,12 @@
-"""Registration: classes, scene settings, shutdown of the backend on unregister and exit."""
+"""Registration: classes, scene settings, menu entries and keys, shutdown of the backend on
+unregister and exit."""
 from __future__ import annotations
 
 import atexit
 
 import bpy
 
-from . import preferences, properties, runtime, ui
+from . import menus, preferences, properties, runtime, ui
 from .animate import operators as animate_operators, panel as animate_panel
 from .fit import operators as fit_operators, panel as fit_panel
 from .head import operators as head_operators, panel as head_panel
@@ -22,6 +23,7 @@ def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     properties.register()
+    menus.register()
     atexit.register(runtime.shutdown)
     if not bpy.app.background:
         bpy.app.timers.register(runtime.health_check, first_interval=runtime.HEALTH_INTERVAL_S,
@@ -29,6 +31,7 @@ def register():
 
 
 def unregister():
+    menus.unregister()
     atexit.unregister(runtime.shutdown)
     runtime.shutdown()
     for timer in (runtime.pump, runtime.health_check):

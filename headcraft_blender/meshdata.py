@@ -57,6 +57,13 @@ def read_faces(me: bpy.types.Mesh) -> np.ndarray:
     return out.reshape(-1, 3)
 
 
+def new_shape_key(obj: bpy.types.Object, name: str) -> bpy.types.ShapeKey:
+    """A key from the basis at value 0 (Blender 5.x starts new keys at 1, 4.x at 0)."""
+    kb = obj.shape_key_add(name=name, from_mix=False)
+    kb.value = 0.0
+    return kb
+
+
 def add_shape_keys(obj: bpy.types.Object, names: list[str], deltas: np.ndarray,
                    slider_min: float, slider_max: float) -> None:
     """Append one key per name: basis + delta (deltas (K, V, 3), Blender frame)."""
@@ -64,7 +71,7 @@ def add_shape_keys(obj: bpy.types.Object, names: list[str], deltas: np.ndarray,
         obj.shape_key_add(name="Basis", from_mix=False)
     basis = read_vertices(obj.data)
     for name, delta in zip(names, deltas):
-        kb = obj.shape_key_add(name=name, from_mix=False)
+        kb = new_shape_key(obj, name)
         kb.points.foreach_set("co", (basis + delta).ravel())
         kb.slider_min, kb.slider_max = slider_min, slider_max
 

@@ -9,20 +9,23 @@ class HeadCraftPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     backend_mode: bpy.props.EnumProperty(
-        name="Backend", default="LOCAL",
-        items=[("LOCAL", "Local process", "Start the backend on this machine when first needed"),
-               ("REMOTE", "Remote / existing", "Connect to a running backend (e.g. a GPU machine "
+        name="Backend", default="LOCAL", description="Where the backend that runs HeadCraft's jobs is",
+        items=[("LOCAL", "Local Process", "Start the backend on this machine when first needed"),
+               ("REMOTE", "Remote / Existing", "Connect to a running backend (e.g. a GPU machine "
                                                 "reached through an SSH tunnel)")])
     python_path: bpy.props.StringProperty(
         name="Backend Python", subtype="FILE_PATH",
         description="Python of an environment with headcraft-backend installed; empty uses the "
                     "environment made by 'Set Up Backend'")
     device: bpy.props.EnumProperty(
-        name="Device", default="AUTO",
-        items=[("AUTO", "Auto", "CUDA GPU when available, else CPU"), ("CPU", "CPU", ""),
+        name="Device", default="AUTO", description="Where the local backend computes",
+        items=[("AUTO", "Auto", "CUDA GPU when available, else CPU"),
+               ("CPU", "CPU", "Always the CPU (fits and generation are much slower)"),
                ("CUDA", "CUDA", "Require a CUDA GPU")])
-    remote_host: bpy.props.StringProperty(name="Host", default="127.0.0.1")
-    remote_port: bpy.props.IntProperty(name="Port", default=0, min=0, max=65535)
+    remote_host: bpy.props.StringProperty(name="Host", default="127.0.0.1",
+                                          description="Address of the running backend")
+    remote_port: bpy.props.IntProperty(name="Port", default=0, min=0, max=65535,
+                                       description="Port of the running backend")
     remote_token: bpy.props.StringProperty(name="Token", subtype="PASSWORD",
                                            description="The token the remote backend wrote to its token file")
     setup_base_python: bpy.props.StringProperty(
@@ -30,21 +33,21 @@ class HeadCraftPreferences(bpy.types.AddonPreferences):
         description="Python 3.10+ used to create the backend environment; empty uses Blender's")
     setup_torch: bpy.props.StringProperty(
         name="Torch", default="torch",
-        description="pip requirement for PyTorch (e.g. torch==2.13.0)")
+        description="The pip requirement for PyTorch (e.g. torch==2.13.0)")
     setup_index_url: bpy.props.StringProperty(
-        name="Torch index URL", default="",
+        name="Torch Index URL", default="",
         description="Optional extra index for a specific CUDA build of torch")
-    flame_model_path: bpy.props.StringProperty(name="FLAME model", subtype="FILE_PATH",
-                                               description="generic_model.pkl (2020) or flame2023.pkl")
-    flame_masks_path: bpy.props.StringProperty(name="FLAME masks", subtype="FILE_PATH",
-                                               description="FLAME_masks.pkl")
-    flame_uv_path: bpy.props.StringProperty(name="FLAME UV template", subtype="FILE_PATH",
+    flame_model_path: bpy.props.StringProperty(name="FLAME Model", subtype="FILE_PATH",
+                                               description="FLAME's generic_model.pkl (2020) or flame2023.pkl")
+    flame_masks_path: bpy.props.StringProperty(name="FLAME Masks", subtype="FILE_PATH",
+                                               description="FLAME's region masks, FLAME_masks.pkl")
+    flame_uv_path: bpy.props.StringProperty(name="FLAME UV Template", subtype="FILE_PATH",
                                             description="head_template.obj from FLAME's texture space")
     flame_landmark_path: bpy.props.StringProperty(
-        name="FLAME landmarks", subtype="FILE_PATH",
+        name="FLAME Landmarks", subtype="FILE_PATH",
         description="landmark_embedding.npy or mediapipe_landmark_embedding.npz (optional)")
-    models_dir: bpy.props.StringProperty(name="Models folder", subtype="DIR_PATH",
-                                         description="Generator checkpoints and caches")
+    models_dir: bpy.props.StringProperty(name="Models Folder", subtype="DIR_PATH",
+                                         description="Where generator checkpoints and caches are kept")
 
     def draw(self, context):
         layout = self.layout
@@ -72,7 +75,7 @@ class HeadCraftPreferences(bpy.types.AddonPreferences):
         row.operator("headcraft.release_gpu", icon="MEMORY")
         row.operator("headcraft.stop_backend", icon="CANCEL")
         box = layout.box()
-        box.label(text="FLAME (download from flame.is.tue.mpg.de after accepting its licence)",
+        box.label(text="FLAME (download from flame.is.tue.mpg.de after accepting its license)",
                   icon="FILE")
         for prop in ("flame_model_path", "flame_masks_path", "flame_uv_path", "flame_landmark_path"):
             box.prop(self, prop)

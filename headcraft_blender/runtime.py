@@ -3,6 +3,7 @@ applied to bpy.data on the main thread by a pump (a timer, or called directly in
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ MANAGER = BackendManager()
 ACTIVE: list["UIJob"] = []
 LOCAL: list = []        # main-thread tasks (renders): title, stage, state, message, fraction, cancel()
 _lock = threading.Lock()
+# Job operators record no undo step when they return (nothing has changed yet): the pump records
+# one when the result is applied, so Ctrl+Z removes exactly that result.
+JOB_OPTIONS = {"REGISTER"}
 
 
 def prefs():
@@ -28,8 +32,39 @@ def user_dir() -> Path:
     return Path(bpy.utils.extension_path_user(__package__, path="", create=True))
 
 
+def output_folder(setting: str, unsaved: str) -> Path:
+    """A folder setting made absolute and created: '//' is beside the .blend, or the folder
+    `unsaved` in the extension's user folder while the file is unsaved (never the working
+    directory)."""
+    if not setting.strip():
+        raise ValueError("choose a folder")
+    if setting.startswith("//") and not bpy.data.filepath:
+        folder = user_dir() / unsaved / setting[2:]
+    else:
+        folder = Path(bpy.path.abspath(setting))
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def managed_python() -> Path:
     return env_python(user_dir() / "backend-env")
+
+
+def backend_missing() -> str | None:
+    """Why no local backend can start (what to do first, the path after it), or None."""
+    p = prefs()
+    if p.backend_mode != "LOCAL":
+        return None
+    if p.python_path:
+        path = Path(bpy.path.abspath(p.python_path))
+        return None if path.exists() else (
+            f"Choose an existing Backend Python in the HeadCraft preferences, or clear it to use "
+            f"Set Up Backend.\nNot found: {path}")
+    if managed_python().exists():
+        return None
+    return ("Press Set Up Backend: it makes the backend's own Python environment and downloads "
+            "PyTorch (1-3 GB, once). Or choose an existing Backend Python in the preferences.")
 
 
 def settings_from_prefs() -> BackendSettings:
@@ -44,9 +79,12 @@ class UIJob:
 
     def __init__(self, title: str, kind: str, params: dict, arrays: dict | None,
                  on_done: Callable[[dict, dict], None], on_error: Callable[[str], None] | None = None,
-                 on_cancel: Callable[[], None] | None = None):
+                 on_cancel: Callable[[], None] | None = None, undo: str | None = ""):
         self.title, self.kind, self.params, self.arrays = title, kind, params, arrays or {}
         self.on_done, self.on_error, self.on_cancel = on_done, on_error, on_cancel
+        # the undo step recorded once the result is applied ("" = the title; None = none, e.g.
+        # one chunk of a longer run whose last chunk records the step)
+        self.undo = title if undo == "" else undo
         self.state, self.fraction, self.stage, self.message = "starting", 0.0, "", ""
         self.error = ""
         self.handle = None
@@ -95,7 +133,7 @@ def submit(job: UIJob) -> UIJob:
     with _lock:
         ACTIVE.append(job)
     threading.Thread(target=job._run, name=f"headcraft-{job.kind}", daemon=True).start()
-    if bpy.app.background:
+    if bpy.app.background and OPTIONS.wait_in_background:
         wait(job)
     else:
         ensure_pump()
@@ -103,12 +141,26 @@ def submit(job: UIJob) -> UIJob:
 
 
 def submit_from_operator(op, job: UIJob) -> set:
-    """Submit for an operator; headless the job has already run, so report its failure."""
-    submit(job)
-    if job.finished and job.state != "done":
-        op.report({"ERROR"}, job.error or job.state)
-        return {"CANCELLED"}
-    return {"FINISHED"}
+    """Submit for an operator. The result becomes its own undo step when it is applied, so job
+    operators carry no UNDO option: the step recorded on return would hold nothing. Headless
+    (when waiting) the job has already run, so its failure is the operator's."""
+    with reporting_to(op):
+        submit(job)
+    return {"CANCELLED"} if job.finished and job.state != "done" else {"FINISHED"}
+
+
+_OPERATOR: list = []    # the operator whose execute() is waiting for its job (background scripts)
+
+
+@contextlib.contextmanager
+def reporting_to(op):
+    """While an operator waits for its job, failures are that operator's reports, so a script
+    calling it gets Blender's usual RuntimeError."""
+    _OPERATOR.append(op)
+    try:
+        yield
+    finally:
+        _OPERATOR.pop()
 
 
 def wait(job: UIJob, timeout: float = 3600.0) -> UIJob:
@@ -123,6 +175,16 @@ def wait(job: UIJob, timeout: float = 3600.0) -> UIJob:
     return job
 
 
+def wait_all(timeout: float = 3600.0) -> None:
+    """Pump until every submitted job is applied (scripts, tests of the GUI's timer flow)."""
+    deadline = time.monotonic() + timeout
+    while ACTIVE:
+        pump()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"jobs still running after {timeout:g} s: {[j.title for j in ACTIVE]}")
+        time.sleep(0.01)
+
+
 def pump() -> float | None:
     """Apply finished jobs on the main thread; returns the timer interval."""
     with _lock:
@@ -132,61 +194,122 @@ def pump() -> float | None:
             if job not in ACTIVE:       # applied by a nested pump (a callback that waited on a job)
                 continue
             ACTIVE.remove(job)
+        if job.cancel_requested and job.state == "done":
+            job.state = "cancelled"     # cancelled after the backend finished: nothing is applied
         try:
             if job.state == "done":
                 job.on_done(job.handle.result, job.handle.arrays)
-            elif job.state == "error" and job.on_error:
-                job.on_error(job.error)
+                clear_errors()
+                if job.undo:
+                    push_undo(job.undo)
+            elif job.state == "error":
+                _failed(job)
             elif job.state == "cancelled" and job.on_cancel:
                 job.on_cancel()
         except Exception as exc:  # applying failed: report it, never leave the job hanging
             job.state, job.error = "error", f"applying the result failed: {exc}"
-            if job.on_error:
-                job.on_error(job.error)
+            _failed(job)
         finally:
             job.applied = True
-            _LAST[0] = job
     if done or ACTIVE:
         _redraw()
     return 0.1 if ACTIVE else None
 
 
-_LAST: list[UIJob | None] = [None]
 MESSAGES: list[tuple[str, str]] = []   # (level, text) shown in the panel, newest last
 
 
+class Options:
+    """Switches for scripts and tests."""
+    # Background scripts block in the operator until the result is applied; tests of the GUI's
+    # flow turn this off and apply results with pump(), as the GUI's timer does.
+    wait_in_background = True
+
+
+OPTIONS = Options()
+
+
+def _failed(job: UIJob) -> None:
+    """Clean up after a failed job (its on_error), then report it whole."""
+    message = f"{job.title} failed: {job.error}"
+    try:
+        if job.on_error is not None:
+            job.on_error(message)
+    finally:
+        if _OPERATOR and bpy.app.background:
+            MESSAGES.append(("ERROR", message))
+            del MESSAGES[:-5]
+            _OPERATOR[-1].report({"ERROR"}, message)
+        else:
+            notify_error(message)
+
+
 def notify(text: str, level: str = "INFO") -> None:
+    """A message in the sidebar, the status bar and the Info editor (whole, however long)."""
     MESSAGES.append((level, text))
     del MESSAGES[:-5]
-    print(f"HeadCraft: {text}")
+    _blender_report(level, text)
 
 
 def notify_error(text: str) -> None:
     notify(text, "ERROR")
 
 
+def clear_errors() -> None:
+    """A job succeeded: earlier failures are no longer news."""
+    MESSAGES[:] = [m for m in MESSAGES if m[0] != "ERROR"]
+
+
+def _window_override():
+    wm = getattr(bpy.context, "window_manager", None)
+    windows = list(wm.windows) if wm is not None else []
+    return bpy.context.temp_override(window=windows[0]) if windows else contextlib.nullcontext()
+
+
+def _blender_report(level: str, text: str) -> None:
+    """Through an operator, the one way into Blender's reports (status bar, Info editor)."""
+    try:
+        with _window_override():
+            bpy.ops.headcraft.report("INVOKE_DEFAULT", level=level, message=text)
+    except RuntimeError:
+        pass    # an ERROR report also comes back as an exception to its caller: expected
+    except Exception as exc:  # no context to report in (e.g. during exit): the console has it
+        print(f"HeadCraft {level.lower()}: {text} ({exc})")
+
+
+def push_undo(message: str) -> None:
+    """Record the state after a job's result as its own undo step."""
+    try:
+        with _window_override():
+            bpy.ops.ed.undo_push(message=f"HeadCraft: {message}")
+    except Exception as exc:
+        print(f"HeadCraft: no undo step for {message!r}: {exc}")
+
+
 def busy() -> bool:
     return bool(ACTIVE or LOCAL)
 
 
-def last_finished() -> UIJob | None:
-    return _LAST[0]
-
-
 def in_thread(fn: Callable[[], object], done: str) -> None:
     """Run a blocking backend call off the main thread; report the outcome in the panel."""
+    outcome: list[tuple[str, str]] = []
+
     def work():
         try:
             fn()
-            notify(done)
+            outcome.append(("INFO", done))
         except BackendError as exc:
-            notify_error(str(exc))
+            outcome.append(("ERROR", str(exc)))
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
 
-    def redraw():
+    def redraw():     # on the main thread: reports go through bpy.ops
         _redraw()
-        return 0.2 if thread.is_alive() else None
+        if thread.is_alive():
+            return 0.2
+        for level, text in outcome:
+            notify(text, level)
+        return None
     bpy.app.timers.register(redraw, first_interval=0.1)
 
 

@@ -31,7 +31,9 @@ def backend_process(tmp_path_factory):
     """A real backend process on a real socket, shared by the session's tests."""
     from headcraft_blender.client.launcher import LocalBackend
     d = tmp_path_factory.mktemp("backend")
-    b = LocalBackend(sys.executable, "cpu", log_path=d / "backend.log", pid_file=d / "backend.pid")
+    # build.py test runs Blender tests under several Pythons; the backend always runs in .venv's.
+    python = os.environ.get("HEADCRAFT_BACKEND_PYTHON") or sys.executable
+    b = LocalBackend(python, "cpu", log_path=d / "backend.log", pid_file=d / "backend.pid")
     b.start()
     yield b
     b.stop(None)

@@ -12,7 +12,7 @@ from mathutils import Matrix
 
 from ..head import build as head_build
 from ..layout import build as layout_build
-from ..meshdata import blender_to_model, model_to_blender, read_vertices
+from ..meshdata import blender_to_model, model_to_blender, new_shape_key, read_vertices
 from .performance import Performance, resample
 
 RIG_ROLE, BAKE_ROLE = "animated", "baked"
@@ -49,7 +49,7 @@ def _new_object_from(context, detailed, name: str, verts: np.ndarray, role: str)
     obj["headcraft_role"] = role
     obj["headcraft_detailed"] = detailed.name
     obj["headcraft_model"] = detailed.get("headcraft_model", "openhead")
-    head_build.ensure_collection(context.scene).objects.link(obj)
+    head_build.collection_of(context, detailed).objects.link(obj)
     return obj
 
 
@@ -71,7 +71,7 @@ def create_rig_object(context, detailed, head, result: dict, arrays: dict) -> bp
         basis = model_to_blender(arrays["basis"])
         head_keys = head.data.shape_keys
         for name, delta in zip(result["expr_names"], arrays["expr_deltas"]):
-            kb = obj.shape_key_add(name=name, from_mix=False)
+            kb = new_shape_key(obj, name)
             kb.points.foreach_set("co", (basis + model_to_blender(delta)).ravel())
             src = head_keys.key_blocks.get(name) if head_keys else None
             if src is None:
@@ -200,11 +200,29 @@ def cache_path(detailed: bpy.types.Object) -> Path:
 
 
 # ---- performances ----
-def _fcurve(action: bpy.types.Action, data_path: str, index: int = 0) -> bpy.types.FCurve:
-    fc = action.fcurves.find(data_path, index=index)
+def fcurves(id_block, action_name: str):
+    """The F-curves that animate `id_block` (a new action `action_name` if it has none).
+    Blender 4.4+ has slotted actions (5.0 removed Action.fcurves): the curves live in the
+    channelbag of the ID's slot. 4.2 has only Action.fcurves. The one place that tells them apart."""
+    ad = id_block.animation_data or id_block.animation_data_create()
+    action = ad.action
+    if action is None:
+        action = ad.action = bpy.data.actions.new(action_name)
+    if not hasattr(action, "slots"):
+        return action.fcurves
+    if ad.action_slot is None:
+        ad.action_slot = action.slots.new(id_block.id_type, id_block.name)
+    # What bpy_extras.anim_utils.action_ensure_channelbag_for_slot does on 5.x (4.5 lacks it).
+    layer = action.layers[0] if action.layers else action.layers.new("Layer")
+    strip = layer.strips[0] if layer.strips else layer.strips.new(type="KEYFRAME")
+    return strip.channelbag(ad.action_slot, ensure=True).fcurves
+
+
+def _fcurve(curves, data_path: str, index: int = 0) -> bpy.types.FCurve:
+    fc = curves.find(data_path, index=index)
     if fc is not None:
-        action.fcurves.remove(fc)          # the import replaces the channel
-    return action.fcurves.new(data_path, index=index)
+        curves.remove(fc)                  # the import replaces the channel
+    return curves.new(data_path, index=index)
 
 
 def _write(fc: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray) -> None:
@@ -212,13 +230,6 @@ def _write(fc: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray) -> None
     fc.keyframe_points.foreach_set("co", np.stack([frames, values], 1).astype(np.float32).ravel())
     fc.keyframe_points.foreach_set("interpolation", np.full(len(frames), 2, np.int32))    # LINEAR
     fc.update()
-
-
-def _action(id_block, name: str) -> bpy.types.Action:
-    ad = id_block.animation_data or id_block.animation_data_create()
-    if ad.action is None:
-        ad.action = bpy.data.actions.new(name)
-    return ad.action
 
 
 def apply_performance(context, head: bpy.types.Object, perf: Performance, frame_start: int) -> dict:
@@ -238,18 +249,18 @@ def apply_performance(context, head: bpy.types.Object, perf: Performance, frame_
         raise ValueError(f"{perf.source}: none of its channels exist on {head.name} "
                          f"(ARKit names need an OpenHead head; FLAME expressions a FLAME head)")
     if names:
-        action = _action(keys, f"{head.name} Performance")
+        curves = fcurves(keys, f"{head.name} Performance")
         for n in names:
-            _write(_fcurve(action, f'key_blocks["{n}"].value'), frames, perf.keys[n])
+            _write(_fcurve(curves, f'key_blocks["{n}"].value'), frames, perf.keys[n])
     if joints:
-        action = _action(rig, f"{rig.name} Performance")
+        curves = fcurves(rig, f"{rig.name} Performance")
         for j in joints:
             bone = rig.pose.bones[head_build.bone_name(j)]
             bone.rotation_mode = "XYZ"
             eulers = np.array([_euler(r) for r in perf.rotations[j]])
             path = f'pose.bones["{bone.name}"].rotation_euler'
             for axis in range(3):
-                _write(_fcurve(action, path, axis), frames, eulers[:, axis])
+                _write(_fcurve(curves, path, axis), frames, eulers[:, axis])
     end = int(frames[-1])
     if end > scene.frame_end:
         scene.frame_end = end

@@ -8,7 +8,7 @@ import numpy as np
 import bpy
 from bpy_extras.io_utils import ImportHelper
 
-from .. import runtime
+from .. import polls, runtime
 from ..head.operators import model_params
 from ..layout import build as layout_build
 from ..meshdata import model_to_blender
@@ -23,26 +23,28 @@ def _detailed_with_head(context):
     return (obj, build.coarse_head(obj)) if obj is not None else (None, None)
 
 
+GONE = "This detailed head's low-res head is gone (it was deleted or renamed)"
+
+
 class _DetailedOperator:
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.JOB_OPTIONS
 
     @classmethod
     def poll(cls, context):
         obj, head = _detailed_with_head(context)
-        return context.mode == "OBJECT" and head is not None and not runtime.busy()
+        return polls.check(cls, context, (obj is not None, polls.SELECT_DETAILED),
+                           (obj is None or head is not None, GONE))
 
     @classmethod
     def description(cls, context, properties):
         obj = layout_build.find_detailed(context.active_object) if context else None
         if obj is not None and build.coarse_head(obj) is None:
-            return "This detailed head's low-res head is gone (it was deleted or renamed)"
+            return GONE
         return cls.__doc__
 
 
 class HEADCRAFT_OT_build_rig(_DetailedOperator, bpy.types.Operator):
-    """Make '<detailed> Animated': the detailed head with one shape key per expression (driven by
-    the low-res head's keys of the same name) and the low-res head's armature, so animating the
-    low-res head animates the detail in real time"""
+    """Add '<detailed> Animated': the detailed head driven in real time by its low-res head's keys and armature"""
     bl_idname = "headcraft.build_rig"
     bl_label = "Build Detailed Rig"
 
@@ -68,7 +70,7 @@ class HEADCRAFT_OT_build_rig(_DetailedOperator, bpy.types.Operator):
 
         params = dict(model_params(layout_build.model_of(head)), expr_names=names)
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Rig {d_name}", "animate.rig", params, build.rig_request(detailed, head), apply, runtime.notify_error))
+            f"Rig {d_name}", "animate.rig", params, build.rig_request(detailed, head), apply))
 
 
 class _BakeRun:
@@ -94,7 +96,8 @@ class _BakeRun:
         return runtime.submit(runtime.UIJob(
             f"Bake frames {self.frames[s]}-{self.frames[min(s + self.chunk, len(self.frames)) - 1]} "
             f"of {self.frames.start}-{self.frames[-1]}", "animate.bake", self.params, arrays,
-            self.on_done, self.on_error, self.writer.discard))
+            self.on_done, self.on_error, self.writer.discard,
+            undo=f"Bake {self.d_name}" if s + self.chunk >= len(self.frames) else None))
 
     def on_done(self, result, arrays):
         try:
@@ -136,13 +139,10 @@ class _BakeRun:
 
     def on_error(self, message: str):
         self.writer.discard()
-        runtime.notify_error(message)
 
 
 class HEADCRAFT_OT_bake_animation(_DetailedOperator, bpy.types.Operator):
-    """Evaluate the low-res head's animation over the frame range, compute the exact detailed
-    head per frame (details carried by the surface's frames), write a PC2 cache and add
-    '<detailed> Baked' playing it with a Mesh Cache modifier"""
+    """Compute the exact detailed head for each frame of its low-res head's animation into a mesh cache"""
     bl_idname = "headcraft.bake_animation"
     bl_label = "Bake Animation"
 
@@ -152,7 +152,7 @@ class HEADCRAFT_OT_bake_animation(_DetailedOperator, bpy.types.Operator):
         start, end = (scene.frame_start, scene.frame_end) if s.anim_scene_range else (s.anim_frame_start,
                                                                                       s.anim_frame_end)
         if end < start:
-            self.report({"ERROR"}, f"the frame range {start}-{end} is empty")
+            self.report({"ERROR"}, f"The frame range {start}-{end} is empty")
             return {"CANCELLED"}
         arrays = build.rig_request(detailed, head)
         arrays.pop("coarse_neutral")
@@ -160,32 +160,31 @@ class HEADCRAFT_OT_bake_animation(_DetailedOperator, bpy.types.Operator):
             run = _BakeRun(self, context, detailed, head, range(start, end + 1),
                            model_params(layout_build.model_of(head)), arrays)
         except OSError as exc:
-            self.report({"ERROR"}, f"cannot write the cache: {exc}")
+            self.report({"ERROR"}, f"Cannot write the cache: {exc}")
             return {"CANCELLED"}
-        job = run.submit()
-        if job.finished and job.state != "done":
-            self.report({"ERROR"}, job.error or job.state)
-            return {"CANCELLED"}
-        return {"FINISHED"}
+        with runtime.reporting_to(self):
+            job = run.submit()
+        return {"CANCELLED"} if job.finished and job.state != "done" else {"FINISHED"}
 
 
 class HEADCRAFT_OT_import_performance(bpy.types.Operator, ImportHelper):
-    """Keyframe the active low-res head from a performance: an ARKit blendshape CSV (Live Link
-    Face and other face-capture apps) or a FLAME parameter sequence (.npz)"""
+    """Keyframe the active low-res head from an ARKit blendshape CSV or a FLAME parameter sequence (.npz)"""
     bl_idname = "headcraft.import_performance"
     bl_label = "Import Performance"
     bl_options = {"REGISTER", "UNDO"}
 
-    filter_glob: bpy.props.StringProperty(default="*.csv;*.npz", options={"HIDDEN"})
-    fps: bpy.props.FloatProperty(name="Capture rate", default=0.0, min=0.0, max=1000.0,
+    filter_glob: bpy.props.StringProperty(default="*.csv;*.npz", options={"HIDDEN"},
+                                          description="The file types the file browser shows")
+    fps: bpy.props.FloatProperty(name="Capture Rate", default=0.0, min=0.0, max=1000.0,
                                  description="Frames per second of the file; 0 reads it from the file "
                                              "(CSV timecodes, the npz's fps, else 30)")
-    frame_start: bpy.props.IntProperty(name="Start frame", default=-1,
+    frame_start: bpy.props.IntProperty(name="Start Frame", default=-1,
                                        description="Scene frame of the first sample; -1 uses the current frame")
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and layout_build.head_of(context.active_object) is not None
+        return polls.check(cls, context, (layout_build.head_of(context.active_object) is not None,
+                                          "Select the low-res HeadCraft head to keyframe"), idle=False)
 
     def execute(self, context):
         head = layout_build.head_of(context.active_object)
@@ -206,13 +205,11 @@ class HEADCRAFT_OT_import_performance(bpy.types.Operator, ImportHelper):
 
 
 class HEADCRAFT_OT_render(bpy.types.Operator):
-    """Render a turntable of the active object (a camera turning about the head, other objects
-    hidden) or the scene's animation over the frame range, then a contact sheet. Esc or the
-    panel's Cancel stops between frames"""
+    """Render a turntable of the active object or the animation, then a contact sheet (Esc stops it)"""
     bl_idname = "headcraft.render"
     bl_label = "Render"
 
-    mode: bpy.props.EnumProperty(name="Mode", items=[
+    mode: bpy.props.EnumProperty(name="Mode", description="What to render", items=[
         ("TURNTABLE", "Turntable", "One full turn around the active object"),
         ("ANIMATION", "Animation", "The Animate panel's frame range, every scene frame step")])
 
@@ -221,7 +218,7 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and context.active_object is not None and not runtime.busy()
+        return polls.check(cls, context, (context.active_object is not None, "Select the object to render"))
 
     @classmethod
     def description(cls, context, properties):
@@ -233,13 +230,13 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
         start, end = (scene.frame_start, scene.frame_end) if s.anim_scene_range else (s.anim_frame_start,
                                                                                       s.anim_frame_end)
         if end < start:
-            self.report({"ERROR"}, f"the frame range {start}-{end} is empty")
+            self.report({"ERROR"}, f"The frame range {start}-{end} is empty")
             return False
         try:
             self._run = render.RenderRun(context, self.mode, context.active_object, s,
                                          range(start, end + 1, max(1, scene.frame_step)))
         except (OSError, ValueError) as exc:
-            self.report({"ERROR"}, f"cannot render: {exc}")
+            self.report({"ERROR"}, f"Cannot render: {exc}")
             return False
         return True
 
@@ -252,7 +249,7 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
             sheet = run.finish()
         except Exception as exc:  # a failed render (disk full, engine error) ends the run cleanly
             run.cancel()
-            self.report({"ERROR"}, f"rendering stopped after {run.done} of {run.total} frames: {exc}")
+            self.report({"ERROR"}, f"Rendering stopped after {run.done} of {run.total} frames: {exc}")
             return False
         msg = f"{run.title}: {run.total} frames in {run.folder}; contact sheet {sheet.name}"
         self.report({"INFO"}, msg)

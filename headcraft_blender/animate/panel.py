@@ -45,9 +45,9 @@ class VIEW3D_PT_headcraft_animate(SidebarSubPanel, bpy.types.Panel):
         row.prop(s, "render_contact_count")
         row.prop(s, "render_contact_columns")
         col.prop(s, "render_folder")
-        row = layout.row(align=True)
-        row.operator("headcraft.render", text="Turntable", icon="FILE_REFRESH").mode = "TURNTABLE"
-        row.operator("headcraft.render", text="Animation", icon="RENDER_ANIMATION").mode = "ANIMATION"
+        col = layout.column(align=True)
+        col.operator("headcraft.render", text="Render Turntable", icon="FILE_REFRESH").mode = "TURNTABLE"
+        col.operator("headcraft.render", text="Render Animation", icon="RENDER_ANIMATION").mode = "ANIMATION"
 
 
 CLASSES = (VIEW3D_PT_headcraft_animate,)

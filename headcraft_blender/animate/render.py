@@ -12,6 +12,7 @@ import numpy as np
 import bpy
 from mathutils import Matrix, Vector
 
+from .. import runtime
 from ..head.build import ensure_collection
 
 RENDER_COLLECTION = "HeadCraft Render"
@@ -81,26 +82,13 @@ def engine_id(name: str) -> str:
     return {"WORKBENCH": "BLENDER_WORKBENCH"}.get(name, name)
 
 
-def output_folder(setting: str) -> Path:
-    """The folder setting made absolute: '//' is beside the .blend, or the extension's user
-    folder while the file is unsaved."""
-    if setting.startswith("//") and not bpy.data.filepath:
-        from .. import runtime
-        folder = runtime.user_dir() / "renders" / setting[2:]
-    else:
-        folder = Path(bpy.path.abspath(setting))
-    folder = folder.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 class RenderRun:
     """Frames rendered one per `step()`; `finish()` (or `cancel()`) restores the scene."""
 
     def __init__(self, context, mode: str, target: bpy.types.Object, settings, frames: range | None = None):
         self.scene, self.mode, self.target = context.scene, mode, target
         s = settings
-        self.folder = output_folder(s.render_folder)
+        self.folder = runtime.output_folder(s.render_folder, "renders")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.title = f"{'Turntable' if mode == 'TURNTABLE' else 'Animation'} of {target.name}"
         self.state, self.stage, self.message, self.fraction = "running", "render", "", 0.0

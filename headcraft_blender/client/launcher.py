@@ -69,8 +69,9 @@ class LocalBackend:
 
     def start(self, timeout: float = 120.0) -> None:
         if not self.python or not Path(self.python).exists():
-            raise BackendError(f"backend Python {self.python!r} not found: run 'Set up backend' in the "
-                               f"HeadCraft preferences or choose an existing Python", "NotConfigured")
+            raise BackendError(f"Set up the backend first: press Set Up Backend in the HeadCraft sidebar, "
+                               f"or choose an existing Backend Python in the preferences.\n"
+                               f"Not found: {self.python}", "NotConfigured")
         if self.pid_file:
             cleanup_orphan(self.pid_file)
         env = dict(os.environ, **self.extra_env, PYTHONUNBUFFERED="1")

@@ -55,9 +55,10 @@ def create_fitted(context, result: dict, arrays: dict, scan: bpy.types.Object) -
     the detailed head with its displacement and error attributes, both overlaid on the scan."""
     head_arrays = {k[len("head__"):]: v for k, v in arrays.items() if k.startswith("head__")}
     world = similarity_matrix(result["similarity"])
+    col = head_build.collection_of(context, scan)
     created = []
     try:
-        head = head_build.create_head(context, result["head"], head_arrays, name=f"{scan.name} Fit")
+        head = head_build.create_head(context, result["head"], head_arrays, name=f"{scan.name} Fit", collection=col)
         rig = head.parent
         created += [head, rig]
         set_key_values(head, head_build.shape_key_names(len(result["shape"])), result["shape"])
@@ -70,7 +71,7 @@ def create_fitted(context, result: dict, arrays: dict, scan: bpy.types.Object) -
             angle = float(np.linalg.norm(rot))
             if angle > 1e-8:
                 pb.rotation_euler = Matrix.Rotation(angle, 3, tuple(rot / angle)).to_euler("XYZ")
-        detailed = create_detailed(context, result, arrays, f"{scan.name} Detailed", world)
+        detailed = create_detailed(context, result, arrays, f"{scan.name} Detailed", world, col)
         created.append(detailed)
     except Exception:
         for obj in created:
@@ -89,9 +90,11 @@ def create_fitted(context, result: dict, arrays: dict, scan: bpy.types.Object) -
     return head, detailed
 
 
-def create_detailed(context, result: dict, arrays: dict, name: str, world: Matrix) -> bpy.types.Object:
+def create_detailed(context, result: dict, arrays: dict, name: str, world: Matrix,
+                    collection: bpy.types.Collection | None = None) -> bpy.types.Object:
     """The dense head displaced by a fit or a map: displacement attribute, error colours when
-    the arrays carry errors, the layout's UVs (result["layout"]) when given."""
+    the arrays carry errors, the layout's UVs (result["layout"]) when given; in `collection`
+    (default: the active one)."""
     me = new_mesh(name, model_to_blender(arrays["final"]), arrays["dense_faces"], arrays["dense_uv"])
     disp = me.attributes.new("headcraft_displacement", "FLOAT_VECTOR", "POINT")
     disp.data.foreach_set("vector", model_to_blender(arrays["displacement"]).ravel())
@@ -111,7 +114,7 @@ def create_detailed(context, result: dict, arrays: dict, name: str, world: Matri
     obj["headcraft_model"] = result["model"]
     obj["headcraft_version"] = result["version"]
     obj.matrix_world = world
-    head_build.ensure_collection(context.scene).objects.link(obj)
+    (collection or head_build.collection_of(context, None)).objects.link(obj)
     return obj
 
 
@@ -131,7 +134,7 @@ def create_landmarks(context, scan: bpy.types.Object, ids: np.ndarray, points_mo
     obj = bpy.data.objects.new(name, me)
     obj["headcraft_role"] = "landmarks"
     obj["headcraft_scan"] = scan.name
-    head_build.ensure_collection(context.scene).objects.link(obj)
+    head_build.collection_of(context, scan).objects.link(obj)
     return obj
 
 

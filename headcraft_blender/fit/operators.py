@@ -1,19 +1,19 @@
 """Operators: detect landmarks on a scan (editable), fit a head to it."""
 import bpy
 
-from .. import runtime
+from .. import polls, runtime
 from ..head.operators import model_params
 from . import build
 
 PRESET_ITEMS = [("PAPER", "Paper", "The paper's settings: 1000 + 1000 registration steps"),
-                ("PREVIEW", "Preview", "250 + 250 steps with larger steps: a quick look")]
+                ("PREVIEW", "Preview", "250 + 250 larger steps: a quick look")]
 LANDMARK_ITEMS = [("AUTO", "Automatic", "Detect face landmarks on a render of the scan"),
-                  ("HAND", "Hand-placed", "Use the scan's Landmarks object (Detect, then edit)")]
+                  ("HAND", "Hand-Placed", "Use the scan's Landmarks object (Detect Landmarks, then edit them)")]
 UNIT_ITEMS = [("AUTO", "Estimate", "Estimate the scale from the landmarks and the surface"),
-              ("SCENE", "Scene units", "The scan's world-space size is right in the scene's units"),
-              ("MM", "Millimetres", "World-space coordinates are millimetres (a typical scanner export)"),
-              ("CM", "Centimetres", "World-space coordinates are centimetres"),
-              ("M", "Metres", "World-space coordinates are metres")]
+              ("SCENE", "Scene Units", "The scan's world-space size is right in the scene's units"),
+              ("MM", "Millimeters", "World-space coordinates are millimeters (a typical scanner export)"),
+              ("CM", "Centimeters", "World-space coordinates are centimeters"),
+              ("M", "Meters", "World-space coordinates are meters")]
 # Every weight of the fit, with the paper preset's values (tests keep them equal to the backend's):
 # (scene property, request section, backend field, default, label)
 WEIGHTS = (
@@ -27,16 +27,31 @@ WEIGHTS = (
     ("fit_w2_prune", "stage2", "prune", 1.0, "Prune"),
     ("fit_wc_landmarks", "coarse", "w_landmarks", 1.0, "Landmarks"),
     ("fit_wc_surface", "coarse", "w_surface", 1.0, "Surface"),
-    ("fit_wc_shape", "coarse", "w_shape", 1e-3, "Identity prior"),
-    ("fit_wc_expr", "coarse", "w_expr", 1e-2, "Expression prior"),
-    ("fit_wc_pose", "coarse", "w_pose", 1e-2, "Pose prior"),
-    ("fit_wc_jaw_side", "coarse", "w_jaw_side", 1.0, "Jaw sideways prior"),
+    ("fit_wc_shape", "coarse", "w_shape", 1e-3, "Identity Prior"),
+    ("fit_wc_expr", "coarse", "w_expr", 1e-2, "Expression Prior"),
+    ("fit_wc_pose", "coarse", "w_pose", 1e-2, "Pose Prior"),
+    ("fit_wc_jaw_side", "coarse", "w_jaw_side", 1.0, "Jaw Sideways Prior"),
 )
-WEIGHT_SECTIONS = (("coarse", "Coarse fit"), ("stage1", "Stage 1: hair and scalp"),
-                   ("stage2", "Stage 2: face and hair, along normals"))
-PARTIAL_ITEMS = [("FULL", "Full scan", "A scan of the whole head"),
-                 ("DEPTH", "Depth view", "A single depth map or dense partial cloud"),
-                 ("SPARSE", "Sparse cloud", "A sparse partial point cloud")]
+_STAGE = {"stage1": "Stage 1 (hair and scalp)", "stage2": "Stage 2 (face and hair, along normals)"}
+WEIGHT_TOOLTIPS = {   # the weights' tooltips, by scene property
+    **{f"fit_w{n}_{term}": f"{_STAGE[f'stage{n}']}: {text}" for n in (1, 2) for term, text in (
+        ("chamfer", "how strongly the head's surface is pulled onto the scan"),
+        ("edge", "how strongly edge lengths are kept (higher stretches the surface less)"),
+        ("laplacian", "how strongly the surface is kept smooth"),
+        ("prune", "scan and head points farther apart than this squared distance (HeadCraft "
+                  "units) do not pull on each other"))},
+    "fit_wc_landmarks": "Coarse fit: how strongly the head's landmarks are pulled onto the scan's",
+    "fit_wc_surface": "Coarse fit: how strongly the head's surface is pulled onto the scan",
+    "fit_wc_shape": "Coarse fit: how strongly the identity is kept near the average head",
+    "fit_wc_expr": "Coarse fit: how strongly the expression is kept near a neutral face",
+    "fit_wc_pose": "Coarse fit: how strongly the jaw and neck are kept near their rest pose",
+    "fit_wc_jaw_side": "Coarse fit: how strongly the jaw is kept from turning or tilting sideways",
+}
+WEIGHT_SECTIONS = (("coarse", "Coarse Fit"), ("stage1", "Stage 1: Hair and Scalp"),
+                   ("stage2", "Stage 2: Face and Hair, Along Normals"))
+PARTIAL_ITEMS = [("FULL", "Full Scan", "A scan of the whole head"),
+                 ("DEPTH", "Depth View", "A single depth map or dense partial cloud"),
+                 ("SPARSE", "Sparse Cloud", "A sparse partial point cloud")]
 
 
 def _scan(context):
@@ -73,21 +88,20 @@ def fit_settings(scene) -> dict:
 
 
 def _submit(op, title, kind, params, arrays, apply):
-    return runtime.submit_from_operator(op, runtime.UIJob(title, kind, params, arrays, apply,
-                                                          runtime.notify_error))
+    return runtime.submit_from_operator(op, runtime.UIJob(title, kind, params, arrays, apply))
 
 
 class _ScanOperator:
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and _scan(context) is not None and not runtime.busy()
+        return polls.check(cls, context, (_scan(context) is not None, "Choose the scan mesh in the Fit Scan panel"))
 
 
 class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
     """Detect face landmarks on the scan and add them as an editable point object"""
     bl_idname = "headcraft.detect_landmarks"
     bl_label = "Detect Landmarks"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.JOB_OPTIONS
 
     def execute(self, context):
         scan = _scan(context)
@@ -108,7 +122,7 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
     """Fit the head model and high-detail displacements to the scan (the scan is not changed)"""
     bl_idname = "headcraft.fit_scan"
     bl_label = "Fit Scan"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.JOB_OPTIONS
 
     def execute(self, context):
         s = context.scene.headcraft
@@ -117,7 +131,7 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
         if s.fit_landmarks == "HAND":
             lmk = _landmarks_object(scan)
             if lmk is None:
-                self.report({"ERROR"}, f"no '{scan.name} Landmarks' object: press Detect Landmarks "
+                self.report({"ERROR"}, f"No '{scan.name} Landmarks' object: press Detect Landmarks "
                                        f"first, or choose Automatic")
                 return {"CANCELLED"}
             try:

@@ -5,19 +5,19 @@ import numpy as np
 
 import bpy
 
-from .. import runtime
+from .. import polls, runtime
 from ..head.operators import model_params
 from ..layout import build as layout_build
 
 
 class _GeneratorOperator:
     """Shared by the operators that use the generator on the active head."""
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.JOB_OPTIONS
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and layout_build.head_of(context.active_object) is not None \
-            and not runtime.busy()
+        return polls.check(cls, context, (layout_build.head_of(context.active_object) is not None,
+                                          "Select a HeadCraft head (its identity and expression are used)"))
 
     def _start(self, context):
         """(settings, head, model, base params)."""
@@ -30,8 +30,7 @@ class _GeneratorOperator:
 
 
 class HEADCRAFT_OT_generate(_GeneratorOperator, bpy.types.Operator):
-    """Sample a displacement map from the generator and apply it to the active head's current
-    identity and expression as a new detailed head"""
+    """Sample a displacement map from the generator and apply it to the active head as a new detailed head"""
     bl_idname = "headcraft.generate"
     bl_label = "Generate"
 
@@ -44,7 +43,7 @@ class HEADCRAFT_OT_generate(_GeneratorOperator, bpy.types.Operator):
             f"Generate seed {s.gen_seed}", "generate.sample", params,
             {"coarse_vertices": layout_build.shaped_vertices(head)},
             _new_detailed(head.name, head.matrix_world.copy(), model.lower(), f"Seed {s.gen_seed}", "Generated",
-                          {"headcraft_seed": s.gen_seed, "headcraft_psi": s.gen_psi}), runtime.notify_error))
+                          {"headcraft_seed": s.gen_seed, "headcraft_psi": s.gen_psi})))
 
 
 def _interpolation_object(context, name, world, result, out, steps):
@@ -83,8 +82,7 @@ def _interpolation_object(context, name, world, result, out, steps):
 
 
 class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
-    """Heads between two seeds (lerp in W) on the active head, as one object whose 'Factor'
-    property (keyframable) blends the cached steps"""
+    """Make the heads between two seeds on the active head, as one object blended by its keyframable Factor"""
     bl_idname = "headcraft.interpolate"
     bl_label = "Interpolate"
 
@@ -101,7 +99,7 @@ class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
 
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Interpolate {seeds[0]} -> {seeds[1]}", "generate.interpolate", params,
-            {"coarse_vertices": layout_build.shaped_vertices(head)}, apply, runtime.notify_error))
+            {"coarse_vertices": layout_build.shaped_vertices(head)}, apply))
 
 
 def _checkpoint(s) -> str:
@@ -125,7 +123,7 @@ def _new_detailed(head_name, world, model, suffix, note, props=None):
 
 
 class HEADCRAFT_OT_transfer_hair(_GeneratorOperator, bpy.types.Operator):
-    """The face of the first seed with the hair of the second ('To seed'), on the active head"""
+    """Combine the face of Seed with the hair of To Seed on the active head"""
     bl_idname = "headcraft.transfer_hair"
     bl_label = "Transfer Hair"
 
@@ -135,20 +133,18 @@ class HEADCRAFT_OT_transfer_hair(_GeneratorOperator, bpy.types.Operator):
         return runtime.submit_from_operator(self, runtime.UIJob(
             "Transfer hair", "generate.transfer_hair", params, {"coarse_vertices": layout_build.shaped_vertices(head)},
             _new_detailed(head.name, head.matrix_world.copy(), model.lower(),
-                          f"Face {s.gen_seed} Hair {s.interp_seed_b}", "Hair transferred"), runtime.notify_error))
+                          f"Face {s.gen_seed} Hair {s.interp_seed_b}", "Hair transferred")))
 
 
 class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
-    """Find the generator's closest head to the active detailed head (e.g. a fitted scan):
-    its map is baked at the generator's size and the styles fitted (partial fits use their
-    visibility)"""
+    """Find the generator's head closest to the active detailed head (e.g. a fitted scan)"""
     bl_idname = "headcraft.fit_generator"
     bl_label = "Fit Generator to Head"
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and layout_build.find_detailed(context.active_object) is not None \
-            and not runtime.busy()
+        return polls.check(cls, context, (layout_build.find_detailed(context.active_object) is not None,
+                                          polls.SELECT_DETAILED))
 
     def execute(self, context):
         s = context.scene.headcraft
@@ -163,8 +159,7 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
                       settings={"steps_w": s.fit_latent_steps, "steps_z": s.fit_latent_steps // 2})
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Fit generator to {obj.name}", "generate.fit_latent", params, arrays,
-            _new_detailed(obj.name, obj.matrix_world.copy(), model.lower(), "Generated", "Generator fitted"),
-            runtime.notify_error))
+            _new_detailed(obj.name, obj.matrix_world.copy(), model.lower(), "Generated", "Generator fitted")))
 
 
 CLASSES = (HEADCRAFT_OT_generate, HEADCRAFT_OT_interpolate, HEADCRAFT_OT_transfer_hair, HEADCRAFT_OT_fit_generator)

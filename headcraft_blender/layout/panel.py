@@ -30,6 +30,7 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         row.prop(s, "map_png16", toggle=True)
         row.prop(s, "map_npy", toggle=True)
         box.prop(s, "map_folder")
+        box.prop(s, "map_storage")
         if build.find_detailed(obj) is None:
             box.label(text="Select a detailed head (from Fit Scan or Apply Map)", icon="INFO")
         row = box.row(align=True)
@@ -42,10 +43,10 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         box.prop(s, "map_image")
         if build.head_of(obj) is None:
             box.label(text="Select a HeadCraft head", icon="INFO")
-        row = box.row(align=True)
-        row.operator("headcraft.apply_map", icon="MESH_MONKEY")
-        row.operator("headcraft.add_displacement_material", icon="MATERIAL")
-        box.operator("headcraft.convert_map", icon="UV_SYNC_SELECT")
+        col = box.column(align=True)
+        col.operator("headcraft.apply_map", icon="MESH_MONKEY")
+        col.operator("headcraft.add_displacement_material", icon="MATERIAL")
+        col.operator("headcraft.convert_map", icon="UV_SYNC_SELECT")
 
 
 CLASSES = (VIEW3D_PT_headcraft_maps,)

@@ -57,6 +57,12 @@ class RecordingLayout:
         self.calls.append(("operator", idname))
         return OperatorProps(idname)
 
+    def menu(self, menu, text="", icon="NONE", **kw):
+        if icon != "NONE":
+            assert icon in bpy.types.UILayout.bl_rna.functions["menu"].parameters["icon"].enum_items, icon
+        assert hasattr(bpy.types, menu), f"no menu {menu!r}"
+        self.calls.append(("menu", menu))
+
     def progress(self, factor=0.0, type="BAR", text=""):
         assert 0.0 <= factor <= 1.0
         self.calls.append(("progress", factor, text))

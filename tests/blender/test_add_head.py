@@ -34,7 +34,8 @@ def test_add_flame_head(blender, ext, flame_dir):
     rig = head.parent
     assert rig.type == "ARMATURE" and {b.name for b in rig.data.bones} == {
         "global", "neck", "jaw", "eye.L", "eye.R"}
-    assert head.users_collection[0].name == "HeadCraft"
+    # into the active collection (here the scene's own), at the 3D cursor (here the origin)
+    assert head.users_collection[0] == rig.users_collection[0] == bpy.context.scene.collection
     assert tuple(keep.location) == (1, 2, 3) and keep.users_collection[0] == bpy.context.scene.collection
     # the Blender mesh is FLAME's template converted Y-up -> Z-up
     co = np.empty(5023 * 3, np.float32)
@@ -82,11 +83,15 @@ def test_dead_backend_gives_clear_message_then_recovers(blender, ext, flame_dir)
     mgr.stop()
     prefs.python_path = "/nonexistent/python"
     before = _scene_snapshot(bpy)
-    with pytest.raises(RuntimeError, match="Set up backend"):
-        bpy.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2)
-    assert "not found" in ext.runtime.MESSAGES[-1][1] and _scene_snapshot(bpy) == before
-    assert mgr.status()["state"] == "error"
-    prefs.python_path = good
+    try:
+        with pytest.raises(RuntimeError, match="press Set Up Backend"):
+            bpy.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2)
+        # what to do on the first line, the path after it
+        first, path = ext.runtime.MESSAGES[-1][1].split("\n")
+        assert "press Set Up Backend" in first and path == "Not found: /nonexistent/python"
+        assert _scene_snapshot(bpy) == before and mgr.status()["state"] == "error"
+    finally:
+        prefs.python_path = good
     # a backend killed behind our back: the next job restarts it
     assert bpy.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2) == {"FINISHED"}
     mgr.local.process.kill()

@@ -3,11 +3,9 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
-from headcraft_backend.generate import checkpoint
+from backend_side import tiny_checkpoint
 from recording_layout import draw
-from headcraft_backend.generate.networks import Generator, ToRGBLayer
 
 
 @pytest.fixture
@@ -18,14 +16,8 @@ def detailed(blender, ext, tmp_path):
     assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=3, num_expr=30) == {"FINISHED"}
     head = bpy.context.active_object
     ext.meshdata.set_key_values(head, ["Shape000", "Shape001"], [1.5, -1.0])
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
-                  channel_max=32)
-    with torch.no_grad():                      # details of about a millimetre, as on real heads
-        for m in G.modules():
-            if isinstance(m, ToRGBLayer):
-                m.weight.mul_(0.15)
-    _, cfg = checkpoint.save(G, tmp_path / "tiny")
+    # details of about a millimetre, as on real heads
+    cfg = tiny_checkpoint(tmp_path / "tiny", seed=0, to_rgb_scale=0.15)
     s = bpy.context.scene.headcraft
     s.gen_checkpoint, s.gen_seed, s.map_layout = str(cfg), 3, "headcraft"
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
@@ -135,6 +127,16 @@ def write_live_link_csv(path, rows=90, rate=60):
             w.writerow([f"00:00:{1 + i // rate:02d}:{i % rate:02d}.000", 5, 0.0, t * 2, 0.5, 0.1, 0.0, 0.2 * t, 0.0, 0.0])
 
 
+def curves(id_block):
+    """The F-curves that play on an ID: its action slot's channelbag on Blender 4.4+ (5.0 removed
+    Action.fcurves), the action's own curves on 4.2."""
+    ad = id_block.animation_data
+    if not hasattr(ad, "action_slot"):
+        return ad.action.fcurves
+    from bpy_extras import anim_utils
+    return anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot).fcurves
+
+
 def test_import_arkit_csv_and_flame_npz(blender, ext, tmp_path):
     bpy = blender
     assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=52) == {"FINISHED"}
@@ -144,14 +146,13 @@ def test_import_arkit_csv_and_flame_npz(blender, ext, tmp_path):
     path = tmp_path / "take.csv"
     write_live_link_csv(path)
     assert bpy.ops.headcraft.import_performance(filepath=str(path), frame_start=10) == {"FINISHED"}
-    action = head.data.shape_keys.animation_data.action
-    jaw = action.fcurves.find('key_blocks["jawOpen"].value')
+    jaw = curves(head.data.shape_keys).find('key_blocks["jawOpen"].value')
     # 90 samples at 60 fps (the rate read from the timecodes) span 89/60 s: 35 scene frames
     # after the first at 24 fps
     assert len(jaw.keyframe_points) == 36 and jaw.keyframe_points[0].co.x == 10.0
     assert jaw.evaluate(10 + 6) == pytest.approx(2 * 6 / 24, abs=1e-5)      # JawOpen = 2 t
-    assert action.fcurves.find('key_blocks["eyeBlinkLeft"].value') is not None
-    neck = head.parent.animation_data.action.fcurves.find('pose.bones["neck"].rotation_euler', index=1)
+    assert curves(head.data.shape_keys).find('key_blocks["eyeBlinkLeft"].value') is not None
+    neck = curves(head.parent).find('pose.bones["neck"].rotation_euler', index=1)
     assert neck.evaluate(10 + 6) == pytest.approx(0.2 * 6 / 24, abs=1e-4)    # HeadYaw about the up axis
     scene.frame_set(16)
     assert head.data.shape_keys.key_blocks["jawOpen"].value == pytest.approx(0.5, abs=1e-5)
@@ -163,12 +164,12 @@ def test_import_arkit_csv_and_flame_npz(blender, ext, tmp_path):
     np.savez(npz, expr=np.zeros((T, 50)), jaw_pose=jaw_pose, neck_pose=np.zeros((T, 3)),
              eyes_pose=np.zeros((T, 6)), fps=np.array(24.0))
     assert bpy.ops.headcraft.import_performance(filepath=str(npz), frame_start=1) == {"FINISHED"}
-    fc = head.parent.animation_data.action.fcurves.find('pose.bones["jaw"].rotation_euler', index=0)
+    fc = curves(head.parent).find('pose.bones["jaw"].rotation_euler', index=0)
     assert len(fc.keyframe_points) == T and fc.evaluate(10) == pytest.approx(0.3, abs=1e-5)
 
     bad = tmp_path / "bad.csv"
     bad.write_text("not,a,capture\n1,2,3\n")
-    n_curves = len(action.fcurves)
+    n_curves = len(curves(head.data.shape_keys))
     with pytest.raises(RuntimeError, match="Timecode"):
         bpy.ops.headcraft.import_performance(filepath=str(bad))
-    assert len(action.fcurves) == n_curves
+    assert len(curves(head.data.shape_keys)) == n_curves

@@ -4,21 +4,28 @@ import json
 import numpy as np
 import pytest
 
+from backend_side import run
 from recording_layout import draw
 
 
 @pytest.fixture
-def scan(blender, ext):
+def scan(blender, ext, tmp_path):
     """An OpenHead with a random identity, in millimetres, rotated: what an import gives."""
     bpy = blender
-    import torch
-    from headcraft_backend.head.model import HeadModel
-    from headcraft_backend.head.registry import load_model_data
-    d = load_model_data({"model": "openhead"})
-    rng = np.random.default_rng(4)
-    with torch.no_grad():
-        v = HeadModel(d)(shape=torch.tensor(rng.standard_normal((1, 30)), dtype=torch.float32)).vertices[0].numpy()
-    me = ext.meshdata.new_mesh("Scan", ext.meshdata.model_to_blender(v) * 1000.0, d.faces)
+    run("""
+import numpy as np, torch
+from headcraft_backend.head.model import HeadModel
+from headcraft_backend.head.registry import load_model_data
+d = load_model_data({"model": "openhead"})
+rng = np.random.default_rng(4)
+with torch.no_grad():
+    v = HeadModel(d)(shape=torch.tensor(rng.standard_normal((1, 30)), dtype=torch.float32)).vertices[0].numpy()
+np.savez(path, vertices=v, faces=d.faces)
+result = None
+""", path=str(tmp_path / "scan.npz"))
+    with np.load(tmp_path / "scan.npz") as f:
+        v, faces = f["vertices"], f["faces"]
+    me = ext.meshdata.new_mesh("Scan", ext.meshdata.model_to_blender(v) * 1000.0, faces)
     obj = bpy.data.objects.new("Scan", me)
     bpy.context.scene.collection.objects.link(obj)
     obj.rotation_euler = (0.0, 0.0, 0.2)
@@ -61,7 +68,9 @@ def test_detect_edit_and_fit(blender, ext, scan):
     np.testing.assert_array_equal(_co(scan), before)           # the scan is never modified
     detailed = bpy.data.objects["Scan Detailed"]
     fitted = bpy.data.objects["Scan Fit"]
-    assert detailed.users_collection[0].name == "HeadCraft" and fitted.parent.type == "ARMATURE"
+    # beside the scan (its collection), not in a collection of HeadCraft's own
+    assert detailed.users_collection[0] == fitted.users_collection[0] == scan.users_collection[0]
+    assert fitted.parent.type == "ARMATURE"
     assert len(detailed.data.vertices) > 100_000
     for name in ("headcraft_displacement", "headcraft_error_mm", "HeadCraft Error"):
         assert name in detailed.data.attributes
@@ -97,17 +106,19 @@ def test_fit_without_scan_or_with_broken_scan(blender, ext):
 
 def test_units_and_weights_reach_the_request(blender, ext):
     """The panel's units and weights become the request's settings; defaults are the backend's."""
-    import dataclasses
-    from headcraft_backend.fit.coarse import CoarseSettings
-    from headcraft_backend.fit.register import preset
     bpy = blender
     ops = ext.fit.operators
     scene = bpy.context.scene
     s = scene.headcraft
     s.fit_steps, s.fit_units, s.fit_custom_weights = 0, "AUTO", False      # whatever earlier tests set
-    paper = preset("paper")
-    backend = {"stage1": dataclasses.asdict(paper.stage1), "stage2": dataclasses.asdict(paper.stage2),
-               "coarse": dataclasses.asdict(CoarseSettings())}
+    backend = run("""
+import dataclasses
+from headcraft_backend.fit.coarse import CoarseSettings
+from headcraft_backend.fit.register import preset
+paper = preset("paper")
+result = {"stage1": dataclasses.asdict(paper.stage1), "stage2": dataclasses.asdict(paper.stage2),
+          "coarse": dataclasses.asdict(CoarseSettings())}
+""")
     for prop, section, field, default, _ in ops.WEIGHTS:
         assert getattr(s, prop) == pytest.approx(backend[section][field]), prop
     assert ops.fit_settings(scene) == {}                    # estimate the scale, preset weights
@@ -119,9 +130,12 @@ def test_units_and_weights_reach_the_request(blender, ext):
     out = ops.fit_settings(scene)
     assert out["stage1"]["w_edge"] == 8e5 and out["stage1"]["steps"] == out["stage2"]["steps"] == 30
     assert out["coarse"]["w_shape"] == pytest.approx(1e-3)
-    from headcraft_backend.fit.jobs import options_from_params
-    opts = options_from_params(out)                         # the backend takes every key
-    assert opts.registration.stage1.w_edge == 8e5 and opts.coarse.scale == pytest.approx(100.0)
+    w_edge, scale = run("""
+from headcraft_backend.fit.jobs import options_from_params
+opts = options_from_params(params)                          # the backend takes every key
+result = [opts.registration.stage1.w_edge, opts.coarse.scale]
+""", params=out)
+    assert w_edge == 8e5 and scale == pytest.approx(100.0)
     calls = draw(ext.fit.panel.VIEW3D_PT_headcraft_fit_weights, bpy.context, real=object())
     assert sum(c[0] == "prop" for c in calls) == len(ops.WEIGHTS)
     s.fit_steps, s.fit_units, s.fit_custom_weights, scene.unit_settings.scale_length = 0, "AUTO", False, 1.0

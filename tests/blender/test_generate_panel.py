@@ -1,10 +1,8 @@
 """Generate panel (issue 5): a sample from a generator checkpoint on the active head."""
 import numpy as np
 import pytest
-import torch
 
-from headcraft_backend.generate import checkpoint
-from headcraft_backend.generate.networks import Generator
+from backend_side import demo_model_resolution, tiny_checkpoint
 
 
 def test_generate_with_the_demo_model_and_a_checkpoint(blender, ext, tmp_path):
@@ -15,14 +13,10 @@ def test_generate_with_the_demo_model_and_a_checkpoint(blender, ext, tmp_path):
     s.gen_checkpoint, s.gen_seed, s.map_layout = "", 2, "headcraft"        # empty: the bundled demo model
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     demo = bpy.context.active_object
-    assert demo.name == f"{head.name} Seed 2" and tuple(s.map_image.size) == (checkpoint.load(
-        checkpoint.DEMO_MODEL)[0].img_resolution,) * 2
+    assert demo.name == f"{head.name} Seed 2" and tuple(s.map_image.size) == (demo_model_resolution(),) * 2
     assert np.abs(ext.layout.build.detailed_arrays(demo)["displacement"]).max() > 0
     bpy.context.view_layer.objects.active = head
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
-                  channel_max=32)
-    _, cfg = checkpoint.save(G, tmp_path / "tiny")
+    cfg = tiny_checkpoint(tmp_path / "tiny", seed=0)
     s.gen_checkpoint, s.gen_seed, s.gen_psi, s.map_layout = str(cfg), 5, 0.6, "headcraft"
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     obj = bpy.context.active_object
@@ -41,10 +35,7 @@ def test_generate_with_the_demo_model_and_a_checkpoint(blender, ext, tmp_path):
 def test_interpolate_caches_steps_and_the_factor_drives_them(blender, ext, tmp_path):
     bpy = blender
     assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
-    torch.manual_seed(1)
-    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
-                  channel_max=32)
-    _, cfg = checkpoint.save(G, tmp_path / "tiny")
+    cfg = tiny_checkpoint(tmp_path / "tiny", seed=1)
     s = bpy.context.scene.headcraft
     s.gen_checkpoint, s.gen_seed, s.interp_seed_b, s.interp_steps, s.map_layout = str(cfg), 1, 2, 3, "headcraft"
     assert bpy.ops.headcraft.interpolate() == {"FINISHED"}
@@ -73,10 +64,7 @@ def test_transfer_hair_and_fit_generator_to_a_detailed_head(blender, ext, tmp_pa
     bpy = blender
     assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
     head = bpy.context.active_object
-    torch.manual_seed(2)
-    G = Generator(z_dim=32, w_dim=32, w_num_layers=2, img_resolution=64, img_channels=6, channel_base=512,
-                  channel_max=32)
-    _, cfg = checkpoint.save(G, tmp_path / "tiny")
+    cfg = tiny_checkpoint(tmp_path / "tiny", seed=2)
     s = bpy.context.scene.headcraft
     s.gen_checkpoint, s.gen_seed, s.interp_seed_b, s.map_layout, s.fit_latent_steps = str(cfg), 1, 2, "headcraft", 20
     assert bpy.ops.headcraft.transfer_hair() == {"FINISHED"}

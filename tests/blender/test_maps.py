@@ -31,6 +31,11 @@ def test_show_and_save_layouts(blender, ext, tmp_path):
     s.map_layout = "headcraft"
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
     layer = head.data.uv_layers.active
+    # active for editing; the render UV map stays the head's own unless asked for
+    assert layer.name == "HeadCraft headcraft" and not layer.active_render
+    assert head.data.uv_layers["UVMap"].active_render
+    assert bpy.ops.headcraft.show_layout(use_for_render=True) == {"FINISHED"}
+    layer = head.data.uv_layers.active
     assert layer.name == "HeadCraft headcraft" and layer.active_render
     uv = ext.layout.build.read_uv_map(head)
     face = uv[:, :, 0] < 0.5
@@ -146,11 +151,11 @@ def test_bake_scan_colour_from_attribute_and_texture(blender, ext, tmp_path):
     scan.data.color_attributes.active_color = col
     bpy.context.view_layer.objects.active = detailed
     assert bpy.ops.headcraft.bake_colour() == {"FINISHED"}
-    img = bpy.data.images[f"{detailed.name} headcraft colour"]
+    img = bpy.data.images[f"{detailed.name} headcraft color"]
     px = np.array(img.pixels[:]).reshape(256, 256, 4)[::-1, :, :3]
     assert px.max() > 0.9 and (px > 0).any(-1).mean() > 0.2
     mat = detailed.data.materials[0]
-    assert mat.name == f"{detailed.name} HeadCraft Colour"
+    assert mat.name == f"{detailed.name} HeadCraft Color"
     assert any(n.type == "TEX_IMAGE" and n.image == img for n in mat.node_tree.nodes)
     assert "HeadCraft headcraft" in detailed.data.uv_layers
     assert (tmp_path / "out").is_dir() and any(p.suffix == ".png" for p in (tmp_path / "out").iterdir())
@@ -174,7 +179,7 @@ def test_colour_bake_without_colours_or_scan_changes_nothing(blender, ext, tmp_p
     head, detailed, scan = _detailed_with_scan(bpy, ext, tmp_path)
     bpy.context.view_layer.objects.active = detailed
     before = _snapshot(bpy)
-    with pytest.raises(RuntimeError, match="no colours"):
+    with pytest.raises(RuntimeError, match="no colors"):
         bpy.ops.headcraft.bake_colour()
     detailed["headcraft_scan"] = "Gone"
     with pytest.raises(RuntimeError, match="not in this file"):

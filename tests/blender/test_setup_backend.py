@@ -1,6 +1,9 @@
 """'Set Up Backend' creates a real environment with pip, and the extension then runs on it."""
-import sys
+from blender_session import default_backend_python
 
+# The base Python of the environments: the backend's (bpy 5.x runs on Python 3.13, which the
+# backend's pinned dependencies have no wheels for).
+BASE_PYTHON = default_backend_python()
 
 
 def test_setup_backend_then_add_head(blender, ext, tmp_path, monkeypatch):
@@ -10,7 +13,7 @@ def test_setup_backend_then_add_head(blender, ext, tmp_path, monkeypatch):
     # The managed environment normally lives in the extension's user folder; a temp one here.
     monkeypatch.setattr(ext.runtime, "managed_python",
                         lambda: ext.client.environment.env_python(env))
-    prefs.setup_base_python = sys.executable
+    prefs.setup_base_python = BASE_PYTHON
     prefs.setup_torch = "torch==2.13.0"  # the CPU build on these machines
     assert bpy.ops.headcraft.setup_backend() == {"FINISHED"}
     setup = ext.ui.SETUP[0]
@@ -37,7 +40,7 @@ def test_setup_failure_is_reported(blender, ext, tmp_path):
 
 
 def test_setup_cancel(blender, ext, tmp_path):
-    setup = ext.client.environment.EnvironmentSetup(tmp_path / "env", sys.executable,
+    setup = ext.client.environment.EnvironmentSetup(tmp_path / "env", BASE_PYTHON,
                                                    torch_spec="torch==2.13.0").start()
     import time
     deadline = time.monotonic() + 60

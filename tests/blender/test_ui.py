@@ -5,6 +5,7 @@ import zipfile
 
 import bpy
 
+from blender_session import default_backend_python
 from recording_layout import draw
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ bpy.ops.extensions.package_install_files(filepath={str(zips[-1])!r}, repo="user_
                                          enable_on_install=True)
 mod = "bl_ext.user_default.headcraft"
 prefs = bpy.context.preferences.addons[mod].preferences
-prefs.python_path, prefs.device = sys.executable, "CPU"
+prefs.python_path, prefs.device = {default_backend_python()!r}, "CPU"
 bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=3, num_expr=4)
 head = bpy.context.active_object
 print("HEAD", head["headcraft_model"], len(head.data.vertices), len(head.data.shape_keys.key_blocks))
