@@ -6,6 +6,7 @@
     python3 build.py test        # setup, then the whole suite on bpy 4.2 and tests/blender on 4.5 and 5.x
     python3 build.py demo        # setup, then the main job headless -> out/demo/
     python3 build.py extension   # validate and build dist/headcraft-<version>.zip
+    python3 build.py ui          # every panel and menu in its main states, as text -> out/ui.txt
     python3 build.py bench [wire|add-head|registration|maps|generate|animate]   # ratios to baselines
     python3 build.py eval-fit    # fit procedural scans with ground truth, print errors per region
     python3 build.py eval        # held-apart procedural set: registration errors, MMD/COV/JSD (Table 1)
@@ -207,6 +208,10 @@ def main(argv: list[str]) -> int:
         return test(rest)
     elif cmd == "demo":
         return demo(rest)
+    elif cmd == "ui":
+        py = setup()
+        stage()
+        return subprocess.run([py, ROOT / "tools" / "ui_snapshot.py", *rest], cwd=ROOT).returncode
     elif cmd == "bench":
         return bench(rest)
     elif cmd in ("eval-fit", "eval"):

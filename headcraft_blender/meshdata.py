@@ -58,7 +58,8 @@ def read_faces(me: bpy.types.Mesh) -> np.ndarray:
 
 
 def new_shape_key(obj: bpy.types.Object, name: str) -> bpy.types.ShapeKey:
-    """A key from the basis at value 0 (Blender 5.x starts new keys at 1, 4.x at 0)."""
+    """A shape key (from the basis, not the mix) at value 0: Blender 5.x starts new keys at 1,
+    4.x at 0."""
     kb = obj.shape_key_add(name=name, from_mix=False)
     kb.value = 0.0
     return kb
@@ -68,7 +69,7 @@ def add_shape_keys(obj: bpy.types.Object, names: list[str], deltas: np.ndarray,
                    slider_min: float, slider_max: float) -> None:
     """Append one key per name: basis + delta (deltas (K, V, 3), Blender frame)."""
     if obj.data.shape_keys is None:
-        obj.shape_key_add(name="Basis", from_mix=False)
+        new_shape_key(obj, "Basis")
     basis = read_vertices(obj.data)
     for name, delta in zip(names, deltas):
         kb = new_shape_key(obj, name)

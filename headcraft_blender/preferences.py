@@ -46,8 +46,6 @@ class HeadCraftPreferences(bpy.types.AddonPreferences):
     flame_landmark_path: bpy.props.StringProperty(
         name="FLAME Landmarks", subtype="FILE_PATH",
         description="landmark_embedding.npy or mediapipe_landmark_embedding.npz (optional)")
-    models_dir: bpy.props.StringProperty(name="Models Folder", subtype="DIR_PATH",
-                                         description="Where generator checkpoints and caches are kept")
 
     def draw(self, context):
         layout = self.layout
@@ -79,7 +77,6 @@ class HeadCraftPreferences(bpy.types.AddonPreferences):
                   icon="FILE")
         for prop in ("flame_model_path", "flame_masks_path", "flame_uv_path", "flame_landmark_path"):
             box.prop(self, prop)
-        layout.prop(self, "models_dir")
 
 
 CLASSES = (HeadCraftPreferences,)

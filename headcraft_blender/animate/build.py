@@ -67,7 +67,7 @@ def create_rig_object(context, detailed, head, result: dict, arrays: dict) -> bp
                            RIG_ROLE)
     try:
         obj["headcraft_head"] = head.name
-        obj.shape_key_add(name="Basis", from_mix=False)
+        new_shape_key(obj, "Basis")
         basis = model_to_blender(arrays["basis"])
         head_keys = head.data.shape_keys
         for name, delta in zip(result["expr_names"], arrays["expr_deltas"]):

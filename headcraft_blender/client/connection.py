@@ -54,8 +54,9 @@ class Connection:
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
-            raise BackendError(f"cannot reach the backend at {host}:{port} ({exc.strerror or exc}); "
-                               f"is it running?", "Unreachable") from None
+            raise BackendError(f"Start the backend ('headcraft-backend serve') and its tunnel, or check the host "
+                               f"and port in the HeadCraft preferences.\nCannot reach {host}:{port}: "
+                               f"{exc.strerror or exc}", "Unreachable") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.address = f"{host}:{port}"
         self.lock = threading.Lock()

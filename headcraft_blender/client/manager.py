@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from pathlib import Path
 
@@ -17,7 +18,7 @@ class BackendSettings:
     host: str = "127.0.0.1"        # REMOTE (e.g. the local end of an SSH tunnel)
     port: int = 0
     token: str = ""
-    user_dir: Path | None = None   # pid file and log live here
+    user_dir: Path | None = None   # pid file, log, layouts and caches live here
 
 
 class BackendManager:
@@ -68,7 +69,10 @@ class BackendManager:
                     self.conn = Connection(s.host, s.port, s.token)
                 else:
                     pid_file = s.user_dir / "backend.pid" if s.user_dir else None
-                    self.local = LocalBackend(s.python, s.device, self.log_path, pid_file)
+                    # layouts and caches in the extension's user folder, unless the environment names one
+                    env = {} if os.environ.get("HEADCRAFT_CACHE") or not s.user_dir else \
+                        {"HEADCRAFT_CACHE": str(s.user_dir / "data")}
+                    self.local = LocalBackend(s.python, s.device, self.log_path, pid_file, env)
                     self.local.start(timeout)
                     self.conn = self.local.connect()
             except BackendError as exc:

@@ -97,6 +97,7 @@ def keep_image(img: bpy.types.Image, first: float) -> None:
     without it pack() and save() store stale pixels."""
     img.pixels[0] = first
     img.update()
+    img.use_fake_user = True      # kept even when no material uses it (Blender drops unused images)
     s = bpy.context.scene.headcraft
     if s.map_storage == "FILE":
         folder = runtime.output_folder(s.map_folder, "maps")

@@ -15,6 +15,7 @@ def test_setup_backend_then_add_head(blender, ext, tmp_path, monkeypatch):
                         lambda: ext.client.environment.env_python(env))
     prefs.setup_base_python = BASE_PYTHON
     prefs.setup_torch = "torch==2.13.0"  # the CPU build on these machines
+    monkeypatch.setattr(bpy.context.preferences.system, "use_online_access", True)  # the user allows it
     assert bpy.ops.headcraft.setup_backend() == {"FINISHED"}
     setup = ext.ui.SETUP[0]
     assert setup.state == "done", "\n".join(setup.log[-20:])

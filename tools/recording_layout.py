@@ -1,7 +1,8 @@
 """A stand-in for bpy.types.UILayout that records calls and checks what they name.
 
 Headless Blender never draws panels, so this is the one acceptable stand-in: it runs every
-panel's draw() and fails when a property or operator it names does not exist.
+panel's draw() and fails when a property or operator it names does not exist. It also writes
+what a panel would show as indented text (`draw_text`, `build.py ui`).
 """
 import bpy
 
@@ -19,16 +20,27 @@ class OperatorProps:
         object.__setattr__(self, key, value)
 
 
+def _icon(icon: str) -> str:
+    return f" <{icon}>" if icon not in ("NONE", "BLANK1") else ""
+
+
 class RecordingLayout:
-    def __init__(self, calls=None):
+    def __init__(self, calls=None, lines=None, depth=0):
         self.calls = [] if calls is None else calls
+        self.lines = [] if lines is None else lines
+        self.depth = depth
         self.enabled = self.active = True
         self.alert = False
         self.scale_y = 1.0
 
+    def _line(self, text: str) -> None:
+        self.lines.append("  " * self.depth + text)
+
     def _child(self, kind):
         self.calls.append((kind,))
-        return RecordingLayout(self.calls)
+        if kind == "box":
+            self._line("+--")
+        return RecordingLayout(self.calls, self.lines, self.depth + (kind == "box"))
 
     def row(self, **kw):
         return self._child("row")
@@ -46,15 +58,32 @@ class RecordingLayout:
         if icon != "NONE":
             assert icon in bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items, icon
         self.calls.append(("label", text))
+        self._line(f"{text}{_icon(icon)}")
 
     def prop(self, data, prop, **kw):
         assert prop in data.bl_rna.properties, f"{type(data).__name__} has no property {prop!r}"
         self.calls.append(("prop", prop))
+        rna = data.bl_rna.properties[prop]
+        value = getattr(data, prop)
+        if rna.type == "POINTER":
+            value = getattr(value, "name", None) or "(none)"
+        elif rna.type == "ENUM" and not rna.is_enum_flag:
+            value = next((i.name for i in rna.enum_items if i.identifier == value), value)
+        elif rna.type == "FLOAT" and getattr(rna, "array_length", 0) == 0:
+            value = f"{value:.4g}"
+        elif hasattr(value, "__len__") and not isinstance(value, str):
+            value = tuple(value)
+        self._line(f"{kw.get('text', rna.name)}: {value!s}" if rna.type != "BOOLEAN"
+                   else f"[{'x' if value else ' '}] {kw.get('text', rna.name)}")
 
     def operator(self, idname, text=None, icon="NONE", **kw):
         if icon != "NONE":
             assert icon in bpy.types.UILayout.bl_rna.functions["operator"].parameters["icon"].enum_items, icon
         self.calls.append(("operator", idname))
+        mod, name = idname.split(".")
+        op = getattr(getattr(bpy.ops, mod), name)
+        label = op.get_rna_type().name if text is None else text
+        self._line(f"[ {label or '(icon)'} ]{_icon(icon)}{'' if op.poll() else ' (greyed out)'}")
         return OperatorProps(idname)
 
     def menu(self, menu, text="", icon="NONE", **kw):
@@ -62,10 +91,13 @@ class RecordingLayout:
             assert icon in bpy.types.UILayout.bl_rna.functions["menu"].parameters["icon"].enum_items, icon
         assert hasattr(bpy.types, menu), f"no menu {menu!r}"
         self.calls.append(("menu", menu))
+        self._line(f"[ {text or getattr(bpy.types, menu).bl_label} > ]{_icon(icon)}")
 
     def progress(self, factor=0.0, type="BAR", text=""):
         assert 0.0 <= factor <= 1.0
         self.calls.append(("progress", factor, text))
+        filled = round(factor * 10)
+        self._line(f"[{'#' * filled}{'-' * (10 - filled)}] {text}")
 
     def separator(self, **kw):
         self.calls.append(("separator",))
@@ -82,8 +114,17 @@ class DrawProxy:
         return getattr(self._real, name)
 
 
-def draw(cls_or_obj, context, real=None):
+def _record(cls_or_obj, context, real=None) -> RecordingLayout:
     layout = RecordingLayout()
     cls = cls_or_obj if isinstance(cls_or_obj, type) else type(cls_or_obj)
     cls.draw(DrawProxy(real if real is not None else cls_or_obj, layout), context)
-    return layout.calls
+    return layout
+
+
+def draw(cls_or_obj, context, real=None):
+    return _record(cls_or_obj, context, real).calls
+
+
+def draw_text(cls_or_obj, context, real=None) -> list[str]:
+    """What the panel (or menu) shows, one line per item, boxes indented."""
+    return _record(cls_or_obj, context, real).lines

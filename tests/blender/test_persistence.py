@@ -1,0 +1,78 @@
+"""Images HeadCraft makes survive saving and reopening the .blend (issue 15): packed by
+default, or file-backed in the maps folder; materials keep using them."""
+import numpy as np
+import pytest
+
+from backend_side import tiny_checkpoint
+from test_maps import _detailed_with_scan
+
+
+def _pixels(img):
+    px = np.empty(len(img.pixels), np.float32)
+    img.pixels.foreach_get(px)
+    return px.reshape(img.size[1], img.size[0], -1)[..., :3]
+
+
+@pytest.mark.parametrize("storage", ["PACK", "FILE"])
+def test_images_survive_save_and_reopen(blender, ext, tmp_path, storage):
+    bpy = blender
+    for coll in (bpy.data.materials, bpy.data.images):     # what earlier tests left
+        for block in list(coll):
+            coll.remove(block)
+    s = bpy.context.scene.headcraft
+    head, detailed, scan = _detailed_with_scan(bpy, ext, tmp_path)
+    s.map_storage, s.map_folder = storage, str(tmp_path / "maps")
+    s.map_exr = s.map_png16 = s.map_npy = False
+    head_name = head.name
+    # Bake Scan Color: colours from the scan's colour attribute
+    co = ext.meshdata.read_vertices(scan.data)
+    rgb = (co - co.min(0)) / np.ptp(co, 0)
+    col = scan.data.color_attributes.new("Col", "FLOAT_COLOR", "POINT")
+    col.data.foreach_set("color_srgb", np.concatenate([rgb, np.ones((len(rgb), 1))], 1).astype(np.float32).ravel())
+    scan.data.color_attributes.active_color = col
+    bpy.context.view_layer.objects.active = detailed
+    assert bpy.ops.headcraft.bake_colour() == {"FINISHED"}
+    # Generate (a map image), Bake Map of the generated head, Convert Map of that bake
+    bpy.context.view_layer.objects.active = head
+    s.gen_checkpoint, s.gen_seed, s.map_layout = tiny_checkpoint(tmp_path / "tiny", seed=0), 6, "headcraft"
+    assert bpy.ops.headcraft.generate() == {"FINISHED"}
+    generated = bpy.context.active_object
+    generated_map = s.map_image.name
+    s.map_size = "256"
+    assert bpy.ops.headcraft.bake_map() == {"FINISHED"}
+    baked = s.map_image.name
+    s.map_layout = "standard"
+    assert bpy.ops.headcraft.convert_map() == {"FINISHED"}
+    converted = s.map_image.name
+    # a Displacement Material on the low-res head using the baked map
+    s.map_layout = "headcraft"
+    s.map_image = bpy.data.images[baked]
+    bpy.context.view_layer.objects.active = head
+    assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
+    assert bpy.ops.headcraft.add_displacement_material() == {"FINISHED"}
+    colour = f"{detailed.name} headcraft color"
+    names = [generated_map, baked, converted, colour]
+    assert len(set(names)) == 4 and generated.name != head_name
+    before = {n: _pixels(bpy.data.images[n]) for n in names}
+    for n in (generated_map, baked, converted):
+        assert np.abs(before[n]).max() > 1e-3, f"{n} should hold a non-zero map"
+    materials = {m.name: sorted(n.image.name for n in m.node_tree.nodes if n.type == "TEX_IMAGE" and n.image)
+                 for m in bpy.data.materials if m.get("headcraft_material")}
+    assert sorted(sum(materials.values(), [])) == sorted([baked, colour])
+
+    path = tmp_path / "session.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+
+    for n in names:
+        img = bpy.data.images[n]
+        if storage == "PACK":
+            assert img.packed_file is not None, n
+        else:
+            assert img.packed_file is None and (tmp_path / "maps").is_dir(), n
+            assert bpy.path.abspath(img.filepath).startswith(str(tmp_path / "maps")), img.filepath
+        np.testing.assert_array_equal(_pixels(img), before[n], err_msg=n)
+    after = {m.name: sorted(n.image.name for n in m.node_tree.nodes if n.type == "TEX_IMAGE" and n.image)
+             for m in bpy.data.materials if m.get("headcraft_material")}
+    assert after == materials
+    assert bpy.context.scene.headcraft.map_image.name == baked
