@@ -46,6 +46,8 @@ BLENDER_TEST_REQUIREMENTS = ["scipy>=1.10", "Pillow>=10", "OpenEXR>=3.2", "pytes
 LPIPS = "lpips==0.1.4"        # only its weight files are read; --no-deps keeps torchvision (and a CUDA torch) out
 WIRE_SRC = ROOT / "backend" / "src" / "headcraft_backend" / "wire.py"
 WIRE_COPY = ROOT / "headcraft_blender" / "client" / "wire.py"
+# the wire codec imports its limits: both travel to the extension
+SYNCED = [(WIRE_SRC, WIRE_COPY), (WIRE_SRC.with_name("limits.py"), WIRE_COPY.with_name("limits.py"))]
 
 
 def venv_python(venv: Path = VENV) -> Path:
@@ -106,11 +108,12 @@ def setup_blender(label: str) -> Path:
 
 
 def sync() -> None:
-    """The extension carries a generated copy of the backend's wire codec (not tracked)."""
-    src = WIRE_SRC.read_bytes()
-    if not WIRE_COPY.exists() or WIRE_COPY.read_bytes() != src:
-        WIRE_COPY.write_bytes(src)
-        print(f"synced {WIRE_COPY.relative_to(ROOT)}")
+    """The extension carries generated copies of the backend's wire codec and limits (not tracked)."""
+    for src_path, copy in SYNCED:
+        src = src_path.read_bytes()
+        if not copy.exists() or copy.read_bytes() != src:
+            copy.write_bytes(src)
+            print(f"synced {copy.relative_to(ROOT)}")
 
 
 def stage() -> Path:

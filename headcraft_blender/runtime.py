@@ -269,8 +269,11 @@ def _window_override():
 def _blender_report(level: str, text: str) -> None:
     """Through an operator, the one way into Blender's reports (status bar, Info editor)."""
     try:
+        # INVOKE reports from a modal step (the status bar shows those); background Blender runs
+        # no modal handlers, so there the report is made at once
         with _window_override():
-            bpy.ops.headcraft.report("INVOKE_DEFAULT", level=level, message=text)
+            bpy.ops.headcraft.report("EXEC_DEFAULT" if bpy.app.background else "INVOKE_DEFAULT",
+                                     level=level, message=text)
     except RuntimeError:
         pass    # an ERROR report also comes back as an exception to its caller: expected
     except Exception as exc:  # no context to report in (e.g. during exit): the console has it

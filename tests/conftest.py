@@ -11,11 +11,12 @@ for p in (ROOT / "backend" / "src", ROOT, ROOT / "tests", ROOT / "tests" / "blen
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-# The extension's wire codec is generated from the backend's (build.py sync); keep it current.
-_wire_src = ROOT / "backend" / "src" / "headcraft_backend" / "wire.py"
-_wire_copy = ROOT / "headcraft_blender" / "client" / "wire.py"
-if not _wire_copy.exists() or _wire_copy.read_bytes() != _wire_src.read_bytes():
-    _wire_copy.write_bytes(_wire_src.read_bytes())
+# The extension's wire codec and limits are generated from the backend's (build.py sync); keep them current.
+for _name in ("wire.py", "limits.py"):
+    _src = ROOT / "backend" / "src" / "headcraft_backend" / _name
+    _copy = ROOT / "headcraft_blender" / "client" / _name
+    if not _copy.exists() or _copy.read_bytes() != _src.read_bytes():
+        _copy.write_bytes(_src.read_bytes())
 
 # Nothing a test does with Blender may land in the real ~/.config/blender.
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="headcraft-blender-user-"))

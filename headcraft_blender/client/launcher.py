@@ -1,12 +1,14 @@
 """Start and stop a local backend process; clean up one orphaned by a crashed Blender (no bpy)."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,6 +17,20 @@ from .connection import BackendError, Connection
 
 READY_PREFIX = "HEADCRAFT-BACKEND READY"
 TOKEN_ENV = "HEADCRAFT_TOKEN"
+OUTPUT_LINES = 200      # the backend's last output lines kept for an error message
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _process_alive(pid: int) -> bool:
@@ -86,7 +102,7 @@ class LocalBackend:
         flags = {"start_new_session": True} if sys.platform != "win32" else {}
         self.process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, **flags)
-        lines: list[str] = []
+        lines: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
         ready = threading.Event()
 
         def read():
@@ -101,13 +117,12 @@ class LocalBackend:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 code = self.process.poll()
                 self.stop()
-                tail = "\n".join(lines[-8:]) or "(no output)"
+                tail = "\n".join(list(lines)[-8:]) or "(no output)"
                 why = f"exited with code {code}" if code is not None else f"was not ready within {timeout:g} s"
                 raise BackendError(f"the backend {why}. Its last output:\n{tail}", "StartFailed")
         if self.pid_file:
-            self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-            self.pid_file.write_text(json.dumps({"pid": self.process.pid, "port": self.port,
-                                                 "owner": os.getpid(), "started": time.time()}))
+            write_atomic(self.pid_file, json.dumps({"pid": self.process.pid, "port": self.port,
+                                                    "owner": os.getpid(), "started": time.time()}))
 
     def connect(self, timeout: float = 10.0) -> Connection:
         return Connection("127.0.0.1", self.port, self.token, timeout=timeout)

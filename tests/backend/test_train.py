@@ -106,6 +106,30 @@ def test_bad_data_is_refused_clearly(tmp_path, maps):
     assert not (tmp_path / "r2" / "checkpoints").exists()
 
 
+class _MakesFolder:
+    """Pickles as os.mkdir(path): what a hostile checkpoint could run if it were unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def test_resume_reads_the_checkpoint_weights_only(maps, tmp_path, monkeypatch):
+    """Issue 18: resuming passes weights_only=True itself, so even torch's opt-out variable (which
+    only changes calls that leave it unset) cannot make a checkpoint run code."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "ran"
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}, "epoch": 0, "evil": _MakesFolder(marker)},
+               tmp_path / "run" / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match="refused to resume"):
+        train(maps, tmp_path / "run", TrainConfig(**TINY, iterations=1), accelerator="cpu", devices=1, workers=0,
+              progress=False, resume=True)
+    assert not marker.exists()
+
+
 def test_cli_trains_with_ddp_on_two_cpu_processes(maps, tmp_path):
     """strategy=ddp over gloo: the two processes draw different latents and see different maps,
     and the gradient all-reduce keeps G, D and the EMA generator bit-identical."""

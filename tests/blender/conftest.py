@@ -30,11 +30,11 @@ def blender():
 
 @pytest.fixture
 def ext(blender):
-    """The enabled extension's package, with an empty scene."""
+    """The enabled extension's package, in a new unsaved file (empty scene, default settings):
+    nothing an earlier test made (objects, images, materials, actions, settings) carries over."""
     bpy = blender
-    for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj)
-    for coll in (bpy.data.meshes, bpy.data.armatures, bpy.data.collections):
-        for block in list(coll):
-            coll.remove(block)
-    return sys.modules["bl_ext.hc_test.headcraft"]
+    ext = sys.modules["bl_ext.hc_test.headcraft"]
+    assert not ext.runtime.ACTIVE, "a job of an earlier test is still running"
+    bpy.ops.wm.read_homefile(use_empty=True)
+    ext.runtime.MESSAGES.clear()
+    return ext

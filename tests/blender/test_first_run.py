@@ -31,6 +31,13 @@ def setprop():
         setattr(obj, name, value)
 
 
+def _missing_flame(prefs, setprop, folder):
+    """FLAME paths that name files which are not there."""
+    for prop in ("flame_model_path", "flame_masks_path", "flame_uv_path"):
+        setprop(prefs, prop, str(folder / f"missing_{prop}.pkl"))
+    setprop(prefs, "flame_model_path", str(folder / "missing_generic_model.pkl"))
+
+
 def test_first_run_offers_set_up(blender, ext, prefs, tmp_path, monkeypatch, setprop):
     bpy = blender
     ext.runtime.MANAGER.stop()
@@ -64,7 +71,7 @@ def test_failure_reaches_blenders_reports_whole(blender, ext, prefs, tmp_path, c
     """In the GUI's flow the pump reports through an operator: Blender prints reports in the
     background, and shows them in the status bar and Info editor with a window."""
     bpy = blender
-    setprop(prefs, "flame_model_path", str(tmp_path / "missing_generic_model.pkl"))
+    _missing_flame(prefs, setprop, tmp_path)
     monkeypatch.setattr(ext.runtime.OPTIONS, "wait_in_background", False)
     ext.runtime.MESSAGES.clear()
     capfd.readouterr()
@@ -77,7 +84,7 @@ def test_failure_reaches_blenders_reports_whole(blender, ext, prefs, tmp_path, c
     calls = _status(bpy, ext)
     assert ("operator", "headcraft.open_backend_log") in calls
     shown = " ".join(t for t in _labels(calls))
-    assert "FLAME_masks.pkl" in shown
+    assert "Check the FLAME files" in shown
     # the log opens as a text in Blender
     assert bpy.ops.headcraft.open_backend_log() == {"FINISHED"}
     log = bpy.data.texts[ext.ui.LOG_TEXT].as_string()
@@ -91,6 +98,6 @@ def test_failure_reaches_blenders_reports_whole(blender, ext, prefs, tmp_path, c
 
 def test_a_script_still_gets_the_error(blender, ext, prefs, tmp_path, setprop):
     """Background scripts wait for the job: the operator itself fails with the whole message."""
-    setprop(prefs, "flame_model_path", str(tmp_path / "missing_generic_model.pkl"))
-    with pytest.raises(RuntimeError, match="FLAME is not configured: set the path to FLAME_masks.pkl"):
+    _missing_flame(prefs, setprop, tmp_path)
+    with pytest.raises(RuntimeError, match="(?s)Check the FLAME files.*Not found: .*missing_generic_model.pkl"):
         blender.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2)

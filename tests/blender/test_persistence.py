@@ -13,12 +13,26 @@ def _pixels(img):
     return px.reshape(img.size[1], img.size[0], -1)[..., :3]
 
 
+def test_unsaved_file_writes_to_the_user_folder(blender, ext, tmp_path, monkeypatch):
+    """'//' folders of an unsaved file mean the extension's user folder, never the working
+    directory (which may be read-only, or anywhere)."""
+    bpy = blender
+    monkeypatch.chdir(tmp_path)
+    assert not bpy.data.filepath
+    head, detailed, scan = _detailed_with_scan(bpy, ext, tmp_path)
+    s = bpy.context.scene.headcraft
+    s.map_folder, s.map_exr, s.map_storage = "//headcraft_maps/", True, "FILE"
+    bpy.context.view_layer.objects.active = detailed
+    assert bpy.ops.headcraft.bake_map() == {"FINISHED"}
+    folder = ext.runtime.user_dir() / "maps" / "headcraft_maps"
+    written = sorted(p.suffix for p in folder.iterdir())
+    assert ".exr" in written and not (tmp_path / "headcraft_maps").exists()
+    assert bpy.path.abspath(s.map_image.filepath).startswith(str(folder))
+
+
 @pytest.mark.parametrize("storage", ["PACK", "FILE"])
 def test_images_survive_save_and_reopen(blender, ext, tmp_path, storage):
     bpy = blender
-    for coll in (bpy.data.materials, bpy.data.images):     # what earlier tests left
-        for block in list(coll):
-            coll.remove(block)
     s = bpy.context.scene.headcraft
     head, detailed, scan = _detailed_with_scan(bpy, ext, tmp_path)
     s.map_storage, s.map_folder = storage, str(tmp_path / "maps")

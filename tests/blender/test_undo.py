@@ -130,6 +130,7 @@ def test_maps_family(blender, gui, tmp_path):
     _check_undo_redo(bpy, added)
     detailed = next(iter(added))
     bpy.context.view_layer.objects.active = bpy.data.objects[detailed]
+    s = bpy.context.scene.headcraft    # the old reference died with the undo (5.x crashes on it)
     s.map_exr = s.map_png16 = s.map_npy = False
     images = {i.name for i in bpy.data.images}
     assert _job(bpy, ext, bpy.ops.headcraft.bake_map) == set()

@@ -23,12 +23,19 @@ def _read_token(args) -> str:
     if not token:
         token = secrets.token_urlsafe(32)
         path = Path(args.token_file).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token + "\n")
+        write_token_file(path, token)
         print(f"token written to {path} (copy it into the add-on preferences)", flush=True)
     return token
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """A new 0600 file (mkstemp's mode) renamed over `path`: never through a symbolic link,
+    never keeping an older file's wider mode, never half written."""
+    from .cache import write_atomic
+    if path.is_symlink():
+        raise OSError(f"{path} is a symbolic link; the token is not written through one (remove it "
+                      f"or choose another --token-file)")
+    write_atomic(path, lambda tmp: Path(tmp).write_text(token + "\n"), required=True)
 
 
 def cmd_serve(args) -> int:
@@ -38,7 +45,11 @@ def cmd_serve(args) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         filename=args.log_file or None)
-    token = _read_token(args)
+    try:
+        token = _read_token(args)
+    except OSError as exc:
+        print(f"headcraft-backend: cannot write the token: {exc}", file=sys.stderr, flush=True)
+        return 2
     try:
         server = Server(token, host=args.host, port=args.port, device=args.device,
                         max_payload=args.max_frame_mb << 20, parent_pid=args.parent_pid)
@@ -62,8 +73,9 @@ class _CliContext:
     """What a job handler needs when run from the command line: a device, a cache, progress."""
 
     def __init__(self, device: str):
+        from .cache import BoundedCache
         from .service.device import resolve_device
-        self.device, self.cache, self._last = resolve_device(device), {}, -1.0
+        self.device, self.cache, self._last = resolve_device(device), BoundedCache(), -1.0
 
     def progress(self, fraction, stage="", message="", force=False):
         if fraction - self._last >= 0.02 or fraction >= 1.0:
@@ -413,7 +425,12 @@ def cmd_eval(args) -> int:
         print("\n" + summary(evaluate(data, n=args.n_fit, options=FitOptions(preset=args.preset),
                                       seed=HELD_APART_SEED)))
     print(f"\n== generation: {args.n} heads per method against {args.n} held-apart heads ==")
-    table(data, methods, n=args.n, n_points=args.points, device=args.device)
+    from .service.jobs import UserError
+    try:
+        table(data, methods, n=args.n, n_points=args.points, device=args.device)
+    except UserError as exc:      # an unreadable checkpoint: one line, no traceback
+        print(f"headcraft-backend eval: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

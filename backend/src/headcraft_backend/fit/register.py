@@ -39,6 +39,8 @@ class RegistrationSettings:
     lid_margin: float = 0.4           # stage 2 also freezes face vertices this close to the eyeballs (units)
     partial: bool = False             # single depth view or sparse cloud (supp. B.1)
     sparse: bool = False              # with partial: a sparse cloud (proximity mask t = 0.3)
+    plane: float | None = None        # with scan normals: weight of the distance along the tangent
+                                      # plane (None: point-to-point pairs, see losses.PairedChamfer)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -137,8 +139,11 @@ class Registration:
 
     def __init__(self, base: np.ndarray, faces: np.ndarray, regions: dict[str, np.ndarray],
                  scan: np.ndarray, settings: RegistrationSettings, device="cpu",
-                 report: Callable[[float, str, str], None] | None = None):
+                 report: Callable[[float, str, str], None] | None = None,
+                 scan_normals: np.ndarray | None = None):
         self.device = torch.device(device)
+        self.scan_normals = None if scan_normals is None or settings.plane is None else \
+            torch.as_tensor(scan_normals, dtype=torch.float32, device=self.device)
         self.settings = settings
         self.report = report or (lambda f, s, m: None)
         self.base = torch.as_tensor(base, dtype=torch.float32, device=self.device)
@@ -176,7 +181,8 @@ class Registration:
         self.regulariser.set_rest(rest)
         conv = self.settings.convention
         chamfer = PairedChamfer(self.scan, s.prune, conv, moving if conv == "reference" else None,
-                                self.settings.refresh, self.settings.bruteforce)
+                                self.settings.refresh, self.settings.bruteforce, self.scan_normals,
+                                self.settings.plane if self.settings.plane is not None else 1.0)
         for step in range(s.steps):
             verts = verts_fn()
             lc = chamfer(verts)

@@ -9,6 +9,7 @@ from scipy.spatial import cKDTree
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ..limits import MAX_FACES_PER_VERTEX, MAX_FIT_VERTICES, MAX_SCAN_FACES, MAX_SCAN_VERTICES
 from ..service.jobs import UserError
 
 SCAN_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
@@ -41,6 +42,22 @@ class Scan:
         t = tri[pick]
         return (t[:, 0] + w[:, :1] * (t[:, 1] - t[:, 0]) + w[:, 1:] * (t[:, 2] - t[:, 0])).astype(np.float32)
 
+    def surface_normals(self, points: np.ndarray, k: int = 12) -> np.ndarray:
+        """Unit normals at points on the scan (their sign is arbitrary): the nearest triangle's
+        for a mesh, the direction of least spread of the k nearest points for a cloud."""
+        points = np.asarray(points, np.float64)
+        if self.is_mesh:
+            from .metrics import surface_distances
+            _, tri, _ = surface_distances(points, self.vertices, self.faces, return_closest=True)
+            t = self.vertices[self.faces[tri]].astype(np.float64)
+            n = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+        else:
+            cloud = np.asarray(self.vertices, np.float64)
+            _, nb = cKDTree(cloud).query(points, k=min(k, len(cloud)), workers=-1)
+            local = cloud[nb] - cloud[nb].mean(1, keepdims=True)
+            n = np.linalg.eigh(np.einsum("nki,nkj->nij", local, local))[1][:, :, 0]
+        return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
 
 def load_scan_file(path: str | Path) -> Scan:
     """OBJ, PLY, GLB/glTF, STL or OFF through trimesh (scenes are merged)."""
@@ -50,6 +67,12 @@ def load_scan_file(path: str | Path) -> Scan:
         raise UserError(f"{path}: file not found")
     if path.suffix.lower() not in SCAN_SUFFIXES:
         raise UserError(f"{path.name}: unsupported scan format; use {', '.join(SCAN_SUFFIXES)}")
+    try:
+        declared = declared_counts(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path.name}: cannot read it as a scan ({exc})") from None
+    if declared is not None:
+        check_scan_counts(path.name, *declared)
     try:
         loaded = trimesh.load(path, process=False)
     except Exception as exc:  # trimesh raises many kinds for broken files
@@ -73,12 +96,104 @@ def load_scan_file(path: str | Path) -> Scan:
     return sanitize(verts, faces, colors, name=path.name)
 
 
+def check_scan_counts(name: str, n_vertices: int, n_faces: int) -> None:
+    """Refuse a scan too large to hold, before anything is allocated for it. The limits are far
+    above real photogrammetry (MAX_SCAN_VERTICES, MAX_SCAN_FACES); large scans within them are
+    accepted here, for decimation or the fit's own limit to deal with. A surface has about two
+    triangles per vertex: more than MAX_FACES_PER_VERTEX is not a scan."""
+    if n_vertices > MAX_SCAN_VERTICES or n_faces > MAX_SCAN_FACES:
+        raise UserError(f"{name} has {n_vertices:,} vertices and {n_faces:,} faces; a scan may have at most "
+                        f"{MAX_SCAN_VERTICES:,} vertices and {MAX_SCAN_FACES:,} faces")
+    if n_faces > MAX_FACES_PER_VERTEX * n_vertices:
+        raise UserError(f"{name} has {n_faces:,} faces on {n_vertices:,} vertices: not a surface (a scan "
+                        f"has about two triangles per vertex)")
+
+
+def declared_counts(path: Path) -> tuple[int, int] | None:
+    """(vertices, faces) a scan file declares, found without loading it: PLY/OFF headers, an
+    STL's triangle count, an OBJ's 'v'/'f' lines. ValueError when the file is too small to hold
+    what its header claims; None for formats read whole (glTF)."""
+    suffix, size = path.suffix.lower(), path.stat().st_size
+    with open(path, "rb") as fh:
+        if suffix == ".obj":
+            return _count_obj_lines(fh)
+        head = fh.read(1 << 16)
+    if suffix == ".ply":
+        return _ply_counts(head, size)
+    if suffix == ".off":
+        words = b" ".join(line.split(b"#")[0] for line in head.splitlines()[:8]).split()
+        if not words or not words[0].endswith(b"OFF") or len(words) < 3:
+            raise ValueError("no OFF header")
+        nv, nf = int(words[1]), int(words[2])
+        if 6 * nv + 8 * nf > size:     # at least "0 0 0\n" per vertex, "3 0 0 0\n" per face
+            raise ValueError(f"its header claims {nv:,} vertices and {nf:,} faces, more than "
+                             f"{size:,} bytes can hold")
+        return nv, nf
+    if suffix == ".stl":
+        if head[:5].lower() == b"solid" and b"facet" in head[:1024]:     # ASCII
+            with open(path, "rb") as fh:
+                n = _count_in_chunks(fh, b"endfacet")
+            return 3 * n, n
+        n = int.from_bytes(head[80:84], "little") if len(head) >= 84 else 0
+        if 84 + 50 * n > size:
+            raise ValueError(f"it claims {n:,} triangles, more than {size:,} bytes can hold")
+        return 3 * n, n
+    return None
+
+
+def _count_in_chunks(fh, needle: bytes, chunk: int = 1 << 24) -> int:
+    count, tail = 0, b""
+    while block := fh.read(chunk):
+        data = tail + block             # the tail is too short to hold the needle alone
+        count += data.count(needle)
+        tail = data[-(len(needle) - 1):]
+    return count
+
+
+def _count_obj_lines(fh, chunk: int = 1 << 24) -> tuple[int, int]:
+    """'v' and 'f' lines of an OBJ, read in chunks (a polygon counts once)."""
+    counts = {b"\nv ": 0, b"\nf ": 0}
+    tail = b"\n"                        # the first line starts a line too
+    while block := fh.read(chunk):
+        data = tail + block             # a 2-byte tail cannot hold a 3-byte needle alone
+        for k in counts:
+            counts[k] += data.count(k)
+        tail = data[-2:]
+    return counts[b"\nv "], counts[b"\nf "]
+
+
+_PLY_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2,
+              "uint16": 2, "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4,
+              "double": 8, "float64": 8}
+
+
+def _ply_counts(head: bytes, size: int) -> tuple[int, int]:
+    """Vertex and face counts of a PLY header, checked against the bytes the file has."""
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        raise ValueError("no PLY header (or one over 64 KiB)")
+    ascii_ = b"format ascii" in head[:end]
+    counts, least, element = {}, 0, None
+    for line in head[:end].decode("ascii", "replace").splitlines():
+        words = line.split()
+        if words[:1] == ["element"] and len(words) == 3:
+            element, n = words[1], int(words[2])
+            counts[element] = n
+        elif words[:1] == ["property"] and element is not None:   # the fewest bytes one element takes
+            item = 2 if ascii_ else _PLY_SIZES.get(words[2] if words[1] == "list" else words[1], 1)
+            least += counts[element] * item
+    if least > size - end:
+        raise ValueError(f"its header claims {counts}, more than {size:,} bytes can hold")
+    return counts.get("vertex", 0), counts.get("face", 0)
+
+
 def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_component: float = 0.02,
-             max_vertices: int = 5_000_000, near: float = 0.03) -> Scan:
+             max_vertices: int = MAX_FIT_VERTICES, near: float = 0.03) -> Scan:
     """Drop NaN/inf vertices, degenerate faces and small detached pieces; refuse what cannot
     be fitted, with a message that names the problem. A small piece stays when it lies close
     to the big ones (median distance under `near` times their size): eyeballs, teeth, an ear
     scanned apart; floating fragments and background go."""
+    check_scan_counts(name, len(vertices), 0 if faces is None else len(faces))
     notes: list[str] = []
     v = np.asarray(vertices, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
@@ -108,9 +223,8 @@ def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_comp
         notes.append(f"dropped {bad:,} NaN/infinite vertices")
         v, c, f = _keep_vertices(v, c, f, good)
     if f is not None:
-        tri = v[f]
-        area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-        ok = (area2 > 1e-12 * max(np.ptp(v, axis=0).max(), 1e-12) ** 2) & \
+        area2 = _double_areas(v, f)
+        ok = (area2 > 1e-12 * max(_surface_scale(v, f), 1e-12) ** 2) & \
              (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
         if not ok.all():
             notes.append(f"dropped {int((~ok).sum()):,} degenerate triangles")
@@ -161,6 +275,27 @@ def surface_from_points(points: np.ndarray, depth: int = 9) -> tuple[np.ndarray,
     spacing = float(np.median(tree.query(p, k=2)[0][:, 1]))
     near = tree.query(v[f].mean(1))[0] < 4.0 * spacing
     return v.astype(np.float32), f[near].astype(np.int32)
+
+
+def _double_areas(v, f, chunk: int = 1 << 20) -> np.ndarray:
+    """Twice each triangle's area, a chunk of triangles at a time (bounded temporaries)."""
+    out = np.empty(len(f))
+    for s in range(0, len(f), chunk):
+        t = v[f[s:s + chunk]]
+        out[s:s + chunk] = np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1)
+    return out
+
+
+def _surface_scale(v, f) -> float:
+    """The size of what the faces use, robust to stray points: the widest 1st-99th percentile
+    spread over the axes of the vertices the faces use (their whole span when that is 0)."""
+    used = np.zeros(len(v), bool)
+    used[f.reshape(-1)] = True
+    u = v[used]
+    sample = u[:: max(1, len(u) // 1_000_000)]
+    lo, hi = np.percentile(sample, [1, 99], axis=0)
+    spread = float((hi - lo).max())
+    return spread if spread > 0 else float(np.ptp(u, axis=0).max())
 
 
 def _close_pieces(v, label, sizes, big, near) -> np.ndarray:

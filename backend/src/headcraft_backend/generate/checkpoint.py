@@ -17,14 +17,20 @@ small JSON config beside it (`<name>.json`).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
 
-from .networks import Generator
+from ..cache import write_atomic
+from ..limits import GENERATOR_CONFIG_MAX, MAX_CONFIG_BYTES, MAX_GENERATOR_ELEMENTS, MAX_MAP_SIZE
+from .networks import Generator, channels_at
 
 INERT_MODULES = ("omegaconf.", "pytorch_lightning.", "lightning.", "lightning_fabric.")
 FORMAT = "headcraft-stylegan2"
+PCA_FORMAT = "headcraft-pca"
+CONFIG_KEYS = {FORMAT: {"format", "version", "config", "training"},      # what a .json may hold
+               PCA_FORMAT: {"format", "version", "components", "size"}}
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.json"   # MODEL_CARD.md beside it
 
 
@@ -101,19 +107,115 @@ def config_from_state(sd: dict[str, torch.Tensor]) -> dict:
             "channel_base": int(last * resolution), "channel_max": int(channel_max)}
 
 
-def _load_into(G: Generator, sd: dict, source: str) -> None:
-    """Exact names and shapes, or an error listing every mismatch by name."""
-    own = G.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [f"{k} {tuple(sd[k].shape)} (expected {tuple(own[k].shape)})"
-             for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+def _check_shapes(own: dict, theirs: dict, source: str) -> None:
+    """Exact names and shapes (name -> tuple), or an error listing every mismatch by name."""
+    missing = [k for k in own if k not in theirs]
+    unexpected = [k for k in theirs if k not in own]
+    wrong = [f"{k} {theirs[k]} (expected {own[k]})" for k in own if k in theirs and theirs[k] != own[k]]
     if missing or unexpected or wrong:
         parts = [f"{label}: {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
                  for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
                  if items]
         raise CheckpointError(f"{source}: does not match the generator ({'; '.join(parts)})")
+
+
+def _load_into(G: Generator, sd: dict, source: str) -> None:
+    _check_shapes({k: tuple(v.shape) for k, v in G.state_dict().items()},
+                  {k: tuple(v.shape) for k, v in sd.items()}, source)
     G.load_state_dict({k: v.float() for k, v in sd.items()})
+
+
+def check_config(config, source: str) -> None:
+    """A generator config checked before anything is allocated: exactly Generator's arguments,
+    each an int from 1 to its GENERATOR_CONFIG_MAX."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: 'config' must be a JSON object, not {type(config).__name__}")
+    unknown, missing = sorted(set(config) - set(GENERATOR_CONFIG_MAX)), sorted(set(GENERATOR_CONFIG_MAX) - set(config))
+    if unknown or missing:
+        raise CheckpointError(f"{source}: the generator config has " + "; ".join(
+            f"{what} key(s) {', '.join(map(repr, keys))}" for what, keys in (("unknown", unknown), ("missing", missing))
+            if keys) + f" (it takes {', '.join(GENERATOR_CONFIG_MAX)})")
+    for k, top in GENERATOR_CONFIG_MAX.items():
+        v = config[k]
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+            raise CheckpointError(f"{source}: generator config {k} = {str(v)[:40]}: an integer from 1 to {top}")
+
+
+class _Shape:
+    def __init__(self, shape):
+        self.shape = shape
+
+
+def _check_weights_fit(config: dict, stored: dict, source: str) -> None:
+    """The config must describe the generator the weights file holds (read from its header), so
+    building it allocates what the file holds, at most MAX_GENERATOR_ELEMENTS numbers."""
+    n = sum(math.prod(s) for s in stored.values())
+    if n > MAX_GENERATOR_ELEMENTS:
+        raise CheckpointError(f"{source}: {n:,} numbers; a generator has at most {MAX_GENERATOR_ELEMENTS:,}")
+    try:
+        found = config_from_state({k: _Shape(s) for k, s in stored.items()})
+    except (CheckpointError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    levels = [2 ** i for i in range(2, int(math.log2(found["img_resolution"])) + 1)]
+    same = all(config[k] == found[k] for k in found if not k.startswith("channel_")) and all(
+        channels_at(r, config["channel_base"], config["channel_max"]) ==
+        channels_at(r, found["channel_base"], found["channel_max"]) for r in levels)
+    if not same:
+        raise CheckpointError(f"{source}: the config does not describe the generator its weights hold "
+                              f"(they say {found})")
+
+
+def _stored_shapes(weights: Path, framework: str = "pt") -> dict[str, tuple]:
+    """Tensor names and shapes from a safetensors header, reading no tensor."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(weights), framework) as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{weights}: cannot read the weights ({exc})") from None
+
+
+def files_of(path: str | Path) -> list[Path]:
+    """The files a checkpoint is read from (what a cache of it watches)."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        return [path, *sorted(path.parent.glob("ema_*.pth"))[-1:]]
+    base = path.with_suffix("")
+    return [base.with_suffix(".json"), base.with_suffix(".safetensors")]
+
+
+def read_config(cfg_path: Path) -> dict:
+    """Our .json: at most MAX_CONFIG_BYTES, a JSON object of a known format, known keys only."""
+    try:
+        size = cfg_path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{cfg_path}: {size:,} bytes; a model config has at most {MAX_CONFIG_BYTES:,}")
+        meta = json.loads(cfg_path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{cfg_path}: cannot read the model config ({str(exc)[:200]})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{cfg_path}: a model config is a JSON object, not a {type(meta).__name__}")
+    fmt = meta.get("format")
+    if not isinstance(fmt, str) or fmt not in CONFIG_KEYS:
+        raise CheckpointError(f"{cfg_path}: not a {FORMAT} or {PCA_FORMAT} config")
+    unknown = sorted(map(str, set(meta) - CONFIG_KEYS[fmt]))
+    if unknown:
+        raise CheckpointError(f"{cfg_path}: unknown key(s) {', '.join(map(repr, unknown))} in a {fmt} config "
+                              f"(it holds {', '.join(sorted(CONFIG_KEYS[fmt]))})")
+    if meta.get("version") != 1:
+        raise CheckpointError(f"{cfg_path}: {fmt} version {str(meta.get('version'))[:20]}; this backend reads version 1")
+    return meta
+
+
+def _check_pca(meta: dict, weights: Path) -> None:
+    k, size = meta.get("components"), meta.get("size")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, size)) or not 1 <= size <= MAX_MAP_SIZE \
+            or not 1 <= k or k * size * size * 3 > MAX_GENERATOR_ELEMENTS:
+        raise CheckpointError(f"{weights.with_suffix('.json')}: a PCA of {str(k)[:20]} components of "
+                              f"{str(size)[:20]}^2 maps is not one this backend reads (maps up to "
+                              f"{MAX_MAP_SIZE}^2, {MAX_GENERATOR_ELEMENTS:,} numbers in all)")
+    want = {"mean": (size, size, 3), "components": (k, size * size * 3), "sigma": (k,)}
+    _check_shapes(want, _stored_shapes(weights, "numpy"), str(weights))
 
 
 def load_published(ckpt: str | Path, ema: str | Path | None = None) -> tuple[Generator, dict]:
@@ -131,6 +233,7 @@ def load_published(ckpt: str | Path, ema: str | Path | None = None) -> tuple[Gen
         config = config_from_state(g)
     except CheckpointError as exc:
         raise CheckpointError(f"{ckpt}: {exc}") from None
+    check_config(config, str(ckpt))
     G = Generator(**config)
     _load_into(G, g, str(ckpt))
     info = {"config": config, "source": str(Path(ckpt).name), "epoch": raw.get("epoch"),
@@ -174,10 +277,9 @@ def save(G: Generator, path: str | Path, extra: dict | None = None) -> tuple[Pat
         seen.add(v.data_ptr())
         tensors[k] = v.detach().contiguous().clone()
     weights, cfg = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(weights))
-    cfg.write_text(json.dumps({"format": FORMAT, "version": 1, "config": config_from_state(sd),
-                               **(extra or {})}, indent=2))
+    text = json.dumps({"format": FORMAT, "version": 1, "config": config_from_state(sd), **(extra or {})}, indent=2)
+    write_atomic(weights, lambda tmp: save_file(tensors, tmp), required=True)    # never half a file
+    write_atomic(cfg, lambda tmp: Path(tmp).write_text(text), required=True)
     return weights, cfg
 
 
@@ -192,18 +294,16 @@ def load(path: str | Path) -> tuple[Generator, dict]:
     from safetensors.torch import load_file
     base = path.with_suffix("")
     cfg_path, weights = base.with_suffix(".json"), base.with_suffix(".safetensors")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{cfg_path}: cannot read the model config ({exc})") from None
-    if meta.get("format") == "headcraft-pca":
+    meta = read_config(cfg_path)                 # everything is checked before anything is allocated
+    if meta["format"] == PCA_FORMAT:
         from .pca import PCAModel
+        _check_pca(meta, weights)
         try:
             return PCAModel.load(base), meta
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, SafetensorError) as exc:
             raise CheckpointError(f"{weights}: cannot read the PCA model ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{cfg_path}: not a {FORMAT} or headcraft-pca config")
+    check_config(meta.get("config"), str(cfg_path))
+    _check_weights_fit(meta["config"], _stored_shapes(weights), str(weights))
     try:
         sd = load_file(str(weights))
     except (OSError, SafetensorError) as exc:

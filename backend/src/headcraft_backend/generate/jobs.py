@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import cached_by_files
 from ..layout.jobs import _layout, apply_map, bake_displacement, check_map, read_map_arrays, request_base
 from ..service.jobs import UserError, job
 from . import checkpoint
@@ -15,7 +16,7 @@ from .sample import generate_maps, interpolate_maps, transfer_hair
 
 def get_generator(ctx, path: str):
     """The generator of a checkpoint on the backend's machine (none: the bundled demo model),
-    cached until the file changes."""
+    cached until one of its files changes (then the new one replaces it)."""
     if not path:
         if not checkpoint.DEMO_MODEL.is_file():
             raise UserError("no generator checkpoint is set and this backend has no demo model "
@@ -26,16 +27,16 @@ def get_generator(ctx, path: str):
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"{p}: checkpoint not found (paths are on the backend's machine)")
-    key = ("generator", str(p.resolve()), p.stat().st_mtime_ns)
-    hit = ctx.cache.get(key)
-    if hit is None:
+
+    def load():
         ctx.progress(0.05, "checkpoint", f"loading {p.name}")
         try:
             G, info = checkpoint.load(p)
         except checkpoint.CheckpointError as exc:
             raise UserError(str(exc)) from None
-        hit = ctx.cache[key] = (G.to(ctx.device) if hasattr(G, "to") else G, {"source": p.name, **info})
-    return hit
+        return G.to(ctx.device) if hasattr(G, "to") else G, {"source": p.name, **info}
+    return cached_by_files(ctx.cache, ("generator", str(p.resolve()), str(ctx.device)),
+                           checkpoint.files_of(p), load)
 
 
 @job("generate.sample")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache import write_atomic
 from ..layout import formats
 
 FORMAT = "headcraft-pca"
@@ -78,9 +79,11 @@ class PCAModel:
         from safetensors.numpy import save_file
         base = Path(path).with_suffix("")
         weights, cfg = base.with_suffix(".safetensors"), base.with_suffix(".json")
-        save_file({"mean": self.mean, "components": self.components, "sigma": self.sigma}, str(weights))
-        cfg.write_text(json.dumps({"format": FORMAT, "version": 1, "components": int(self.z_dim),
-                                   "size": int(self.mean.shape[0])}, indent=2))
+        text = json.dumps({"format": FORMAT, "version": 1, "components": int(self.z_dim),
+                           "size": int(self.mean.shape[0])}, indent=2)
+        arrays = {"mean": self.mean, "components": self.components, "sigma": self.sigma}
+        write_atomic(weights, lambda tmp: save_file(arrays, tmp), required=True)    # never half a file
+        write_atomic(cfg, lambda tmp: Path(tmp).write_text(text), required=True)
         return weights, cfg
 
     @classmethod

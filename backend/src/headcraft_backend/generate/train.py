@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -325,7 +326,11 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, devices: in
         print(f"training a {config.resolution}^2 generator ({n_params / 1e6:.2f} M parameters) on {len(ds)} maps "
               f"for {config.iterations} iterations, {trainer.world_size} process(es) of batch {config.batch}", flush=True)
     t0 = time.time()
-    trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
+    try:    # a checkpoint is read with torch's weights-only unpickler, whatever torch's default
+        trainer.fit(module, loader, ckpt_path=str(last) if resume else None, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{last}: refused to resume from it, it holds more than weights and training "
+                         f"state ({str(exc).splitlines()[0][:200]})") from None
     summary = {"iterations": module.iteration, "maps": len(ds), "data": str(Path(data).resolve()),
                "seconds": round(time.time() - t0, 1), "world_size": trainer.world_size,
                "device": _device_name(module.device), "config": asdict(config)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from ..cache import cached_by_files
 from ..service.jobs import UserError
 from .data import HeadModelData
 from .model import HeadModel
@@ -28,29 +29,29 @@ def load_model_data(params: dict) -> HeadModelData:
             if not paths.get(key):
                 raise UserError(f"FLAME is not configured: set the path to {what} in the "
                                 f"HeadCraft preferences (files are downloaded from the FLAME "
-                                f"website after accepting its licence)")
+                                f"website after accepting its license)")
+        for key, what in FLAME_FILES.items():
+            if not Path(paths[key]).is_file():
+                raise UserError(f"Check the FLAME files in the HeadCraft preferences: {what} is not "
+                                f"where they say.\nNot found: {paths[key]}")
         return load_flame(paths["model_path"], paths["masks_path"], paths["uv_path"],
                           paths.get("landmark_path") or None)
     raise UserError(f"unknown head model {name!r}; choose one of {', '.join(MODELS)}")
 
 
-def _cache_key(params: dict) -> tuple:
+def _model_files(params: dict) -> tuple[tuple, list[str]]:
+    """The cache key of a model's parameters (names and paths, not file times) and its files."""
     name = params.get("model", "openhead")
-    if name != "flame":
-        return (name,)
-    paths = params.get("flame") or {}
-    stamp = []
-    for key in sorted(paths):
-        p = Path(paths[key]) if paths[key] else None
-        stamp.append((key, str(p), p.stat().st_mtime_ns if p and p.is_file() else None))
-    return (name, tuple(stamp))
+    paths = params.get("flame") if name == "flame" else None
+    if not isinstance(paths, dict):
+        return (str(name),), []
+    named = sorted((str(k), str(v)) for k, v in paths.items() if v)
+    return (str(name), tuple(named)), [v for _, v in named]
 
 
 def get_model(ctx, params: dict) -> HeadModel:
-    """A HeadModel on the job's device, cached across jobs until the files change."""
-    key = ("head_model", _cache_key(params), str(ctx.device))
-    model = ctx.cache.get(key)
-    if model is None:
-        model = HeadModel(load_model_data(params)).to(ctx.device)
-        ctx.cache[key] = model
-    return model
+    """A HeadModel on the job's device, cached across jobs until one of its files changes (then
+    the new one replaces it)."""
+    key, files = _model_files(params)
+    return cached_by_files(ctx.cache, ("head_model", key, str(ctx.device)), files,
+                           lambda: HeadModel(load_model_data(params)).to(ctx.device))

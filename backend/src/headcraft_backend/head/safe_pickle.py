@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import collections
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -42,6 +43,7 @@ import numpy as np
 import numpy.lib.format as npformat
 import scipy.sparse as sp
 
+from ..limits import MAX_PICKLE_ELEMENTS
 from .data import HeadModelError
 
 __all__ = ["RestrictedUnpickler", "RefusedGlobalError", "UnsupportedObjectError", "load_pickle",
@@ -104,20 +106,34 @@ class _SparseStandIn(_StandIn):
     pass
 
 
-_standin_cache: dict[tuple[str, str], type] = {}
-
-
 def _standin(base: type, module: str, name: str) -> type:
-    key = (module, name)
-    cls = _standin_cache.get(key)
-    if cls is None:
-        cls = type(f"StandIn_{name}", (base,), {"source_module": module, "source_name": name})
-        _standin_cache[key] = cls
-    return cls
+    """A fresh stand-in class (one per unpickler and name: nothing a file names outlives its load)."""
+    return type(f"StandIn_{name}", (base,), {"source_module": module, "source_name": name})
 
 
 # --------------------------------------------------------------------------------------------
 # Restricted helpers handed out instead of the real callables.
+class _Sealed:
+    """A callable a pickle may call but not change: BUILD (setstate or setattr) is refused, so a
+    file cannot alter a helper's defaults or attributes for the rest of the process."""
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn):
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def __setattr__(self, name, value):
+        raise pickle.UnpicklingError("a pickle may not change the allowed functions")
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError("a pickle may not change the allowed functions")
+
+    def __reduce__(self):
+        raise TypeError("not picklable")
+
+
 def _latin1_encode(text, encoding="latin1", errors="strict"):
     """``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes: latin-1 only."""
     if not isinstance(text, str) or str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1",
@@ -151,7 +167,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         allowed: dict[tuple[str, str], Any] = {
             ("numpy", "ndarray"): np.ndarray,
             ("numpy", "dtype"): np.dtype,
-            ("_codecs", "encode"): _latin1_encode,
+            ("_codecs", "encode"): _Sealed(_latin1_encode),
             ("collections", "OrderedDict"): collections.OrderedDict,
         }
         for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
@@ -160,14 +176,14 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
             allowed[(mod, "ndarray")] = np.ndarray
             allowed[(mod, "dtype")] = np.dtype
         for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-            allowed[(mod, "_frombuffer")] = numeric._frombuffer
+            allowed[(mod, "_frombuffer")] = _Sealed(numeric._frombuffer)    # a Python function
         for mod in ("__builtin__", "builtins"):
             for name, obj in (("set", set), ("frozenset", frozenset), ("slice", slice),
                               ("bytes", bytes), ("bytearray", bytearray), ("complex", complex),
                               ("object", object)):
                 allowed[(mod, name)] = obj
         for mod in ("copy_reg", "copyreg"):
-            allowed[(mod, "_reconstructor")] = _safe_reconstructor
+            allowed[(mod, "_reconstructor")] = _Sealed(_safe_reconstructor)
         _allowed_cache = allowed
     return _allowed_cache
 
@@ -184,16 +200,21 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def __init__(self, file, *, encoding: str = "latin1"):
         super().__init__(file, fix_imports=True, encoding=encoding, errors="strict")
+        self._standins: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str):
         obj = _allowed_globals().get((module, name))
         if obj is not None:
             return obj
         if (module == "chumpy" or module.startswith("chumpy.")) and name.isidentifier():
-            return _standin(_ChumpyStandIn, module, name)
-        if (module == "scipy.sparse" or module.startswith("scipy.sparse.")) and name in _SPARSE_NAMES:
-            return _standin(_SparseStandIn, module, name)
-        raise RefusedGlobalError(module, name)
+            base = _ChumpyStandIn
+        elif (module == "scipy.sparse" or module.startswith("scipy.sparse.")) and name in _SPARSE_NAMES:
+            base = _SparseStandIn
+        else:
+            raise RefusedGlobalError(module, name)
+        if (module, name) not in self._standins:
+            self._standins[(module, name)] = _standin(base, module, name)
+        return self._standins[(module, name)]
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("persistent ids are not allowed")
@@ -227,6 +248,29 @@ _CHUMPY_REORDERINGS = {
     "DiagFlat": lambda a, s: np.diagflat(a, s.get("k", 0)),
     "Sort": lambda a, s: np.sort(a, s.get("axis", -1)),
 }
+
+
+def _output_elements(cls_name: str, a: np.ndarray, s: dict) -> float:
+    """How many elements a reordering would make, worked out before making them."""
+    if cls_name == "Tile":
+        reps = [float(r) for r in np.ravel(s["reps"])]
+        return float(a.size) * math.prod(reps) if reps else float(a.size)
+    if cls_name == "Repeat":
+        repeats = np.ravel(s["repeats"]).astype(np.float64)
+        axis = s.get("axis")
+        along = a.size if axis is None else a.shape[int(axis)]
+        per = float(repeats.sum()) if repeats.size > 1 else float(repeats[0]) * along if repeats.size else 0.0
+        return a.size / max(along, 1) * per
+    if cls_name in ("Diag", "DiagFlat"):
+        n = a.size if (cls_name == "DiagFlat" or a.ndim == 1) else 0
+        return float(n + abs(int(s.get("k", 0)))) ** 2 if n else float(a.size)
+    return float(a.size)
+
+
+def _check_elements(n: float, what: str) -> None:
+    if not n <= MAX_PICKLE_ELEMENTS:     # also catches NaN
+        raise UnsupportedObjectError(f"{what} would make {n:.3g} elements; an array in a head-model file "
+                                     f"has at most {MAX_PICKLE_ELEMENTS:,}")
 
 
 class _Resolver:
@@ -297,10 +341,12 @@ class _Resolver:
                 return _array_of(self(state["a"]), f"{name}.a").ravel()
             if cls_name in _CHUMPY_REORDERINGS and "a" in state:
                 a = _array_of(self(state["a"]), f"{name}.a")
-                return np.asarray(_CHUMPY_REORDERINGS[cls_name](a, {k: self(v) for k, v in state.items()
-                                                                   if k != "a"}))
+                params = {k: self(v) for k, v in state.items() if k != "a"}
+                _check_elements(_output_elements(cls_name, a, params), name)
+                return np.asarray(_CHUMPY_REORDERINGS[cls_name](a, params))
             if cls_name == "Concatenate" and isinstance(state.get("dterms"), (list, tuple)):
                 parts = [_array_of(self(state[t]), f"{name}.{t}") for t in state["dterms"]]
+                _check_elements(float(sum(p.size for p in parts)), name)
                 return np.concatenate(parts, axis=state.get("axis", 0))
             if cls_name == "AtleastNd" and "x" in state:
                 x = _array_of(self(state["x"]), f"{name}.x")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..limits import MAX_MAP_SIZE
+
 PNG_RANGE = 20.0
 PNG_STEP = 2 * PNG_RANGE / 65536
 FORMATS = ("exr", "png16", "npy")
@@ -84,12 +86,50 @@ def write(m: np.ndarray, folder: str | Path, stem: str, fmt: str) -> list[Path]:
     return out
 
 
-def read(path: str | Path) -> np.ndarray:
+def _png_paths(path: Path) -> list[Path]:
+    name = path.name
+    stem = name.split("_-20_to_20")[0] if "_-20_to_20" in name else path.stem
+    return [path.parent / f"{stem}_-20_to_20_ch{c}.png" for c in range(3)]
+
+
+def stored_shape(path: Path) -> tuple:
+    """A map file's array shape from its header alone (no pixel decoded): (H, W[, C])."""
+    if path.name.endswith(".exr"):
+        import OpenEXR
+        with OpenEXR.File(str(path), header_only=True) as f:      # (the header empties on closing)
+            header = f.header()
+            lo, hi = (np.asarray(v, np.int64) for v in header["dataWindow"])
+            return (int(hi[1] - lo[1] + 1), int(hi[0] - lo[0] + 1), len(header["channels"]))
+    if path.name.endswith(".npy"):
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            return tuple(read_header(fh)[0])
+    from PIL import Image
+    sizes = set()
+    for p in _png_paths(path):
+        with Image.open(p) as im:       # reads the header only
+            sizes.add((im.size[1], im.size[0], len(im.getbands())))
+    if len(sizes) != 1 or next(iter(sizes))[2] != 1:
+        raise ValueError(f"the three PNGs are not single-channel images of one size ({sorted(sizes)})")
+    return (*next(iter(sizes))[:2], 3)
+
+
+def read(path: str | Path, max_size: int = MAX_MAP_SIZE) -> np.ndarray:
     """A map from any of the formats: an .exr, an .npy, or one of the three PNGs (or their stem
-    `<stem>_-20_to_20`); raises ValueError with the reason when it is not a readable map."""
+    `<stem>_-20_to_20`); raises ValueError with the reason when it is not a readable map. Its
+    size is checked from the file's header before any pixel is decoded."""
+    from PIL import Image
     path = Path(path)
     name = path.name
     try:
+        shape = stored_shape(path)
+        if len(shape) not in (2, 3) or max(shape[:2]) > max_size or (len(shape) == 3 and shape[2] > 4):
+            raise ValueError(f"its array is {'x'.join(map(str, shape))}; a map has at most "
+                             f"{max_size}x{max_size} texels and 4 channels")
         if name.endswith(".exr"):
             import OpenEXR
             with OpenEXR.File(str(path)) as f:
@@ -99,18 +139,16 @@ def read(path: str | Path) -> np.ndarray:
         elif name.endswith(".npy"):
             m = np.load(path, allow_pickle=False).astype(np.float32)
         else:
-            from PIL import Image
-            stem = name.split("_-20_to_20")[0] if "_-20_to_20" in name else path.stem
             chans = []
-            for c in range(3):
-                p = path.parent / f"{stem}_-20_to_20_ch{c}.png"
+            for p in _png_paths(path):
                 with Image.open(p) as im:
                     a = np.array(im)
                 if a.ndim != 2 or a.dtype.kind not in "ui" or a.max() > 65535:
                     raise ValueError(f"{p.name} is not a single-channel 16-bit PNG")
                 chans.append(decode_png_codes(a.astype(np.uint16)))
             m = np.stack(chans, -1)
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:   # OpenEXR raises RuntimeError
+    except (OSError, KeyError, ValueError, RuntimeError, EOFError, Image.DecompressionBombError) as exc:
+        # OpenEXR raises RuntimeError
         raise ValueError(f"{path}: not a readable displacement map ({exc})") from None
     if m.ndim == 2:
         m = m[..., None]

@@ -6,6 +6,7 @@ job); maps hold HeadCraft units (x120), the convention of the published maps and
 from __future__ import annotations
 
 import hashlib
+import operator
 import tempfile
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import torch
 from ..fit.subdivision import DenseRebuild, dense_template
 from ..fit.units import HC_UNITS_PER_METRE
 from ..head.registry import get_model
+from ..limits import MAX_CACHED_PER_KIND, MAX_MAP_SIZE, MIN_MAP_SIZE
 from ..service.jobs import UserError, job
 from . import formats, tangent, texels
 from .store import dense_uv, get_layout, list_layouts, save_custom_layout
 
-MIN_SIZE, MAX_SIZE = 64, 8192
+MIN_SIZE, MAX_SIZE = MIN_MAP_SIZE, MAX_MAP_SIZE
 SPACES = ("object", "tangent")
 
 
@@ -30,7 +32,7 @@ def _layout(ctx, params):
     return model, dense, layout
 
 
-CACHED_PER_KIND = 3      # layouts x sizes kept in memory (a 2048^2 set of operators is ~1 GB)
+CACHED_PER_KIND = MAX_CACHED_PER_KIND      # layouts x sizes kept in memory
 
 
 def _cached(ctx, key, build):
@@ -70,9 +72,13 @@ def _operators(ctx, model, dense, layout, size: int) -> tuple[np.ndarray, texels
 
 
 def _size(params) -> int:
-    size = int(params.get("size", 1024))
+    raw = params.get("size", 1024)
+    try:
+        size = operator.index(raw)          # an integer, not 1e30 or a list
+    except TypeError:
+        size = -1
     if not MIN_SIZE <= size <= MAX_SIZE:
-        raise UserError(f"map size {size}: choose {MIN_SIZE} to {MAX_SIZE} texels")
+        raise UserError(f"map size {str(raw)[:20]}: choose {MIN_SIZE} to {MAX_SIZE} texels")
     return size
 
 
@@ -182,7 +188,10 @@ def bake_job(ctx, params, arrays):
 def read_map_arrays(arrays) -> np.ndarray:
     """The map of a request: a float `map` array, or `file__<name>` bytes of map files."""
     if "map" in arrays:
-        return check_map(arrays["map"])
+        m = arrays["map"]
+        if np.ndim(m) == 3 and max(np.shape(m)[:2]) > MAX_SIZE:     # before any copy
+            raise UserError(f"the map is {np.shape(m)[0]}x{np.shape(m)[1]}; maps have at most {MAX_SIZE}^2 texels")
+        return check_map(m)
     files = {k[len("file__"):]: v for k, v in arrays.items() if k.startswith("file__")}
     if not files:
         raise UserError("no map was sent")
@@ -191,7 +200,7 @@ def read_map_arrays(arrays) -> np.ndarray:
             (Path(tmp) / Path(name).name).write_bytes(np.asarray(data, np.uint8).tobytes())
         first = sorted(files)[0]
         try:
-            m = formats.read(Path(tmp) / Path(first).name)
+            m = formats.read(Path(tmp) / Path(first).name, max_size=MAX_SIZE)
         except ValueError as exc:
             raise UserError(str(exc).replace(tmp + "/", "")) from None
     if m.shape[2] != 3:
@@ -260,6 +269,8 @@ def convert_job(ctx, params, arrays):
     src = get_layout(model.data, params.get("source") or "standard")
     dst = get_layout(model.data, params.get("target") or "headcraft")
     m = read_map_arrays(arrays)
+    if not MIN_SIZE <= m.shape[0] <= MAX_SIZE:      # the input's size, whatever size is asked for
+        raise UserError(f"the map is {m.shape[0]}^2; maps to convert have {MIN_SIZE} to {MAX_SIZE} texels a side")
     size = _size({"size": params.get("size", m.shape[0])})
     ctx.progress(0.3, "convert", f"{src.name} -> {dst.name} at {size}x{size}")
     faces = model.data.faces.astype(np.int64)

@@ -55,19 +55,32 @@ def load_layout_file(path: Path, num_faces: int) -> Layout:
     return layout
 
 
+def layout_path(data: HeadModelData, name, cache_dir: Path | None = None) -> Path | None:
+    """The file of a layout name: only names that saving accepts, only a plain file right in the
+    model's layouts folder (no link out of it); None for anything else."""
+    if not isinstance(name, str) or not (name in BUILT_IN or _NAME.fullmatch(name)):
+        return None
+    folder = _folder(data, cache_dir)
+    path = folder / f"{name}.npz"
+    if path.is_symlink() or not path.is_file() or path.resolve().parent != folder.resolve():
+        return None
+    return path
+
+
 def get_layout(data: HeadModelData, name: str = "headcraft", cache_dir: Path | None = None) -> Layout:
     if name == "standard":
         return Layout("standard", data.uv.astype(np.float32), np.zeros(len(data.faces), np.int16), ["standard"])
-    path = _folder(data, cache_dir) / f"{name}.npz"
-    if path.is_file():
+    path = layout_path(data, name, cache_dir)
+    if path is not None:
         try:
             return load_layout_file(path, len(data.faces))
         except ValueError:
             if name not in BUILT_IN:
                 raise UserError(f"the saved layout {name!r} of {data.name} is damaged; save it again") from None
-    if name != "headcraft":
-        raise UserError(f"{data.name} has no layout named {name!r}; "
+    if name != "headcraft":     # one message for every name that is not a layout here
+        raise UserError(f"{data.name} has no layout named {str(name)[:80]!r}; "
                         f"available: {', '.join(list_layouts(data, cache_dir))}")
+    path = _folder(data, cache_dir) / "headcraft.npz"
     layout = build_layout(data)
     save_layout_file(layout, path)
     return layout
@@ -81,7 +94,7 @@ def list_layouts(data: HeadModelData, cache_dir: Path | None = None) -> list[str
 
 def save_custom_layout(data: HeadModelData, name: str, uv: np.ndarray, cache_dir: Path | None = None) -> Layout:
     """Check and store per-corner UVs a user made (e.g. re-unwrapped in Blender)."""
-    if name in BUILT_IN or not _NAME.match(name or ""):
+    if name in BUILT_IN or not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UserError(f"layout name {name!r}: use letters, digits, space, '_', '-' or '.' "
                         f"(up to 64), and not {' or '.join(BUILT_IN)}")
     uv = np.asarray(uv, np.float32)

@@ -16,13 +16,14 @@ import time
 import traceback
 
 from .. import __version__, wire
+from ..cache import BoundedCache
 from ..head.data import HeadModelError
+from ..limits import HANDSHAKE_SECONDS, MAX_CONNECTIONS, MAX_QUEUED_JOBS
 from .device import describe_device, release_memory, resolve_device
 from .jobs import JobCancelled, JobContext, UserError, load_all
 
 log = logging.getLogger("headcraft.server")
 READY_PREFIX = "HEADCRAFT-BACKEND READY"
-HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class _Job:
@@ -61,7 +62,8 @@ class _Connection:
 
 class Server:
     def __init__(self, token: str, host: str = "127.0.0.1", port: int = 0, device: str = "auto",
-                 max_payload: int = wire.DEFAULT_MAX_PAYLOAD_BYTES, parent_pid: int | None = None):
+                 max_payload: int = wire.DEFAULT_MAX_PAYLOAD_BYTES, parent_pid: int | None = None,
+                 handshake_seconds: float = HANDSHAKE_SECONDS, max_connections: int = MAX_CONNECTIONS):
         if not token:
             raise UserError("a token is required")
         self.token = token.encode()
@@ -69,8 +71,11 @@ class Server:
         self.device_info = describe_device(self.device)
         self.max_payload = max_payload
         self.parent_pid = parent_pid
+        self.handshake_seconds, self.max_connections = handshake_seconds, max_connections
+        self.connections = 0                    # open ones, each served by a thread
+        self.connections_lock = threading.Lock()
         self.handlers = load_all()
-        self.cache: dict = {}
+        self.cache = BoundedCache()
         self.queue: queue.Queue[_Job | None] = queue.Queue()
         self.jobs: dict[str, _Job] = {}
         self.jobs_lock = threading.Lock()
@@ -98,8 +103,19 @@ class Server:
                 break
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve_connection, args=(_Connection(sock, addr),),
-                             daemon=True).start()
+            conn = _Connection(sock, addr)
+            with self.connections_lock:
+                full = self.connections >= self.max_connections
+                self.connections += not full
+            if full:
+                log.warning("refused connection from %s: %d connections are open", addr, self.max_connections)
+                sock.settimeout(1.0)
+                conn.send("error", {"job_id": None, "error_type": "TooManyConnections",
+                                    "message": f"the backend has {self.max_connections} connections open "
+                                               f"already; close one and connect again"})
+                conn.close()
+                continue
+            threading.Thread(target=self._serve_connection, args=(conn,), daemon=True).start()
         self.listener.close()
         self.queue.put(None)
         log.info("stopped")
@@ -132,7 +148,13 @@ class Server:
             conn.send("error", {"job_id": None, "error_type": "ProtocolError", "message": str(exc)})
         except OSError as exc:
             log.info("connection %s dropped: %s", conn.addr, exc)
+        except Exception:   # a bug: logged once, this connection closed, the server goes on
+            log.error("connection %s failed:\n%s", conn.addr, traceback.format_exc(limit=8)[-4000:])
+            conn.send("error", {"job_id": None, "error_type": "InternalError",
+                                "message": "the backend failed on this request (details in the backend log)"})
         finally:
+            with self.connections_lock:
+                self.connections -= 1
             conn.close()
             with self.jobs_lock:  # a vanished client's jobs are cancelled
                 for job in self.jobs.values():
@@ -140,14 +162,13 @@ class Server:
                         job.ctx.cancel()
 
     def _handshake(self, conn: _Connection) -> bool:
-        conn.sock.settimeout(HANDSHAKE_TIMEOUT_S)
-        try:
-            msg = wire.recv(conn.sock, max_payload=0)
+        try:     # one deadline for the whole 'hello', however it is sent
+            msg = wire.recv(conn.sock, max_payload=0, deadline=time.monotonic() + self.handshake_seconds)
         except socket.timeout:
-            raise wire.ProtocolError("no handshake within 10 s") from None
+            raise wire.ProtocolError(f"no handshake within {self.handshake_seconds:g} s") from None
         conn.sock.settimeout(None)
         if msg.type != "hello":
-            raise wire.ProtocolError(f"expected 'hello', got {msg.type!r}")
+            raise wire.ProtocolError(f"expected 'hello', got {msg.type[:100]!r}")
         token = str(msg.fields.get("token", "")).encode()
         if not hmac.compare_digest(token, self.token):
             log.warning("refused connection from %s: wrong token", conn.addr)
@@ -156,7 +177,7 @@ class Server:
             return False
         if msg.fields.get("protocol") != wire.PROTOCOL_VERSION:
             conn.send("error", {"job_id": None, "error_type": "ProtocolVersionError",
-                                "message": f"client speaks protocol {msg.fields.get('protocol')}, "
+                                "message": f"client speaks protocol {str(msg.fields.get('protocol'))[:40]}, "
                                            f"backend {__version__} speaks {wire.PROTOCOL_VERSION}"})
             return False
         conn.send("welcome", {"protocol": wire.PROTOCOL_VERSION, "backend_version": __version__,
@@ -186,14 +207,23 @@ class Server:
             self.stop()
         else:
             conn.send("error", {"job_id": f.get("job_id"), "error_type": "ProtocolError",
-                                "message": f"unknown message type {msg.type!r}"})
+                                "message": f"unknown message type {msg.type[:100]!r}"})
 
     def _submit(self, conn: _Connection, f: dict, arrays: dict) -> None:
-        job_id = str(f.get("job_id") or f"job-{next(self._ids)}")
-        kind = f.get("kind")
+        kind, job_id, params = f.get("kind"), f.get("job_id"), f.get("params")
+        if not isinstance(kind, str) or not isinstance(job_id, (str, int, type(None))) or \
+                isinstance(job_id, bool) or not isinstance(params, (dict, type(None))):
+            raise wire.ProtocolError("submit needs a string 'kind', a string or integer 'job_id' and "
+                                     "an object 'params'")
+        job_id = str(job_id or f"job-{next(self._ids)}")[:200]
+        if len(self.jobs) >= MAX_QUEUED_JOBS:
+            conn.send("error", {"job_id": job_id, "error_type": "QueueFull",
+                                "message": f"{MAX_QUEUED_JOBS} jobs are waiting already; "
+                                           f"wait for some to finish"})
+            return
         if kind not in self.handlers:
             conn.send("error", {"job_id": job_id, "error_type": "UnknownJob",
-                                "message": f"this backend has no job {kind!r}; "
+                                "message": f"this backend has no job {kind[:100]!r}; "
                                            f"it offers {', '.join(sorted(self.handlers))}"})
             return
         params = f.get("params") or {}
