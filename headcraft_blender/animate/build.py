@@ -203,7 +203,7 @@ def cache_path(detailed: bpy.types.Object) -> Path:
 def fcurves(id_block, action_name: str):
     """The F-curves that animate `id_block` (a new action `action_name` if it has none).
     Blender 4.4+ has slotted actions (5.0 removed Action.fcurves): the curves live in the
-    channelbag of the ID's slot. 4.2 has only Action.fcurves. The one place that tells them apart."""
+    channelbag of the ID's slot. 4.2 has only Action.fcurves. The one place that tells the two apart."""
     ad = id_block.animation_data or id_block.animation_data_create()
     action = ad.action
     if action is None:

@@ -11,6 +11,12 @@ sys.path.insert(0, str(ROOT / "tools"))
 from blender_session import disable_extension, enable_extension  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "backend_bound: nearly all its time is backend work, the same on every Blender; "
+                   "build.py test runs it on bpy 4.2 only (-m 'not backend_bound' on 4.5 and 5.x)")
+
+
 def _build_module():
     spec = importlib.util.spec_from_file_location("headcraft_build", ROOT / "build.py")
     mod = importlib.util.module_from_spec(spec)

@@ -1,4 +1,6 @@
 """'Set Up Backend' creates a real environment with pip, and the extension then runs on it."""
+import pytest
+
 from blender_session import default_backend_python
 
 # The base Python of the environments: the backend's (bpy 5.x runs on Python 3.13, which the
@@ -6,6 +8,7 @@ from blender_session import default_backend_python
 BASE_PYTHON = default_backend_python()
 
 
+@pytest.mark.backend_bound      # pip installs the backend's environment (minutes)
 def test_setup_backend_then_add_head(blender, ext, tmp_path, monkeypatch):
     bpy = blender
     prefs = bpy.context.preferences.addons[ext.__name__].preferences

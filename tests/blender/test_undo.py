@@ -98,6 +98,7 @@ def test_failure_and_cancel_leave_the_history(blender, gui, tmp_path):
     assert cube not in _names(bpy)
 
 
+@pytest.mark.backend_bound      # a full fit; undo of results is tested on every Blender by the other families
 def test_fit_family(blender, gui, scan):  # noqa: F811
     bpy, ext = blender, gui
     s = bpy.context.scene.headcraft

@@ -95,6 +95,9 @@ def _model_params(args) -> dict:
     return params
 
 
+UNITS_PER_METRE_OF = {"mm": 1000.0, "cm": 100.0, "m": 1.0}
+
+
 def cmd_fit(args) -> int:
     import numpy as np
     from .fit.jobs import fit_scan_job
@@ -109,9 +112,16 @@ def cmd_fit(args) -> int:
                   "name": Path(args.scan).stem}
         if args.steps:
             params["stage1"] = params["stage2"] = {"steps": args.steps}
+        if args.units != "auto":
+            params["coarse"] = {"scale": UNITS_PER_METRE_OF[args.units]}
         arrays = {"vertices": scan.vertices}
         if scan.is_mesh:
             arrays["faces"] = scan.faces
+        if args.landmarks:
+            from .fit.landmark_file import read_landmark_file
+            points = read_landmark_file(args.landmarks)
+            arrays["landmark_ids"] = np.array(list(points), np.int32)
+            arrays["landmark_points"] = np.array(list(points.values()), np.float32)
         fields, out = fit_scan_job(_CliContext(args.device), params, arrays)
     except (UserError, HeadModelError) as exc:
         print(f"headcraft-backend fit: {exc}", file=sys.stderr)
@@ -253,6 +263,42 @@ def cmd_apply(args) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     _write_obj(Path(args.out), out["final"], out["dense_faces"], out["dense_uv"])
     print(f"wrote {args.out} ({len(out['final']):,} vertices)")
+    return 0
+
+
+def cmd_eval_real(args) -> int:
+    import json as _json
+    from .evaluate.real_scans import evaluate_scan, find_scans, format_rows
+    from .fit.pipeline import FitOptions
+    from .head.data import HeadModelError
+    from .head.model import HeadModel
+    from .head.registry import load_model_data
+    from .service.jobs import UserError
+    scans = find_scans(args.folder) if Path(args.folder).is_dir() else []
+    if not scans:
+        print(f"headcraft-backend eval-real: no scan files in {args.folder}", file=sys.stderr)
+        return 2
+    options = FitOptions(preset=args.preset)
+    if args.steps:
+        reg = options.registration_settings()
+        reg.stage1.steps = reg.stage2.steps = args.steps
+        options.registration = reg
+    model = HeadModel(load_model_data(_model_params(args)))
+    out_dir, rows = Path(args.out), []
+    for path in scans:
+        print(f"fitting {path.name} ...", flush=True)
+        try:
+            rows.append(evaluate_scan(path, model, options, out_dir))
+        except (UserError, HeadModelError) as exc:
+            print(f"  {path.name}: {exc}", file=sys.stderr)
+    if not rows:
+        return 2
+    print("\n" + format_rows(rows) + "\n(distances in mm; folded: triangles whose normal reversed against the "
+          "fitted template; new x: new self-intersections; >30deg: vertices whose normal turns more than "
+          "30 degrees from the scan's)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(_json.dumps(rows, indent=2))
+    print(f"pictures and report.json in {out_dir}")
     return 0
 
 
@@ -504,9 +550,21 @@ def main(argv=None) -> int:
                    help="Chamfer pruning: squared distances (reference code) or distances (paper)")
     f.add_argument("--partial", default="none", choices=("none", "depth", "sparse"))
     f.add_argument("--steps", type=int, default=0, help="registration steps per stage (0: preset)")
+    f.add_argument("--units", default="auto", choices=tuple(UNITS_PER_METRE_OF) + ("auto",),
+                   help="what the scan's coordinates are (auto: estimate the scale from the face)")
+    f.add_argument("--landmarks", default="",
+                   help="landmarks you already have, instead of detecting them: a JSON or CSV file "
+                        "(see fit/landmark_file.py; MediaPipe, 68-point or named ids)")
     f.add_argument("--device", default="auto")
     f.add_argument("--out", default="fit-output")
     f.set_defaults(fn=cmd_fit)
+    er = sub.add_parser("eval-real", help="fit the real scans in a folder and print quality figures per region")
+    er.add_argument("folder", help="a folder of scan files (OBJ, PLY, ...)")
+    _model_args(er)
+    er.add_argument("--preset", default="paper", choices=("paper", "preview"))
+    er.add_argument("--steps", type=int, default=0, help="registration steps per stage (0: preset)")
+    er.add_argument("--out", default="out/eval-real", help="where the pictures and report.json go")
+    er.set_defaults(fn=cmd_eval_real)
     e = sub.add_parser("eval-fit", help="fit procedural scans with ground truth and print the errors")
     e.add_argument("--n", type=int, default=3, help="number of scans (no hair, short, long, ...)")
     _model_args(e)

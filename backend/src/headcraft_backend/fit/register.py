@@ -16,6 +16,10 @@ from scipy.spatial import ConvexHull, Delaunay, cKDTree
 from .losses import MeshRegulariser, PairedChamfer
 
 
+CONVERGED = 0.002          # the presets' relative loss decrease per window that counts as converged
+CONVERGE_WINDOW = 100      # steps
+
+
 @dataclasses.dataclass
 class StageSettings:
     steps: int
@@ -24,6 +28,9 @@ class StageSettings:
     w_edge: float
     w_laplacian: float
     prune: float          # squared-distance threshold ("reference") or distance ("paper")
+    # Stop early once the loss fell by less than this fraction over the last CONVERGE_WINDOW
+    # steps (0: always run `steps`). On real scans stage 1 is flat after 100-200 of 1000 steps.
+    converge: float = 0.0
 
 
 @dataclasses.dataclass
@@ -39,6 +46,8 @@ class RegistrationSettings:
     lid_margin: float = 0.4           # stage 2 also freezes face vertices this close to the eyeballs (units)
     partial: bool = False             # single depth view or sparse cloud (supp. B.1)
     sparse: bool = False              # with partial: a sparse cloud (proximity mask t = 0.3)
+    taper: float = 0.0                # units over which a stage's moves fade out towards the vertices
+                                      # it keeps still (0: a step at the border, which shows as a ridge)
     plane: float | None = None        # with scan normals: weight of the distance along the tangent
                                       # plane (None: point-to-point pairs, see losses.PairedChamfer)
     seed: int = 0
@@ -64,8 +73,8 @@ def preset(name: str = "paper", convention: str = "reference", partial: bool = F
     else:
         p1 = p2 = 1.0
     lr = 1000 / n   # the same total travel in fewer steps
-    s1 = StageSettings(n, 3e-2 * lr, 2e3, 2e5, 1e4, p1)
-    s2 = StageSettings(n, 3e-4 * lr, 2e4, 2e4, 1e4, p2)
+    s1 = StageSettings(n, 3e-2 * lr, 2e3, 2e5, 1e4, p1, converge=CONVERGED)
+    s2 = StageSettings(n, 3e-4 * lr, 2e4, 2e4, 1e4, p2, converge=CONVERGED)
     if partial:  # stronger stage-1 regularisation and wider pruning for partial observations
         s1 = dataclasses.replace(s1, w_edge=8e5, w_laplacian=1e5, prune=10.0 if convention == "reference" else np.sqrt(10.0))
         s2 = dataclasses.replace(s2, prune=0.1)
@@ -126,6 +135,26 @@ def untangle(verts: np.ndarray, start: np.ndarray, faces: np.ndarray, region: np
     return out, int(touched.sum())
 
 
+def taper_weights(verts: np.ndarray, faces: np.ndarray, moving: np.ndarray, width: float) -> np.ndarray:
+    """(V,) float32 weights of a stage's moves: 0 where vertices stay, rising linearly with the
+    distance along the mesh's edges from them to 1 at `width` (0: the plain mask)."""
+    w = moving.astype(np.float32)
+    if width <= 0 or moving.all() or not moving.any():
+        return w
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    length = np.linalg.norm(verts[e[:, 0]] - verts[e[:, 1]], axis=1) + 1e-9
+    graph = coo_matrix((length, (e[:, 0], e[:, 1])), shape=(len(verts),) * 2).tocsr()
+    # distances from the still vertices that border moving ones (enough sources, far fewer)
+    still = ~moving
+    border = np.unique(e[still[e[:, 0]] != still[e[:, 1]]].ravel())
+    border = border[still[border]]
+    d = dijkstra(graph, directed=False, indices=border, min_only=True, limit=width)
+    w[moving] = np.clip(d[moving] / width, 0.0, 1.0)
+    return w.astype(np.float32)
+
+
 def _adam(params, lr):
     """Adam, fused into one kernel where this torch build has it (5x faster on the CPU)."""
     try:
@@ -169,6 +198,9 @@ class Registration:
             move2 &= self.support
         self.move1 = torch.as_tensor(move1, device=self.device)
         self.move2 = torch.as_tensor(move2, device=self.device)
+        self.weight1, self.weight2 = (torch.as_tensor(taper_weights(np.asarray(base), np.asarray(faces), m,
+                                                                    settings.taper), device=self.device)[:, None]
+                                      for m in (move1, move2))
         self.history: list[dict] = []
         self.faces_np, self.face = np.asarray(faces), region("face")
 
@@ -183,6 +215,7 @@ class Registration:
         chamfer = PairedChamfer(self.scan, s.prune, conv, moving if conv == "reference" else None,
                                 self.settings.refresh, self.settings.bruteforce, self.scan_normals,
                                 self.settings.plane if self.settings.plane is not None else 1.0)
+        losses: dict[int, float] = {}
         for step in range(s.steps):
             verts = verts_fn()
             lc = chamfer(verts)
@@ -191,24 +224,31 @@ class Registration:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            converged = False
             if step % 10 == 0 or step == s.steps - 1:
                 row = {"stage": name, "step": step, "loss": loss.item(), "chamfer": lc.item(),
                        "edge": le.item(), "laplacian": ll.item()}
                 self.history.append(row)
-                frac = progress0 + (progress1 - progress0) * (step + 1) / s.steps
+                losses[step] = row["loss"]
+                before = losses.get(step - CONVERGE_WINDOW)
+                converged = s.converge > 0 and before is not None and before - row["loss"] < s.converge * before
+                frac = progress0 + (progress1 - progress0) * (s.steps if converged else step + 1) / s.steps
                 self.report(frac, name, f"step {step + 1}/{s.steps}  loss {row['loss']:.4g}  "
-                                        f"chamfer {row['chamfer']:.4g}")
+                                        f"chamfer {row['chamfer']:.4g}" + ("  (converged)" if converged else ""))
+            if converged:
+                row["converged"] = True
+                break
         with torch.no_grad():
             return verts_fn()
 
     def run(self) -> RegistrationResult:
         s = self.settings
         gen = torch.Generator(device="cpu").manual_seed(s.seed)
-        m1 = self.move1[:, None].float()
+        m1 = self.weight1
         D = (torch.randn(self.base.shape, generator=gen) * s.init_std).to(self.device).requires_grad_()
         stage1 = self._optimise("stage 1", [D], lambda: self.base + D * m1, s.stage1, self.base, self.move1, 0.0, 0.5)
         normals = vertex_normals(stage1, self.faces).detach()
-        m2 = self.move2[:, None].float()
+        m2 = self.weight2
         width = 1 if s.stage2_mode == "scalar" else 3
         if s.stage2_mode not in ("scalar", "vector"):
             raise ValueError(f"stage2_mode must be 'scalar' or 'vector', got {s.stage2_mode!r}")
