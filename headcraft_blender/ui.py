@@ -11,6 +11,8 @@ from .client.connection import BackendError
 from .client.environment import EnvironmentSetup
 
 SETUP: list[EnvironmentSetup | None] = [None]
+# Pythons the backend's environment can be made from (MediaPipe 0.10.21 has wheels up to 3.12)
+MIN_BASE_PYTHON, MAX_BASE_PYTHON = (3, 10), (3, 12)
 
 
 def _wrap(layout, context, text: str, icon: str = "NONE", lines: int = 6) -> None:
@@ -163,6 +165,12 @@ class HEADCRAFT_OT_setup_backend(bpy.types.Operator):
                                    "Offline, install the backend yourself and choose its Backend Python")
             return {"CANCELLED"}
         p = runtime.prefs()
+        if not p.setup_base_python and sys.version_info[:2] > MAX_BASE_PYTHON:
+            self.report({"ERROR"}, f"Choose a Base Python {'.'.join(map(str, MIN_BASE_PYTHON))}-"
+                                   f"{'.'.join(map(str, MAX_BASE_PYTHON))} in the HeadCraft preferences: Blender's "
+                                   f"own Python {sys.version_info[0]}.{sys.version_info[1]} is newer than the "
+                                   f"backend's face detector (MediaPipe) supports")
+            return {"CANCELLED"}
         base = bpy.path.abspath(p.setup_base_python) or sys.executable
         env_dir = runtime.managed_python().parents[1]
         SETUP[0] = EnvironmentSetup(env_dir, base, p.setup_torch, p.setup_index_url).start()

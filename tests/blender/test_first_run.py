@@ -101,3 +101,21 @@ def test_a_script_still_gets_the_error(blender, ext, prefs, tmp_path, setprop):
     _missing_flame(prefs, setprop, tmp_path)
     with pytest.raises(RuntimeError, match="(?s)Check the FLAME files.*Not found: .*missing_generic_model.pkl"):
         blender.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2)
+
+
+def test_set_up_refuses_a_blender_python_too_new_for_the_backend(blender, ext, prefs, tmp_path, monkeypatch,
+                                                                 setprop):
+    """Blender 5.x runs Python 3.13; the backend's environment needs 3.10-3.12. On 4.x Blender's
+    own Python qualifies, so set-up would start: there the check is that it is not refused."""
+    import sys
+    bpy = blender
+    env = tmp_path / "env"
+    monkeypatch.setattr(ext.runtime, "managed_python", lambda: env / "bin" / "python")
+    setprop(bpy.context.preferences.system, "use_online_access", True)
+    setprop(prefs, "setup_base_python", "")
+    if sys.version_info[:2] > ext.ui.MAX_BASE_PYTHON:
+        with pytest.raises(RuntimeError, match="Choose a Base Python 3.10-3.12"):
+            bpy.ops.headcraft.setup_backend()
+        assert not env.exists()
+    else:
+        assert ext.ui.MIN_BASE_PYTHON <= sys.version_info[:2] <= ext.ui.MAX_BASE_PYTHON
