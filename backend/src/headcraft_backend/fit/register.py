@@ -31,6 +31,8 @@ class StageSettings:
     # Stop early once the loss fell by less than this fraction over the last CONVERGE_WINDOW
     # steps (0: always run `steps`). On real scans stage 1 is flat after 100-200 of 1000 steps.
     converge: float = 0.0
+    # Cosine decay of the learning rate to this fraction of `lr` over `steps` (None: constant).
+    decay_to: float | None = None
 
 
 @dataclasses.dataclass
@@ -210,6 +212,8 @@ class Registration:
         regularises the displacement from it); moving (V,) bool: the vertices this stage may
         move (the reference convention's template->scan term averages over them only)."""
         opt = _adam(params, s.lr)
+        sched = None if s.decay_to is None else torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(1, s.steps), eta_min=s.lr * s.decay_to)
         self.regulariser.set_rest(rest)
         conv = self.settings.convention
         chamfer = PairedChamfer(self.scan, s.prune, conv, moving if conv == "reference" else None,
@@ -224,6 +228,8 @@ class Registration:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             converged = False
             if step % 10 == 0 or step == s.steps - 1:
                 row = {"stage": name, "step": step, "loss": loss.item(), "chamfer": lc.item(),
