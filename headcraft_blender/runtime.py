@@ -237,17 +237,21 @@ def _failed(job: UIJob) -> None:
             job.on_error(message)
     finally:
         if _OPERATOR and bpy.app.background:
-            MESSAGES.append(("ERROR", message))
-            del MESSAGES[:-5]
+            _remember("ERROR", message)
             _OPERATOR[-1].report({"ERROR"}, message)
         else:
             notify_error(message)
 
 
-def notify(text: str, level: str = "INFO") -> None:
-    """A message in the sidebar, the status bar and the Info editor (whole, however long)."""
+def _remember(level: str, text: str) -> None:
+    """The sidebar's recent messages: the newest five."""
     MESSAGES.append((level, text))
     del MESSAGES[:-5]
+
+
+def notify(text: str, level: str = "INFO") -> None:
+    """A message in the sidebar, the status bar and the Info editor (whole, however long)."""
+    _remember(level, text)
     _blender_report(level, text)
 
 

@@ -20,11 +20,12 @@ def _wrap(layout, context, text: str, icon: str = "NONE", lines: int = 6) -> Non
     region = getattr(context, "region", None)
     width = max(24, int(region.width / 7.5)) if region is not None and region.width > 1 else 60
     out = [w for para in text.splitlines() for w in textwrap.wrap(para, width) or [""]]
-    col = layout.column(align=True)
-    for i, line in enumerate(out[:lines]):
-        col.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
     if len(out) > lines:
-        col.label(text="(the whole message is in the Info editor)", icon="BLANK1" if icon != "NONE" else "NONE")
+        out[lines:] = ["(the whole message is in the Info editor)"]
+    indent = "BLANK1" if icon != "NONE" else "NONE"     # later lines line up with the first's text
+    col = layout.column(align=True)
+    for i, line in enumerate(out):
+        col.label(text=line, icon=icon if i == 0 else indent)
 
 
 def draw_status(layout, context) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def main() -> int:
         rt.OPTIONS.wait_in_background = False
         job = rt.submit(rt.UIJob("Self-test", "diagnostics.selftest", {"seconds": 30}, None, lambda r, a: None))
         while job.fraction == 0 and not job.finished:
-            rt.time.sleep(0.05)
+            time.sleep(0.05)
         lines += snapshot(ext, "A job running")
         job.cancel()
         rt.wait_all(60)
