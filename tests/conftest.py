@@ -45,3 +45,15 @@ def conn(backend_process):
     c = backend_process.connect()
     yield c
     c.close()
+
+
+REAL_SCANS = ROOT.parent / "shared" / "data" / "real_scans"
+
+
+@pytest.fixture(scope="session")
+def demosthenes() -> Path:
+    """The real Demosthenes scan beside the project (CC BY 4.0, ryanfb); skipped without it."""
+    path = REAL_SCANS / "demosthenes.obj"
+    if not path.is_file():
+        pytest.skip(f"real scan not found at {path} (the ../shared folder beside the project)")
+    return path

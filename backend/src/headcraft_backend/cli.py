@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import secrets
 import sys
@@ -96,6 +97,28 @@ def _model_params(args) -> dict:
 
 
 UNITS_PER_METRE_OF = {"mm": 1000.0, "cm": 100.0, "m": 1.0}
+DIRECTION_HELP = ("auto (search every axis for the face), an axis (+X, -Z, Y, ...; write --up=-Z for a "
+                  "negative one) or three numbers X Y Z")
+
+
+def parse_direction(words) -> tuple[float, float, float] | None:
+    """An --up/--forward value: auto (None), an axis (+X, -Z, Y, ...) or three numbers (X Y Z,
+    or X,Y,Z). Raises ValueError."""
+    text = " ".join(words).replace(",", " ").strip()
+    if text.lower() == "auto":
+        return None
+    name = text.lower().lstrip("+-")
+    if name in ("x", "y", "z") and len(text) <= 2:
+        d = [0.0, 0.0, 0.0]
+        d["xyz".index(name)] = -1.0 if text.startswith("-") else 1.0
+        return tuple(d)
+    try:
+        d = tuple(float(w) for w in text.split())
+    except ValueError:
+        d = ()
+    if len(d) != 3 or not all(math.isfinite(x) for x in d) or not any(d):
+        raise ValueError(f"{' '.join(words)!r} is not a direction: use {DIRECTION_HELP}")
+    return d
 
 
 def cmd_fit(args) -> int:
@@ -106,10 +129,15 @@ def cmd_fit(args) -> int:
     from .head.data import HeadModelError
     from .service.jobs import UserError
     try:
+        up, forward = parse_direction(args.up), parse_direction(args.forward)
+    except ValueError as exc:
+        print(f"headcraft-backend fit: --up/--forward: {exc}", file=sys.stderr)
+        return 2
+    try:
         scan = load_scan_file(args.scan)
         params = {**_model_params(args), "preset": args.preset, "convention": args.convention,
                   "partial": args.partial != "none", "sparse": args.partial == "sparse",
-                  "name": Path(args.scan).stem}
+                  "name": Path(args.scan).stem, "up": up, "forward": forward}
         if args.steps:
             params["stage1"] = params["stage2"] = {"steps": args.steps}
         if args.units != "auto":
@@ -117,6 +145,9 @@ def cmd_fit(args) -> int:
         arrays = {"vertices": scan.vertices}
         if scan.is_mesh:
             arrays["faces"] = scan.faces
+        for key in ("colors", "texture", "uv"):       # what the landmark renders show
+            if getattr(scan, key) is not None:
+                arrays[key] = getattr(scan, key)
         if args.landmarks:
             from .fit.landmark_file import read_landmark_file
             points = read_landmark_file(args.landmarks)
@@ -499,9 +530,14 @@ def cmd_synth(args) -> int:
 
 def cmd_register_dataset(args) -> int:
     from .dataset.register import Cluster, RegisterOptions, format_summary, register_folder
+    try:
+        up, forward = parse_direction(args.up), parse_direction(args.forward)
+    except ValueError as exc:
+        print(f"headcraft-backend register-dataset: --up/--forward: {exc}", file=sys.stderr)
+        return 2
     options = RegisterOptions(model=_model_params(args), preset=args.preset, steps=args.steps, partial=args.partial,
                               layout=args.layout, size=args.size, spaces=tuple(dict.fromkeys(args.space)),
-                              fmt=args.format, up=tuple(args.up), forward=tuple(args.forward))
+                              fmt=args.format, up=up, forward=forward)
     cluster = Cluster(address=args.address, workers=args.workers, cpus_per_scan=args.cpus_per_scan,
                       gpus_per_scan=args.gpus_per_scan)
     try:
@@ -546,8 +582,9 @@ def main(argv=None) -> int:
     f.add_argument("scan", help="OBJ, PLY, GLB/glTF, STL or OFF")
     _model_args(f)
     f.add_argument("--preset", default="paper", choices=("paper", "preview"))
-    f.add_argument("--convention", default="reference", choices=("reference", "paper"),
-                   help="Chamfer pruning: squared distances (reference code) or distances (paper)")
+    f.add_argument("--convention", default="default", choices=("default", "reference", "paper"),
+                   help="registration losses: default (clean on real scans), reference (the published "
+                        "code's) or paper (the equations as printed); see the README")
     f.add_argument("--partial", default="none", choices=("none", "depth", "sparse"))
     f.add_argument("--steps", type=int, default=0, help="registration steps per stage (0: preset)")
     f.add_argument("--units", default="auto", choices=tuple(UNITS_PER_METRE_OF) + ("auto",),
@@ -555,6 +592,11 @@ def main(argv=None) -> int:
     f.add_argument("--landmarks", default="",
                    help="landmarks you already have, instead of detecting them: a JSON or CSV file "
                         "(see fit/landmark_file.py; MediaPipe, 68-point or named ids)")
+    f.add_argument("--up", nargs="+", default=["+Y"], metavar="DIR",
+                   help=f"the head's up direction in the scan file, for the landmark renders: {DIRECTION_HELP}; "
+                        f"when no face is found from --up/--forward, every axis is searched anyway")
+    f.add_argument("--forward", nargs="+", default=["+Z"], metavar="DIR",
+                   help="the direction the face looks in (the same forms; auto for either means both are unknown)")
     f.add_argument("--device", default="auto")
     f.add_argument("--out", default="fit-output")
     f.set_defaults(fn=cmd_fit)
@@ -701,11 +743,12 @@ def main(argv=None) -> int:
     rd.add_argument("--size", type=int, default=256)
     rd.add_argument("--space", nargs="+", default=["object"], choices=("object", "tangent"))
     rd.add_argument("--format", default="exr", choices=("exr", "png16", "npy"))
-    rd.add_argument("--up", type=float, nargs=3, default=[0.0, 1.0, 0.0], metavar=("X", "Y", "Z"),
-                    help="the heads' up direction in the scan files (scans listed in the folder's "
-                         "manifest.json use theirs)")
-    rd.add_argument("--forward", type=float, nargs=3, default=[0.0, 0.0, 1.0], metavar=("X", "Y", "Z"),
-                    help="the direction the faces look in")
+    rd.add_argument("--up", nargs="+", default=["+Y"], metavar="DIR",
+                    help=f"the heads' up direction in the scan files (scans listed in the folder's "
+                         f"manifest.json use theirs): {DIRECTION_HELP}; when no face is found from "
+                         f"--up/--forward, every axis is searched anyway")
+    rd.add_argument("--forward", nargs="+", default=["+Z"], metavar="DIR",
+                    help="the direction the faces look in (the same forms)")
     rd.add_argument("--address", default="", help="an existing Ray cluster (default: start a local one)")
     rd.add_argument("--workers", type=int, default=0,
                     help="scans at a time (default: this machine's CPUs; on a cluster, no limit)")

@@ -50,8 +50,8 @@ class RegisterOptions:
     size: int = 256
     spaces: tuple[str, ...] = ("object",)
     fmt: str = "exr"
-    up: tuple[float, ...] = (0.0, 1.0, 0.0)       # the heads' directions in the scans' frame,
-    forward: tuple[float, ...] = (0.0, 0.0, 1.0)  # for scans the manifest does not list
+    up: tuple[float, ...] | None = (0.0, 1.0, 0.0)       # the heads' directions in the scans' frame,
+    forward: tuple[float, ...] | None = (0.0, 0.0, 1.0)  # for scans the manifest does not list (None: unknown)
     device: str = "cpu"
     threads: int = 0                      # torch threads per scan (0: leave torch's choice)
 
@@ -67,7 +67,8 @@ class RegisterOptions:
             raise ValueError(f"--format: choose one of {', '.join(FORMATS)}")
         if self.partial not in PARTIAL or self.preset not in ("paper", "preview") or self.steps < 0:
             raise ValueError("--partial, --preset or --steps is out of range")
-        _hint(self.up, self.forward, "--up/--forward")
+        if self.up is not None and self.forward is not None:
+            _hint(self.up, self.forward, "--up/--forward")
 
     def settings(self) -> dict:
         """What the maps depend on: finished scans are only skipped under the same settings."""
@@ -79,8 +80,8 @@ class RegisterOptions:
 class Task:
     scan: str                       # path of the scan file
     stem: str                       # name of its outputs
-    up: tuple[float, ...]
-    forward: tuple[float, ...]
+    up: tuple[float, ...] | None
+    forward: tuple[float, ...] | None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,13 +14,32 @@ from .scan import sanitize
 from .subdivision import dense_template
 
 
+def directions(params: dict) -> tuple[tuple | None, tuple | None]:
+    """The request's `up` and `forward` hints for the landmark renders: three numbers each
+    (defaults +Y and +Z), or null / "auto" where unknown (the renders search for the face)."""
+    out = []
+    for key, default in (("up", (0, 1, 0)), ("forward", (0, 0, 1))):
+        value = params.get(key, default)
+        if value is None or value == "auto":
+            out.append(None)
+            continue
+        try:
+            d = tuple(float(x) for x in value)
+        except (TypeError, ValueError):
+            d = ()
+        if len(d) != 3 or not np.isfinite(d).all() or not any(d):
+            raise UserError(f"'{key}' must be three numbers (a direction), null or \"auto\", not {value!r}")
+        out.append(d)
+    return out[0], out[1]
+
+
 def options_from_params(params: dict) -> FitOptions:
     """Presets plus any per-stage override (`stage1`/`stage2`: steps, lr, w_chamfer, w_edge,
     w_laplacian, prune) and coarse-fit settings (`coarse`: CoarseSettings fields)."""
-    opts = FitOptions(preset=params.get("preset", "paper"), convention=params.get("convention", "reference"),
+    up, forward = directions(params)
+    opts = FitOptions(preset=params.get("preset", "paper"), convention=params.get("convention", "default"),
                       partial=bool(params.get("partial", False)), sparse=bool(params.get("sparse", False)),
-                      num_points=int(params.get("num_points", 200_000)),
-                      up=tuple(params.get("up", (0, 1, 0))), forward=tuple(params.get("forward", (0, 0, 1))),
+                      num_points=int(params.get("num_points", 200_000)), up=up, forward=forward,
                       seed=int(params.get("seed", 0)))
     try:
         opts.coarse = dataclasses.replace(CoarseSettings(), **params.get("coarse", {}))
@@ -46,19 +65,20 @@ def _scan(params, arrays):
     if "vertices" not in arrays:
         raise UserError("no scan was sent (the 'vertices' array is missing)")
     return sanitize(arrays["vertices"], arrays.get("faces"), arrays.get("colors"),
-                    name=params.get("name") or "the scan")
+                    name=params.get("name") or "the scan", texture=arrays.get("texture"), uv=arrays.get("uv"))
 
 
 @job("fit.landmarks")
 def detect_landmarks_job(ctx, params, arrays):
     """Automatic landmarks on a scan, for the user to check and correct before fitting."""
     from .landmarks import FIT_LANDMARKS, detect_landmarks_on_scan
+    up, forward = directions(params)
     scan = _scan(params, arrays)
     ctx.progress(0.1, "landmarks", "rendering the scan and detecting the face")
-    found = detect_landmarks_on_scan(scan, up=tuple(params.get("up", (0, 1, 0))),
-                                     forward=tuple(params.get("forward", (0, 0, 1))), keep_render=False)
+    found = detect_landmarks_on_scan(scan, up=up, forward=forward, keep_render=False)
     ids = np.array([i for i in FIT_LANDMARKS if found.valid[i]], np.int32)
-    return ({"yaw_deg": found.yaw_deg, "confidence": found.confidence, "notes": scan.notes},
+    return ({"yaw_deg": found.yaw_deg, "confidence": found.confidence, "notes": scan.notes,
+             "up": found.up.tolist(), "forward": found.forward.tolist()},
             {"landmark_ids": ids, "landmark_points": found.points[ids].astype(np.float32)})
 
 

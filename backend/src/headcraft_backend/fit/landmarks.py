@@ -11,6 +11,11 @@ The head models carry the same 478 landmarks as (triangle, barycentric) embeddin
 (:func:`model_landmark_embedding`): OpenHead's is derived once by
 ``backend/tools/derive_openhead_landmarks.py`` and stored as ``assets/openhead-1-landmarks.npz``;
 FLAME's comes with the user's ``mediapipe_landmark_embedding.npz`` (105 landmarks).
+
+Real scans come in any orientation, size and finish: when the face is not found from the given
+up/forward directions (or they are unknown), the coordinate axes are searched for an upright
+face (:func:`_orientations`); scans of millions of triangles are rendered as a vertex-clustered
+copy; a texture or vertex colours are rendered where the scan has them.
 """
 from __future__ import annotations
 
@@ -20,9 +25,11 @@ import warnings
 from importlib import resources
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from ..service.jobs import UserError
-from .render import Camera, RenderResult, camera_for_head, head_frame, render_mesh
+from .render import Camera, RenderResult, camera_for_head, head_frame, render_mesh, sample_texture
+from .scan import cluster_decimate
 
 __all__ = ["NUM_MEDIAPIPE_LANDMARKS", "FIT_LANDMARKS", "SURFACE_LANDMARKS", "FLAME_MEDIAPIPE_INDICES", "REGIONS",
            "LandmarkResult", "detect_landmarks", "detect_landmarks_on_scan", "lift_landmarks", "model_landmark_embedding",
@@ -30,6 +37,15 @@ __all__ = ["NUM_MEDIAPIPE_LANDMARKS", "FIT_LANDMARKS", "SURFACE_LANDMARKS", "FLA
 
 NUM_MEDIAPIPE_LANDMARKS = 478
 OPENHEAD_LANDMARK_ASSET = "openhead-1-landmarks.npz"
+# Landmark views render at most this many triangles (a denser scan: a vertex-clustered copy, under
+# a pixel per vertex on the face in the refined 512-pixel views).
+MAX_RENDER_FACES = 400_000
+# The orientation search scores each view by BlazeFace alone, which looks at 128 pixels: a
+# 256-pixel render of a copy of at most 40,000 triangles is enough, and the best few are tried.
+_SEARCH_FACES = 40_000
+_SEARCH_IMAGE_SIZE = 256
+_SEARCH_TRIES = 3
+_MAX_ROLL_DEG = 60.0
 
 # MediaPipe face mesh indices by region (from the wheel's face_mesh_connections: FACEMESH_* sets).
 # "left"/"right" are the subject's: MediaPipe's LEFT_EYE (263, 362, ...) is the subject's left eye,
@@ -88,8 +104,12 @@ class LandmarkResult:
     confidence: float          # 0..1: BlazeFace score x fraction of FIT_LANDMARKS valid
     image_points: np.ndarray   # (478, 2) continuous pixel coordinates (x=col, y=row)
     facing: np.ndarray         # (478,) |cos| between surface normal and view ray (0 = grazing)
-    render: RenderResult | None = None   # the render the landmarks were found on
+    render: RenderResult | None = None   # the render the landmarks were found on (of a
+                                         # vertex-clustered copy for a scan of millions of faces)
     attempts: list = dataclasses.field(default_factory=list)  # [(yaw_deg, found), ...]
+    up: np.ndarray | None = None         # the up and forward directions the face was found with
+    forward: np.ndarray | None = None
+    searched: list = dataclasses.field(default_factory=list)  # orientation search: [(up, forward, face score)]
 
     @property
     def fit_points(self) -> np.ndarray:
@@ -122,7 +142,9 @@ class _Detector:
     A render counts as showing a face when BlazeFace's score is at least `min_face_score` *and*
     FaceMesh finds the landmarks. FaceMesh alone accepts BlazeFace scores >= 0.5, and a plain
     shaded sphere scores ~0.55; grey-shaded heads score 0.7-0.93 from the front up to 70 degrees
-    to the side, so the default 0.65 rejects blobs without losing heads.
+    to the side, so the default 0.65 rejects blobs without losing heads. Only upright faces count
+    (eyes above the mouth, within `_MAX_ROLL_DEG` of the image's vertical): a view with the
+    face on its side means the up direction is wrong.
     """
 
     def __init__(self, mp, min_face_score: float = 0.65):
@@ -134,14 +156,27 @@ class _Detector:
             min_detection_confidence=min(0.5, self.min_face_score))
         self.best_score = 0.0
 
+    def face_score(self, image: np.ndarray) -> float:
+        """BlazeFace's best score for an upright face in an RGB uint8 image (0 for none)."""
+        d = self.det.process(np.ascontiguousarray(image))
+        score = 0.0
+        for x in d.detections or ():
+            k = x.location_data.relative_keypoints      # right eye, left eye, nose tip, mouth, ...
+            if len(k) >= 4:
+                H, W = image.shape[:2]
+                down = ((k[3].x - (k[0].x + k[1].x) / 2) * W, (k[3].y - (k[0].y + k[1].y) / 2) * H)
+                if math.degrees(math.atan2(abs(down[0]), down[1])) > _MAX_ROLL_DEG:
+                    continue
+            score = max(score, float(x.score[0]))
+        self.best_score = max(self.best_score, score)
+        return score
+
     def __call__(self, image: np.ndarray):
         """RGB uint8 image -> ((478, 3) landmarks in pixels (x, y and MediaPipe's relative depth z,
         in pixel-width units), face score) or (None, score)."""
         H, W = image.shape[:2]
         img = np.ascontiguousarray(image)
-        d = self.det.process(img)
-        score = float(max((x.score[0] for x in d.detections), default=0.0)) if d.detections else 0.0
-        self.best_score = max(self.best_score, score)
+        score = self.face_score(img)
         if score < self.min_face_score:
             return None, score
         res = self.mesh.process(img)
@@ -317,6 +352,25 @@ def _face_yaw(mp_points, camera: Camera, up, forward) -> float | None:
     return math.degrees(math.atan2(np.dot(fw, side), np.dot(fw, forward)))
 
 
+def _upright_frame(mp_points, camera: Camera) -> tuple[np.ndarray, np.ndarray] | None:
+    """(up, forward) of a view turned about its axis so that the face in it is upright, forward
+    pointing at the camera; from the image direction of the face's left-right axis (the
+    symmetric pairs). MediaPipe's depths are too rough to correct the pitch as well."""
+    axes = []
+    for a, b in _SYMMETRIC_PAIRS:
+        d = mp_points[a, :2] - mp_points[b, :2]
+        n = np.linalg.norm(d)
+        if np.isfinite(n) and n > 0:
+            axes.append(d / n)
+    if len(axes) < 3:
+        return None
+    x = np.mean(axes, 0)
+    up = np.array([x[1], -x[0], 0.0]) @ camera.rotation       # camera (x right, y down) -> world
+    if np.linalg.norm(up) < 1e-9:
+        return None
+    return up / np.linalg.norm(up), -camera.view_direction
+
+
 def _combine_views(views: list[dict], v, f) -> dict:
     """Per landmark, the medoid (the view's surface point nearest the coordinate-wise median) of
     the views where it is valid; the first view supplies the image, render and score."""
@@ -344,6 +398,108 @@ def _combine_views(views: list[dict], v, f) -> dict:
     return out
 
 
+@dataclasses.dataclass
+class _Mesh:
+    """What the landmark views render: a mesh with its colours or texture, and the cell size it
+    was vertex-clustered with (0 for the input itself)."""
+    v: np.ndarray
+    f: np.ndarray
+    colors: np.ndarray | None = None
+    texture: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    cell: float = 0.0
+
+    def coarser(self, max_faces: int) -> _Mesh:
+        """This mesh vertex-clustered to at most max_faces / 2 vertices when it has more than
+        max_faces triangles (a texture becomes vertex colours), else itself."""
+        if len(self.f) <= max_faces:
+            return self
+        if self.texture is not None:
+            colors = _texture_colours(self.texture, self.uv, self.f, len(self.v))
+        elif self.colors is not None:       # the means are floats: 8-bit colours become 0-1 first
+            colors = np.asarray(self.colors)
+            colors = colors / 255.0 if colors.dtype == np.uint8 else colors
+        else:
+            colors = None
+        v, f, (c,), cell = cluster_decimate(self.v, self.f, max_faces // 2, colors)
+        return _Mesh(v, f, c, cell=cell)
+
+    def render(self, camera: Camera, background) -> RenderResult:
+        return render_mesh(self.v, self.f, camera, colors=self.colors, texture=self.texture, uv=self.uv,
+                           background=background)
+
+
+def _texture_colours(texture, uv, f, n: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Per-vertex colours (n, C) from a texture: sampled at per-vertex uv (n, 2), or averaged over
+    each vertex's corners for per-corner uv (F, 3, 2), a chunk of corners at a time."""
+    uv = np.asarray(uv, np.float64)
+    if uv.ndim == 2:
+        return sample_texture(texture, uv)
+    corners, uv = np.asarray(f, np.int64).reshape(-1), uv.reshape(-1, 2)
+    total = None
+    for s in range(0, len(corners), chunk):
+        col = sample_texture(texture, uv[s:s + chunk])
+        part = np.stack([np.bincount(corners[s:s + chunk], col[:, k], n) for k in range(col.shape[1])], 1)
+        total = part if total is None else total + part
+    return total / np.maximum(np.bincount(corners, minlength=n), 1)[:, None]
+
+
+def _orientations(v) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Sets of (up, forward) pairs to search when the scan's orientation is unknown: each
+    coordinate direction as up with the four perpendicular to it as forward (a face halfway
+    between two of them is 45 degrees off, which still scores as a face); then, when the scan's
+    principal axes are more than 20 degrees off the coordinate axes (a tilted scan), the same
+    for them."""
+    sample = np.asarray(v[:: max(1, len(v) // 100_000)], np.float64)
+    centred = sample - sample.mean(0)
+    principal = np.linalg.eigh(centred.T @ centred)[1].T[::-1]          # rows, widest spread first
+    frames = [np.eye(3)[[1, 2, 0]]]                                     # Y (the usual up), Z, X
+    if np.abs(principal).max(1).min() < math.cos(math.radians(20)):
+        frames.append(principal)
+    return [[(s_up * frame[i], s_fw * frame[j]) for i in range(3) for s_up in (1.0, -1.0)
+             for j in range(3) if j != i for s_fw in (1.0, -1.0)] for frame in frames]
+
+
+def _direction_name(d) -> str:
+    """'+X' for a coordinate axis, the rounded vector otherwise."""
+    d = np.asarray(d, np.float64)
+    k = int(np.argmax(np.abs(d)))
+    if abs(abs(d[k]) - 1.0) < 1e-9:
+        return ("+" if d[k] > 0 else "-") + "XYZ"[k]
+    return "(" + ", ".join(f"{x:.2f}" for x in d) + ")"
+
+
+def _barycentric(q, tri) -> np.ndarray:
+    """Barycentrics (N, 3) of points q (N, 3) in triangles tri (N, 3, 3); (1, 0, 0) for a degenerate one."""
+    e1, e2, w = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], q - tri[:, 0]
+    d11, d12, d22 = (e1 * e1).sum(1), (e1 * e2).sum(1), (e2 * e2).sum(1)
+    dw1, dw2 = (w * e1).sum(1), (w * e2).sum(1)
+    den = d11 * d22 - d12 * d12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b1 = np.nan_to_num((d22 * dw1 - d12 * dw2) / den)
+        b2 = np.nan_to_num((d11 * dw2 - d12 * dw1) / den)
+    return np.stack([1.0 - b1 - b2, b1, b2], 1)
+
+
+def _onto_surface(points, valid, v, f, reach: float):
+    """Landmarks found on a vertex-clustered copy moved to the nearest point of the input mesh
+    (v, f): (triangles, bary, valid). Only triangles with a vertex within `reach` of a landmark
+    are searched; a landmark with no surface within `reach` becomes invalid."""
+    from .metrics import surface_distances
+    tri = np.full(len(points), -1, np.int64)
+    bary = np.zeros((len(points), 3), np.float32)
+    idx = np.flatnonzero(valid)
+    if len(idx):
+        near = np.isfinite(cKDTree(points[idx]).query(v, distance_upper_bound=reach)[0])
+        cand = np.flatnonzero(near[f].any(1))
+        if len(cand):
+            d, t, q = surface_distances(points[idx], v, f[cand], return_closest=True)
+            ok = d <= reach
+            tri[idx[ok]] = cand[t[ok]]
+            bary[idx[ok]] = _barycentric(q[ok], np.asarray(v, np.float64)[f[tri[idx[ok]]]])
+    return tri, bary, tri >= 0
+
+
 def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0, 1, 0),
                      forward=(0, 0, 1), yaws=(0, -20, 20, -40, 40), *, centre=None,
                      radius: float | None = None, image_size: int = 512,
@@ -352,25 +508,34 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
                      snap_fraction: float = 0.04, snap_px: int = 2,
                      face_margin: float = 1.6, pitch_deg: float = 0.0,
                      refine_offsets=(-8.0, 0.0, 8.0), zooms=(1.0, 0.5),
-                     min_face_score: float = 0.65) -> LandmarkResult:
+                     min_face_score: float = 0.65,
+                     max_render_faces: int = MAX_RENDER_FACES) -> LandmarkResult:
     """Find MediaPipe's 478 face landmarks on a scan and lift them onto its surface.
 
     vertices (V, 3) / faces (F, 3): the scan in any units; up/forward: its (rough) up and facing
-    directions. colors (V, 3) or texture + uv (F, 3, 2 or V, 2) make a coloured render; without
-    them the mesh is shaded grey. The head is rendered from `forward` and, while no face is found,
-    from the other `yaws` (degrees about `up`). With `refine`, once a face is found the camera is
-    turned to where the face actually looks (estimated from MediaPipe's 3D landmarks), framed on
-    the face, and the detection repeated from that yaw plus `refine_offsets`; per landmark the
-    medoid of those views' surface points is kept (the first detection is kept when none of the
-    refined views finds the face). `yaw_deg` in the result is the yaw of the face, relative to
-    `forward`, as the refinement estimated it (or the yaw of the first successful view).
+    directions, or None where unknown. colors (V, 3) or texture + uv (F, 3, 2 or V, 2) make a
+    coloured render; without them the mesh is shaded grey. The head is rendered from `forward`
+    and, while no face is found, from the other `yaws` (degrees about `up`). When that finds no
+    face, or up/forward are unknown, every orientation of :func:`_orientations` (24 pairs of
+    coordinate axes, more for a tilted scan) is rendered small and coarse, and those where the
+    detector sees an upright face are tried in the same way, the best face score first, turned
+    about the view axis so that the face is upright. With `refine`, once a face is found the
+    camera is turned to where the face actually looks (estimated from MediaPipe's 3D landmarks),
+    framed on the face, and the detection repeated from that yaw plus `refine_offsets`; per
+    landmark the medoid of those views' surface points is kept (the first detection is kept when
+    none of the refined views finds the face). The result's `up` and `forward` are the directions
+    used, `yaw_deg` the yaw of the face relative to that `forward`, as the refinement estimated
+    it (or the yaw of the first successful view).
     centre/radius: the sphere to frame (default: bounding-box centre, farthest vertex); each
-    yaw is tried at every `zooms` factor of it, zoomed views keeping the top of the scan in frame.
+    yaw is tried at every `zooms` factor of it, zoomed views keeping the top of the scan in frame
+    (and at halves of the last factor while they still span the scan's width: a bust on a plinth).
     snap_fraction: landmarks that fall more than this fraction of `radius` behind the nearest
     surface within `snap_px` pixels (through closed lips into the mouth) are moved onto that
     surface (see :func:`lift_landmarks`); 0 disables it. face_margin: the refined view frames a
     sphere of this many times the fit landmarks' extent. min_face_score: the BlazeFace score a
     view needs to count as a face (a shaded sphere scores ~0.55, grey heads 0.7-0.93).
+    max_render_faces: a mesh with more triangles is rendered as a vertex-clustered copy (a texture
+    becoming vertex colours there) and the landmarks are moved to the nearest input surface.
 
     Raises UserError when no face is found from any view.
     """
@@ -380,54 +545,107 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
         raise UserError("the scan must be a triangle mesh with vertices and faces")
     if not np.isfinite(v).all():
         raise UserError("the scan has NaN or infinite vertex coordinates")
-    up_u, fw_u = head_frame(up, forward)
     if centre is None:
         centre = (v.min(0) + v.max(0)) / 2
     centre = np.asarray(centre, np.float64).reshape(3)
     if radius is None:
         radius = float(np.linalg.norm(v - centre, axis=1).max())
     snap_depth = snap_fraction * radius if snap_fraction else None
+    # Millions of sub-pixel triangles add time and aliasing, not detail: such a scan is rendered
+    # as a vertex-clustered copy, and the landmarks are moved onto the input surface at the end.
+    mesh = _Mesh(v, f, colors, texture, uv).coarser(max_render_faces)
     mp = _import_mediapipe()
     detector = _Detector(mp, min_face_score)
 
-    def render_at(yaw, c=centre, r=radius):
-        cam = camera_for_head(v, yaw, centre=c, radius=r, up=up_u, forward=fw_u, pitch_deg=pitch_deg,
-                              image_size=image_size, projection=projection)
-        return render_mesh(v, f, cam, colors=colors, texture=texture, uv=uv, background=background)
+    def camera(up_u, fw_u, yaw, c, r, size=image_size):
+        return camera_for_head(None, yaw, centre=c, radius=r, up=up_u, forward=fw_u, pitch_deg=pitch_deg,
+                               image_size=size, projection=projection)
 
     def attempt(rend):
         pts2d, score = detector(rend.image)
         if pts2d is None:
             return None
-        tri, bary, valid, facing = lift_landmarks(rend, v, f, pts2d[:, :2], snap_depth=snap_depth,
+        tri, bary, valid, facing = lift_landmarks(rend, mesh.v, mesh.f, pts2d[:, :2], snap_depth=snap_depth,
                                                   snap_px=snap_px)
         return dict(pts2d=pts2d, score=score, tri=tri, bary=bary, valid=valid, facing=facing,
-                    render=rend, points=_points(v, f, tri, bary, valid))
+                    render=rend, points=_points(mesh.v, mesh.f, tri, bary, valid))
 
-    # Zoomed-in views keep the top of the scan in frame: a head on shoulders or with clutter
-    # below is too small in the full view for the face detector.
-    top = float(((v - centre) @ up_u).max())
-    framings = [(centre + up_u * (top - z * radius), z * radius) for z in zooms]
-    attempts = []
-    found = None
-    try:
+    def framings(up_u):
+        # Zoomed-in views keep the top of the scan in frame: a head on shoulders or with clutter
+        # below is too small in the full view for the face detector. A scan much taller than
+        # wide (a bust on a plinth) gets closer views still, down to its width.
+        rel = mesh.v - centre
+        top = float((rel @ up_u).max())
+        side = np.cross(up_u, np.eye(3)[int(np.argmin(np.abs(up_u)))])
+        side /= np.linalg.norm(side)
+        width = max(float(np.ptp(rel @ side)), float(np.ptp(rel @ np.cross(up_u, side))))
+        zs = list(zooms)
+        while zs and zs[-1] * radius > width:
+            zs.append(zs[-1] / 2)
+        return [(centre + up_u * (top - z * radius), z * radius) for z in zs]
+
+    def find(up_u, fw_u):
+        views = framings(up_u)
         for yaw in yaws:
-            for c, r in framings:
-                found = attempt(render_at(float(yaw), c, r))
+            for c, r in views:
+                found = attempt(mesh.render(camera(up_u, fw_u, float(yaw), c, r), background))
                 attempts.append((float(yaw), found is not None))
                 if found is not None:
-                    found["yaw"] = float(yaw)
+                    found.update(yaw=float(yaw), up=up_u, forward=fw_u)
+                    return found
+        return None
+
+    def ranked():
+        """The search's orientations where an upright face is seen, the best face score first
+        (the principal axes are only tried when no coordinate axes give one)."""
+        coarse = mesh.coarser(_SEARCH_FACES)
+        for k, pairs in enumerate(_orientations(mesh.v)):
+            if k == 0:
+                tried.append(", ".join(f"{_direction_name(u)}/{_direction_name(w)}" for u, w in pairs))
+            else:
+                axes = ", ".join(_direction_name(u) for u, _ in pairs[::8])
+                tried.append(f"the same for the principal axes {axes}")
+            for up_u, fw_u in pairs:
+                score = 0.0
+                for c, r in framings(up_u):
+                    rend = coarse.render(camera(up_u, fw_u, 0.0, c, r, _SEARCH_IMAGE_SIZE), background)
+                    score = max(score, detector.face_score(rend.image))
+                    if score >= min_face_score:
+                        break
+                searched.append((up_u, fw_u, score))
+            faces = sorted((x for x in searched if x[2] >= min_face_score), key=lambda x: -x[2])
+            if faces:
+                return faces
+        return []
+
+    attempts, searched, tried = [], [], []
+    found = None
+    try:
+        if up is not None and forward is not None:
+            try:
+                up_u, fw_u = head_frame(up, forward)
+            except ValueError as exc:
+                raise UserError(f"the up and forward directions: {exc}") from None
+            tried.append(f"{_direction_name(up_u)}/{_direction_name(fw_u)} at yaw "
+                         f"{', '.join(dict.fromkeys(f'{float(a):g}' for a in yaws))} degrees")
+            found = find(up_u, fw_u)
+        if found is None:
+            for up_u, fw_u, _ in ranked()[:_SEARCH_TRIES]:
+                found = find(up_u, fw_u)
+                if found is not None:
+                    # an axis-aligned guess: turned so that the face is upright before refining
+                    upright = _upright_frame(found["pts2d"], found["render"].camera)
+                    if upright is not None:
+                        found.update(up=upright[0], forward=upright[1], yaw=0.0)
                     break
-            if found is not None:
-                break
         if found is None:
             raise UserError(
-                f"no face found on the scan (tried {len(attempts)} views at yaw "
-                f"{', '.join(dict.fromkeys(f'{a:g}' for a, _ in attempts))} degrees; best face score "
-                f"{detector.best_score:.2f}, {min_face_score:g} needed): check that the head's up "
-                f"and forward directions are set correctly and the face is not hidden, or place "
-                f"landmarks manually")
+                f"no face found on the scan (views tried, as up/forward: {'; then '.join(tried)}; "
+                f"best face score {detector.best_score:.2f}, {min_face_score:g} needed): check that the "
+                f"face is not hidden, then give the landmarks in a file (headcraft-backend fit --landmarks "
+                f"FILE) or place them manually")
         if refine:
+            up_u, fw_u = found["up"], found["forward"]
             yaw = _face_yaw(found["pts2d"], found["render"].camera, up_u, fw_u)
             fit_ok = found["valid"][FIT_LANDMARKS]
             if yaw is not None and fit_ok.sum() >= 20:
@@ -437,36 +655,41 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
                 r = face_margin * float(np.linalg.norm(fp - c, axis=1).max())
                 views = []
                 for off in sorted(refine_offsets, key=abs):   # the straightest view first
-                    again = attempt(render_at(yaw + float(off), c, r))
+                    again = attempt(mesh.render(camera(up_u, fw_u, yaw + float(off), c, r), background))
                     attempts.append((yaw + float(off), again is not None))
                     if again is not None and again["valid"][FIT_LANDMARKS].sum() >= fit_ok.sum() * 0.9:
                         views.append(again)
                 if views:
-                    found = _combine_views(views, v, f)
-                    found["yaw"] = float(yaw)
+                    found = dict(_combine_views(views, mesh.v, mesh.f), yaw=float(yaw), up=up_u, forward=fw_u)
     finally:
         detector.close()
 
-    fit_valid = found["valid"][FIT_LANDMARKS].mean()
+    tri, bary, valid = found["tri"], found["bary"], found["valid"]
+    if mesh.cell:
+        tri, bary, valid = _onto_surface(found["points"], valid, v, f, 3.0 * mesh.cell)
+    fit_valid = valid[FIT_LANDMARKS].mean()
     return LandmarkResult(
-        points=found["points"], valid=found["valid"], faces=found["tri"], bary=found["bary"],
+        points=_points(v, f, tri, bary, valid), valid=valid, faces=tri, bary=bary,
         yaw_deg=found["yaw"], confidence=float(found["score"] * fit_valid),
         image_points=found["pts2d"][:, :2], facing=found["facing"],
-        render=found["render"] if keep_render else None, attempts=attempts)
+        render=found["render"] if keep_render else None, attempts=attempts,
+        up=found["up"], forward=found["forward"], searched=searched)
 
 
 # --------------------------------------------------------------------------------------------
 def detect_landmarks_on_scan(scan, up=(0, 1, 0), forward=(0, 0, 1), **kw) -> LandmarkResult:
-    """detect_landmarks for a cleaned Scan: a point cloud is first given a surface (screened
-    Poisson) to render, and its landmarks stay on that surface, within a point spacing or so
-    of the cloud."""
+    """detect_landmarks for a cleaned Scan (its colours or texture are rendered): a point cloud
+    is first given a surface (screened Poisson, through at most 500,000 of its points) to render,
+    and its landmarks stay on that surface, within a point spacing or so of the cloud. up/forward
+    None: unknown (see detect_landmarks)."""
     if scan.is_mesh:
-        return detect_landmarks(scan.vertices, scan.faces, colors=scan.colors, up=up, forward=forward, **kw)
+        return detect_landmarks(scan.vertices, scan.faces, colors=scan.colors, texture=scan.texture,
+                                uv=scan.uv, up=up, forward=forward, **kw)
     from .scan import surface_from_points
     if len(scan.vertices) < 20_000:
         raise UserError(f"the point cloud has {len(scan.vertices):,} points, too sparse to find a face "
                         f"automatically (20,000 or more are needed): place landmarks by hand")
-    v, f = surface_from_points(scan.vertices)
+    v, f = surface_from_points(scan.sample_points(500_000))
     if len(f) == 0:
         raise UserError("no surface could be made from the point cloud: place landmarks by hand")
     return detect_landmarks(v, f, up=up, forward=forward, **kw)

@@ -142,15 +142,10 @@ class PairedChamfer:
     template->scan side to those vertices (the reference convention's mask)."""
 
     def __init__(self, scan: torch.Tensor, threshold: float, convention: str = "reference",
-                 moving: torch.Tensor | None = None, refresh: int = 10, bruteforce: bool = False,
-                 normals: torch.Tensor | None = None, tangential: float = 0.1):
+                 moving: torch.Tensor | None = None, refresh: int = 10, bruteforce: bool = False):
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown Chamfer convention {convention!r}; use one of {CONVENTIONS}")
         self.scan, self.threshold, self.convention = scan, float(threshold), convention
-        # With the scan's normals (reference convention), each pair's squared distance becomes
-        # its distance to the scan point's tangent plane plus `tangential` x the rest: the
-        # surface between samples counts, not only the samples (no pull towards sample points).
-        self.normals, self.tangential = normals, float(tangential)
         self.nn = NearestNeighbours(scan, bruteforce=bruteforce)
         self.refresh = 1 if self.nn.exact else max(1, int(refresh))
         self.rows = None if moving is None else torch.nonzero(moving).squeeze(1)
@@ -169,19 +164,11 @@ class PairedChamfer:
                 idx = self.s2t[keep]
                 V = len(verts)
                 self.anchor = verts.detach().clone()
-                qk = q[keep]
-                if self.normals is None:    # |q - u|^2 = q.q - 2 q.u + u.u, summed per vertex
-                    M = torch.eye(3, device=verts.device).expand(len(qk), 3, 3)
-                else:                       # t |q - u|^2 + (1 - t) (n.(q - u))^2
-                    n = self.normals[keep]
-                    t = self.tangential
-                    M = t * torch.eye(3, device=verts.device) + (1 - t) * n[:, :, None] * n[:, None, :]
-                Mq = (M @ qk[:, :, None])[:, :, 0]
-                self.M = torch.zeros(V, 3, 3, device=verts.device).index_add_(0, idx, M)
-                self.S = torch.zeros_like(verts).index_add_(0, idx, Mq)
-                self.Q = (qk * Mq).sum()
+                qk = q[keep]                # |q - u|^2 = q.q - 2 q.u + u.u, summed per vertex
+                self.count = torch.zeros(V, device=verts.device).index_add_(0, idx, torch.ones_like(qk[:, 0]))
+                self.S = torch.zeros_like(verts).index_add_(0, idx, qk)
+                self.Q = (qk * qk).sum()
                 self.kept = int(keep.sum())
-                self.target_normal = None if self.normals is None else self.normals[self.t2s]
 
     def __call__(self, verts: torch.Tensor) -> torch.Tensor:
         if self.calls % self.refresh == 0:
@@ -192,14 +179,11 @@ class PairedChamfer:
         d_ts = (diff ** 2).sum(-1)
         if self.convention == "reference":
             keep = d_ts < self.threshold
-            if self.normals is not None:
-                t = self.tangential
-                d_ts = t * d_ts + (1 - t) * (diff * self.target_normal).sum(-1) ** 2
             t2s = torch.where(keep, d_ts, 0.0).sum() / keep.sum().clamp_min(1)
             if not self.kept:
                 return t2s
-            u = verts - self.anchor       # sum over kept pairs of (q - u)^T M (q - u), per vertex
-            s2t = (u * (self.M @ u[:, :, None])[:, :, 0]).sum() - 2.0 * (u * self.S).sum() + self.Q
+            u = verts - self.anchor       # sum over kept pairs of |q - u|^2, per vertex
+            s2t = (self.count * (u * u).sum(-1)).sum() - 2.0 * (u * self.S).sum() + self.Q
             return t2s + s2t / self.kept
         d_st = ((self.scan - verts[self.s2t]) ** 2).sum(-1)
         r2 = self.threshold ** 2

@@ -23,7 +23,7 @@ Report = Callable[[float, str, str], None]
 @dataclasses.dataclass
 class FitOptions:
     preset: str = "paper"                 # "paper" (1000 + 1000 steps) or "preview"
-    convention: str = "reference"         # Chamfer pruning convention (fit/losses.py)
+    convention: str = "default"           # registration losses (fit/register.py CONVENTIONS)
     partial: bool = False                 # a single depth view or a sparse cloud
     sparse: bool = False
     num_points: int = 200_000             # scan surface samples used by the registration

@@ -18,6 +18,8 @@ from .losses import MeshRegulariser, PairedChamfer
 
 CONVERGED = 0.002          # the presets' relative loss decrease per window that counts as converged
 CONVERGE_WINDOW = 100      # steps
+SMOOTH = 10.0              # the default convention's stage-2 smoothness of steps (StageSettings.smooth)
+W_FOLD = 100.0             # and its fold barrier's weight
 
 
 @dataclasses.dataclass
@@ -33,13 +35,21 @@ class StageSettings:
     converge: float = 0.0
     # Cosine decay of the learning rate to this fraction of `lr` over `steps` (None: constant).
     decay_to: float | None = None
+    # Barrier against folds: triangles whose normal turns past `fold_cos` (cosine) from the
+    # fitted template's cost w_fold * (fold_cos - cos)^2 each (0: off).
+    w_fold: float = 0.0
+    fold_cos: float = 0.25
+    # Optimise u = (I + smooth K) x instead of the displacement x itself, K the graph Laplacian
+    # of the moving vertices (Nicolet et al. 2021, "Large Steps in Inverse Rendering"): Adam's
+    # per-vertex steps become smooth moves, so no vertex runs ahead of its neighbours (0: off).
+    smooth: float = 0.0
 
 
 @dataclasses.dataclass
 class RegistrationSettings:
     stage1: StageSettings
     stage2: StageSettings
-    convention: str = "reference"     # see losses.CONVENTIONS
+    convention: str = "default"       # see CONVENTIONS
     stage2_mode: str = "scalar"       # "scalar": alpha * n (paper); "vector": n * 3-vector (reference code)
     refresh: int = 10                 # CPU: nearest-neighbour pairs recomputed every N steps
     bruteforce: bool = False          # exact torch.cdist search every step (the benchmark baseline)
@@ -48,10 +58,6 @@ class RegistrationSettings:
     lid_margin: float = 0.4           # stage 2 also freezes face vertices this close to the eyeballs (units)
     partial: bool = False             # single depth view or sparse cloud (supp. B.1)
     sparse: bool = False              # with partial: a sparse cloud (proximity mask t = 0.3)
-    taper: float = 0.0                # units over which a stage's moves fade out towards the vertices
-                                      # it keeps still (0: a step at the border, which shows as a ridge)
-    plane: float | None = None        # with scan normals: weight of the distance along the tangent
-                                      # plane (None: point-to-point pairs, see losses.PairedChamfer)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -63,25 +69,38 @@ class RegistrationSettings:
         return cls(stage1=StageSettings(**d.pop("stage1")), stage2=StageSettings(**d.pop("stage2")), **d)
 
 
-def preset(name: str = "paper", convention: str = "reference", partial: bool = False) -> RegistrationSettings:
+# Loss forms (fit/losses.py) of each registration convention: (Chamfer, regularisers).
+# "default": the paper's Chamfer (distances, pairs within 1 unit) with the published code's
+#   regularisers on the displacement, plus stage-2 smooth steps and a fold barrier.
+# "reference": the published code's losses as they are; "paper": the equations as printed.
+CONVENTIONS = {"default": ("paper", "reference"), "reference": ("reference", "reference"),
+               "paper": ("paper", "paper")}
+
+
+def preset(name: str = "paper", convention: str = "default", partial: bool = False) -> RegistrationSettings:
     """Paper defaults (weights and learning rates of REFERENCE 2.3/2.4, 1000 + 1000 steps), or
-    "preview" (the same losses, 250 + 250 steps with 4x the learning rates, for a quick look)."""
+    "preview" (the same losses, 250 + 250 steps with 4x the learning rates, for a quick look).
+
+    The default convention's stage 2 differs from the paper's where real scans showed it must
+    (see README, "Fit Scan on real scans"): 10x the learning rate decayed to 1% (the paper's
+    rate stops 0.5-2 mm short on a real face), smooth steps and a fold barrier."""
     steps = {"paper": 1000, "preview": 250}
     if name not in steps:
         raise ValueError(f"unknown preset {name!r}; choose {', '.join(steps)}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose {', '.join(CONVENTIONS)}")
     n = steps[name]
-    if convention == "reference":
-        p1, p2 = 3.0, 1.0
-    else:
-        p1 = p2 = 1.0
+    squared = CONVENTIONS[convention][0] == "reference"
+    p1, p2 = (3.0, 1.0) if squared else (1.0, 1.0)
     lr = 1000 / n   # the same total travel in fewer steps
     s1 = StageSettings(n, 3e-2 * lr, 2e3, 2e5, 1e4, p1, converge=CONVERGED)
     s2 = StageSettings(n, 3e-4 * lr, 2e4, 2e4, 1e4, p2, converge=CONVERGED)
+    if convention == "default":
+        s2 = dataclasses.replace(s2, lr=3e-3 * lr, decay_to=0.01, smooth=SMOOTH, w_fold=W_FOLD)
     if partial:  # stronger stage-1 regularisation and wider pruning for partial observations
-        s1 = dataclasses.replace(s1, w_edge=8e5, w_laplacian=1e5, prune=10.0 if convention == "reference" else np.sqrt(10.0))
+        s1 = dataclasses.replace(s1, w_edge=8e5, w_laplacian=1e5, prune=10.0 if squared else np.sqrt(10.0))
         s2 = dataclasses.replace(s2, prune=0.1)
-    return RegistrationSettings(s1, s2, convention=convention, partial=partial,
-                                refresh=10)
+    return RegistrationSettings(s1, s2, convention=convention, partial=partial, refresh=10)
 
 
 @dataclasses.dataclass
@@ -137,24 +156,62 @@ def untangle(verts: np.ndarray, start: np.ndarray, faces: np.ndarray, region: np
     return out, int(touched.sum())
 
 
-def taper_weights(verts: np.ndarray, faces: np.ndarray, moving: np.ndarray, width: float) -> np.ndarray:
-    """(V,) float32 weights of a stage's moves: 0 where vertices stay, rising linearly with the
-    distance along the mesh's edges from them to 1 at `width` (0: the plain mask)."""
-    w = moving.astype(np.float32)
-    if width <= 0 or moving.all() or not moving.any():
-        return w
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import dijkstra
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    length = np.linalg.norm(verts[e[:, 0]] - verts[e[:, 1]], axis=1) + 1e-9
-    graph = coo_matrix((length, (e[:, 0], e[:, 1])), shape=(len(verts),) * 2).tocsr()
-    # distances from the still vertices that border moving ones (enough sources, far fewer)
-    still = ~moving
-    border = np.unique(e[still[e[:, 0]] != still[e[:, 1]]].ravel())
-    border = border[still[border]]
-    d = dijkstra(graph, directed=False, indices=border, min_only=True, limit=width)
-    w[moving] = np.clip(d[moving] / width, 0.0, 1.0)
-    return w.astype(np.float32)
+class FoldBarrier:
+    """Sum over the triangles touching `moving` vertices of relu(cos_min - cos)^2, where cos is
+    between a triangle's normal now and in `rest`: zero until a triangle turns past the
+    threshold, then rising steeply, so detail may tilt triangles but not flip them."""
+
+    def __init__(self, faces: torch.Tensor, moving: torch.Tensor, rest: torch.Tensor, cos_min: float):
+        self.faces = faces[moving[faces].any(1)]
+        self.rest = self._normals(rest.detach())
+        self.cos_min = float(cos_min)
+
+    def _normals(self, verts: torch.Tensor) -> torch.Tensor:
+        t = verts[self.faces]
+        n = torch.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0], dim=1)
+        return n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def __call__(self, verts: torch.Tensor) -> torch.Tensor:
+        cos = (self._normals(verts) * self.rest).sum(1)
+        return torch.relu(self.cos_min - cos).square().sum()
+
+
+class SmoothField:
+    """x = (I + smooth K)^-1 u on a subset of a mesh's vertices (the rest held at zero), with
+    its gradient; one sparse LU factorisation, two triangular solves per step each way."""
+
+    def __init__(self, faces: np.ndarray, moving: np.ndarray, smooth: float):
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import splu
+        from .losses import unique_edges
+        e = unique_edges(faces)
+        n = len(moving)
+        A = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])),
+                          shape=(n, n)).tocsr()
+        K = sp.diags(np.asarray(A.sum(1)).ravel()) - A   # rows keep edges to still vertices: x = 0 there
+        idx = np.flatnonzero(moving)
+        self.M = (sp.identity(len(idx)) + smooth * K[idx][:, idx]).tocsc()
+        self.lu = splu(self.M, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+
+    def to_parameter(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.M @ x.detach().cpu().double().numpy(), dtype=x.dtype).to(x.device)
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.lu.solve(b.detach().cpu().double().numpy()), dtype=b.dtype).to(b.device)
+
+    def __call__(self, u: torch.Tensor) -> torch.Tensor:
+        return _Solve.apply(u, self)
+
+
+class _Solve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, field):
+        ctx.field = field
+        return field.solve(u)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.field.solve(g), None    # the matrix is symmetric
 
 
 def _adam(params, lr):
@@ -170,18 +227,18 @@ class Registration:
 
     def __init__(self, base: np.ndarray, faces: np.ndarray, regions: dict[str, np.ndarray],
                  scan: np.ndarray, settings: RegistrationSettings, device="cpu",
-                 report: Callable[[float, str, str], None] | None = None,
-                 scan_normals: np.ndarray | None = None):
+                 report: Callable[[float, str, str], None] | None = None):
         self.device = torch.device(device)
-        self.scan_normals = None if scan_normals is None or settings.plane is None else \
-            torch.as_tensor(scan_normals, dtype=torch.float32, device=self.device)
         self.settings = settings
         self.report = report or (lambda f, s, m: None)
         self.base = torch.as_tensor(base, dtype=torch.float32, device=self.device)
         self.faces = torch.as_tensor(faces, dtype=torch.long, device=self.device)
         self.scan = torch.as_tensor(scan, dtype=torch.float32, device=self.device)
         V = len(base)
-        self.regulariser = MeshRegulariser(np.asarray(faces), V, self.device, settings.convention)
+        if settings.convention not in CONVENTIONS:
+            raise ValueError(f"unknown convention {settings.convention!r}; choose {', '.join(CONVENTIONS)}")
+        self.chamfer_form, regularise = CONVENTIONS[settings.convention]
+        self.regulariser = MeshRegulariser(np.asarray(faces), V, self.device, regularise)
         region = lambda name: np.asarray(regions.get(name, []), np.int64)  # noqa: E731
         move1 = np.zeros(V, bool)
         move1[region("scalp")] = True
@@ -200,9 +257,6 @@ class Registration:
             move2 &= self.support
         self.move1 = torch.as_tensor(move1, device=self.device)
         self.move2 = torch.as_tensor(move2, device=self.device)
-        self.weight1, self.weight2 = (torch.as_tensor(taper_weights(np.asarray(base), np.asarray(faces), m,
-                                                                    settings.taper), device=self.device)[:, None]
-                                      for m in (move1, move2))
         self.history: list[dict] = []
         self.faces_np, self.face = np.asarray(faces), region("face")
 
@@ -215,16 +269,20 @@ class Registration:
         sched = None if s.decay_to is None else torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=max(1, s.steps), eta_min=s.lr * s.decay_to)
         self.regulariser.set_rest(rest)
-        conv = self.settings.convention
+        conv = self.chamfer_form
+        # folds count against the fitted template, so a triangle may not turn over in two halves
+        fold = FoldBarrier(self.faces, moving, self.base, s.fold_cos) if s.w_fold > 0 else None
         chamfer = PairedChamfer(self.scan, s.prune, conv, moving if conv == "reference" else None,
-                                self.settings.refresh, self.settings.bruteforce, self.scan_normals,
-                                self.settings.plane if self.settings.plane is not None else 1.0)
+                                self.settings.refresh, self.settings.bruteforce)
         losses: dict[int, float] = {}
         for step in range(s.steps):
             verts = verts_fn()
             lc = chamfer(verts)
             le, ll = self.regulariser(verts)
             loss = s.w_chamfer * lc + s.w_edge * le + s.w_laplacian * ll
+            lf = fold(verts) if fold is not None else None
+            if lf is not None:
+                loss = loss + s.w_fold * lf
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -233,7 +291,7 @@ class Registration:
             converged = False
             if step % 10 == 0 or step == s.steps - 1:
                 row = {"stage": name, "step": step, "loss": loss.item(), "chamfer": lc.item(),
-                       "edge": le.item(), "laplacian": ll.item()}
+                       "edge": le.item(), "laplacian": ll.item(), "fold": 0.0 if lf is None else lf.item()}
                 self.history.append(row)
                 losses[step] = row["loss"]
                 before = losses.get(step - CONVERGE_WINDOW)
@@ -247,19 +305,32 @@ class Registration:
         with torch.no_grad():
             return verts_fn()
 
+    def _field(self, start: torch.Tensor, moving: torch.Tensor, smooth: float):
+        """The stage's parameter and a function of it giving the (V, k) displacement field."""
+        if smooth <= 0:
+            p = start.clone().requires_grad_()
+            mask = moving[:, None].to(start.dtype)
+            return p, lambda: p * mask
+        sm = SmoothField(self.faces_np, moving.cpu().numpy(), smooth)
+        rows = torch.nonzero(moving).squeeze(1)
+        p = sm.to_parameter(start[rows]).requires_grad_()
+
+        def field():
+            return torch.zeros_like(start).index_copy(0, rows, sm(p))
+        return p, field
+
     def run(self) -> RegistrationResult:
         s = self.settings
         gen = torch.Generator(device="cpu").manual_seed(s.seed)
-        m1 = self.weight1
-        D = (torch.randn(self.base.shape, generator=gen) * s.init_std).to(self.device).requires_grad_()
-        stage1 = self._optimise("stage 1", [D], lambda: self.base + D * m1, s.stage1, self.base, self.move1, 0.0, 0.5)
+        D0 = (torch.randn(self.base.shape, generator=gen) * s.init_std).to(self.device)
+        D, field1 = self._field(D0, self.move1, s.stage1.smooth)
+        stage1 = self._optimise("stage 1", [D], lambda: self.base + field1(), s.stage1, self.base, self.move1, 0.0, 0.5)
         normals = vertex_normals(stage1, self.faces).detach()
-        m2 = self.weight2
         width = 1 if s.stage2_mode == "scalar" else 3
         if s.stage2_mode not in ("scalar", "vector"):
             raise ValueError(f"stage2_mode must be 'scalar' or 'vector', got {s.stage2_mode!r}")
-        alpha = torch.zeros(len(stage1), width, device=self.device, requires_grad=True)
-        final = self._optimise("stage 2", [alpha], lambda: stage1 + alpha * normals * m2, s.stage2, stage1, self.move2, 0.5, 1.0)
+        alpha, field2 = self._field(torch.zeros(len(stage1), width, device=self.device), self.move2, s.stage2.smooth)
+        final = self._optimise("stage 2", [alpha], lambda: stage1 + field2() * normals, s.stage2, stage1, self.move2, 0.5, 1.0)
         visibility = None
         if s.partial:
             t = 0.3 if s.sparse else 0.1

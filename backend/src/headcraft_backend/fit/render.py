@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 __all__ = ["Camera", "RenderResult", "render_mesh", "rasterize", "camera_for_head", "head_frame",
-           "vertex_normals"]
+           "vertex_normals", "sample_texture"]
 
 _BACKGROUND = (0, 0, 0)
 _MAX_CANDIDATES = 1 << 20     # candidate pixels tested per chunk (~40 bytes each at the peak)
@@ -301,8 +301,9 @@ def rasterize(camera: Camera, vertices, faces, near: float | None = None):
     return tri_out, bary_out, depth_out
 
 
-def _sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Bilinear lookup (N, 2) uv -> (N, C) float in [0, 1]; v is flipped (row = (1 - v) * H)."""
+def sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup (N, 2) uv -> (N, C) float in [0, 1]; v is flipped (row = (1 - v) * H).
+    Only the looked-up texels are converted to float, not the whole image."""
     tex = np.asarray(texture)
     scale = 255.0 if tex.dtype == np.uint8 else (65535.0 if tex.dtype == np.uint16 else 1.0)
     if tex.ndim == 2:
@@ -316,9 +317,12 @@ def _sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
     y1 = np.minimum(y0 + 1, Ht - 1)
     fx = (x - x0)[:, None]
     fy = (y - y0)[:, None]
-    t = tex.astype(np.float32)
-    out = ((t[y0, x0] * (1 - fx) + t[y0, x1] * fx) * (1 - fy)
-           + (t[y1, x0] * (1 - fx) + t[y1, x1] * fx) * fy)
+
+    def t(r, c):
+        return tex[r, c].astype(np.float32)
+
+    out = ((t(y0, x0) * (1 - fx) + t(y0, x1) * fx) * (1 - fy)
+           + (t(y1, x0) * (1 - fx) + t(y1, x1) * fx) * fy)
     return out / scale
 
 
@@ -353,7 +357,7 @@ def render_mesh(vertices, faces, camera: Camera, *, colors=None, texture=None, u
                 raise ValueError("a texture needs UVs")
             uvs = np.asarray(uv, np.float64)
             uvc = uvs[t] if uvs.ndim == 3 else uvs[corner]                # (N, 3, 2)
-            col = _sample_texture(texture, np.einsum("nk,nkc->nc", b, uvc))[:, :3]
+            col = sample_texture(texture, np.einsum("nk,nkc->nc", b, uvc))[:, :3]
             if col.shape[1] == 1:
                 col = np.repeat(col, 3, 1)
         elif colors is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,12 @@ from ..limits import MAX_FACES_PER_VERTEX, MAX_FIT_VERTICES, MAX_SCAN_FACES, MAX
 from ..service.jobs import UserError
 
 SCAN_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
+# Textures are only seen in 512-pixel landmark renders: a face never needs more texels than a
+# 4096-pixel atlas gives it, and a 16K atlas would take 0.8 GB.
+MAX_TEXTURE_SIZE = 4096
+# Above this many faces, normals come from the nearest vertex (smooth normals) rather than the
+# nearest triangle: the exact search would hold several copies of every triangle.
+_EXACT_NORMALS_MAX_FACES = 1_000_000
 
 
 @dataclasses.dataclass
@@ -21,32 +28,38 @@ class Scan:
     faces: np.ndarray | None            # (F, 3) int32, None for a point cloud
     colors: np.ndarray | None = None    # (N, 3) float32 in [0, 1]
     notes: list[str] = dataclasses.field(default_factory=list)
+    texture: np.ndarray | None = None   # (H, W, 3) uint8 image, with `uv`
+    uv: np.ndarray | None = None        # (N, 2) float32 per-vertex texture coordinates (v up)
 
     @property
     def is_mesh(self) -> bool:
         return self.faces is not None and len(self.faces) > 0
 
     def sample_points(self, n: int, seed: int = 0) -> np.ndarray:
-        """n points spread over the surface by area (a mesh) or a subset (a cloud)."""
+        """n points spread over the surface by area (a mesh) or a subset (a cloud). Only the picked
+        triangles are gathered, so a scan of millions of triangles costs a few arrays of F floats."""
         rng = np.random.default_rng(seed)
         if not self.is_mesh:
             if len(self.vertices) <= n:
                 return self.vertices
             return self.vertices[rng.choice(len(self.vertices), n, replace=False)]
-        tri = self.vertices[self.faces].astype(np.float64)
-        area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-        pick = rng.choice(len(tri), n, p=area / area.sum())
+        area = _double_areas(self.vertices, self.faces)
+        pick = rng.choice(len(area), n, p=area / area.sum())
         w = rng.random((n, 2))
         flip = w.sum(1) > 1
         w[flip] = 1 - w[flip]
-        t = tri[pick]
+        t = self.vertices[self.faces[pick]].astype(np.float64)
         return (t[:, 0] + w[:, :1] * (t[:, 1] - t[:, 0]) + w[:, 1:] * (t[:, 2] - t[:, 0])).astype(np.float32)
 
     def surface_normals(self, points: np.ndarray, k: int = 12) -> np.ndarray:
         """Unit normals at points on the scan (their sign is arbitrary): the nearest triangle's
-        for a mesh, the direction of least spread of the k nearest points for a cloud."""
+        for a mesh (the nearest vertex's area-weighted normal for meshes of over a million
+        triangles), the direction of least spread of the k nearest points for a cloud."""
         points = np.asarray(points, np.float64)
-        if self.is_mesh:
+        if self.is_mesh and len(self.faces) > _EXACT_NORMALS_MAX_FACES:
+            _, nearest = cKDTree(self.vertices).query(points, workers=-1)
+            n = _vertex_normals(self.vertices, self.faces)[nearest]
+        elif self.is_mesh:
             from .metrics import surface_distances
             _, tri, _ = surface_distances(points, self.vertices, self.faces, return_closest=True)
             t = self.vertices[self.faces[tri]].astype(np.float64)
@@ -80,8 +93,13 @@ def load_scan_file(path: str | Path) -> Scan:
     if isinstance(loaded, trimesh.Scene):
         if not loaded.geometry:
             raise UserError(f"{path.name}: the file holds no geometry")
-        loaded = loaded.to_geometry() if hasattr(loaded, "to_geometry") else loaded.dump(concatenate=True)
-    colors = None
+        parts = loaded.dump()
+        if len(parts) > 1:      # several atlases cannot share one image: their colours go to the vertices
+            for part in parts:
+                if getattr(part.visual, "kind", None) == "texture":
+                    part.visual = part.visual.to_color()
+        loaded = trimesh.util.concatenate(parts)
+    colors = texture = uv = None
     if isinstance(loaded, trimesh.PointCloud):
         verts, faces = np.asarray(loaded.vertices), None
         if getattr(loaded, "colors", None) is not None and len(loaded.colors) == len(verts):
@@ -91,9 +109,26 @@ def load_scan_file(path: str | Path) -> Scan:
         vc = getattr(loaded.visual, "vertex_colors", None) if loaded.visual.kind == "vertex" else None
         if vc is not None and len(vc) == len(verts):
             colors = np.asarray(vc)[:, :3] / 255.0
+        if loaded.visual.kind == "texture":
+            texture, uv = _texture_of(loaded.visual)
     else:
         raise UserError(f"{path.name}: not a mesh or point cloud ({type(loaded).__name__})")
-    return sanitize(verts, faces, colors, name=path.name)
+    return sanitize(verts, faces, colors, name=path.name, texture=texture, uv=uv)
+
+
+def _texture_of(visual) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A textured trimesh's (image (H, W, 3) uint8 at most MAX_TEXTURE_SIZE a side, per-vertex uv):
+    an OBJ's map_Kd, a glTF's baseColorTexture; (None, None) when it has no image."""
+    material = visual.material
+    if hasattr(material, "to_simple"):          # glTF PBR: the base colour texture
+        material = material.to_simple()
+    image = getattr(material, "image", None)
+    if image is None or visual.uv is None:
+        return None, None
+    if max(image.size) > MAX_TEXTURE_SIZE:
+        image = image.copy()
+        image.thumbnail((MAX_TEXTURE_SIZE, MAX_TEXTURE_SIZE))
+    return np.asarray(image.convert("RGB")), np.asarray(visual.uv, np.float32)
 
 
 def check_scan_counts(name: str, n_vertices: int, n_faces: int) -> None:
@@ -188,19 +223,18 @@ def _ply_counts(head: bytes, size: int) -> tuple[int, int]:
 
 
 def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_component: float = 0.02,
-             max_vertices: int = MAX_FIT_VERTICES, near: float = 0.03) -> Scan:
+             max_vertices: int = MAX_FIT_VERTICES, near: float = 0.03, texture=None, uv=None) -> Scan:
     """Drop NaN/inf vertices, degenerate faces and small detached pieces; refuse what cannot
     be fitted, with a message that names the problem. A small piece stays when it lies close
     to the big ones (median distance under `near` times their size): eyeballs, teeth, an ear
-    scanned apart; floating fragments and background go."""
+    scanned apart; floating fragments and background go. A scan of more than `max_vertices`
+    is decimated (:func:`cluster_decimate`), a textured one getting its texture's colours as
+    vertex colours. texture (H, W, 3|4) with uv (N, 2) per vertex: kept for the landmark renders."""
     check_scan_counts(name, len(vertices), 0 if faces is None else len(faces))
     notes: list[str] = []
     v = np.asarray(vertices, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
         raise UserError(f"{name} is empty (no vertices)")
-    if len(v) > max_vertices:
-        raise UserError(f"{name} has {len(v):,} vertices, more than the {max_vertices:,} this fit "
-                        f"accepts: decimate it first (Blender: Decimate modifier)")
     f = None if faces is None or len(faces) == 0 else np.asarray(faces, dtype=np.int64)
     if f is not None and (f.ndim != 2 or f.shape[1] != 3):
         raise UserError(f"{name}: faces must be triangles (triangulate the mesh first)")
@@ -215,13 +249,24 @@ def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_comp
         else:   # 8-bit colours (0-255) become 0-1 like Blender's and trimesh's
             c = c[:, :3].astype(np.float32) / (255.0 if np.issubdtype(c.dtype, np.integer) else 1.0)
             c = np.clip(np.nan_to_num(c), 0.0, 1.0)
+    tex, t_uv = _texture_inputs(texture, uv, len(v), notes)
     good = np.isfinite(v).all(1)
     if not good.all():
         bad = int((~good).sum())
         if bad > len(v) // 2:
             raise UserError(f"{name}: {bad:,} of {len(v):,} vertices are NaN or infinite")
         notes.append(f"dropped {bad:,} NaN/infinite vertices")
-        v, c, f = _keep_vertices(v, c, f, good)
+        v, f, (c, t_uv) = _keep_vertices(v, f, good, c, t_uv)
+    if len(v) > max_vertices:
+        baked = tex is not None
+        if baked:
+            from .render import sample_texture
+            c, tex, t_uv = sample_texture(tex, t_uv), None, None
+        n = len(v)
+        v, f, (c,), cell = cluster_decimate(v, f, max_vertices, c)
+        c = None if c is None else c.astype(np.float32)
+        notes.append(f"decimated from {n:,} to {len(v):,} vertices (merged within cells of {cell:.3g} units)"
+                     + ("; the texture became vertex colours" if baked else ""))
     if f is not None:
         area2 = _double_areas(v, f)
         ok = (area2 > 1e-12 * max(_surface_scale(v, f), 1e-12) ** 2) & \
@@ -247,12 +292,71 @@ def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_comp
         else:
             keep = used
         if not keep.all():
-            v, c, f = _keep_vertices(v, c, f, keep)
+            v, f, (c, t_uv) = _keep_vertices(v, f, keep, c, t_uv)
     if np.ptp(v, axis=0).max() <= 0:
         raise UserError(f"{name} is degenerate: all its points coincide")
     if len(v) < 100:
         raise UserError(f"{name} has only {len(v)} usable points; a head scan needs thousands")
-    return Scan(v.astype(np.float32), None if f is None else f.astype(np.int32), c, notes)
+    return Scan(v.astype(np.float32), None if f is None else f.astype(np.int32), c, notes,
+                tex, None if t_uv is None else t_uv.astype(np.float32))
+
+
+def _texture_inputs(texture, uv, n: int, notes: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A texture as (H, W, 3) uint8 at most MAX_TEXTURE_SIZE a side (larger ones are strided) and
+    its (n, 2) float64 uv, or (None, None) with a note when they do not go together."""
+    if texture is None and uv is None:
+        return None, None
+    tex = None if texture is None else np.asarray(texture)
+    t_uv = None if uv is None else np.asarray(uv, np.float64)
+    if (tex is None or t_uv is None or tex.ndim not in (2, 3) or tex.size == 0
+            or (tex.ndim == 3 and tex.shape[2] < 3) or t_uv.shape != (n, 2) or not np.isfinite(t_uv).all()):
+        notes.append("ignored the texture (it needs an RGB image and one finite (u, v) per vertex)")
+        return None, None
+    step = -(-max(tex.shape[:2]) // MAX_TEXTURE_SIZE)
+    tex = tex[::step, ::step]
+    tex = np.repeat(tex[..., None], 3, 2) if tex.ndim == 2 else tex[..., :3]
+    if tex.dtype == np.uint16:
+        tex = tex >> 8
+    elif not np.issubdtype(tex.dtype, np.integer):
+        tex = np.clip(np.nan_to_num(tex.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5
+    return np.ascontiguousarray(tex, dtype=np.uint8), t_uv
+
+
+def cluster_decimate(vertices, faces, max_vertices: int, *per_vertex):
+    """Vertex clustering: the vertices in each cell of a cubic grid merge into their mean (and so
+    do their per-vertex arrays, e.g. colours; None stays None), triangles take the merged vertices
+    and those left with a repeated corner go. The cell grows until at most `max_vertices` cells
+    are occupied. One sort of the vertices: seconds for 20 M, where quadric edge collapse takes
+    minutes; the surface stays within a cell of the input, and sub-cell noise averages out.
+
+    Returns (vertices (M, 3) float64, faces (K, 3) int64 or None, [per-vertex arrays], cell size).
+    """
+    v = np.asarray(vertices)
+    lo = v.min(0)
+    if faces is not None:       # a surface of area A occupies about 1.5 A / cell^2 cells
+        cell = math.sqrt(float(_double_areas(v, faces).sum()) / max_vertices)
+    else:
+        cell = float(np.ptp(v, axis=0).max()) / math.sqrt(max_vertices)
+    cell = max(cell, 1e-12 * float(np.ptp(v, axis=0).max()))
+    while True:
+        ijk = ((v - lo) / cell).astype(np.int64)
+        size = ijk.max(0) + 1
+        _, inverse, counts = np.unique((ijk[:, 0] * size[1] + ijk[:, 1]) * size[2] + ijk[:, 2],
+                                       return_inverse=True, return_counts=True)
+        if len(counts) <= max_vertices:
+            break
+        cell *= 1.05 * math.sqrt(len(counts) / max_vertices)
+    del ijk
+
+    def mean(a):
+        a = np.asarray(a).reshape(len(v), -1)
+        return np.stack([np.bincount(inverse, a[:, k], len(counts)) for k in range(a.shape[1])], 1) / counts[:, None]
+
+    out_f = None
+    if faces is not None:
+        g = inverse[np.asarray(faces)]
+        out_f = g[(g[:, 0] != g[:, 1]) & (g[:, 1] != g[:, 2]) & (g[:, 0] != g[:, 2])]
+    return mean(v), out_f, [None if a is None else mean(a) for a in per_vertex], cell
 
 
 def surface_from_points(points: np.ndarray, depth: int = 9) -> tuple[np.ndarray, np.ndarray]:
@@ -277,13 +381,26 @@ def surface_from_points(points: np.ndarray, depth: int = 9) -> tuple[np.ndarray,
     return v.astype(np.float32), f[near].astype(np.int32)
 
 
-def _double_areas(v, f, chunk: int = 1 << 20) -> np.ndarray:
-    """Twice each triangle's area, a chunk of triangles at a time (bounded temporaries)."""
+def _double_areas(v, f, chunk: int = 1 << 18) -> np.ndarray:
+    """Twice each triangle's area in float64, a chunk of triangles at a time (bounded temporaries)."""
     out = np.empty(len(f))
     for s in range(0, len(f), chunk):
-        t = v[f[s:s + chunk]]
+        t = v[f[s:s + chunk]].astype(np.float64, copy=False)
         out[s:s + chunk] = np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1)
     return out
+
+
+def _vertex_normals(v, f, chunk: int = 1 << 18) -> np.ndarray:
+    """Area-weighted unit vertex normals (V, 3), a chunk of triangles at a time."""
+    n = np.zeros((len(v), 3))
+    for s in range(0, len(f), chunk):
+        fc = f[s:s + chunk]
+        t = v[fc].astype(np.float64)
+        fn = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+        for k in range(3):
+            for c in range(3):
+                n[:, c] += np.bincount(fc[:, k], fn[:, c], len(v))
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
 
 
 def _surface_scale(v, f) -> float:
@@ -316,10 +433,12 @@ def _close_pieces(v, label, sizes, big, near) -> np.ndarray:
     return close
 
 
-def _keep_vertices(v, c, f, keep):
+def _keep_vertices(v, f, keep, *per_vertex):
+    """The vertices in `keep`, the faces renumbered (those losing a corner go), and the per-vertex
+    arrays cut to match (None stays None)."""
     remap = np.full(len(v), -1, np.int64)
     remap[keep] = np.arange(int(keep.sum()))
     if f is not None:
         f = remap[f]
         f = f[(f >= 0).all(1)]
-    return v[keep], (c[keep] if c is not None else None), f
+    return v[keep], f, [None if a is None else a[keep] for a in per_vertex]
