@@ -20,7 +20,7 @@ WEIGHTS = (
     ("fit_w1_chamfer", "stage1", "w_chamfer", 2e3, "Chamfer"),
     ("fit_w1_edge", "stage1", "w_edge", 2e5, "Edge"),
     ("fit_w1_laplacian", "stage1", "w_laplacian", 1e4, "Laplacian"),
-    ("fit_w1_prune", "stage1", "prune", 1.0, "Prune"),
+    ("fit_w1_prune", "stage1", "prune", 3.0, "Prune"),
     ("fit_w2_chamfer", "stage2", "w_chamfer", 2e4, "Chamfer"),
     ("fit_w2_edge", "stage2", "w_edge", 2e4, "Edge"),
     ("fit_w2_laplacian", "stage2", "w_laplacian", 1e4, "Laplacian"),
@@ -38,8 +38,8 @@ WEIGHT_TOOLTIPS = {   # the weights' tooltips, by scene property
         ("chamfer", "how strongly the head's surface is pulled onto the scan"),
         ("edge", "how strongly edge lengths are kept (higher stretches the surface less)"),
         ("laplacian", "how strongly the surface is kept smooth"),
-        ("prune", "scan and head points farther apart than this distance (HeadCraft units, "
-                  "1 = 8.3 mm) do not pull on each other"))},
+        ("prune", "scan and head points farther apart than this " + ("squared " if n == 1 else "")
+                  + "distance (HeadCraft units, 1 = 8.3 mm) do not pull on each other"))},
     "fit_wc_landmarks": "Coarse fit: how strongly the head's landmarks are pulled onto the scan's",
     "fit_wc_surface": "Coarse fit: how strongly the head's surface is pulled onto the scan",
     "fit_wc_shape": "Coarse fit: how strongly the identity is kept near the average head",

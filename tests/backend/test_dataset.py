@@ -147,3 +147,18 @@ def test_register_dataset_on_ray(scans, tmp_path, ray_env, capsys):
     outputs(out, "scan_000001", options)[-1].unlink()
     todo, skipped = plan(folder, out, options)
     assert [t.stem for t in todo] == ["broken", "scan_000001"] and skipped == ["scan_000000.ply"]
+
+
+def test_register_dataset_reads_a_scans_landmark_file(scans, tmp_path, capsys):
+    """--landmarks FOLDER: <stem>.json is read for that scan (a file with too few points fails
+    that scan with the file's reason, before any detection); a missing folder is refused."""
+    from headcraft_backend.dataset.register import Task, landmark_file, register_scan
+    marks = tmp_path / "landmarks"
+    marks.mkdir()
+    (marks / "scan_000000.json").write_text(json.dumps({"points": {"33": [0, 0, 0], "263": [1, 0, 0]}}))
+    options = RegisterOptions(steps=1, landmarks=str(marks))
+    result = register_scan(Task(str(scans / "scan_000000.ply"), "scan_000000", None, None), tmp_path / "out", options)
+    assert result["status"] == "failed" and "at least 6" in result["error"]
+    assert landmark_file(str(marks), "scan_000001") is None          # no file: detect them
+    assert main(["register-dataset", str(scans), "--landmarks", str(tmp_path / "nowhere")]) == 2
+    assert "not a folder" in capsys.readouterr().err

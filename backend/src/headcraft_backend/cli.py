@@ -537,7 +537,7 @@ def cmd_register_dataset(args) -> int:
         return 2
     options = RegisterOptions(model=_model_params(args), preset=args.preset, steps=args.steps, partial=args.partial,
                               layout=args.layout, size=args.size, spaces=tuple(dict.fromkeys(args.space)),
-                              fmt=args.format, up=up, forward=forward)
+                              fmt=args.format, up=up, forward=forward, landmarks=args.landmarks)
     cluster = Cluster(address=args.address, workers=args.workers, cpus_per_scan=args.cpus_per_scan,
                       gpus_per_scan=args.gpus_per_scan)
     try:
@@ -749,6 +749,9 @@ def main(argv=None) -> int:
                          f"--up/--forward, every axis is searched anyway")
     rd.add_argument("--forward", nargs="+", default=["+Z"], metavar="DIR",
                     help="the direction the faces look in (the same forms)")
+    rd.add_argument("--landmarks", default="", metavar="FOLDER",
+                    help="landmarks a dataset already has: FOLDER/<scan name>.json or .csv per scan, in the "
+                         "format of fit --landmarks; scans without a file get detected landmarks")
     rd.add_argument("--address", default="", help="an existing Ray cluster (default: start a local one)")
     rd.add_argument("--workers", type=int, default=0,
                     help="scans at a time (default: this machine's CPUs; on a cluster, no limit)")

@@ -54,6 +54,8 @@ class RegisterOptions:
     forward: tuple[float, ...] | None = (0.0, 0.0, 1.0)  # for scans the manifest does not list (None: unknown)
     device: str = "cpu"
     threads: int = 0                      # torch threads per scan (0: leave torch's choice)
+    landmarks: str = ""                   # folder of landmark files <scan stem>.json|.csv (fit --landmarks
+                                          # format); scans without one get detected landmarks
 
     def check(self) -> None:
         """Raises ValueError naming the first bad setting (the model and layout are checked by
@@ -69,6 +71,8 @@ class RegisterOptions:
             raise ValueError("--partial, --preset or --steps is out of range")
         if self.up is not None and self.forward is not None:
             _hint(self.up, self.forward, "--up/--forward")
+        if self.landmarks and not Path(self.landmarks).is_dir():
+            raise ValueError(f"--landmarks {self.landmarks}: not a folder")
 
     def settings(self) -> dict:
         """What the maps depend on: finished scans are only skipped under the same settings."""
@@ -192,7 +196,8 @@ def _register(task: Task, out_dir: Path, o: RegisterOptions, t0: float) -> None:
     if o.steps:
         params["stage1"] = params["stage2"] = {"steps": o.steps}
     model = get_model(ctx, params)
-    res = fit_scan(model, dense_template(model.data), scan, options_from_params(params), device=ctx.device)
+    res = fit_scan(model, dense_template(model.data), scan, options_from_params(params),
+                   landmark_file(o.landmarks, task.stem), device=ctx.device)
     arrays = {"base": res.base.astype(np.float32), "displacement": res.displacement.astype(np.float32)}
     if res.registration.visibility is not None:
         arrays["visibility"] = res.registration.visibility.astype(np.uint8)
@@ -216,6 +221,16 @@ def _register(task: Task, out_dir: Path, o: RegisterOptions, t0: float) -> None:
         files.append((out_dir / "visibility" / f"{task.stem}.npy", formats.npy_bytes(out["visibility_map"])))
     for path, data in files + maps:
         _write(path, data)
+
+
+def landmark_file(folder: str, stem: str) -> dict[int, np.ndarray] | None:
+    """The scan's landmarks from `folder`/<stem>.json or .csv, or None (detect them)."""
+    from ..fit.landmark_file import read_landmark_file
+    for suffix in (".json", ".csv"):
+        path = Path(folder) / f"{stem}{suffix}" if folder else None
+        if path is not None and path.is_file():
+            return read_landmark_file(path)
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
