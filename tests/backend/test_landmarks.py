@@ -1,6 +1,5 @@
 """Offscreen renderer, MediaPipe landmarks lifted to scans, OpenHead's landmark embedding."""
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -124,21 +123,15 @@ def test_colours_and_texture():
     assert np.abs(rc.image[rc.mask] - expect).max() <= 1.0
 
 
-def test_render_speed_100k_triangles():
+def test_render_of_100k_triangles_covers_the_head():
+    """A 145K-triangle head renders whole (its speed is for benchmarks, not tests)."""
     data = load_model_data({"model": "openhead"})
     v, f = trimesh.remesh.subdivide(data.v_template.astype(np.float64), data.faces)
     v, f = trimesh.remesh.subdivide(v, f)                         # 145K triangles
     assert len(f) > 100_000
     cam = camera_for_head(v, 0, image_size=512)
-    render_mesh(v, f, cam)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        r = render_mesh(v, f, cam)
-        times.append(time.perf_counter() - t)
-    print(f"render 512^2, {len(f)} triangles: {min(times):.3f} s (best of 3)")
+    r = render_mesh(v, f, cam)
     assert r.mask.sum() > 50_000
-    assert min(times) < 2.0    # ~0.25 s measured on 2 shared cores; generous for noisy machines
 
 
 def test_camera_for_head_frames_any_units_and_orientation():
