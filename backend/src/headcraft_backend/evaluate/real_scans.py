@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from ..fit.metrics import self_intersecting_pairs, surface_distances
 from ..fit.pipeline import FitOptions, fit_scan
-from ..fit.render import camera_for_head, render_mesh
+from ..fit.render import camera_for_head, render_mesh, vertex_normals
 from ..fit.scan import SCAN_SUFFIXES, Scan, load_scan_file
 from ..fit.subdivision import dense_template
 
@@ -33,14 +33,6 @@ def _face_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
 
 
-def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    n = np.zeros_like(v)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
-
-
 def quality(base: np.ndarray, final: np.ndarray, faces: np.ndarray, regions: dict,
             scan_v: np.ndarray, scan_f: np.ndarray | None, scan_points: np.ndarray) -> dict:
     """The figures of one fit; all inputs in the model frame, metres."""
@@ -50,7 +42,7 @@ def quality(base: np.ndarray, final: np.ndarray, faces: np.ndarray, regions: dic
     d_sr, nearest = cKDTree(final).query(scan_points, workers=-1)
     d_sr = d_sr * mm
     folded = (_face_normals(base, faces) * _face_normals(final, faces)).sum(1) < 0
-    vn = _vertex_normals(final, faces)
+    vn = vertex_normals(final, faces)
     if scan_f is not None:
         _, tri, _ = surface_distances(final, scan_v, scan_f, return_closest=True)
         sn = _face_normals(scan_v, scan_f)[tri]

@@ -140,15 +140,19 @@ def _interp(b: np.ndarray, values: np.ndarray, corner: np.ndarray) -> np.ndarray
             + b[:, 2, None] * values[corner[:, 2]])
 
 
-def vertex_normals(vertices, faces) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3); zero for unused vertices."""
-    v = np.asarray(vertices, np.float64)
+def vertex_normals(vertices, faces, chunk: int = 1 << 18) -> np.ndarray:
+    """Area-weighted unit vertex normals (V, 3), a chunk of triangles at a time; zero for
+    unused vertices."""
+    v = np.asarray(vertices)
     f = np.asarray(faces, np.int64)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        for c in range(3):
-            n[:, c] += np.bincount(f[:, k], weights=fn[:, c], minlength=len(v))
+    n = np.zeros((len(v), 3))
+    for s in range(0, len(f), chunk):
+        fc = f[s:s + chunk]
+        t = v[fc].astype(np.float64)
+        fn = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+        for k in range(3):
+            for c in range(3):
+                n[:, c] += np.bincount(fc[:, k], weights=fn[:, c], minlength=len(v))
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 

@@ -58,7 +58,8 @@ class Scan:
         points = np.asarray(points, np.float64)
         if self.is_mesh and len(self.faces) > _EXACT_NORMALS_MAX_FACES:
             _, nearest = cKDTree(self.vertices).query(points, workers=-1)
-            n = _vertex_normals(self.vertices, self.faces)[nearest]
+            from .render import vertex_normals
+            n = vertex_normals(self.vertices, self.faces)[nearest]
         elif self.is_mesh:
             from .metrics import surface_distances
             _, tri, _ = surface_distances(points, self.vertices, self.faces, return_closest=True)
@@ -388,19 +389,6 @@ def _double_areas(v, f, chunk: int = 1 << 18) -> np.ndarray:
         t = v[f[s:s + chunk]].astype(np.float64, copy=False)
         out[s:s + chunk] = np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1)
     return out
-
-
-def _vertex_normals(v, f, chunk: int = 1 << 18) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3), a chunk of triangles at a time."""
-    n = np.zeros((len(v), 3))
-    for s in range(0, len(f), chunk):
-        fc = f[s:s + chunk]
-        t = v[fc].astype(np.float64)
-        fn = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
-        for k in range(3):
-            for c in range(3):
-                n[:, c] += np.bincount(fc[:, k], fn[:, c], len(v))
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
 
 
 def _surface_scale(v, f) -> float:
