@@ -73,7 +73,8 @@ class RegistrationSettings:
 
 # Loss forms (fit/losses.py) of each registration convention: (Chamfer, regularisers).
 # "default": the paper's Chamfer (distances, pairs within 1 unit) with the published code's
-#   regularisers on the displacement, plus stage-2 smooth steps and a fold barrier.
+#   regularisers on the displacement; its preset gives stage 1 the squared Chamfer and stage 2
+#   smooth steps and a fold barrier.
 # "reference": the published code's losses as they are; "paper": the equations as printed.
 CONVENTIONS = {"default": ("paper", "reference"), "reference": ("reference", "reference"),
                "paper": ("paper", "paper")}
@@ -103,7 +104,8 @@ def preset(name: str = "paper", convention: str = "default", partial: bool = Fal
         s1 = dataclasses.replace(s1, chamfer="reference", prune=3.0)
         s2 = dataclasses.replace(s2, lr=3e-3 * lr, decay_to=0.01, smooth=SMOOTH, w_fold=W_FOLD)
     if partial:  # stronger stage-1 regularisation and wider pruning for partial observations
-        s1 = dataclasses.replace(s1, w_edge=8e5, w_laplacian=1e5, prune=10.0 if squared else np.sqrt(10.0))
+        squared1 = (s1.chamfer or CONVENTIONS[convention][0]) == "reference"
+        s1 = dataclasses.replace(s1, w_edge=8e5, w_laplacian=1e5, prune=10.0 if squared1 else np.sqrt(10.0))
         s2 = dataclasses.replace(s2, prune=0.1)
     return RegistrationSettings(s1, s2, convention=convention, partial=partial, refresh=10)
 
