@@ -87,3 +87,73 @@ def set_key_values(obj: bpy.types.Object, names: list[str], values) -> None:
     for n, v in zip(names, values):
         kb = blocks[n]
         kb.value = float(np.clip(v, kb.slider_min, kb.slider_max))
+
+
+def material_image(obj: bpy.types.Object) -> bpy.types.Image | None:
+    """The image of the first Image Texture node in the object's materials (imported textured
+    scans have one feeding the Base Color), or None."""
+    for slot in obj.material_slots:
+        mat = slot.material
+        if mat is None or not mat.use_nodes:
+            continue
+        for node in mat.node_tree.nodes:
+            if node.type == "TEX_IMAGE" and node.image is not None and node.image.size[0] > 0:
+                return node.image
+    return None
+
+
+def image_srgb(img: bpy.types.Image) -> np.ndarray:
+    """(H, W, 3) float32 display-encoded sRGB colours of an image, row 0 at the top."""
+    w, h = img.size
+    px = np.empty(w * h * img.channels, np.float32)
+    img.pixels.foreach_get(px)
+    px = px.reshape(h, w, img.channels)[::-1, :, :3]
+    if img.is_float:      # float images hold linear values; byte images their sRGB codes
+        px = np.clip(px, 0, 1)
+        px = np.where(px <= 0.0031308, 12.92 * px, 1.055 * np.power(px, 1 / 2.4) - 0.055)
+    return np.ascontiguousarray(px, np.float32)
+
+
+def corner_uv(me: bpy.types.Mesh) -> np.ndarray | None:
+    """(loops, 2) coordinates of the active UV map, or None without one."""
+    layer = me.uv_layers.active
+    if layer is None:
+        return None
+    uv = np.empty(len(me.loops) * 2, np.float32)
+    layer.uv.foreach_get("vector", uv)
+    return uv.reshape(-1, 2)
+
+
+def vertex_average(me: bpy.types.Mesh, per_corner: np.ndarray) -> np.ndarray:
+    """Per-vertex mean of per-corner (loop) values."""
+    vidx = np.empty(len(me.loops), np.int32)
+    me.loops.foreach_get("vertex_index", vidx)
+    acc = np.zeros((len(me.vertices), per_corner.shape[1]), np.float64)
+    for c in range(per_corner.shape[1]):
+        acc[:, c] = np.bincount(vidx, per_corner[:, c], minlength=len(me.vertices))
+    return (acc / np.maximum(np.bincount(vidx, minlength=len(me.vertices)), 1)[:, None]).astype(np.float32)
+
+
+def attribute_colours(me: bpy.types.Mesh) -> np.ndarray | None:
+    """(V, 3) sRGB colours of the active colour attribute (corner colours averaged per vertex),
+    or None without one."""
+    col = me.color_attributes.active_color
+    if col is None or col.domain not in ("POINT", "CORNER"):
+        return None
+    rgba = np.empty(len(col.data) * 4, np.float32)
+    col.data.foreach_get("color_srgb", rgba)
+    rgb = rgba.reshape(-1, 4)[:, :3]
+    return vertex_average(me, rgb) if col.domain == "CORNER" else rgb.copy()
+
+
+def texture_vertex_colours(obj: bpy.types.Object, me: bpy.types.Mesh) -> np.ndarray | None:
+    """(V, 3) sRGB colours read from the object's image texture at its active UV map (each
+    vertex the mean of its corners), or None when it has no texture or UVs."""
+    img, uv = material_image(obj), corner_uv(me)
+    if img is None or uv is None or not len(uv):
+        return None
+    tex = image_srgb(img)
+    h, w = tex.shape[:2]
+    x = np.clip((uv[:, 0] % 1.0) * w, 0, w - 1).astype(np.int64)
+    y = np.clip((1.0 - uv[:, 1] % 1.0) * h, 0, h - 1).astype(np.int64)
+    return vertex_average(me, tex[y, x])

@@ -9,7 +9,8 @@ import bpy
 from mathutils import Matrix
 
 from ..head import build as head_build
-from ..meshdata import blender_to_model, model_to_blender, new_mesh, read_faces, read_vertices, set_key_values
+from ..meshdata import (attribute_colours, blender_to_model, model_to_blender, new_mesh, read_faces,
+                        read_vertices, set_key_values, texture_vertex_colours)
 
 LANDMARK_ATTRIBUTE = "mediapipe_id"
 ERROR_RANGE_MM = 2.0   # the error colours saturate here
@@ -17,7 +18,8 @@ ERROR_RANGE_MM = 2.0   # the error colours saturate here
 
 def scan_arrays(obj: bpy.types.Object) -> dict:
     """The scan as the backend wants it: evaluated (modifiers applied), world space, model frame,
-    triangulated, with vertex colours when it has a point colour attribute."""
+    triangulated, with vertex colours (from its colour attribute or image texture) for the
+    landmark renders."""
     deps = bpy.context.evaluated_depsgraph_get()
     ev = obj.evaluated_get(deps)
     me = ev.to_mesh()
@@ -29,11 +31,11 @@ def scan_arrays(obj: bpy.types.Object) -> dict:
         faces = read_faces(me)
         if len(faces):
             out["faces"] = faces
-        col = me.color_attributes.active_color
-        if col is not None and col.domain == "POINT" and len(col.data) == len(me.vertices):
-            rgba = np.empty(len(me.vertices) * 4, np.float32)
-            col.data.foreach_get("color", rgba)
-            out["colors"] = rgba.reshape(-1, 4)[:, :3]
+        colours = attribute_colours(me)
+        if colours is None:
+            colours = texture_vertex_colours(obj, me)
+        if colours is not None:
+            out["colors"] = colours
     finally:
         ev.to_mesh_clear()
     return out

@@ -14,7 +14,7 @@ import bpy
 from .. import runtime
 from ..fit import build as fit_build
 from ..head import build as head_build
-from ..meshdata import blender_to_model, read_vertices
+from ..meshdata import attribute_colours, blender_to_model, corner_uv, image_srgb, material_image, read_vertices
 
 UNITS_PER_METRE = 120.0      # HeadCraft units (maps) per metre (meshes)
 UV_PREFIX = "HeadCraft "
@@ -221,24 +221,6 @@ def head_of(obj: bpy.types.Object | None) -> bpy.types.Object | None:
     return head_build.find_head(obj)
 
 
-def _srgb(linear: np.ndarray) -> np.ndarray:
-    x = np.clip(linear, 0, 1)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-
-
-def _scan_texture(obj: bpy.types.Object) -> bpy.types.Image | None:
-    """The image of the first Image Texture node in the scan's materials (imported textured
-    scans have one feeding the Base Color)."""
-    for slot in obj.material_slots:
-        mat = slot.material
-        if mat is None or not mat.use_nodes:
-            continue
-        for node in mat.node_tree.nodes:
-            if node.type == "TEX_IMAGE" and node.image is not None and node.image.size[0] > 0:
-                return node.image
-    return None
-
-
 def scan_colour_arrays(obj: bpy.types.Object) -> dict:
     """World-space scan surface (model frame) with its colours: the active colour attribute
     (display-encoded sRGB), else its image texture with the active UV map per triangle corner."""
@@ -257,31 +239,16 @@ def scan_colour_arrays(obj: bpy.types.Object) -> dict:
         mw = np.array(obj.matrix_world, np.float32)
         verts = read_vertices(me) @ mw[:3, :3].T + mw[:3, 3]
         out = {"scan_vertices": blender_to_model(verts), "scan_faces": tris.reshape(-1, 3)}
-        col = me.color_attributes.active_color
-        if col is not None and col.domain in ("POINT", "CORNER"):
-            rgba = np.empty(len(col.data) * 4, np.float32)
-            col.data.foreach_get("color_srgb", rgba)
-            rgb = rgba.reshape(-1, 4)[:, :3]
-            if col.domain == "CORNER":     # average each vertex's corners
-                vidx = np.empty(len(me.loops), np.int32)
-                me.loops.foreach_get("vertex_index", vidx)
-                acc = np.zeros((len(me.vertices), 3), np.float64)
-                np.add.at(acc, vidx, rgb)
-                rgb = acc / np.maximum(np.bincount(vidx, minlength=len(me.vertices)), 1)[:, None]
-            out["scan_colors"] = rgb.astype(np.float32)
+        rgb = attribute_colours(me)
+        if rgb is not None:
+            out["scan_colors"] = rgb
             return out
-        img = _scan_texture(obj)
-        layer = me.uv_layers.active
-        if img is None or layer is None:
+        img = material_image(obj)
+        uv = corner_uv(me)
+        if img is None or uv is None:
             raise ValueError(f"{obj.name} has no colors: give it a color attribute or an image texture")
-        uv = np.empty(len(me.loops) * 2, np.float32)
-        layer.uv.foreach_get("vector", uv)
-        out["scan_uv"] = uv.reshape(-1, 2)[loops].reshape(-1, 3, 2)
-        w, h = img.size
-        px = np.empty(w * h * img.channels, np.float32)
-        img.pixels.foreach_get(px)
-        px = px.reshape(h, w, img.channels)[::-1, :, :3]
-        out["texture"] = np.ascontiguousarray(_srgb(px) if img.is_float else px, np.float32)
+        out["scan_uv"] = uv[loops].reshape(-1, 3, 2)
+        out["texture"] = image_srgb(img)
         return out
     finally:
         ev.to_mesh_clear()

@@ -60,6 +60,28 @@ def test_paired_chamfer_equals_the_direct_sum(conv, thr):
             assert ga[~moving].abs().sum() > 0       # scan->template pulls frozen vertices' terms too
 
 
+def test_bounded_search_and_skipped_refreshes():
+    """Pairs looked for within a reach: -1 beyond it, the exact nearest inside it (KD-tree and
+    chunked search agree); a refresh is skipped while no vertex has moved."""
+    rng = np.random.default_rng(3)
+    v = torch.tensor(rng.normal(size=(2000, 3)), dtype=torch.float32)
+    s = torch.tensor(rng.normal(size=(3000, 3)) * 1.5, dtype=torch.float32)
+    d = torch.cdist(v, s)
+    for nn in (NearestNeighbours(s), NearestNeighbours(s, bruteforce=True)):
+        i = nn.nearest_scan(v, within=0.1)
+        near = d.min(1).values <= 0.1
+        assert 0 < near.sum() < len(v)
+        assert torch.equal(i >= 0, near) and torch.equal(i[near], d.argmin(1)[near])
+        j = nn.nearest_template(v, within=0.1)
+        assert torch.equal(j >= 0, d.min(0).values <= 0.1)
+    pc = PairedChamfer(s, 0.5, "paper", refresh=2)
+    refreshes = []
+    pc._refresh = lambda verts, f=pc._refresh: (refreshes.append(1), f(verts))   # counts the real method's calls
+    for k in range(6):
+        pc(v + (0.0 if k < 4 else 0.1))
+    assert len(refreshes) == 2        # call 0, then not at 2 (nothing moved), then at 4 (moved 0.17)
+
+
 def test_pruning_drops_far_pairs():
     v = torch.tensor([[0.0, 0, 0], [10.0, 0, 0]])
     s = torch.tensor([[0.5, 0, 0]])

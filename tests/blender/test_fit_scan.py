@@ -139,3 +139,32 @@ result = [opts.registration.stage1.w_edge, opts.coarse.scale]
     calls = draw(ext.fit.panel.VIEW3D_PT_headcraft_fit_weights, bpy.context, real=object())
     assert sum(c[0] == "prop" for c in calls) == len(ops.WEIGHTS)
     s.fit_steps, s.fit_units, s.fit_custom_weights, scene.unit_settings.scale_length = 0, "AUTO", False, 1.0
+
+
+def test_scan_colours_reach_the_request_from_a_texture_or_an_attribute(blender, ext):
+    """The landmark renders get the scan's look: its image texture (sampled at the UVs, as an
+    imported photogrammetry scan has it) or its colour attribute, in display sRGB."""
+    bpy = blender
+    verts = np.array([[0, 0, 0], [1, 0, 0], [1, 0, 1], [0, 0, 1]], np.float32)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    uv = np.array([[[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], [[0.1, 0.1], [0.9, 0.9], [0.1, 0.9]]], np.float32)
+    obj = bpy.data.objects.new("Textured", ext.meshdata.new_mesh("Textured", verts, faces, uv))
+    bpy.context.scene.collection.objects.link(obj)
+    assert "colors" not in ext.fit.build.scan_arrays(obj)
+    tex = bpy.data.images.new("ScanTex", 4, 4)
+    px = np.zeros((4, 4, 4), np.float32)
+    px[..., 3] = 1
+    px[:2, :, 0] = 1.0            # bottom half red, top half blue (rows from the bottom)
+    px[2:, :, 2] = 1.0
+    tex.pixels.foreach_set(px.ravel())
+    mat = bpy.data.materials.new("ScanMat")
+    mat.use_nodes = True
+    mat.node_tree.nodes.new("ShaderNodeTexImage").image = tex
+    obj.data.materials.append(mat)
+    colours = ext.fit.build.scan_arrays(obj)["colors"]
+    np.testing.assert_allclose(colours[[0, 1]], [[1, 0, 0]] * 2, atol=1e-6)   # v = 0.1
+    np.testing.assert_allclose(colours[[2, 3]], [[0, 0, 1]] * 2, atol=1e-6)   # v = 0.9
+    col = obj.data.color_attributes.new("Col", "FLOAT_COLOR", "POINT")
+    col.data.foreach_set("color_srgb", np.tile([0.2, 0.6, 0.4, 1.0], 4).astype(np.float32))
+    obj.data.color_attributes.active_color = col
+    np.testing.assert_allclose(ext.fit.build.scan_arrays(obj)["colors"], [[0.2, 0.6, 0.4]] * 4, atol=1e-4)

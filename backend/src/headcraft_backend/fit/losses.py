@@ -116,30 +116,43 @@ class NearestNeighbours:
         self.exact = scan.is_cuda or bruteforce   # exact chunked torch.cdist search
         self.scan_tree = None if self.exact else cKDTree(scan.detach().cpu().numpy())
 
-    def nearest_scan(self, verts: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest scan point for each of `verts` (no refresh logic)."""
+    def nearest_scan(self, verts: torch.Tensor, within: float | None = None) -> torch.Tensor:
+        """Index of the nearest scan point for each of `verts` (no refresh logic); with `within`,
+        -1 where none lies that close (the KD-tree search then stops early: 4-8x faster)."""
         with torch.no_grad():
             if self.exact:
-                return _chunked_argmin(verts, self.scan, self.chunk)
-            return torch.from_numpy(self.scan_tree.query(verts.detach().cpu().numpy(), workers=-1)[1]).to(verts.device)
+                return _chunked_argmin(verts, self.scan, self.chunk, within)
+            return _bounded(self.scan_tree, verts.detach().cpu().numpy(), within).to(verts.device)
 
-    def nearest_template(self, verts: torch.Tensor) -> torch.Tensor:
-        """Index into `verts` of the nearest template vertex for each scan point."""
+    def nearest_template(self, verts: torch.Tensor, within: float | None = None) -> torch.Tensor:
+        """Index into `verts` of the nearest template vertex for each scan point (-1 as above)."""
         with torch.no_grad():
             if self.exact:
-                return _chunked_argmin(self.scan, verts, self.chunk)
-            tree = cKDTree(verts.detach().cpu().numpy())
-            return torch.from_numpy(tree.query(self.scan_tree.data, workers=-1)[1]).to(verts.device)
+                return _chunked_argmin(self.scan, verts, self.chunk, within)
+            return _bounded(cKDTree(verts.detach().cpu().numpy()), self.scan_tree.data, within).to(verts.device)
+
+
+def _bounded(tree: cKDTree, queries: np.ndarray, within: float | None) -> torch.Tensor:
+    d, i = tree.query(queries, workers=-1, distance_upper_bound=np.inf if within is None else within)
+    i[~np.isfinite(d)] = -1
+    return torch.from_numpy(i.astype(np.int64))
+
 
 class PairedChamfer:
     """`pruned_chamfer` of a moving template against a fixed scan, made cheap per step.
 
-    Pairs come from NearestNeighbours every `refresh` calls (every call with an exact search).
-    Between refreshes the template->scan targets are fixed points, and in the reference
-    convention the scan->template side, with the kept pairs chosen at the refresh, is summed
-    per vertex as count, sum and squared sum of its scan points' offsets, so a step costs
-    O(V) instead of gathering every scan point. `moving` (V,) bool restricts the
-    template->scan side to those vertices (the reference convention's mask)."""
+    Pairs come from NearestNeighbours every `refresh` calls (every call with an exact search;
+    with the KD-trees, not while no vertex moved STILL since the last refresh), looked for only
+    within REACH times the pruning radius: a farther pair is dropped now and cannot come within
+    the radius before the next refresh. Between refreshes the template->scan
+    targets are fixed points, and in the reference convention the scan->template side, with the
+    kept pairs chosen at the refresh, is summed per vertex as count, sum and squared sum of its
+    scan points' offsets, so a step costs O(V) instead of gathering every scan point. `moving`
+    (V,) bool restricts the template->scan side to those vertices (the reference convention's
+    mask)."""
+
+    REACH = 1.5
+    STILL = 0.02   # units (0.17 mm): a fifth of the spacing of 200K points on a head
 
     def __init__(self, scan: torch.Tensor, threshold: float, convention: str = "reference",
                  moving: torch.Tensor | None = None, refresh: int = 10, bruteforce: bool = False):
@@ -149,18 +162,28 @@ class PairedChamfer:
         self.nn = NearestNeighbours(scan, bruteforce=bruteforce)
         self.refresh = 1 if self.nn.exact else max(1, int(refresh))
         self.rows = None if moving is None else torch.nonzero(moving).squeeze(1)
+        self.reach = self.REACH * (np.sqrt(self.threshold) if convention == "reference" else self.threshold)
         self.calls = 0
+
+    def _moved(self, verts: torch.Tensor) -> bool:
+        """Whether any vertex moved STILL or more since the last refresh: if none did, its pairs
+        stand (late in a stage most refreshes are skipped)."""
+        with torch.no_grad():
+            return bool(((verts - self.at) ** 2).sum(-1).max() >= self.STILL ** 2)
 
     def _refresh(self, verts: torch.Tensor) -> None:
         with torch.no_grad():
+            self.at = verts.detach().clone()
             mv = verts if self.rows is None else verts[self.rows]
-            self.t2s = self.nn.nearest_scan(mv)
-            self.s2t = self.nn.nearest_template(verts)
-            self.target = self.scan[self.t2s]
+            t2s = self.nn.nearest_scan(mv, self.reach)
+            self.found = t2s >= 0
+            self.target = self.scan[t2s.clamp_min(0)]
+            s2t = self.nn.nearest_template(verts, self.reach)
+            near = s2t >= 0
+            self.s2t, self.near_scan = s2t[near], self.scan[near]
             if self.convention == "reference":
-                q = self.scan - verts[self.s2t]                 # offsets from the refresh's vertices
-                q2 = (q * q).sum(-1)
-                keep = q2 < self.threshold
+                q = self.near_scan - verts[self.s2t]            # offsets from the refresh's vertices
+                keep = (q * q).sum(-1) < self.threshold
                 idx = self.s2t[keep]
                 V = len(verts)
                 self.anchor = verts.detach().clone()
@@ -171,30 +194,30 @@ class PairedChamfer:
                 self.kept = int(keep.sum())
 
     def __call__(self, verts: torch.Tensor) -> torch.Tensor:
-        if self.calls % self.refresh == 0:
+        if self.calls % self.refresh == 0 and (self.calls == 0 or self.nn.exact or self._moved(verts)):
             self._refresh(verts)
         self.calls += 1
         mv = verts if self.rows is None else verts[self.rows]
-        diff = mv - self.target
-        d_ts = (diff ** 2).sum(-1)
+        d_ts = ((mv - self.target) ** 2).sum(-1)
         if self.convention == "reference":
-            keep = d_ts < self.threshold
+            keep = self.found & (d_ts < self.threshold)
             t2s = torch.where(keep, d_ts, 0.0).sum() / keep.sum().clamp_min(1)
             if not self.kept:
                 return t2s
             u = verts - self.anchor       # sum over kept pairs of |q - u|^2, per vertex
             s2t = (self.count * (u * u).sum(-1)).sum() - 2.0 * (u * self.S).sum() + self.Q
             return t2s + s2t / self.kept
-        d_st = ((self.scan - verts[self.s2t]) ** 2).sum(-1)
+        d_st = ((self.near_scan - verts[self.s2t]) ** 2).sum(-1)
         r2 = self.threshold ** 2
-        terms = [torch.sqrt(d[d < r2] + 1e-12) for d in (d_ts, d_st)]
+        terms = [torch.sqrt(d_ts[self.found & (d_ts < r2)] + 1e-12), torch.sqrt(d_st[d_st < r2] + 1e-12)]
         return sum(t.mean() if t.numel() else t.sum() for t in terms)
 
 
-def _chunked_argmin(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
+def _chunked_argmin(a: torch.Tensor, b: torch.Tensor, chunk: int, within: float | None = None) -> torch.Tensor:
     out = torch.empty(a.shape[0], dtype=torch.long, device=a.device)
     for s in range(0, a.shape[0], chunk):
-        out[s:s + chunk] = torch.cdist(a[s:s + chunk], b).argmin(1)
+        d, i = torch.cdist(a[s:s + chunk], b).min(1)
+        out[s:s + chunk] = i if within is None else torch.where(d <= within, i, -1)
     return out
 
 
