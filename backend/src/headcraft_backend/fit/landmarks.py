@@ -111,14 +111,6 @@ class LandmarkResult:
     forward: np.ndarray | None = None
     searched: list = dataclasses.field(default_factory=list)  # orientation search: [(up, forward, face score)]
 
-    @property
-    def fit_points(self) -> np.ndarray:
-        return self.points[FIT_LANDMARKS]
-
-    @property
-    def fit_valid(self) -> np.ndarray:
-        return self.valid[FIT_LANDMARKS]
-
 
 # --------------------------------------------------------------------------------------------
 def _import_mediapipe():

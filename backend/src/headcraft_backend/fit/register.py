@@ -18,8 +18,8 @@ from .losses import MeshRegulariser, PairedChamfer
 
 CONVERGED = 0.002          # the presets' relative loss decrease per window that counts as converged
 CONVERGE_WINDOW = 100      # steps
-SMOOTH = 10.0              # the default convention's stage-2 smoothness of steps (StageSettings.smooth)
-W_FOLD = 100.0             # and its fold barrier's weight
+SMOOTH = 10.0              # the default convention's smoothness of steps (StageSettings.smooth)
+W_FOLD = 100.0             # and its fold barrier's weight, both stages
 
 
 @dataclasses.dataclass
@@ -62,19 +62,11 @@ class RegistrationSettings:
     sparse: bool = False              # with partial: a sparse cloud (proximity mask t = 0.3)
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RegistrationSettings":
-        d = dict(d)
-        return cls(stage1=StageSettings(**d.pop("stage1")), stage2=StageSettings(**d.pop("stage2")), **d)
-
 
 # Loss forms (fit/losses.py) of each registration convention: (Chamfer, regularisers).
 # "default": the paper's Chamfer (distances, pairs within 1 unit) with the published code's
-#   regularisers on the displacement; its preset gives stage 1 the squared Chamfer and stage 2
-#   smooth steps and a fold barrier.
+#   regularisers on the displacement; its preset gives stage 1 the squared Chamfer and both
+#   stages smooth steps and a fold barrier.
 # "reference": the published code's losses as they are; "paper": the equations as printed.
 CONVENTIONS = {"default": ("paper", "reference"), "reference": ("reference", "reference"),
                "paper": ("paper", "paper")}
@@ -86,7 +78,7 @@ def preset(name: str = "paper", convention: str = "default", partial: bool = Fal
 
     The default convention's stage 2 differs from the paper's where real scans showed it must
     (see README, "Fit Scan on real scans"): 10x the learning rate decayed to 1% (the paper's
-    rate stops 0.5-2 mm short on a real face), smooth steps and a fold barrier."""
+    rate stops 0.5-2 mm short on a real face); smooth steps and a fold barrier in both stages."""
     steps = {"paper": 1000, "preview": 250}
     if name not in steps:
         raise ValueError(f"unknown preset {name!r}; choose {', '.join(steps)}")
@@ -100,8 +92,10 @@ def preset(name: str = "paper", convention: str = "default", partial: bool = Fal
     s2 = StageSettings(n, 3e-4 * lr, 2e4, 2e4, 1e4, p2, converge=CONVERGED)
     if convention == "default":
         # Stage 1 keeps the published code's squared Chamfer: it pulls far hair harder (long hair
-        # on procedural scans: whole-head p95 1.5 mm, against 8 mm with distances).
-        s1 = dataclasses.replace(s1, chamfer="reference", prune=3.0)
+        # on procedural scans: whole-head p95 1.5 mm, against 8 mm with distances). Smooth steps
+        # and the fold barrier in both stages: without them stage 1 folded the scalp where it
+        # meets the frozen ears (220 triangles on the Demosthenes bust), with them none.
+        s1 = dataclasses.replace(s1, chamfer="reference", prune=3.0, smooth=SMOOTH, w_fold=W_FOLD)
         s2 = dataclasses.replace(s2, lr=3e-3 * lr, decay_to=0.01, smooth=SMOOTH, w_fold=W_FOLD)
     if partial:  # stronger stage-1 regularisation and wider pruning for partial observations
         squared1 = (s1.chamfer or CONVENTIONS[convention][0]) == "reference"

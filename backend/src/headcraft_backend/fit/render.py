@@ -95,20 +95,6 @@ class Camera:
             return np.asarray(depth, np.float64) / self.focal
         return np.full(np.shape(depth), 1.0 / self.scale)
 
-    def rays(self, xy) -> tuple[np.ndarray, np.ndarray]:
-        """Continuous pixel coordinates (..., 2) -> ray origins and unit directions (world)."""
-        xy = np.asarray(xy, np.float64)
-        d = (xy - np.array([self.cx, self.cy]))
-        if self.projection == "perspective":
-            dc = np.concatenate([d / self.focal, np.ones(d.shape[:-1] + (1,))], -1)
-            dc /= np.linalg.norm(dc, axis=-1, keepdims=True)
-            origin = np.broadcast_to(self.position, dc.shape).copy()
-        else:
-            oc = np.concatenate([d / self.scale, np.zeros(d.shape[:-1] + (1,))], -1)
-            origin = oc @ self.rotation + self.position
-            dc = np.broadcast_to(np.array([0.0, 0.0, 1.0]), oc.shape)
-        return origin, dc @ self.rotation
-
 
 @dataclasses.dataclass
 class RenderResult:

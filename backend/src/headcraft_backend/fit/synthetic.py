@@ -112,10 +112,6 @@ class SyntheticScan:
     def to_model(self, y) -> np.ndarray:
         return (np.asarray(y, np.float64) - self.translation) @ self.rotation / self.scale
 
-    @property
-    def junk_mask(self) -> np.ndarray:
-        return self.scan_truth_index < 0
-
 
 @dataclasses.dataclass
 class PartialView:
