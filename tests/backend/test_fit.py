@@ -9,7 +9,7 @@ from headcraft_backend.fit.losses import (MeshRegulariser, NearestNeighbours, Pa
                                           pruned_chamfer, unique_edges)
 from headcraft_backend.fit.register import FoldBarrier, Registration, SmoothField, hull_mask, preset
 from headcraft_backend.fit.scan import sanitize
-from headcraft_backend.fit.units import MM_PER_UNIT, to_units
+from headcraft_backend.fit.units import MM_PER_UNIT, to_metres, to_units
 from headcraft_backend.head.model import HeadModel
 from headcraft_backend.head.registry import load_model_data
 from headcraft_backend.service.jobs import UserError
@@ -354,3 +354,21 @@ def test_scan_units_do_not_change_the_fit(openhead):
     assert np.median(gap_mm) < 0.25 and np.percentile(gap_mm, 95) < 0.75     # scan noise: 0.2 mm
     assert m_.report["face"]["result_to_scan_median"] == pytest.approx(
         mm.report["face"]["result_to_scan_median"], rel=0.05)
+
+
+def test_fit_error_report_measures_to_the_scan_surface():
+    """A head 0.01 units above a flat scan sampled every unit: to the surface it is 0.01 units
+    off (0.083 mm), to the nearest sample point up to 0.7 units."""
+    import types
+    from headcraft_backend.fit.pipeline import error_report
+    v, faces = _grid(11)
+    final = v * 0.5 + [0.2, 0.2, 0.01]                  # units
+    samples = v.astype(np.float32)
+    plane = (np.array([[-5, -5, 0], [20, -5, 0], [20, 20, 0], [-5, 20, 0]], np.float64), np.array([[0, 1, 2], [0, 2, 3]]))
+    dense = types.SimpleNamespace(faces=faces, regions={"face": np.arange(len(v))})
+    final_m = to_metres(final)
+    err, table = error_report(final_m, dense, samples, plane)
+    np.testing.assert_allclose(err, 0.01 * MM_PER_UNIT, rtol=1e-3)
+    assert table["face"]["result_to_scan_median"] == pytest.approx(0.01 * MM_PER_UNIT, rel=1e-3)
+    _, by_points = error_report(final_m, dense, samples)
+    assert by_points["face"]["result_to_scan_median"] > 10 * table["face"]["result_to_scan_median"]
