@@ -372,3 +372,11 @@ def test_fit_error_report_measures_to_the_scan_surface():
     assert table["face"]["result_to_scan_median"] == pytest.approx(0.01 * MM_PER_UNIT, rel=1e-3)
     _, by_points = error_report(final_m, dense, samples)
     assert by_points["face"]["result_to_scan_median"] > 10 * table["face"]["result_to_scan_median"]
+
+
+@pytest.mark.parametrize("params", [{"stage2_mode": "sideways"}, {"stage1": {"lr": 0}}, {"stage2": {"bogus": 1}},
+                                    {"coarse": {"scale": -1}}, {"preset": "fast"}])
+def test_bad_fit_settings_are_refused_before_any_work(params):
+    from headcraft_backend.fit.jobs import options_from_params
+    with pytest.raises(UserError, match="bad|stage2_mode|preset"):
+        options_from_params(params)

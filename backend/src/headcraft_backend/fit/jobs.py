@@ -48,6 +48,8 @@ def options_from_params(params: dict) -> FitOptions:
             if params.get(key):
                 setattr(reg, key, dataclasses.replace(getattr(reg, key), **params[key]))
         if "stage2_mode" in params:
+            if params["stage2_mode"] not in ("scalar", "vector"):
+                raise ValueError(f"stage2_mode must be 'scalar' or 'vector', not {params['stage2_mode']!r}")
             reg.stage2_mode = params["stage2_mode"]
         opts.registration = reg
     except (TypeError, ValueError) as exc:

@@ -56,7 +56,7 @@ class RegistrationSettings:
     refresh: int = 10                 # CPU: nearest-neighbour pairs recomputed every N steps
     bruteforce: bool = False          # exact torch.cdist search every step (the benchmark baseline)
     init_std: float = 1e-4
-    untangle: bool = True             # shrink stage-2 moves that cross face triangles (see untangle)
+    untangle: bool = True             # shrink stage-2 moves that cross face/hair triangles (see untangle)
     lid_margin: float = 0.4           # stage 2 also freezes face vertices this close to the eyeballs (units)
     partial: bool = False             # single depth view or sparse cloud (supp. B.1)
     sparse: bool = False              # with partial: a sparse cloud (proximity mask t = 0.3)
@@ -111,7 +111,7 @@ class RegistrationResult:
     displacement: np.ndarray    # (V, 3) final - base (object-space vector displacement)
     visibility: np.ndarray | None   # (V,) bool for partial fits: vertices supported by the cloud
     history: list[dict]         # per logged step: stage, step, loss terms
-    untangled: int = 0          # vertices whose stage-2 displacement was shrunk to uncross the face
+    untangled: int = 0          # vertices whose stage-2 displacement was shrunk to uncross face and hair
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -259,7 +259,8 @@ class Registration:
         self.move1 = torch.as_tensor(move1, device=self.device)
         self.move2 = torch.as_tensor(move2, device=self.device)
         self.history: list[dict] = []
-        self.faces_np, self.face = np.asarray(faces), region("face")
+        self.faces_np = np.asarray(faces)
+        self.checked = np.union1d(region("face"), region("scalp"))    # untangled after stage 2
 
     def _optimise(self, name: str, params: list[torch.Tensor], verts_fn, s: StageSettings, rest: torch.Tensor,
                   moving: torch.Tensor, progress0: float, progress1: float) -> torch.Tensor:
@@ -339,9 +340,9 @@ class Registration:
             visibility = d < t
         stage1_np, final_np = stage1.cpu().numpy(), final.cpu().numpy()
         untangled = 0
-        if len(self.face) and s.untangle:
-            self.report(0.99, "stage 2", "checking the face for crossed triangles")
-            final_np, untangled = untangle(final_np, stage1_np, self.faces_np, self.face)
+        if len(self.checked) and s.untangle:
+            self.report(0.99, "stage 2", "checking face and hair for crossed triangles")
+            final_np, untangled = untangle(final_np, stage1_np, self.faces_np, self.checked)
         return RegistrationResult(stage1=stage1_np, final=final_np,
                                   displacement=final_np - self.base.cpu().numpy(),
                                   visibility=visibility, history=self.history, untangled=untangled)
