@@ -226,9 +226,11 @@ def _register(task: Task, out_dir: Path, o: RegisterOptions, t0: float) -> None:
 def landmark_file(folder: str, stem: str) -> dict[int, np.ndarray] | None:
     """The scan's landmarks from `folder`/<stem>.json or .csv, or None (detect them)."""
     from ..fit.landmark_file import read_landmark_file
+    if not folder:
+        return None
     for suffix in (".json", ".csv"):
-        path = Path(folder) / f"{stem}{suffix}" if folder else None
-        if path is not None and path.is_file():
+        path = Path(folder) / f"{stem}{suffix}"
+        if path.is_file():
             return read_landmark_file(path)
     return None
 

@@ -144,12 +144,11 @@ class PairedChamfer:
     Pairs come from NearestNeighbours every `refresh` calls (every call with an exact search;
     with the KD-trees, not while no vertex moved STILL since the last refresh), looked for only
     within REACH times the pruning radius: a farther pair is dropped now and cannot come within
-    the radius before the next refresh. Between refreshes the template->scan
-    targets are fixed points, and in the reference convention the scan->template side, with the
-    kept pairs chosen at the refresh, is summed per vertex as count, sum and squared sum of its
-    scan points' offsets, so a step costs O(V) instead of gathering every scan point. `moving`
-    (V,) bool restricts the template->scan side to those vertices (the reference convention's
-    mask)."""
+    the radius before the next refresh. Between refreshes the template->scan targets are fixed
+    points, and in the reference convention the scan->template side, with the kept pairs chosen
+    at the refresh, is summed per vertex as count, sum and squared sum of its scan points'
+    offsets, so a step costs O(V) instead of gathering every scan point. `moving` (V,) bool
+    restricts the template->scan side to those vertices (the reference convention's mask)."""
 
     REACH = 1.5
     STILL = 0.02   # units (0.17 mm): a fifth of the spacing of 200K points on a head
@@ -169,11 +168,11 @@ class PairedChamfer:
         """Whether any vertex moved STILL or more since the last refresh: if none did, its pairs
         stand (late in a stage most refreshes are skipped)."""
         with torch.no_grad():
-            return bool(((verts - self.at) ** 2).sum(-1).max() >= self.STILL ** 2)
+            return bool(((verts - self.anchor) ** 2).sum(-1).max() >= self.STILL ** 2)
 
     def _refresh(self, verts: torch.Tensor) -> None:
         with torch.no_grad():
-            self.at = verts.detach().clone()
+            self.anchor = verts.detach().clone()     # the vertices the pairs were found at
             mv = verts if self.rows is None else verts[self.rows]
             t2s = self.nn.nearest_scan(mv, self.reach)
             self.found = t2s >= 0
@@ -186,7 +185,6 @@ class PairedChamfer:
                 keep = (q * q).sum(-1) < self.threshold
                 idx = self.s2t[keep]
                 V = len(verts)
-                self.anchor = verts.detach().clone()
                 qk = q[keep]                # |q - u|^2 = q.q - 2 q.u + u.u, summed per vertex
                 self.count = torch.zeros(V, device=verts.device).index_add_(0, idx, torch.ones_like(qk[:, 0]))
                 self.S = torch.zeros_like(verts).index_add_(0, idx, qk)
