@@ -7,7 +7,9 @@
     python3 build.py demo        # setup, then the main job headless -> out/demo/
     python3 build.py extension   # validate and build dist/headcraft-<version>.zip
     python3 build.py ui          # every panel and menu in its main states, as text -> out/ui.txt
-    python3 build.py bench [wire|add-head|registration|maps|generate|animate]   # ratios to baselines
+    python3 build.py bench [wire|add-head|registration|real-fit|maps|generate|animate] [--device cuda]
+                                 # ratios to baselines; with --device cuda first the CUDA-only tests,
+                                 # then every row's torch work on the GPU (the GPU machine's one script)
     python3 build.py eval-fit    # fit procedural scans with ground truth, print errors per region
     python3 build.py eval-real [folder]  # fit real scans (default ../shared/data/real_scans): figures + pictures
     python3 build.py eval        # held-apart procedural set: registration errors, MMD/COV/JSD (Table 1)
@@ -48,7 +50,7 @@ LPIPS = "lpips==0.1.4"        # only its weight files are read; --no-deps keeps 
 WIRE_SRC = ROOT / "backend" / "src" / "headcraft_backend" / "wire.py"
 WIRE_COPY = ROOT / "headcraft_blender" / "client" / "wire.py"
 # the wire codec imports its limits: both travel to the extension
-SYNCED = [(WIRE_SRC, WIRE_COPY), (WIRE_SRC.with_name("limits.py"), WIRE_COPY.with_name("limits.py"))]
+SYNCED = [(WIRE_SRC, WIRE_COPY)] + [(WIRE_SRC.with_name(n), WIRE_COPY.with_name(n)) for n in ("limits.py", "units.py")]
 
 
 def venv_python(venv: Path = VENV) -> Path:
@@ -191,6 +193,9 @@ def demo(args) -> int:
 def bench(args) -> int:
     py = setup()
     stage()
+    if any("cuda" in a for a in args):     # the tests that only a GPU runs (skipped elsewhere)
+        code = subprocess.run([py, "-m", "pytest", "-q", "-rs", "tests/backend", "-k", "cuda"], cwd=ROOT).returncode
+        print(f"CUDA-only tests: {'passed' if code == 0 else 'FAILED'}", flush=True)
     return subprocess.run([py, ROOT / "tools" / "bench.py", *args], cwd=ROOT).returncode
 
 

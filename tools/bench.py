@@ -1,5 +1,8 @@
-"""Benchmarks (`python build.py bench`): each prints our time and the ratio to a straightforward
-baseline measured in the same run. Timings are medians of several repeats."""
+"""Benchmarks (`python build.py bench [names] [--device cpu|cuda]`): each prints our time and
+the ratio to a straightforward baseline measured in the same run. Timings are medians of
+several repeats. With --device cuda the torch work (registration, whole fit, sampling,
+animation, the backend of the wire round trip) runs on the GPU, both ours and the baseline;
+the bake and map rows are numpy on the CPU either way and say so."""
 from __future__ import annotations
 
 import json
@@ -16,9 +19,22 @@ import bpy  # noqa: E402
 
 from blender_session import disable_extension, enable_extension  # noqa: E402
 
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--device")]
+DEVICE = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--device=")), "cpu")
+if "--device" in sys.argv:
+    DEVICE = sys.argv[sys.argv.index("--device") + 1]
+    ARGS.remove(DEVICE)
+
 ext = enable_extension("bench")
 from bl_ext.bench.headcraft.client.launcher import LocalBackend  # noqa: E402
 from bl_ext.bench.headcraft.meshdata import new_mesh, read_vertices, write_vertices  # noqa: E402
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so that timings cover it."""
+    if DEVICE.startswith("cuda"):
+        import torch
+        torch.cuda.synchronize()
 
 
 def median_ms(fn, repeats=7) -> float:
@@ -143,15 +159,17 @@ def bench_animate() -> None:
     300 frames, and one frame of the rig in Blender. Baselines: expressions carried one at a time
     and written through key_block.data as float64 lists; the bake sent one frame per request;
     computing the exact head for a frame instead of evaluating the rig."""
-    from headcraft_backend.animate import jobs as anim
-    from headcraft_backend.cli import _CliContext
-    from headcraft_backend.layout.jobs import _layout
+    from headcraft_backend.animate import rig as anim
+    from headcraft_backend.compute import Compute
+    from headcraft_backend.head.dense import dense_template
+    from headcraft_backend.head.registry import get_model
     head, det = _bench_detailed_head()
     V, build, scene = len(det.data.vertices), ext.animate.build, bpy.context.scene
-    ctx = _CliContext("cpu")
-    model, dense, _ = _layout(ctx, {"model": "openhead"})
+    ctx = Compute(DEVICE)
+    model = get_model(ctx, {"model": "openhead"})
+    dense = dense_template(model.data)
     request = build.rig_request(det, head)
-    coords = anim.detail_coordinates(ctx, model, dense, request)
+    coords = anim.detail_coordinates(ctx, model, dense, request["base"], request["displacement"])
 
     # a 300-frame performance on the low-res head: keys and jaw/neck rotations
     frames = 300
@@ -216,12 +234,12 @@ def bench_animate() -> None:
 
 
 def main() -> int:
-    backend = LocalBackend(sys.executable, "cpu")
+    backend = LocalBackend(sys.executable, DEVICE)
     backend.start()
     conn = backend.connect()
     try:
-        print(f"backend: {conn.info['device_name']} ({conn.info['torch_version']})")
-        chosen = set(sys.argv[1:]) or {"wire", "add-head", "registration", "real-fit", "maps",
+        print(f"backend and torch rows on {DEVICE}: {conn.info['device_name']} ({conn.info['torch_version']})")
+        chosen = set(ARGS) or {"wire", "add-head", "registration", "real-fit", "maps",
                                              "generate", "animate"}   # e.g. bench.py maps
         if "wire" in chosen:
             bench_roundtrip(conn)
@@ -254,8 +272,8 @@ def bench_registration() -> None:
     import torch
     from headcraft_backend.fit.register import Registration, preset
     from headcraft_backend.fit.scan import Scan
-    from headcraft_backend.fit.subdivision import DenseRebuild, dense_template
-    from headcraft_backend.fit.units import to_units
+    from headcraft_backend.head.dense import DenseRebuild, dense_template
+    from headcraft_backend.units import to_units
     from headcraft_backend.head.model import HeadModel
     from headcraft_backend.head.registry import load_model_data
     d = load_model_data({"model": "openhead"})
@@ -272,20 +290,24 @@ def bench_registration() -> None:
     for n in (25, 75):          # the slope is the step; the intercept the set-up (trees, matrices)
         s.stage1.steps = s.stage2.steps = n
         t = time.perf_counter()
-        Registration(base, dense.faces, dense.regions, scan, s).run()
+        Registration(base, dense.faces, dense.regions, scan, s, device=DEVICE).run()
+        _sync()
         runs[n] = time.perf_counter() - t
     ours = (runs[75] - runs[25]) / 100
     setup = runs[25] - 50 * ours
     # The exact search of one step costs |template| x |scan| distance evaluations each way:
     # timed on 5,000 template vertices and scaled (a whole step takes minutes here).
     from headcraft_backend.fit.losses import _chunked_argmin
-    sub = torch.as_tensor(base[:5000])
+    sub, pts = torch.as_tensor(base[:5000], device=DEVICE), torch.as_tensor(scan, device=DEVICE)
+    _chunked_argmin(sub[:100], pts, 2048)       # warm-up
+    _sync()
     t = time.perf_counter()
-    _chunked_argmin(sub, torch.as_tensor(scan), 2048)
+    _chunked_argmin(sub, pts, 2048)
+    _sync()
     per_pair = (time.perf_counter() - t) / (5000 * len(scan))
     base_step = ours + 2 * per_pair * len(base) * len(scan)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"registration, {len(base):,}-vertex template, {len(scan):,}-point scan: {ours * 1e3:.0f} ms/step "
+    print(f"[{DEVICE}] registration, {len(base):,}-vertex template, {len(scan):,}-point scan: {ours * 1e3:.0f} ms/step "
           f"+ {setup:.1f} s set-up -> both stages at paper defaults (2 x 1000 steps) ~{setup + ours * 2000:.0f} s "
           f"(target <= 180 s) | "
           f"torch.cdist baseline ~{base_step:.0f} s/step (~{base_step * 2000 / 3600:.0f} h) | "
@@ -299,7 +321,7 @@ def bench_registration() -> None:
         s = preset("preview")
         s.stage1.steps = s.stage2.steps = 100
         s.bruteforce = bf
-        res = Registration(to_units(d.v_template), d.faces, d.regions, small_scan, s).run()
+        res = Registration(to_units(d.v_template), d.faces, d.regions, small_scan, s, device=DEVICE).run()
         errs.append(float(np.median(cKDTree(small_scan).query(res.final)[0])))
     print(f"  equal final error check (4,570 vertices, 10K points, 2 x 100 steps): median distance "
           f"{errs[0]:.4f} (KD-tree, refreshed every 10 steps) vs {errs[1]:.4f} units (exact every step)")
@@ -318,7 +340,7 @@ def bench_real_fit() -> None:
     from headcraft_backend.fit.losses import _chunked_argmin
     from headcraft_backend.fit.pipeline import FitOptions, fit_scan
     from headcraft_backend.fit.scan import load_scan_file, sanitize
-    from headcraft_backend.fit.subdivision import dense_template
+    from headcraft_backend.head.dense import dense_template
     from headcraft_backend.head.model import HeadModel
     from headcraft_backend.head.registry import load_model_data
     small = load_scan_file(scan_path)
@@ -329,18 +351,22 @@ def bench_real_fit() -> None:
     data = load_model_data({"model": "openhead"})
     dense = dense_template(data)
     t = time.perf_counter()
-    res = fit_scan(HeadModel(data), dense, scan, FitOptions(preset="paper"))
+    res = fit_scan(HeadModel(data).to(DEVICE), dense, scan, FitOptions(preset="paper"), device=DEVICE)
+    _sync()
     seconds = time.perf_counter() - t
     steps = sum(1 + max(h["step"] for h in res.registration.history if h["stage"] == st)
                 for st in ("stage 1", "stage 2"))
-    points = torch.as_tensor(scan.sample_points(200_000))
-    sub = torch.as_tensor(res.registration.final[:5000])
+    points = torch.as_tensor(scan.sample_points(200_000), device=DEVICE)
+    sub = torch.as_tensor(res.registration.final[:5000], device=DEVICE)
+    _chunked_argmin(sub[:100], points, 2048)       # warm-up
+    _sync()
     t = time.perf_counter()
     _chunked_argmin(sub, points, 2048)
+    _sync()
     per_pair = (time.perf_counter() - t) / (5000 * len(points))
     exact = seconds + steps * 2 * per_pair * len(res.final) * len(points)
     face = res.report["face"]
-    print(f"Fit Scan of a real {len(scan.vertices):,}-vertex scan (Demosthenes, subdivided), paper preset, "
+    print(f"[{DEVICE}] Fit Scan of a real {len(scan.vertices):,}-vertex scan (Demosthenes, subdivided), paper preset, "
           f"{steps} registration steps: {seconds:.0f} s (target <= 180) | exact search every step "
           f"~{exact / 3600:.1f} h | speed-up x{exact / seconds:.0f} | face median "
           f"{face['result_to_scan_median']:.3f} mm")
@@ -349,7 +375,7 @@ def bench_real_fit() -> None:
 def bench_maps() -> None:
     """Bake a 1024^2 map from the dense OpenHead (124K vertices, 248K triangles) and apply a
     256^2 map with seam processing, against a per-triangle Python loop doing the same lookups."""
-    from headcraft_backend.fit.subdivision import dense_template
+    from headcraft_backend.head.dense import dense_template
     from headcraft_backend.head.registry import load_model_data
     from headcraft_backend.layout import texels
     from headcraft_backend.layout.store import dense_uv, get_layout
@@ -379,7 +405,7 @@ def bench_maps() -> None:
     t = time.perf_counter()
     loop_bake(n)
     loop_ms = (time.perf_counter() - t) * 1e3 * len(faces) / n
-    print(f"bake 1024^2 from {len(faces):,} triangles (rasterise + interpolate): {ms:.0f} ms (target <= 1000) | "
+    print(f"[cpu, numpy] bake 1024^2 from {len(faces):,} triangles (rasterise + interpolate): {ms:.0f} ms (target <= 1000) | "
           f"per-triangle loop ~{loop_ms / 1e3:.0f} s | x{loop_ms / ms:.0f}")
 
     t = time.perf_counter()
@@ -403,7 +429,7 @@ def bench_maps() -> None:
     t = time.perf_counter()
     loop_apply(n)
     loop_ms = (time.perf_counter() - t) * 1e3 * len(faces) / n
-    print(f"apply 256^2 to {dense.num_vertices:,} vertices with seam processing: {warm:.1f} ms per map "
+    print(f"[cpu, numpy] apply 256^2 to {dense.num_vertices:,} vertices with seam processing: {warm:.1f} ms per map "
           f"(target <= 50; operators built once per layout in {cold:.0f} ms) | per-triangle bilinear loop "
           f"without seam processing ~{loop_ms:.0f} ms | x{loop_ms / warm:.0f}")
 
@@ -414,14 +440,14 @@ def bench_generate() -> None:
     head. Baseline: the same two passes recorded for autograd as a training loop would, and
     the map operators built for the sample instead of cached per layout."""
     import torch
-    from headcraft_backend.fit.subdivision import dense_template
+    from headcraft_backend.head.dense import dense_template
     from headcraft_backend.generate.networks import Generator
     from headcraft_backend.generate.sample import face_lowpass, generate_maps, latents, seeds_to_z, unpack
     from headcraft_backend.head.registry import load_model_data
     from headcraft_backend.layout import texels
     from headcraft_backend.layout.store import dense_uv, get_layout
     torch.manual_seed(0)
-    G = Generator().eval()
+    G = Generator().eval().to(DEVICE)
     d = load_model_data({"model": "openhead"})
     dense = dense_template(d)
     uv = dense_uv(dense.corner_tri, dense.corner_bary, get_layout(d).uv)
@@ -430,6 +456,7 @@ def bench_generate() -> None:
 
     def ours():
         ops.apply(generate_maps(G, [1])[0])
+        _sync()
 
     def baseline():
         ws = latents(G, seeds_to_z([1], G.z_dim))
@@ -439,7 +466,7 @@ def bench_generate() -> None:
         m = face_lowpass(unpack(torch.cat([face[:, :3], scalp[:, 3:]], 1)[0]))
         texels.map_operators(faces, uv, dense.num_vertices, 256).apply(m)
     ms, base = median_ms(ours, repeats=5), median_ms(baseline, repeats=3)
-    print(f"generate one 256^2 sample (2 passes, 23.7M-parameter generator) + unpack + seams + apply to "
+    print(f"[{DEVICE}] generate one 256^2 sample (2 passes, 23.7M-parameter generator) + unpack + seams + apply to "
           f"{dense.num_vertices:,} vertices: {ms:.0f} ms (target <= 1000) | straightforward: {base:.0f} ms | "
           f"x{base / ms:.1f}")
     base = (d.v_template[d.faces[dense.vertex_tri]] * dense.vertex_bary[..., None]).sum(1)

@@ -39,7 +39,7 @@ def synthetic_scan(bpy, ext, seed: int):
     """A procedural scan with short hair, noise, holes, a shoulder stub and vertex colours, in
     millimetres and upright, as a scanner's export imported into Blender."""
     import numpy as np
-    from headcraft_backend.fit.synthetic import make_scan
+    from headcraft_backend.procedural.scans import make_scan
     from headcraft_backend.head.registry import load_model_data
     synth = make_scan(load_model_data({"model": "openhead"}), seed, hair="short", similarity=False, scale=1000.0)
     me = ext.meshdata.new_mesh("Demo Scan", ext.meshdata.model_to_blender(synth.vertices), synth.faces)

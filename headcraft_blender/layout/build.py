@@ -12,11 +12,11 @@ import numpy as np
 import bpy
 
 from .. import runtime
+from ..client.units import HC_UNITS_PER_METRE
 from ..fit import build as fit_build
 from ..head import build as head_build
 from ..meshdata import attribute_colours, blender_to_model, corner_uv, image_srgb, material_image, read_vertices
 
-UNITS_PER_METRE = 120.0      # HeadCraft units (maps) per metre (meshes)
 UV_PREFIX = "HeadCraft "
 MATERIAL_PURPOSE = "headcraft_material"     # on materials HeadCraft made: "displacement" or "color"
 
@@ -154,7 +154,7 @@ def displacement_material(head: bpy.types.Object, img: bpy.types.Image, space: s
     disp = nt.nodes.new("ShaderNodeVectorDisplacement")
     disp.space = "TANGENT" if space == "tangent" else "OBJECT"
     disp.inputs["Midlevel"].default_value = 0.0
-    disp.inputs["Scale"].default_value = 1.0 / UNITS_PER_METRE
+    disp.inputs["Scale"].default_value = 1.0 / HC_UNITS_PER_METRE
     vec = tex.outputs["Color"]
     if space == "object":           # model (x, y, z) -> Blender (x, -z, y)
         sep = nt.nodes.new("ShaderNodeSeparateXYZ")

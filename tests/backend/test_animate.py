@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from headcraft_backend.animate.jobs import carried, detail_coordinates
-from headcraft_backend.fit.subdivision import dense_template
+from headcraft_backend.animate.rig import carried, detail_coordinates
+from headcraft_backend.compute import Compute
+from headcraft_backend.head.dense import dense_template
 from headcraft_backend.head.model import HeadModel
 from headcraft_backend.head.registry import load_model_data
-from headcraft_backend.layout.jobs import dense_base
-from headcraft_backend.service.jobs import JobContext
+from headcraft_backend.layout.maps import MappedHead, dense_base
 
 
 class Model:                    # what the jobs read from a model: its data
@@ -19,13 +19,13 @@ class Model:                    # what the jobs read from a model: its data
 @pytest.fixture(scope="module")
 def setup():
     data = load_model_data({"model": "openhead"})
-    ctx = JobContext("t", torch.device("cpu"), lambda m: None, {})
+    ctx = Compute("cpu")
     dense = dense_template(data)
     hm = HeadModel(data)
     shape = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 20)).astype(np.float32))
     with torch.no_grad():
         coarse = hm.shaped(shape)[0].numpy()
-    base = dense_base(ctx, Model(data), dense, coarse)
+    base = dense_base(ctx, MappedHead(Model(data), dense, None), coarse)
     # a detail field: 1 mm along the normal-ish direction plus a tangential swirl, varying fast
     rng = np.random.default_rng(1)
     disp = (rng.normal(size=base.shape) * 1e-3).astype(np.float32)
@@ -35,7 +35,7 @@ def setup():
 
 def test_neutral_frame_reproduces_the_static_head(setup):
     data, ctx, dense, _, _, coarse, base, disp, arrays = setup
-    coords = detail_coordinates(ctx, Model(data), dense, arrays)
+    coords = detail_coordinates(ctx, Model(data), dense, arrays["base"], arrays["displacement"])
     out = carried(ctx, Model(data), dense, coarse[None], coords)[0]
     assert np.abs(out - (base + disp)).max() < 1e-6
 
@@ -46,7 +46,7 @@ def test_rotating_the_whole_head_rotates_the_displacements_exactly(setup):
     R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]], np.float32) @ \
         np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)], [0, np.sin(0.3), np.cos(0.3)]], np.float32)
     t = np.array([0.1, -0.2, 0.05], np.float32)
-    coords = detail_coordinates(ctx, Model(data), dense, arrays)
+    coords = detail_coordinates(ctx, Model(data), dense, arrays["base"], arrays["displacement"])
     out = carried(ctx, Model(data), dense, (coarse @ R.T + t)[None], coords)[0]
     expected = (base + disp) @ R.T + t
     assert np.abs(out - expected).max() < 2e-6
@@ -61,9 +61,9 @@ def test_opening_the_jaw_carries_chin_details_with_the_jaw(setup):
     pose[0, jaw, 0] = 0.35
     with torch.no_grad():
         opened = hm(shape, pose=pose).vertices[0].numpy()
-    coords = detail_coordinates(ctx, Model(data), dense, arrays)
+    coords = detail_coordinates(ctx, Model(data), dense, arrays["base"], arrays["displacement"])
     out = carried(ctx, Model(data), dense, opened[None], coords)[0]
-    new_base = dense_base(ctx, Model(data), dense, opened)
+    new_base = dense_base(ctx, MappedHead(Model(data), dense, None), opened)
     moved = out - new_base                                  # the displacement after the jaw opened
     # dense vertices skinned only to the jaw (through all three corners of their coarse triangle)
     w = data.lbs_weights[data.faces[dense.vertex_tri]][:, :, jaw].min(1)
@@ -91,10 +91,8 @@ def test_rig_job_keys_expressions_and_carries_weights(setup, conn):
     assert mag[0] > 0.005 and mag[1] > 0.001 and mag[2] > 0.001
     # the detail rides with the expression: the key is not just the coarse change rebuilt
     e = data.expr_names.index("jawOpen")
-    plain = dense_base(JobContext("p", torch.device("cpu"), lambda m: None, {}), Model(data), dense,
-                       coarse + data.exprdirs[..., e]) - dense_base(JobContext("q", torch.device("cpu"),
-                                                                                 lambda m: None, {}),
-                                                                      Model(data), dense, coarse)
+    head = MappedHead(Model(data), dense, None)
+    plain = dense_base(Compute("cpu"), head, coarse + data.exprdirs[..., e]) - dense_base(Compute("cpu"), head, coarse)
     assert np.abs(deltas[0] - plain).max() > 1e-4
 
 

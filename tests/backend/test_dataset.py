@@ -14,7 +14,7 @@ from headcraft_backend.cli import main
 from headcraft_backend.dataset.register import RegisterOptions, orientation_hints, outputs, plan
 from headcraft_backend.dataset.synth import read_truth
 from headcraft_backend.fit.scan import load_scan_file
-from headcraft_backend.fit.synthetic import HAIRSTYLES
+from headcraft_backend.procedural.scans import HAIRSTYLES
 from headcraft_backend.generate.train import MapFolder
 from headcraft_backend.layout import formats
 

@@ -9,10 +9,10 @@ from headcraft_backend.fit.losses import (MeshRegulariser, NearestNeighbours, Pa
                                           pruned_chamfer, unique_edges)
 from headcraft_backend.fit.register import FoldBarrier, Registration, SmoothField, hull_mask, preset
 from headcraft_backend.fit.scan import sanitize
-from headcraft_backend.fit.units import MM_PER_UNIT, to_metres, to_units
+from headcraft_backend.units import MM_PER_UNIT, to_metres, to_units
 from headcraft_backend.head.model import HeadModel
 from headcraft_backend.head.registry import load_model_data
-from headcraft_backend.service.jobs import UserError
+from headcraft_backend.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +293,20 @@ def test_registration_stage2_beats_stage1_and_moves_only_allowed_regions(openhea
     assert [h["stage"] for h in res.history][-1] == "stage 2"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (build.py bench --device cuda runs it)")
+def test_registration_on_cuda_matches_the_cpu(openhead):
+    d, m = openhead
+    v, *_ = _posed(m, d, seed=7, jaw=0.0, spread=0.3)
+    from headcraft_backend.fit.scan import Scan
+    truth = Scan(to_units(v).astype(np.float32), d.faces).sample_points(20_000)
+    settings = preset("preview")
+    settings.stage1.steps = settings.stage2.steps = 40
+    runs = [Registration(to_units(d.v_template), d.faces, d.regions, truth, settings, device=dev).run()
+            for dev in ("cpu", "cuda")]
+    gap = np.linalg.norm(runs[0].final - runs[1].final, axis=1) * MM_PER_UNIT
+    assert np.median(gap) < 0.05 and np.isfinite(runs[1].final).all()
+
+
 def test_untangle_undoes_only_new_crossings(openhead):
     from headcraft_backend.fit.metrics import self_intersecting_pairs
     from headcraft_backend.fit.register import untangle
@@ -330,8 +344,8 @@ def test_scan_units_do_not_change_the_fit(openhead):
     from headcraft_backend.fit.landmarks import model_landmark_embedding
     from headcraft_backend.fit.pipeline import FitOptions, fit_scan
     from headcraft_backend.fit.scan import sanitize
-    from headcraft_backend.fit.subdivision import dense_template
-    from headcraft_backend.fit.synthetic import make_scan
+    from headcraft_backend.head.dense import dense_template
+    from headcraft_backend.procedural.scans import make_scan
     d, m = openhead
     synth = make_scan(d, 7, hair="short", scale=1.0, holes=1)
     idx, tri, bary = model_landmark_embedding(d)
@@ -380,3 +394,21 @@ def test_bad_fit_settings_are_refused_before_any_work(params):
     from headcraft_backend.fit.jobs import options_from_params
     with pytest.raises(UserError, match="bad|stage2_mode|preset"):
         options_from_params(params)
+
+
+def test_paper_preset_moves_the_ears_in_stage_1_and_untangles_them(openhead):
+    """The default convention's paper preset lets stage 1 move the ears (the model fits real ears
+    2-3 mm off); preview and the paper's own conventions keep them frozen."""
+    assert preset("paper").stage1_regions == ("scalp", "ears")
+    assert preset("preview").stage1_regions == preset("paper", "paper").stage1_regions == ("scalp",)
+    d, m = openhead
+    v, *_ = _posed(m, d, seed=3, jaw=0.0, spread=0.3)
+    from headcraft_backend.fit.scan import Scan
+    truth = Scan(to_units(v).astype(np.float32), d.faces).sample_points(20_000)
+    s = preset("paper")
+    s.stage1.steps = s.stage2.steps = 30
+    reg = Registration(to_units(d.v_template), d.faces, d.regions, truth, s)
+    assert set(d.regions["ears"]) <= set(reg.checked)
+    res = reg.run()
+    ears = np.setdiff1d(d.regions["ears"], d.regions["scalp"])
+    assert np.abs(res.stage1[ears] - to_units(d.v_template)[ears]).max() > 1e-3

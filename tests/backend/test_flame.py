@@ -12,7 +12,8 @@ import scipy.sparse as sp
 import fixtures.flame_files as ff  # noqa: E402
 
 from headcraft_backend.head import safe_pickle  # noqa: E402
-from headcraft_backend.head.data import REGION_NAMES, HeadModelData, HeadModelError  # noqa: E402
+from headcraft_backend.errors import HeadModelError  # noqa: E402
+from headcraft_backend.head.data import REGION_NAMES, HeadModelData  # noqa: E402
 from headcraft_backend.head.flame import detect_flame_version, load_flame  # noqa: E402
 from headcraft_backend.head.safe_pickle import load_pickle, loads_restricted  # noqa: E402
 

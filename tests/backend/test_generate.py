@@ -276,8 +276,8 @@ def test_generate_job_applies_a_sample_to_a_head(conn, tmp_path):
 
 def test_empty_checkpoint_means_the_bundled_demo_model(conn, monkeypatch):
     from headcraft_backend.generate import checkpoint as C
-    from headcraft_backend.generate.jobs import get_generator
-    from headcraft_backend.service.jobs import UserError
+    from headcraft_backend.generate.checkpoint import cached_generator
+    from headcraft_backend.errors import UserError
     card = C.DEMO_MODEL.with_name("MODEL_CARD.md").read_text()
     assert C.DEMO_MODEL.stat().st_size + C.DEMO_MODEL.with_suffix(".safetensors").stat().st_size <= 30e6
     G, info = C.load(C.DEMO_MODEL)
@@ -288,7 +288,7 @@ def test_empty_checkpoint_means_the_bundled_demo_model(conn, monkeypatch):
     # stand-in for a backend installed without its demo model (the asset cannot be removed here)
     monkeypatch.setattr(C, "DEMO_MODEL", C.DEMO_MODEL.with_name("absent.json"))
     with pytest.raises(UserError, match="no generator checkpoint.*build.py demo-model.*headcraft-backend train"):
-        get_generator(type("Ctx", (), {"cache": {}})(), "")
+        cached_generator(type("Ctx", (), {"cache": {}})(), "")
 
 
 def test_cli_generate(tmp_path):
@@ -503,3 +503,20 @@ def test_transfer_hair_job_and_fit_latent_cli(conn, tmp_path):
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path / "fl" / "scan_ws.npy").shape == (1, G.num_ws, 32)
     assert "L1 only" in r.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (build.py bench --device cuda runs it)")
+def test_cuda_sampling_and_latent_fit_match_the_cpu():
+    from headcraft_backend.generate.fit_latent import LatentFitSettings, fit_latent
+    from headcraft_backend.generate.sample import generate_maps, interpolate_maps
+    torch.manual_seed(0)
+    cpu = small().eval()
+    gpu = small().eval()
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.cuda()
+    a, b = generate_maps(cpu, [3, 4], mix_seed=5), generate_maps(gpu, [3, 4], mix_seed=5)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=1e-3)
+    assert len(interpolate_maps(gpu, 1, 2, 4, space="z")) == 4
+    res = fit_latent(gpu, a[0], None, LatentFitSettings(steps_z=5, steps_w=5, steps_noise=0), None)
+    assert np.isfinite(res.map).all() and res.map.shape == a[0].shape

@@ -19,8 +19,8 @@ import torch
 
 from headcraft_backend import limits, wire
 from headcraft_backend.cache import BoundedCache, write_atomic
-from headcraft_backend.head.data import HeadModelError
-from headcraft_backend.service.jobs import UserError
+from headcraft_backend.errors import HeadModelError
+from headcraft_backend.errors import UserError
 from headcraft_backend.service.server import Server
 
 TOKEN = "hardening-token"
@@ -223,7 +223,7 @@ def _ctx():
 
 def test_a_resaved_generator_replaces_its_cache_entry(tmp_path):
     from headcraft_backend.generate import checkpoint
-    from headcraft_backend.generate.jobs import get_generator
+    from headcraft_backend.generate.checkpoint import cached_generator
     from headcraft_backend.generate.networks import Generator
     ctx, path = _ctx(), tmp_path / "gen.json"
     G = Generator(z_dim=8, w_dim=8, w_num_layers=1, img_resolution=8, img_channels=6, channel_base=64, channel_max=8)
@@ -231,9 +231,9 @@ def test_a_resaved_generator_replaces_its_cache_entry(tmp_path):
         with torch.no_grad():
             G.mapping.layers[0].weight.fill_(float(i))
         checkpoint.save(G, path)
-        loaded, info = get_generator(ctx, str(path))
+        loaded, info = cached_generator(ctx, str(path))
         assert float(loaded.mapping.layers[0].weight.detach()[0, 0]) == i
-        assert get_generator(ctx, str(path))[0] is loaded                  # unchanged: a hit
+        assert cached_generator(ctx, str(path))[0] is loaded                  # unchanged: a hit
         assert [k[0] for k in ctx.cache] == ["generator"]
     assert ctx.cache.nbytes < 2 * sum(t.numel() * 4 for t in G.state_dict().values())
 
@@ -302,13 +302,14 @@ def test_map_size_is_checked_from_the_header_before_decoding(tmp_path):
 
 
 def test_map_convert_checks_the_input_size_when_a_size_is_given():
-    from headcraft_backend.layout.jobs import convert_job, read_map_arrays
+    from headcraft_backend.handlers import request_map
+    from headcraft_backend.layout.jobs import convert_job
     ctx = _ctx()
     params = {"model": "openhead", "source": "standard", "target": "standard", "size": 128}
     with pytest.raises(UserError, match="maps to convert have 64 to 8192"):
         convert_job(ctx, params, {"map": np.zeros((16, 16, 3), np.float32)})
     with pytest.raises(UserError, match="at most 8192"):
-        read_map_arrays({"map": np.broadcast_to(np.float32(0), (9000, 9000, 3))})
+        request_map({"map": np.broadcast_to(np.float32(0), (9000, 9000, 3))})
     with pytest.raises(UserError, match="map size"):
         convert_job(ctx, {**params, "size": 1e30}, {"map": np.zeros((64, 64, 3), np.float32)})
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from headcraft_backend.head.data import HeadModelData, HeadModelError
+from headcraft_backend.errors import HeadModelError
+from headcraft_backend.head.data import HeadModelData
 from headcraft_backend.head.lbs import axis_angle_to_matrix
 from headcraft_backend.head.model import HeadModel
 

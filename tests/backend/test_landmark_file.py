@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from headcraft_backend.fit.landmark_file import IBUG68, NAMED, read_landmark_file
-from headcraft_backend.service.jobs import UserError
+from headcraft_backend.errors import UserError
 
 
 def test_json_csv_names_and_68_points(tmp_path):

@@ -16,7 +16,7 @@ from headcraft_backend.fit.render import (
 from headcraft_backend.head.data import HeadModelData
 from headcraft_backend.head.model import HeadModel
 from headcraft_backend.head.registry import load_model_data
-from headcraft_backend.service.jobs import UserError
+from headcraft_backend.errors import UserError
 
 ASSET = (Path(__file__).resolve().parents[2] / "backend" / "src" / "headcraft_backend" / "assets"
          / "openhead-1-landmarks.npz")
@@ -332,7 +332,7 @@ def test_head_on_shoulders_found_zoomed_in(openhead):
     """A procedural scan with a shoulder stub, holes and noise, shaded grey: the full view is
     too small for the detector, the view zoomed on the top of the scan finds the face."""
     from headcraft_backend.fit.scan import sanitize
-    from headcraft_backend.fit.synthetic import make_scan
+    from headcraft_backend.procedural.scans import make_scan
     data, model, tri, bary = openhead
     synth = make_scan(data, 100, hair="none")
     scan = sanitize(synth.vertices, synth.faces)

@@ -14,7 +14,7 @@ from scipy.spatial import cKDTree
 
 from headcraft_backend.fit import landmarks as L
 from headcraft_backend.fit.scan import Scan, load_scan_file, sanitize
-from headcraft_backend.fit.synthetic import make_scan
+from headcraft_backend.procedural.scans import make_scan
 from headcraft_backend.head.registry import load_model_data
 
 ROOT = Path(__file__).resolve().parents[2]

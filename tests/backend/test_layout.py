@@ -5,13 +5,13 @@ import torch
 from PIL import Image
 
 import fixtures.flame_files as ff
-from headcraft_backend.fit.subdivision import DenseRebuild, dense_template
+from headcraft_backend.head.dense import DenseRebuild, dense_template
 from headcraft_backend.head.flame import load_flame
 from headcraft_backend.head.registry import load_model_data
 from headcraft_backend.layout import formats, texels
 from headcraft_backend.layout.build import build_layout
 from headcraft_backend.layout.store import dense_uv, get_layout, list_layouts, save_custom_layout
-from headcraft_backend.service.jobs import UserError
+from headcraft_backend.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -387,11 +387,11 @@ def test_obj_writer_with_and_without_uvs(tmp_path):
 
 def test_operator_cache_keeps_the_newest_few():
     from types import SimpleNamespace
-    from headcraft_backend.layout import jobs
+    from headcraft_backend.layout.maps import cached
     ctx = SimpleNamespace(cache={("head_model", 1): "model"})
     built = []
     for k in [1, 2, 3, 1, 4, 5]:
-        jobs._cached(ctx, ("raster", k), lambda k=k: built.append(k) or k)
+        cached(ctx, ("raster", k), lambda k=k: built.append(k) or k)
     assert built == [1, 2, 3, 4, 5]                      # 1 was reused while cached
     assert [k for k in ctx.cache if k[0] == "raster"] == [("raster", 1), ("raster", 4), ("raster", 5)]
     assert ctx.cache[("head_model", 1)] == "model"       # other kinds untouched

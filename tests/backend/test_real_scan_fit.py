@@ -8,7 +8,7 @@ from headcraft_backend.evaluate.real_scans import quality
 from headcraft_backend.fit.metrics import surface_distances
 from headcraft_backend.fit.pipeline import FitOptions, fit_scan
 from headcraft_backend.fit.scan import load_scan_file
-from headcraft_backend.fit.subdivision import dense_template
+from headcraft_backend.head.dense import dense_template
 from headcraft_backend.head.model import HeadModel
 from headcraft_backend.head.registry import load_model_data
 

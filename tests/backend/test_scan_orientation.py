@@ -10,7 +10,7 @@ from headcraft_backend import cli
 from headcraft_backend.fit import landmarks as L
 from headcraft_backend.fit.jobs import directions
 from headcraft_backend.fit.scan import load_scan_file, sanitize
-from headcraft_backend.service.jobs import UserError
+from headcraft_backend.errors import UserError
 
 F = L.FIT_LANDMARKS
 
@@ -134,19 +134,20 @@ def test_direction_options_of_the_cli_and_the_jobs(tmp_path, monkeypatch, capsys
     assert directions({"up": "auto", "forward": None}) == (None, None)
     with pytest.raises(UserError, match="'forward' must be three numbers"):
         directions({"forward": [1, 2]})
-    # `fit --up auto --forward=-Y` hands the job unknown up and -Y, with the scan's colours
+    # `fit --up auto --forward=-Y` hands the fit unknown up and -Y, with the scan's colours
+    # (a stand-in for the fit, which stops there: only what it is given is checked)
     seen = {}
 
-    def fake_job(ctx, params, arrays):
-        seen.update(params=params, arrays=arrays)
+    def fake_fit(model, dense, scan, options, *args, **kwargs):
+        seen.update(options=options, scan=scan)
         raise UserError("stopped here")
 
-    monkeypatch.setattr("headcraft_backend.fit.jobs.fit_scan_job", fake_job)
+    monkeypatch.setattr("headcraft_backend.fit.pipeline.fit_scan", fake_fit)
     s = trimesh.creation.icosphere(subdivisions=3)
     s.visual.vertex_colors = np.tile([200, 150, 120, 255], (len(s.vertices), 1)).astype(np.uint8)
     s.export(tmp_path / "ball.ply")
     assert cli.main(["fit", str(tmp_path / "ball.ply"), "--up", "auto", "--forward=-Y"]) == 2
-    assert seen["params"]["up"] is None and seen["params"]["forward"] == (0.0, -1.0, 0.0)
-    assert seen["arrays"]["colors"].shape == (len(s.vertices), 3)
+    assert seen["options"].up is None and seen["options"].forward == (0.0, -1.0, 0.0)
+    assert seen["scan"].colors.shape == (len(s.vertices), 3)
     assert cli.main(["fit", str(tmp_path / "ball.ply"), "--up", "1", "2"]) == 2
     assert "--up/--forward" in capsys.readouterr().err

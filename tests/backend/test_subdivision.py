@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from headcraft_backend.fit import subdivision as S
+from headcraft_backend.head import dense as S
 from headcraft_backend.head.model import HeadModel
 from headcraft_backend.head.registry import load_model_data
 

@@ -1,9 +1,9 @@
-"""Procedural scans with ground truth (fit/synthetic.py) and the error figures (fit/metrics.py)."""
+"""Procedural scans with ground truth (procedural/scans.py) and the error figures (fit/metrics.py)."""
 import numpy as np
 import pytest
 
 from headcraft_backend.fit import metrics as M
-from headcraft_backend.fit import synthetic as S
+from headcraft_backend.procedural import scans as S
 from headcraft_backend.head.registry import load_model_data
 
 
@@ -278,7 +278,7 @@ def test_fit_report_zero_on_identical_and_offset(short):
     rep = M.fit_report(v * 1.01, f, regions, v, f, regions, mm_per_unit=1000.0)
     for side in ("scan_to_result", "result_to_scan"):
         assert 0.95 < rep["regions"]["all"][side]["median"] < 1.01
-    from headcraft_backend.fit.units import MM_PER_UNIT, to_units
+    from headcraft_backend.units import MM_PER_UNIT, to_units
     rep_u = M.fit_report(to_units(v * 1.01), f, regions, to_units(v), f, regions, mm_per_unit=MM_PER_UNIT)
     assert abs(rep_u["head"]["scan_to_result"]["median"] - rep["head"]["scan_to_result"]["median"]) < 1e-9
 

@@ -3,12 +3,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from headcraft_backend.generate import checkpoint
 from headcraft_backend.generate.train import MapFolder, TrainConfig, ema_decay, train
 from headcraft_backend.layout import formats

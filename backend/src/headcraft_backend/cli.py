@@ -40,7 +40,7 @@ def write_token_file(path: Path, token: str) -> None:
 
 
 def cmd_serve(args) -> int:
-    from .service.jobs import UserError
+    from .errors import UserError
     from .service.server import Server
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -62,26 +62,38 @@ def cmd_serve(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .service.device import describe_device, resolve_device
-    from .service.jobs import load_all
+    from .compute import describe_device, resolve_device
+    from .service.server import load_all
     info = {"backend_version": __version__, **describe_device(resolve_device(args.device)),
             "jobs": sorted(load_all())}
     print(json.dumps(info, indent=2))
     return 0
 
 
-class _CliContext:
-    """What a job handler needs when run from the command line: a device, a cache, progress."""
+def _compute(device: str = "auto"):
+    """Where a command's work runs: the device, a cache, progress lines every 2 %."""
+    from .compute import Compute, print_progress
+    last = [-1.0]
 
-    def __init__(self, device: str):
-        from .cache import BoundedCache
-        from .service.device import resolve_device
-        self.device, self.cache, self._last = resolve_device(device), BoundedCache(), -1.0
+    def send(event):
+        if event["fraction"] - last[0] >= 0.02 or event["fraction"] >= 1.0:
+            last[0] = event["fraction"]
+            print_progress(event)
+    return Compute(device, send=send, interval=0.0)
 
-    def progress(self, fraction, stage="", message="", force=False):
-        if fraction - self._last >= 0.02 or fraction >= 1.0:
-            self._last = fraction
-            print(f"[{fraction * 100:5.1f}%] {stage}: {message}", flush=True)
+
+def _user_errors(what: str):
+    """A command whose UserErrors (bad input, missing files) print one line and exit with 2."""
+    def wrap(fn):
+        def run(args) -> int:
+            from .errors import UserError
+            try:
+                return fn(args)
+            except UserError as exc:
+                print(f"headcraft-backend {what}: {exc}", file=sys.stderr)
+                return 2
+        return run
+    return wrap
 
 
 def _model_params(args) -> dict:
@@ -121,58 +133,49 @@ def parse_direction(words) -> tuple[float, float, float] | None:
     return d
 
 
+@_user_errors("fit")
 def cmd_fit(args) -> int:
     import numpy as np
-    from .fit.jobs import fit_scan_job
-    from .fit.pipeline import format_report
+    from .fit.landmark_file import read_landmark_file
+    from .fit.pipeline import fit_options, fit_scan, format_report
     from .fit.scan import load_scan_file
-    from .head.data import HeadModelError
-    from .service.jobs import UserError
+    from .head.dense import dense_template
+    from .head.registry import get_model
     try:
         up, forward = parse_direction(args.up), parse_direction(args.forward)
     except ValueError as exc:
         print(f"headcraft-backend fit: --up/--forward: {exc}", file=sys.stderr)
         return 2
-    try:
-        scan = load_scan_file(args.scan)
-        params = {**_model_params(args), "preset": args.preset, "convention": args.convention,
-                  "partial": args.partial != "none", "sparse": args.partial == "sparse",
-                  "name": Path(args.scan).stem, "up": up, "forward": forward}
-        if args.steps:
-            params["stage1"] = params["stage2"] = {"steps": args.steps}
-        if args.units != "auto":
-            params["coarse"] = {"scale": UNITS_PER_METRE_OF[args.units]}
-        arrays = {"vertices": scan.vertices}
-        if scan.is_mesh:
-            arrays["faces"] = scan.faces
-        for key in ("colors", "texture", "uv"):       # what the landmark renders show
-            if getattr(scan, key) is not None:
-                arrays[key] = getattr(scan, key)
-        if args.landmarks:
-            from .fit.landmark_file import read_landmark_file
-            points = read_landmark_file(args.landmarks)
-            arrays["landmark_ids"] = np.array(list(points), np.int32)
-            arrays["landmark_points"] = np.array(list(points.values()), np.float32)
-        fields, out = fit_scan_job(_CliContext(args.device), params, arrays)
-    except (UserError, HeadModelError) as exc:
-        print(f"headcraft-backend fit: {exc}", file=sys.stderr)
-        return 2
+    scan = load_scan_file(args.scan)
+    steps = {"steps": args.steps} if args.steps else None
+    options = fit_options(args.preset, args.convention, partial=args.partial != "none",
+                          sparse=args.partial == "sparse", up=up, forward=forward, stage1=steps, stage2=steps,
+                          coarse=None if args.units == "auto" else {"scale": UNITS_PER_METRE_OF[args.units]})
+    manual = read_landmark_file(args.landmarks) if args.landmarks else None
+    compute = _compute(args.device)
+    model = get_model(compute, _model_params(args))
+    dense = dense_template(model.data)
+    res = fit_scan(model, dense, scan, options, manual, report=compute.progress, device=compute.device)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(args.scan).stem
-    sim = fields["similarity"]
-    R = np.array(sim["rotation"]).reshape(3, 3)
-    to_scan = lambda v: sim["scale"] * v @ R.T + np.array(sim["translation"])  # noqa: E731
-    _write_obj(out_dir / f"{stem}_detailed.obj", to_scan(out["final"]), out["dense_faces"])
-    _write_obj(out_dir / f"{stem}_fitted.obj", to_scan(out["base"]), out["dense_faces"])
-    np.savez_compressed(out_dir / f"{stem}_fit.npz", **{k: v for k, v in out.items() if not k.startswith("head__")},
-                        shape=np.array(fields["shape"]), expr=np.array(fields["expr"]),
-                        pose=np.array(fields["pose"]), scale=sim["scale"], rotation=R,
-                        translation=np.array(sim["translation"]))
+    sim = res.coarse.similarity
+    _write_obj(out_dir / f"{stem}_detailed.obj", sim.apply(res.final), dense.faces)
+    _write_obj(out_dir / f"{stem}_fitted.obj", sim.apply(res.base), dense.faces)
+    arrays = {"dense_faces": dense.faces.astype(np.int32), "dense_uv": dense.uv.astype(np.float32),
+              "base": res.base.astype(np.float32), "final": res.final.astype(np.float32),
+              "displacement": res.displacement.astype(np.float32),
+              "vertex_error_mm": res.vertex_error_mm.astype(np.float32),
+              "coarse_vertices": res.coarse.vertices.astype(np.float32)}
+    if res.registration.visibility is not None:
+        arrays["visibility"] = res.registration.visibility.astype(np.uint8)
+    np.savez_compressed(out_dir / f"{stem}_fit.npz", **arrays, shape=res.coarse.shape, expr=res.coarse.expr,
+                        pose=res.coarse.pose, scale=sim.scale, rotation=sim.rotation, translation=sim.translation)
     (out_dir / f"{stem}_report.json").write_text(json.dumps(
-        {k: fields[k] for k in ("model", "version", "report", "notes", "landmarks_used",
-                                "landmark_rmse_mm", "surface_median_mm")}, indent=2))
-    print(format_report(fields["report"]))
+        {"model": model.data.name, "version": model.data.version, "report": res.report, "notes": res.notes,
+         "landmarks_used": res.landmarks_used, "landmark_rmse_mm": res.coarse.landmark_rmse_mm,
+         "surface_median_mm": res.coarse.surface_median_mm}, indent=2))
+    print(format_report(res.report))
     print(f"wrote {out_dir}/{stem}_detailed.obj, _fitted.obj, _fit.npz, _report.json")
     return 0
 
@@ -192,37 +195,24 @@ def _write_obj(path: Path, verts, faces, uv=None) -> None:
     path.write_text("".join(parts))
 
 
-def _run_job(fn, params, arrays, what):
-    """A job handler run in this process; user errors print one line and return None."""
-    from .head.data import HeadModelError
-    from .service.jobs import UserError
-    try:
-        return fn(_CliContext(params.pop("_device", "auto")), params, arrays)
-    except (UserError, HeadModelError) as exc:
-        print(f"headcraft-backend {what}: {exc}", file=sys.stderr)
-        return None
-
-
+@_user_errors("layout")
 def cmd_layout(args) -> int:
-    from .layout.jobs import layout_get_job
-    from .head.registry import load_model_data
-    res = _run_job(layout_get_job, {**_model_params(args), "layout": args.layout}, {}, "layout")
-    if res is None:
-        return 2
-    fields, out = res
-    data = load_model_data(_model_params(args))
+    from .layout.maps import mapped_head
+    from .layout.store import list_layouts
+    head = mapped_head(_compute(), _model_params(args), args.layout)
+    data, layout = head.model.data, head.layout
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{data.name}_{fields['layout']}"
-    _write_obj(out_dir / f"{stem}.obj", data.v_template, data.faces, out["uv"])
-    (out_dir / f"{stem}_report.json").write_text(json.dumps(fields["report"], indent=2))
-    rep = fields["report"]
-    print(f"layout {fields['layout']} of {data.name}: {rep.get('flipped', 0)} flipped triangles, "
+    stem = f"{data.name}_{layout.name}"
+    _write_obj(out_dir / f"{stem}.obj", data.v_template, data.faces, layout.uv)
+    (out_dir / f"{stem}_report.json").write_text(json.dumps(layout.report, indent=2))
+    rep = layout.report
+    print(f"layout {layout.name} of {data.name}: {rep.get('flipped', 0)} flipped triangles, "
           f"{rep.get('coverage', 0):.0%} of the square covered")
     for name, c in rep.get("charts", {}).items():
         print(f"  {name:12s} pieces {c['pieces']:2d}  area distortion {c['area_distortion']:.3f}  "
               f"angle distortion {c['angle_distortion']:.3f}  {c['mm_per_texel_1024']:.2f} mm/texel at 1024")
-    print(f"available layouts: {', '.join(fields['layouts'])}\nwrote {out_dir / stem}.obj and _report.json")
+    print(f"available layouts: {', '.join(list_layouts(data))}\nwrote {out_dir / stem}.obj and _report.json")
     return 0
 
 
@@ -232,8 +222,9 @@ def _fit_arrays(path: str) -> dict:
         return {k: np.array(z[k]) for k in z.files}
 
 
+@_user_errors("bake")
 def cmd_bake(args) -> int:
-    from .layout.jobs import bake_job
+    from .layout.maps import bake_displacement, mapped_head
     try:
         fit = _fit_arrays(args.fit)
     except (OSError, ValueError) as exc:
@@ -242,22 +233,30 @@ def cmd_bake(args) -> int:
     if not {"base", "displacement"} <= set(fit):
         print(f"headcraft-backend bake: {args.fit} has no base/displacement arrays", file=sys.stderr)
         return 2
-    arrays = {"base": fit["base"], "displacement": fit["displacement"]}
-    if "visibility" in fit:
-        arrays["visibility"] = fit["visibility"]
-    stem = Path(args.fit).stem.removesuffix("_fit") + f"_{args.space}"
-    params = {**_model_params(args), "layout": args.layout, "size": args.size, "space": args.space,
-              "formats": args.format, "name": stem, "_device": args.device}
-    res = _run_job(bake_job, params, arrays, "bake")
-    if res is None:
-        return 2
-    fields, out = res
-    out_dir = Path(args.out)
-    _write_files(out_dir, fields["files"], out)
-    print(f"{fields['space']}-space map, {fields['size']}^2, layout {fields['layout']}: max |d| "
-          f"{fields['max_abs_units']:.2f} units, {fields['clipped_fraction']:.2%} of texels beyond +-20")
-    print("wrote " + ", ".join(str(out_dir / n) for n in fields["files"]))
+    compute = _compute(args.device)
+    head = mapped_head(compute, _model_params(args), args.layout)
+    out = bake_displacement(compute, head, args.size, fit["base"], fit["displacement"], fit.get("visibility"),
+                            args.space)
+    m, covered = out["map"], out["mask"].astype(bool)
+    names = _write_map_files(m, args.format, Path(args.fit).stem.removesuffix("_fit") + f"_{args.space}",
+                             Path(args.out))
+    clipped = float((abs(m[covered]) > 20).mean()) if covered.any() else 0.0
+    print(f"{args.space}-space map, {args.size}^2, layout {head.layout.name}: max |d| "
+          f"{float(abs(m[covered]).max(initial=0.0)):.2f} units, {clipped:.2%} of texels beyond +-20")
+    print("wrote " + ", ".join(str(Path(args.out) / n) for n in names))
     return 0
+
+
+def _write_map_files(m, fmts: list[str], stem: str, out_dir: Path) -> list[str]:
+    """A map's files in each format into out_dir; their names."""
+    from .layout import formats
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for fmt in fmts:
+        for name, data in formats.encode(m, fmt, stem).items():
+            (out_dir / name).write_bytes(data)
+            names.append(name)
+    return names
 
 
 def _read_map(path: str, what: str):
@@ -270,27 +269,16 @@ def _read_map(path: str, what: str):
         return None
 
 
-def _write_files(out_dir: Path, names: list[str], out: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (out_dir / name).write_bytes(out[f"file__{name}"].tobytes())
-
-
+@_user_errors("apply")
 def cmd_apply(args) -> int:
-    import numpy as np
-    from .head.registry import load_model_data
-    from .layout.jobs import apply_job
+    from .layout.maps import apply_map, dense_base, mapped_head
     m = _read_map(args.map, "apply")
     if m is None:
         return 2
-    coarse = load_model_data(_model_params(args)).v_template
-    if args.fit:
-        coarse = _fit_arrays(args.fit)["coarse_vertices"]
-    params = {**_model_params(args), "layout": args.layout, "space": args.space, "_device": args.device}
-    res = _run_job(apply_job, params, {"map": m, "coarse_vertices": np.asarray(coarse, np.float32)}, "apply")
-    if res is None:
-        return 2
-    _, out = res
+    compute = _compute(args.device)
+    head = mapped_head(compute, _model_params(args), args.layout)
+    coarse = _fit_arrays(args.fit)["coarse_vertices"] if args.fit else None
+    out = apply_map(compute, head, m, dense_base(compute, head, coarse), args.space)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     _write_obj(Path(args.out), out["final"], out["dense_faces"], out["dense_uv"])
     print(f"wrote {args.out} ({len(out['final']):,} vertices)")
@@ -301,10 +289,10 @@ def cmd_eval_real(args) -> int:
     import json as _json
     from .evaluate.real_scans import evaluate_scan, find_scans, format_rows
     from .fit.pipeline import FitOptions
-    from .head.data import HeadModelError
+    from .errors import HeadModelError
     from .head.model import HeadModel
     from .head.registry import load_model_data
-    from .service.jobs import UserError
+    from .errors import UserError
     scans = find_scans(args.folder) if Path(args.folder).is_dir() else []
     if not scans:
         print(f"headcraft-backend eval-real: no scan files in {args.folder}", file=sys.stderr)
@@ -334,7 +322,7 @@ def cmd_eval_real(args) -> int:
 
 
 def cmd_eval_fit(args) -> int:
-    from .fit.evaluate import evaluate, summary
+    from .evaluate.procedural_fits import evaluate, summary
     from .fit.pipeline import FitOptions
     from .head.registry import load_model_data
     options = FitOptions(preset=args.preset)
@@ -347,64 +335,65 @@ def cmd_eval_fit(args) -> int:
     return 0
 
 
+@_user_errors("convert")
 def cmd_convert(args) -> int:
-    from .layout.jobs import convert_job
+    from .head.registry import get_model
+    from .layout.maps import convert_map
+    from .layout.store import get_layout
     m = _read_map(args.map, "convert")
     if m is None:
         return 2
+    model = get_model(_compute("cpu"), _model_params(args))
+    src, dst = get_layout(model.data, args.source), get_layout(model.data, args.target)
+    out = convert_map(model, src, dst, m, args.size or m.shape[0])
     stem = Path(args.map).name.split("_-20_to_20")[0].removesuffix(".exr").removesuffix(".npy")
-    params = {**_model_params(args), "source": args.source, "target": args.target, "formats": args.format,
-              "name": f"{stem}_{args.target}", "_device": "cpu"}
-    if args.size:
-        params["size"] = args.size
-    res = _run_job(convert_job, params, {"map": m}, "convert")
-    if res is None:
-        return 2
-    fields, out = res
-    out_dir = Path(args.out)
-    _write_files(out_dir, fields["files"], out)
-    print(f"{fields['source']} -> {fields['target']} ({fields['size']}^2): wrote "
-          + ", ".join(str(out_dir / n) for n in fields["files"]))
+    names = _write_map_files(out, args.format, f"{stem}_{args.target}", Path(args.out))
+    print(f"{src.name} -> {dst.name} ({out.shape[0]}^2): wrote " + ", ".join(str(Path(args.out) / n) for n in names))
     return 0
 
 
+@_user_errors("generate")
 def cmd_generate(args) -> int:
     import numpy as np
-    from .generate.jobs import sample_job
+    from .generate.checkpoint import cached_generator
+    from .generate.sample import sample_maps
     from .layout import formats
+    from .layout.maps import apply_map, dense_base, mapped_head
+    compute = _compute(args.device)
+    G, info = cached_generator(compute, args.checkpoint)
+    head = mapped_head(compute, _model_params(args), args.layout)
+    base = dense_base(compute, head)
     out_dir = Path(args.out)
     for seed in args.seeds:
-        params = {**_model_params(args), "layout": args.layout, "checkpoint": args.checkpoint, "seed": seed,
-                  "psi": args.psi, "noise": args.noise, "_device": args.device}
-        if args.mix_seed is not None:
-            params.update(mix_seed=args.mix_seed, mix_from=args.mix_from)
-        res = _run_job(sample_job, params, {}, "generate")
-        if res is None:
-            return 2
-        fields, out = res
+        m = sample_maps(G, [seed], args.psi, args.noise, args.mix_seed, args.mix_from)[0]
+        out = apply_map(compute, head, m, base)
         stem = f"seed{seed:04d}"
-        formats.write(out["map"], out_dir, stem, "exr")
-        np.save(out_dir / f"{stem}.npy", out["map"])
+        formats.write(m, out_dir, stem, "exr")
+        np.save(out_dir / f"{stem}.npy", m)
         _write_obj(out_dir / f"{stem}.obj", out["final"], out["dense_faces"], out["dense_uv"])
-        print(f"seed {seed}: wrote {out_dir / stem}.exr, .npy and .obj (psi {fields['psi']}, layout {fields['layout']})")
+        print(f"seed {seed}: wrote {out_dir / stem}.exr, .npy and .obj (psi {args.psi}, layout {head.layout.name}, "
+              f"generator {info['source']})")
     return 0
 
 
+@_user_errors("interpolate")
 def cmd_interpolate(args) -> int:
-    from .generate.jobs import interpolate_job
+    from .generate.checkpoint import cached_generator
+    from .generate.sample import interpolate_maps
     from .layout import formats
-    params = {**_model_params(args), "layout": args.layout, "checkpoint": args.checkpoint, "seed_a": args.seeds[0],
-              "seed_b": args.seeds[1], "steps": args.steps, "space": args.space, "psi": args.psi, "_device": args.device}
-    res = _run_job(interpolate_job, params, {}, "interpolate")
-    if res is None:
-        return 2
-    fields, out = res
+    from .layout.maps import apply_map, dense_base, mapped_head
+    compute = _compute(args.device)
+    G, _ = cached_generator(compute, args.checkpoint)
+    head = mapped_head(compute, _model_params(args), args.layout)
+    base = dense_base(compute, head)
+    maps = interpolate_maps(G, args.seeds[0], args.seeds[1], args.steps, args.psi, args.space)
     out_dir = Path(args.out)
-    for i in range(fields["steps"]):
+    for i, m in enumerate(maps):
+        out = apply_map(compute, head, m, base)
         stem = f"step{i:03d}"
-        formats.write(out[f"map_{i}"], out_dir, stem, "exr")
-        _write_obj(out_dir / f"{stem}.obj", out["base"] + out[f"displacement_{i}"], out["dense_faces"], out["dense_uv"])
-    print(f"{fields['steps']} steps from seed {args.seeds[0]} to {args.seeds[1]} ({fields['space']}): wrote {out_dir}")
+        formats.write(m, out_dir, stem, "exr")
+        _write_obj(out_dir / f"{stem}.obj", out["final"], out["dense_faces"], out["dense_uv"])
+    print(f"{len(maps)} steps from seed {args.seeds[0]} to {args.seeds[1]} ({args.space}): wrote {out_dir}")
     return 0
 
 
@@ -422,30 +411,43 @@ def cmd_pca(args) -> int:
     return 0
 
 
+@_user_errors("fit-latent")
 def cmd_fit_latent(args) -> int:
     import numpy as np
-    from .generate.jobs import fit_latent_job
+    from .errors import UserError
+    from .generate.checkpoint import cached_generator
+    from .generate.fit_latent import L1_ONLY, LatentFitSettings, fit_latent
+    from .generate.pca import PCAModel
+    from .generate.perceptual import load_lpips
+    from .layout.maps import apply_map, dense_base, mapped_head
     m = _read_map(args.map, "fit-latent")
     if m is None:
         return 2
-    arrays = {"map": m}
-    if args.mask:
-        arrays["mask"] = np.load(args.mask).astype(np.float32)
-    params = {**_model_params(args), "layout": args.layout, "checkpoint": args.checkpoint, "_device": args.device,
-              "settings": {"steps_w": args.steps, "steps_z": args.steps // 2, "steps_noise": args.noise_steps}}
-    res = _run_job(fit_latent_job, params, arrays, "fit-latent")
-    if res is None:
-        return 2
-    fields, out = res
+    mask = np.load(args.mask).astype(np.float32) if args.mask else None
+    compute = _compute(args.device)
+    G, _ = cached_generator(compute, args.checkpoint)
+    if isinstance(G, PCAModel):
+        raise UserError("latent fitting needs a StyleGAN checkpoint")
+    if m.shape[0] != G.img_resolution or (mask is not None and mask.shape != m.shape[:2]):
+        raise UserError(f"the map is {m.shape[0]}^2 (mask {None if mask is None else mask.shape}); this "
+                        f"generator makes {G.img_resolution}^2 maps")
+    settings = LatentFitSettings(steps_w=args.steps, steps_z=args.steps // 2, steps_noise=args.noise_steps)
+    net, why = load_lpips()
+    res = fit_latent(G, m, mask, settings, net, report=compute.progress)
+    head = mapped_head(compute, _model_params(args), args.layout)
+    out = apply_map(compute, head, res.map, dense_base(compute, head))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(args.map).stem.split("_-20_to_20")[0]
-    np.save(out_dir / f"{stem}_ws.npy", out["ws"])
-    np.save(out_dir / f"{stem}_fitted.npy", out["map"])
+    np.save(out_dir / f"{stem}_ws.npy", res.ws.numpy().astype(np.float32))
+    np.save(out_dir / f"{stem}_fitted.npy", res.map)
     _write_obj(out_dir / f"{stem}_fitted.obj", out["final"], out["dense_faces"], out["dense_uv"])
-    for note in fields["notes"]:
+    if why:     # the specific reason replaces the generic note
+        res.notes[res.notes.index(L1_ONLY)] = why
+    for note in res.notes:
         print(f"note: {note}")
-    print(f"final loss {fields['final_loss']:.4f}; wrote {out_dir}/{stem}_ws.npy, _fitted.npy, _fitted.obj")
+    final = res.loss_history[-1] if res.loss_history else float("nan")
+    print(f"final loss {final:.4f}; wrote {out_dir}/{stem}_ws.npy, _fitted.npy, _fitted.obj")
     return 0
 
 
@@ -478,7 +480,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     """Registration errors per region and the generation metrics, on held-apart procedural heads."""
     from .evaluate.generation import table
-    from .fit.evaluate import evaluate, summary
+    from .evaluate.procedural_fits import evaluate, summary
     from .fit.pipeline import FitOptions
     from .generate.checkpoint import DEMO_MODEL
     from .head.registry import load_model_data
@@ -502,7 +504,7 @@ def cmd_eval(args) -> int:
         print("\n" + summary(evaluate(data, n=args.n_fit, options=FitOptions(preset=args.preset),
                                       seed=HELD_APART_SEED)))
     print(f"\n== generation: {args.n} heads per method against {args.n} held-apart heads ==")
-    from .service.jobs import UserError
+    from .errors import UserError
     try:
         table(data, methods, n=args.n, n_points=args.points, device=args.device)
     except UserError as exc:      # an unreadable checkpoint: one line, no traceback
@@ -513,7 +515,7 @@ def cmd_eval(args) -> int:
 
 def cmd_synth(args) -> int:
     from .dataset.synth import SynthOptions, write_set
-    from .head.data import HeadModelError
+    from .errors import HeadModelError
     from .head.registry import load_model_data
     options = SynthOptions(n=args.n, seed=args.seed, hair=args.hair, colour=args.colour, noise_mm=args.noise_mm,
                            holes=args.holes, max_rotation_deg=args.max_rotation, views=args.views,
@@ -652,7 +654,7 @@ def main(argv=None) -> int:
     g.add_argument("--psi", type=float, default=0.7, help="truncation in W (1 = none)")
     g.add_argument("--noise", default="const", choices=("const", "random", "none"), help="scalp noise")
     g.add_argument("--mix-seed", type=int, default=None, help="style mixing: styles from --mix-from on")
-    g.add_argument("--mix-from", type=int, default=8)
+    g.add_argument("--mix-from", type=int, default=None, help="default: half of the generator's layers")
     _model_args(g)
     g.add_argument("--layout", default="headcraft", help="the layout the generator was trained on")
     g.add_argument("--device", default="auto")

@@ -32,8 +32,9 @@ import numpy as np
 
 from ..fit.scan import SCAN_SUFFIXES
 from ..layout.formats import FORMATS
+from ..layout.tangent import SPACES
+from ..limits import MAX_MAP_SIZE, MIN_MAP_SIZE
 
-SPACES = ("object", "tangent")
 PARTIAL = ("none", "depth", "sparse")
 MANIFEST = "manifest.json"      # optional per-scan orientation hints (written by `synth`)
 ERRORS = "errors.json"
@@ -60,9 +61,8 @@ class RegisterOptions:
     def check(self) -> None:
         """Raises ValueError naming the first bad setting (the model and layout are checked by
         `prepare`)."""
-        from ..layout.jobs import MAX_SIZE, MIN_SIZE
-        if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise ValueError(f"--size {self.size}: choose {MIN_SIZE} to {MAX_SIZE} texels")
+        if not MIN_MAP_SIZE <= self.size <= MAX_MAP_SIZE:
+            raise ValueError(f"--size {self.size}: choose {MIN_MAP_SIZE} to {MAX_MAP_SIZE} texels")
         if not self.spaces or set(self.spaces) - set(SPACES):
             raise ValueError(f"--space: choose {' and/or '.join(SPACES)}")
         if self.fmt not in FORMATS:
@@ -147,24 +147,13 @@ def _write(path: Path, data: bytes) -> None:
 # ------------------------------------------------------------------------------------------------
 # One scan
 # ------------------------------------------------------------------------------------------------
-class _Context:
-    """What the job functions need: a device, silent progress and a cache that lives as long as
-    the (Ray worker) process, so the model and the bake operators are built once per process."""
-    cache: dict = {}
-
-    def __init__(self, device: str):
-        from ..service.device import resolve_device
-        self.device = resolve_device(device)
-
-    def progress(self, *args, **kwargs) -> None:
-        pass
+_CACHE: dict = {}     # models and bake operators, built once per (Ray worker) process
 
 
 def register_scan(task: Task, out_dir: str | Path, options: RegisterOptions) -> dict:
     """Fits one scan and bakes its maps. Returns {"scan", "stem", "status": "done" or
     "failed", "seconds", "error" (when failed)}; a problem of this scan never raises."""
-    from ..head.data import HeadModelError
-    from ..service.jobs import UserError
+    from ..errors import UserError
     t0 = time.perf_counter()
     result = {"scan": Path(task.scan).name, "stem": task.stem}
     try:
@@ -173,7 +162,7 @@ def register_scan(task: Task, out_dir: str | Path, options: RegisterOptions) -> 
             torch.set_num_threads(options.threads)
         _register(task, Path(out_dir), options, t0)
         result["status"] = "done"
-    except (UserError, HeadModelError) as exc:
+    except UserError as exc:
         result.update(status="failed", error=str(exc))
     except Exception as exc:    # a defect or a numerical failure on one scan must not stop the set
         result.update(status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -182,32 +171,27 @@ def register_scan(task: Task, out_dir: str | Path, options: RegisterOptions) -> 
 
 
 def _register(task: Task, out_dir: Path, o: RegisterOptions, t0: float) -> None:
-    from ..fit.jobs import options_from_params
-    from ..fit.pipeline import fit_scan
+    from ..compute import Compute
+    from ..fit.pipeline import fit_options, fit_scan
     from ..fit.scan import load_scan_file
-    from ..fit.subdivision import dense_template
-    from ..head.registry import get_model
     from ..layout import formats
-    from ..layout.jobs import bake_job
-    ctx = _Context(o.device)
+    from ..layout.maps import bake_displacement, mapped_head
+    compute = Compute(o.device, _CACHE)
     scan = load_scan_file(task.scan)
-    params = {**o.model, "preset": o.preset, "partial": o.partial != "none", "sparse": o.partial == "sparse",
-              "up": task.up, "forward": task.forward}
-    if o.steps:
-        params["stage1"] = params["stage2"] = {"steps": o.steps}
-    model = get_model(ctx, params)
-    res = fit_scan(model, dense_template(model.data), scan, options_from_params(params),
-                   landmark_file(o.landmarks, task.stem), device=ctx.device)
-    arrays = {"base": res.base.astype(np.float32), "displacement": res.displacement.astype(np.float32)}
-    if res.registration.visibility is not None:
-        arrays["visibility"] = res.registration.visibility.astype(np.uint8)
+    steps = {"steps": o.steps} if o.steps else None
+    options = fit_options(o.preset, partial=o.partial != "none", sparse=o.partial == "sparse",
+                          up=task.up, forward=task.forward, stage1=steps, stage2=steps)
+    head = mapped_head(compute, o.model, o.layout)
+    model = head.model
+    res = fit_scan(model, head.dense, scan, options, landmark_file(o.landmarks, task.stem), device=compute.device)
     maps: list[tuple[Path, bytes]] = []
     for space in sorted(o.spaces, key=lambda s: s == "object"):         # object space last
-        fields, out = bake_job(ctx, {**o.model, "layout": o.layout, "size": o.size, "space": space,
-                                     "formats": [o.fmt], "name": task.stem}, arrays)
+        baked = bake_displacement(compute, head, o.size, res.base, res.displacement,
+                                  res.registration.visibility, space)
+        encoded = formats.encode(baked["map"], o.fmt, task.stem)
         folder = space_folder(out_dir, space)
         # Reversed: a PNG triplet's channel 0, by which map folders list it, comes last.
-        maps += [(folder / n, out[f"file__{n}"].tobytes()) for n in sorted(fields["files"], reverse=True)]
+        maps += [(folder / n, encoded[n]) for n in sorted(encoded, reverse=True)]
     sim = res.coarse.similarity
     fit = {"scan": Path(task.scan).name, "model": model.data.name, "model_version": model.data.version,
            "preset": o.preset, "layout": o.layout, "size": o.size, "seconds": round(time.perf_counter() - t0, 1),
@@ -218,7 +202,7 @@ def _register(task: Task, out_dir: Path, o: RegisterOptions, t0: float) -> None:
            "surface_median_mm": res.coarse.surface_median_mm, "errors_mm": res.report, "notes": res.notes}
     files = [(out_dir / "fits" / f"{task.stem}.json", json.dumps(fit, indent=1).encode())]
     if o.partial != "none":
-        files.append((out_dir / "visibility" / f"{task.stem}.npy", formats.npy_bytes(out["visibility_map"])))
+        files.append((out_dir / "visibility" / f"{task.stem}.npy", formats.npy_bytes(baked["visibility_map"])))
     for path, data in files + maps:
         _write(path, data)
 
@@ -296,7 +280,7 @@ def prepare(options: RegisterOptions) -> None:
     """Loads the model and builds its dense template and layout once, here, into the on-disk
     cache the workers read (instead of every worker building them); raises for a bad model or
     layout."""
-    from ..fit.subdivision import dense_template
+    from ..head.dense import dense_template
     from ..head.registry import load_model_data
     from ..layout.store import get_layout
     data = load_model_data(options.model)
@@ -440,7 +424,7 @@ def register_folder(scans_dir: str | Path, out_dir: str | Path, options: Registe
         check_settings(out_dir, options)
     except OSError as exc:
         raise ValueError(f"cannot write to {out_dir}: {exc}") from None
-    from ..service.jobs import UserError
+    from ..errors import UserError
     try:
         if todo:
             prepare(options)

@@ -1,4 +1,4 @@
-"""`headcraft-backend synth`: procedural scans (fit/synthetic.py) with their ground truth,
+"""`headcraft-backend synth`: procedural scans (procedural/scans.py) with their ground truth,
 written to a folder deterministically from one seed. Scan i has the seed `seed + i` and is the
 same whatever else is generated with it.
 
@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..fit.synthetic import HAIRSTYLES, SyntheticScan, make_scan, partial_view, sparse_subset
+from ..procedural.scans import HAIRSTYLES, SyntheticScan, make_scan, partial_view, sparse_subset
 from ..head.data import HeadModelData
 
 # The issue's names for styles that HAIRSTYLES spells differently.

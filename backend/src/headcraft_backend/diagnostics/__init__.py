@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from ..head.registry import get_model
-from ..service.jobs import UserError, job
+from ..errors import UserError
+from ..handlers import job
 
 
 @job("diagnostics.echo")

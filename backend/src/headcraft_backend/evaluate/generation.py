@@ -13,11 +13,12 @@ import time
 import numpy as np
 import torch
 
-from ..fit.subdivision import dense_template
-from ..fit.synthetic import HAIRSTYLES, make_scan
+from ..procedural.scans import HAIRSTYLES, make_scan
 from ..head.model import HeadModel
-from ..service.device import resolve_device
-from ..service.jobs import JobContext
+from ..compute import Compute
+from ..generate.checkpoint import cached_generator
+from ..generate.sample import sample_maps
+from ..layout.maps import MappedHead, apply_map, dense_base, mapped_head
 from .shape_metrics import evaluate_sets, format_table
 
 HELD_APART_SEED = 1_000_000      # training sets use seeds below this
@@ -44,29 +45,27 @@ def random_identities(data, n: int, seed: int) -> np.ndarray:
         return HeadModel(data)(shape=torch.from_numpy(shape)).vertices.numpy()
 
 
-def generated_heads(ctx, data, checkpoint: str, coarse: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One sample per identity (seeds seed, seed + 1, ...) through the generation job itself."""
-    from ..generate.jobs import sample_job
+def generated_heads(compute: Compute, head: MappedHead, checkpoint: str, coarse: np.ndarray,
+                    seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One sample per identity (seeds seed, seed + 1, ...), psi 1, as the generate job makes it."""
+    G, _ = cached_generator(compute, checkpoint)
     out = []
     for i, c in enumerate(coarse):
-        _, arrays = sample_job(ctx, {"model": data.name, "checkpoint": checkpoint, "seed": seed + i, "psi": 1.0},
-                               {"coarse_vertices": c})
-        out.append((arrays["final"], arrays["dense_faces"]))
+        m = sample_maps(G, [seed + i], 1.0)[0]
+        out.append((apply_map(compute, head, m, dense_base(compute, head, c))["final"], head.dense.faces))
     return out
 
 
-def template_heads(ctx, data, coarse: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    from ..head.registry import get_model
-    from ..layout.jobs import dense_base
-    model, dense = get_model(ctx, {"model": data.name}), dense_template(data)
-    return [(dense_base(ctx, model, dense, c), dense.faces) for c in coarse]
+def template_heads(compute: Compute, head: MappedHead, coarse: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(dense_base(compute, head, c), head.dense.faces) for c in coarse]
 
 
 def table(data, methods: dict[str, str | None], n: int = 20, n_points: int = 10_000, seed: int = 0,
           device: str = "auto", report=print) -> dict[str, dict]:
     """methods: row name -> checkpoint path (our .json, a PCA .json, a published .ckpt) or None
     for the template without displacements. Returns the metrics per row; prints the table."""
-    ctx = JobContext("eval", resolve_device(device), lambda event: None, {})
+    compute = Compute(device)
+    head = mapped_head(compute, {"model": data.name})
     t = time.perf_counter()
     reference = reference_heads(data, n)
     coarse = random_identities(data, n, HELD_APART_SEED + seed)
@@ -75,8 +74,8 @@ def table(data, methods: dict[str, str | None], n: int = 20, n_points: int = 10_
     rows = {}
     for name, checkpoint in methods.items():
         t = time.perf_counter()
-        heads = template_heads(ctx, data, coarse) if checkpoint is None else \
-            generated_heads(ctx, data, checkpoint, coarse, HELD_APART_SEED + seed)
+        heads = template_heads(compute, head, coarse) if checkpoint is None else \
+            generated_heads(compute, head, checkpoint, coarse, HELD_APART_SEED + seed)
         rows[name] = evaluate_sets(heads, reference, n_points=n_points, seed=seed)
         report(f"{name}: {time.perf_counter() - t:.0f} s")
     report(format_table(rows))

@@ -18,7 +18,7 @@ from ..fit.metrics import self_intersecting_pairs, surface_distances
 from ..fit.pipeline import FitOptions, fit_scan
 from ..fit.render import camera_for_head, render_mesh, vertex_normals
 from ..fit.scan import SCAN_SUFFIXES, Scan, load_scan_file
-from ..fit.subdivision import dense_template
+from ..head.dense import dense_template
 
 REGIONS = ("face", "scalp", "ears", "neck")
 NORMAL_TURN_DEG = 30.0

@@ -1,1 +1,1 @@
-"""Fit a scan: 3DMM fit from landmarks, consistent subdivision, two-stage displacement registration."""
+"""Fit a scan: 3DMM fit from landmarks, two-stage displacement registration."""

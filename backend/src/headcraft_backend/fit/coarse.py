@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 from ..head.lbs import axis_angle_to_matrix
 from ..head.model import HeadModel
 from .register import vertex_normals
-from .units import MM_PER_UNIT, to_units
+from ..units import MM_PER_UNIT, to_units
 
 JAW, NECK = 2, 1
 

@@ -1,17 +1,15 @@
 """The `fit.scan` job: a scan (and optional hand-placed landmarks) in, a fitted head out."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from ..head.jobs import build_head
+from ..head.jobs import head_payload
 from ..head.registry import get_model
-from ..service.jobs import UserError, job
-from .coarse import CoarseSettings
-from .pipeline import FitOptions, fit_scan
+from ..errors import UserError
+from ..handlers import job
+from .pipeline import FitOptions, fit_options, fit_scan
 from .scan import sanitize
-from .subdivision import dense_template
+from ..head.dense import dense_template
 
 
 def directions(params: dict) -> tuple[tuple | None, tuple | None]:
@@ -34,33 +32,14 @@ def directions(params: dict) -> tuple[tuple | None, tuple | None]:
 
 
 def options_from_params(params: dict) -> FitOptions:
-    """Presets plus any per-stage override (`stage1`/`stage2`: steps, lr, w_chamfer, w_edge,
-    w_laplacian, prune) and coarse-fit settings (`coarse`: CoarseSettings fields)."""
+    """A request's fit settings: preset, convention, partial/sparse, num_points, seed, up/forward
+    and the per-stage overrides (`coarse`, `stage1`, `stage2`, `stage2_mode`; see fit_options)."""
     up, forward = directions(params)
-    opts = FitOptions(preset=params.get("preset", "paper"), convention=params.get("convention", "default"),
-                      partial=bool(params.get("partial", False)), sparse=bool(params.get("sparse", False)),
-                      num_points=int(params.get("num_points", 200_000)), up=up, forward=forward,
-                      seed=int(params.get("seed", 0)))
-    try:
-        opts.coarse = dataclasses.replace(CoarseSettings(), **params.get("coarse", {}))
-        reg = opts.registration_settings()
-        for key in ("stage1", "stage2"):
-            if params.get(key):
-                setattr(reg, key, dataclasses.replace(getattr(reg, key), **params[key]))
-        if "stage2_mode" in params:
-            if params["stage2_mode"] not in ("scalar", "vector"):
-                raise ValueError(f"stage2_mode must be 'scalar' or 'vector', not {params['stage2_mode']!r}")
-            reg.stage2_mode = params["stage2_mode"]
-        opts.registration = reg
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"bad fit settings: {exc}") from None
-    c = opts.coarse
-    if (c.scale is not None and not c.scale > 0) or min(c.w_landmarks, c.w_surface, c.w_shape, c.w_expr, c.w_pose, c.w_jaw_side, c.hair_weight) < 0:
-        raise UserError(f"bad coarse-fit settings: {c}")
-    for s in (opts.registration.stage1, opts.registration.stage2):
-        if s.steps < 0 or s.lr <= 0 or min(s.w_chamfer, s.w_edge, s.w_laplacian, s.prune) < 0:
-            raise UserError(f"bad fit settings: {s}")
-    return opts
+    return fit_options(preset=params.get("preset", "paper"), convention=params.get("convention", "default"),
+                       partial=bool(params.get("partial", False)), sparse=bool(params.get("sparse", False)),
+                       num_points=params.get("num_points", 200_000), up=up, forward=forward,
+                       seed=params.get("seed", 0), coarse=params.get("coarse"), stage1=params.get("stage1"),
+                       stage2=params.get("stage2"), stage2_mode=params.get("stage2_mode"))
 
 
 def _scan(params, arrays):
@@ -118,7 +97,7 @@ def fit_scan_job(ctx, params, arrays):
     if res.registration.visibility is not None:
         out["visibility"] = res.registration.visibility.astype(np.uint8)
     # Everything Add Head needs, so Blender builds the fitted low-res head in the same step.
-    head_fields, head_arrays = build_head(ctx, {**params, "num_shape": len(res.coarse.shape)}, {})
+    head_fields, head_arrays = head_payload(model, len(res.coarse.shape), model.data.num_expr)
     fields["head"] = head_fields
     out.update({f"head__{k}": v for k, v in head_arrays.items()})
     return fields, out

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..service.jobs import UserError
+from ..errors import UserError
 
 # Names (the subject's left and right) for MediaPipe face-mesh indices.
 NAMED = {"right_eye_outer": 33, "right_eye_inner": 133, "left_eye_inner": 362, "left_eye_outer": 263,

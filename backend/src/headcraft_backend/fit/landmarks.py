@@ -27,7 +27,7 @@ from importlib import resources
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..service.jobs import UserError
+from ..errors import UserError
 from .render import Camera, RenderResult, camera_for_head, head_frame, render_mesh, sample_texture
 from .scan import cluster_decimate
 

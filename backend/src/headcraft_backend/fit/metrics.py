@@ -12,7 +12,7 @@ Conventions
   every triangle that could still be closer. Up to 64 giant triangles (> 8x the 70th
   percentile) are tested against every point instead.
 * `fit_report` compares a registration result with the ground-truth surface of a synthetic
-  scan (`synthetic.SyntheticScan.truth_vertices`): the truth surface has no holes, no noise and
+  scan (`procedural.scans.SyntheticScan.truth_vertices`): the truth surface has no holes, no noise and
   no junk, so the distances measure how well the result recovers the *true* surface, including
   where the scan had holes or was occluded (the result is expected to fill those plausibly).
   Pass `truth_mask=scan.truth_observed` to restrict the truth side to what the scanner saw.

@@ -10,12 +10,12 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..head.model import HeadModel
-from ..service.jobs import UserError
+from ..errors import UserError
 from .coarse import CoarseFit, CoarseSettings, fit_coarse
 from .register import RegistrationResult, RegistrationSettings, Registration, preset
 from .scan import Scan
-from .subdivision import DenseRebuild, DenseTemplate
-from .units import MM_PER_UNIT, to_metres, to_units
+from ..head.dense import DenseRebuild, DenseTemplate
+from ..units import MM_PER_UNIT, to_metres, to_units
 
 Report = Callable[[float, str, str], None]
 
@@ -39,6 +39,40 @@ class FitOptions:
         s = preset(self.preset, self.convention, self.partial)
         s.sparse, s.seed = self.sparse, self.seed
         return s
+
+
+def fit_options(preset: str = "paper", convention: str = "default", partial: bool = False,
+                sparse: bool = False, num_points: int = 200_000, up=(0.0, 1.0, 0.0), forward=(0.0, 0.0, 1.0),
+                seed: int = 0, coarse: dict | None = None, stage1: dict | None = None,
+                stage2: dict | None = None, stage2_mode: str | None = None) -> FitOptions:
+    """FitOptions from a preset plus overrides, checked: coarse (CoarseSettings fields),
+    stage1/stage2 (StageSettings fields: steps, lr, w_chamfer, w_edge, w_laplacian, prune...),
+    stage2_mode ("scalar" or "vector"). UserError for anything a fit cannot use."""
+    try:
+        opts = FitOptions(preset=preset, convention=convention, partial=partial, sparse=sparse,
+                          num_points=int(num_points), up=up, forward=forward, seed=int(seed))
+        opts.coarse = dataclasses.replace(CoarseSettings(), **(coarse or {}))
+        reg = opts.registration_settings()
+        for key, override in (("stage1", stage1), ("stage2", stage2)):
+            if override:
+                setattr(reg, key, dataclasses.replace(getattr(reg, key), **override))
+        if stage2_mode is not None:
+            if stage2_mode not in ("scalar", "vector"):
+                raise ValueError(f"stage2_mode must be 'scalar' or 'vector', not {stage2_mode!r}")
+            reg.stage2_mode = stage2_mode
+        opts.registration = reg
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad fit settings: {exc}") from None
+    c = opts.coarse
+    if (c.scale is not None and not c.scale > 0) or min(c.w_landmarks, c.w_surface, c.w_shape, c.w_expr,
+                                                        c.w_pose, c.w_jaw_side, c.hair_weight) < 0:
+        raise UserError(f"bad coarse-fit settings: {c}")
+    for s in (opts.registration.stage1, opts.registration.stage2):
+        if s.steps < 0 or s.lr <= 0 or min(s.w_chamfer, s.w_edge, s.w_laplacian, s.prune) < 0:
+            raise UserError(f"bad fit settings: {s}")
+    if not 1000 <= opts.num_points <= 5_000_000:
+        raise UserError(f"num_points {opts.num_points}: choose 1,000 to 5,000,000 scan samples")
+    return opts
 
 
 @dataclasses.dataclass

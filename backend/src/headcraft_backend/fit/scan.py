@@ -11,7 +11,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..limits import MAX_FACES_PER_VERTEX, MAX_FIT_VERTICES, MAX_SCAN_FACES, MAX_SCAN_VERTICES
-from ..service.jobs import UserError
+from ..errors import UserError
 
 SCAN_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
 # Textures are only seen in 512-pixel landmark renders: a face never needs more texels than a

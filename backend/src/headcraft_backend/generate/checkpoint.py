@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ..cache import write_atomic
+from ..cache import cached_by_files, write_atomic
+from ..errors import UserError
 from ..limits import GENERATOR_CONFIG_MAX, MAX_CONFIG_BYTES, MAX_GENERATOR_ELEMENTS, MAX_MAP_SIZE
 from .networks import Generator, channels_at
 
@@ -316,3 +317,27 @@ def load(path: str | Path) -> tuple[Generator, dict]:
     _load_into(G, sd, str(weights))
     return G.eval(), meta
 
+
+def cached_generator(compute, path: str):
+    """The generator of a checkpoint on the backend's machine (none: the bundled demo model),
+    cached until one of its files changes (then the new one replaces it)."""
+    if not path:
+        if not DEMO_MODEL.is_file():
+            raise UserError("no generator checkpoint is set and this backend has no demo model "
+                            f"({DEMO_MODEL.name}): choose one (our .json/.safetensors, or a published "
+                            ".ckpt with its ema_*.pth beside it), remake the demo model with "
+                            "'python build.py demo-model', or train one with 'headcraft-backend train'")
+        path = str(DEMO_MODEL)
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"{p}: checkpoint not found (paths are on the backend's machine)")
+
+    def build():
+        compute.progress(0.05, "checkpoint", f"loading {p.name}")
+        try:
+            G, info = load(p)
+        except CheckpointError as exc:
+            raise UserError(str(exc)) from None
+        return G.to(compute.device) if hasattr(G, "to") else G, {"source": p.name, **info}
+    return cached_by_files(compute.cache, ("generator", str(p.resolve()), str(compute.device)),
+                           files_of(p), build)

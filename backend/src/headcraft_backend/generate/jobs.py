@@ -1,71 +1,32 @@
-"""Jobs of the generation capability: sample a detailed head from a generator checkpoint."""
+"""Jobs of the generation capability: wire requests to sampling, interpolation, latent fitting
+and hair transfer (generate/sample.py, fit_latent.py) applied to a head (layout/maps.py)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
-from ..cache import cached_by_files
-from ..layout.jobs import _layout, apply_map, bake_displacement, check_map, read_map_arrays, request_base
-from ..service.jobs import UserError, job
-from . import checkpoint
-from .networks import NOISE_MODES
+from ..errors import UserError
+from ..handlers import job, request_base, request_head, request_map, vectors
+from ..layout.maps import apply_map, bake_displacement, check_map
+from .checkpoint import cached_generator
 from .pca import PCAModel
-from .sample import generate_maps, interpolate_maps, transfer_hair
-
-
-def get_generator(ctx, path: str):
-    """The generator of a checkpoint on the backend's machine (none: the bundled demo model),
-    cached until one of its files changes (then the new one replaces it)."""
-    if not path:
-        if not checkpoint.DEMO_MODEL.is_file():
-            raise UserError("no generator checkpoint is set and this backend has no demo model "
-                            f"({checkpoint.DEMO_MODEL.name}): choose one (our .json/.safetensors, or a published "
-                            ".ckpt with its ema_*.pth beside it), remake the demo model with "
-                            "'python build.py demo-model', or train one with 'headcraft-backend train'")
-        path = str(checkpoint.DEMO_MODEL)
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"{p}: checkpoint not found (paths are on the backend's machine)")
-
-    def load():
-        ctx.progress(0.05, "checkpoint", f"loading {p.name}")
-        try:
-            G, info = checkpoint.load(p)
-        except checkpoint.CheckpointError as exc:
-            raise UserError(str(exc)) from None
-        return G.to(ctx.device) if hasattr(G, "to") else G, {"source": p.name, **info}
-    return cached_by_files(ctx.cache, ("generator", str(p.resolve()), str(ctx.device)),
-                           checkpoint.files_of(p), load)
+from .sample import interpolate_maps, sample_maps, transfer_hair
 
 
 @job("generate.sample")
 def sample_job(ctx, params, arrays):
     """A generated map (seed, psi in W, optional style mixing) applied to a head: the request's
     coarse head (current identity/expression) or the model's template."""
-    G, info = get_generator(ctx, str(params.get("checkpoint", "")))
-    noise = params.get("noise", "const")
-    if noise not in NOISE_MODES:
-        raise UserError(f"noise {noise!r}: choose one of {', '.join(NOISE_MODES)}")
+    G, info = cached_generator(ctx, str(params.get("checkpoint", "")))
     psi = float(params.get("psi", 0.7))
     seed = int(params.get("seed", 0))
     mix_seed = params.get("mix_seed")
-    num_ws = getattr(G, "num_ws", 0)
-    mix_from = int(params.get("mix_from", num_ws // 2))
-    if not 0 <= mix_from <= num_ws:
-        raise UserError(f"style mixing starts at a layer from 0 to {num_ws}")
     ctx.progress(0.2, "generate", f"seed {seed}, psi {psi}")
-    if isinstance(G, PCAModel):
-        if mix_seed is not None:
-            raise UserError("style mixing needs a StyleGAN; the PCA baseline has no styles")
-        m = G.sample([seed], psi)[0]
-    else:
-        m = generate_maps(G, [seed], psi, noise, None if mix_seed is None else int(mix_seed), mix_from,
-                          lowpass=bool(params.get("lowpass", True)))[0]
-    model, dense, layout = _layout(ctx, params)
-    out = apply_map(ctx, model, dense, layout, m, request_base(ctx, model, dense, arrays), "object")
+    m = sample_maps(G, [seed], psi, params.get("noise", "const"), None if mix_seed is None else int(mix_seed),
+                    params.get("mix_from"), lowpass=bool(params.get("lowpass", True)))[0]
+    head = request_head(ctx, params)
+    out = apply_map(ctx, head, m, request_base(ctx, head, arrays), "object")
     out["map"] = m
-    return {"seed": seed, "psi": psi, "layout": layout.name, "size": int(m.shape[0]),
+    return {"seed": seed, "psi": psi, "layout": head.layout.name, "size": int(m.shape[0]),
             "generator": info["source"]}, out
 
 
@@ -73,7 +34,7 @@ def sample_job(ctx, params, arrays):
 def interpolate_job(ctx, params, arrays):
     """Maps between two seeds (lerp in W, or slerp in Z), each applied to the request's head:
     arrays map_<i>, displacement_<i> (metres) and the shared dense mesh."""
-    G, info = get_generator(ctx, str(params.get("checkpoint", "")))
+    G, info = cached_generator(ctx, str(params.get("checkpoint", "")))
     steps = int(params.get("steps", 8))
     if not 2 <= steps <= 256:
         raise UserError("interpolation steps: 2 to 256")
@@ -81,19 +42,16 @@ def interpolate_job(ctx, params, arrays):
     if space not in ("w", "z"):
         raise UserError("interpolation space: 'w' (lerp) or 'z' (slerp)")
     seeds, psi = (int(params.get("seed_a", 0)), int(params.get("seed_b", 1))), float(params.get("psi", 0.7))
-    if isinstance(G, PCAModel):
-        maps = G.interpolate(*seeds, steps, psi)
-    else:
-        maps = interpolate_maps(G, *seeds, steps, psi, space)
-    model, dense, layout = _layout(ctx, params)
-    base = request_base(ctx, model, dense, arrays)
+    maps = interpolate_maps(G, *seeds, steps, psi, space)
+    head = request_head(ctx, params)
+    base = request_base(ctx, head, arrays)
     out = {}
     for i, m in enumerate(maps):
         ctx.progress(0.3 + 0.6 * i / steps, "interpolate", f"step {i + 1} of {steps}")
-        applied = apply_map(ctx, model, dense, layout, m, base, "object")
+        applied = apply_map(ctx, head, m, base, "object")
         out[f"map_{i}"], out[f"displacement_{i}"] = m, applied["displacement"]
     out.update({k: applied[k] for k in ("dense_faces", "dense_uv", "base")})
-    return {"steps": steps, "space": space, "layout": layout.name, "generator": info["source"]}, out
+    return {"steps": steps, "space": space, "layout": head.layout.name, "generator": info["source"]}, out
 
 
 @job("generate.fit_latent")
@@ -102,17 +60,19 @@ def fit_latent_job(ctx, params, arrays):
     visibility mask; the generator's version of the map comes back applied to the head."""
     from .fit_latent import L1_ONLY, LatentFitSettings, fit_latent
     from .perceptual import load_lpips
-    G, info = get_generator(ctx, str(params.get("checkpoint", "")))
+    G, info = cached_generator(ctx, str(params.get("checkpoint", "")))
     if isinstance(G, PCAModel):
         raise UserError("latent fitting needs a StyleGAN checkpoint")
-    model, dense, layout = _layout(ctx, params)
+    head = request_head(ctx, params)
     if "base" in arrays and "displacement" in arrays:     # a detailed head: bake it at the generator's size
-        baked = bake_displacement(ctx, model, dense, layout, G.img_resolution, arrays)
+        n = head.dense.num_vertices
+        baked = bake_displacement(ctx, head, G.img_resolution, vectors(arrays, "base", n),
+                                  vectors(arrays, "displacement", n), arrays.get("visibility"))
         target = baked["map"]
         if "visibility_map" in baked and "mask" not in arrays:
             arrays = {**arrays, "mask": (baked["visibility_map"] > 0.5).astype(np.float32)}
     else:
-        target = read_map_arrays(arrays)
+        target = request_map(arrays)
     if target.shape[0] != G.img_resolution:
         raise UserError(f"the map is {target.shape[0]}^2; this generator makes {G.img_resolution}^2 maps "
                         f"(bake the map at that size)")
@@ -128,10 +88,10 @@ def fit_latent_job(ctx, params, arrays):
                      report=lambda f, stage, msg: ctx.progress(0.05 + 0.8 * f, stage, msg))
     if why:     # the specific reason replaces the generic note
         res.notes[res.notes.index(L1_ONLY)] = why
-    out = apply_map(ctx, model, dense, layout, res.map, request_base(ctx, model, dense, arrays), "object")
+    out = apply_map(ctx, head, res.map, request_base(ctx, head, arrays), "object")
     out.update({"map": res.map, "ws": res.ws.numpy().astype(np.float32)})
     return {"notes": res.notes, "final_loss": res.loss_history[-1] if res.loss_history else None,
-            "layout": layout.name}, out
+            "layout": head.layout.name}, out
 
 
 @job("generate.transfer_hair")
@@ -141,14 +101,14 @@ def transfer_hair_job(ctx, params, arrays):
     if "face_map" in arrays and "hair_map" in arrays:
         maps = [check_map(arrays[k], k) for k in ("face_map", "hair_map")]
     else:
-        G, _ = get_generator(ctx, str(params.get("checkpoint", "")))
+        G, _ = cached_generator(ctx, str(params.get("checkpoint", "")))
         seeds, psi = [int(params.get("face_seed", 0)), int(params.get("hair_seed", 1))], float(params.get("psi", 0.7))
-        maps = G.sample(seeds, psi) if isinstance(G, PCAModel) else generate_maps(G, seeds, psi)
+        maps = sample_maps(G, seeds, psi)
     try:
         m = transfer_hair(*maps)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    model, dense, layout = _layout(ctx, params)
-    out = apply_map(ctx, model, dense, layout, m, request_base(ctx, model, dense, arrays), "object")
+    head = request_head(ctx, params)
+    out = apply_map(ctx, head, m, request_base(ctx, head, arrays), "object")
     out["map"] = m
-    return {"layout": layout.name}, out
+    return {"layout": head.layout.name}, out

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .networks import Generator
+from ..errors import UserError
+from .networks import NOISE_MODES, Generator
+from .pca import PCAModel
 
 
 def seeds_to_z(seeds, z_dim: int) -> torch.Tensor:
@@ -25,10 +27,11 @@ def latents(G: Generator, z: torch.Tensor, psi: float = 0.7, mix_z: torch.Tensor
     """W+ styles (N, num_ws, w_dim): truncation applied in W (w_avg + psi (w - w_avg)); with
     style mixing, styles from `mix_from` on come from `mix_z`."""
     G.mapping.eval()
+    device = next(G.parameters()).device          # seeds make CPU latents; the generator may be on a GPU
     with torch.no_grad():
-        ws = G.mapping(z, truncation_psi=psi)
+        ws = G.mapping(z.to(device), truncation_psi=psi)
         if mix_z is not None and mix_from is not None:
-            ws[:, mix_from:] = G.mapping(mix_z, truncation_psi=psi)[:, mix_from:]
+            ws[:, mix_from:] = G.mapping(mix_z.to(device), truncation_psi=psi)[:, mix_from:]
     return ws
 
 
@@ -80,6 +83,23 @@ def generate_maps(G: Generator, seeds, psi: float = 0.7, scalp_noise: str = "con
     return [face_lowpass(m) for m in maps] if lowpass else maps
 
 
+def sample_maps(G: Generator | PCAModel, seeds, psi: float = 0.7, scalp_noise: str = "const",
+                mix_seed: int | None = None, mix_from: int | None = None, lowpass: bool = True) -> list[np.ndarray]:
+    """generate_maps for a StyleGAN (style mixing from layer `mix_from`, default half-way), or
+    the PCA baseline's samples (it has no styles to mix). UserError for settings it cannot use."""
+    if scalp_noise not in NOISE_MODES:
+        raise UserError(f"noise {scalp_noise!r}: choose one of {', '.join(NOISE_MODES)}")
+    if isinstance(G, PCAModel):
+        if mix_seed is not None:
+            raise UserError("style mixing needs a StyleGAN; the PCA baseline has no styles")
+        return G.sample(list(seeds), psi)
+    if mix_seed is not None:
+        mix_from = G.num_ws // 2 if mix_from is None else int(mix_from)
+        if not 0 <= mix_from <= G.num_ws:
+            raise UserError(f"style mixing starts at a layer from 0 to {G.num_ws}")
+    return generate_maps(G, seeds, psi, scalp_noise, mix_seed, mix_from, lowpass)
+
+
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation of latents (rows), for Gaussian z."""
     an, bn = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
@@ -101,9 +121,11 @@ def interpolation_latents(G: Generator, seed_a: int, seed_b: int, factors, psi: 
     return torch.cat([torch.lerp(wa, wb, float(t)) for t in factors])
 
 
-def interpolate_maps(G: Generator, seed_a: int, seed_b: int, steps: int = 8, psi: float = 0.7,
+def interpolate_maps(G: Generator | PCAModel, seed_a: int, seed_b: int, steps: int = 8, psi: float = 0.7,
                      space: str = "w", scalp_noise: str = "const") -> list[np.ndarray]:
-    """`steps` maps from seed_a to seed_b inclusive."""
+    """`steps` maps from seed_a to seed_b inclusive (the PCA baseline: a straight line)."""
+    if isinstance(G, PCAModel):
+        return G.interpolate(seed_a, seed_b, steps, psi)
     factors = np.linspace(0.0, 1.0, max(int(steps), 2))
     ws = interpolation_latents(G, seed_a, seed_b, factors, psi, space)
     return [face_lowpass(unpack(s)) for s in synthesize(G, ws, scalp_noise)]

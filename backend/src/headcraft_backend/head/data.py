@@ -11,16 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import HeadModelError
+
 FORMAT_VERSION = 1
 JOINT_NAMES = ("global", "neck", "jaw", "eye_L", "eye_R")
 PARENTS = (-1, 0, 1, 1, 1)
 # Region masks every model provides (vertex indices into v_template).
 REGION_NAMES = ("face", "scalp", "neck", "ears", "eyeballs", "eye_region", "nose", "lips",
                 "inner_mouth")
-
-
-class HeadModelError(ValueError):
-    """A head model's files or arrays are missing or inconsistent; the message names the file."""
 
 
 @dataclasses.dataclass

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .data import JOINT_NAMES, REGION_NAMES, HeadModelData, HeadModelError
+from ..errors import HeadModelError
+from .data import JOINT_NAMES, REGION_NAMES, HeadModelData
 from .safe_pickle import load_pickle
 
 __all__ = ["load_flame", "load_flame_masks", "load_uv_obj", "load_landmark_embedding",

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..service.jobs import UserError, job
+from ..errors import UserError
+from ..handlers import job
 from .registry import get_model
 
 
@@ -26,37 +27,44 @@ def _count(params: dict, key: str, available: int) -> int:
     return min(n, available)
 
 
-@job("head.build")
-def build_head(ctx, params, arrays):
+def head_payload(model, num_shape: int, num_expr: int) -> tuple[dict, dict[str, np.ndarray]]:
     """Everything Blender needs to make a rigged head with identity and expression shape keys:
     neutral vertices, faces, per-corner UVs, per-key vertex offsets, rest joints and their
     offsets per identity coefficient, skinning weights and region masks."""
-    model = get_model(ctx, params)
     data = model.data
-    ns = _count(params, "num_shape", data.num_shape)
-    ne = _count(params, "num_expr", data.num_expr)
-    ctx.progress(0.3, "model", f"{data.name} {data.version}: {data.num_vertices} vertices")
     with torch.no_grad():
         joints = model.rest_joints()[0]
         # Joints are linear in identity: their offset per unit of each coefficient.
-        jdirs = torch.einsum("jv,vck->kjc", model.J_regressor, model.shapedirs[..., :ns])
+        jdirs = torch.einsum("jv,vck->kjc", model.J_regressor, model.shapedirs[..., :num_shape])
     out = {
         "vertices": data.v_template.astype(np.float32),
         "faces": data.faces.astype(np.int32),
         "uv": data.uv.astype(np.float32),
-        "shape_deltas": np.ascontiguousarray(data.shapedirs[..., :ns].transpose(2, 0, 1), np.float32),
-        "expr_deltas": np.ascontiguousarray(data.exprdirs[..., :ne].transpose(2, 0, 1), np.float32),
+        "shape_deltas": np.ascontiguousarray(data.shapedirs[..., :num_shape].transpose(2, 0, 1), np.float32),
+        "expr_deltas": np.ascontiguousarray(data.exprdirs[..., :num_expr].transpose(2, 0, 1), np.float32),
         "joints": joints.cpu().numpy(),
         "joint_shape_deltas": jdirs.cpu().numpy(),
         "lbs_weights": data.lbs_weights.astype(np.float32),
         **{f"region__{k}": v.astype(np.int32) for k, v in data.regions.items()},
     }
-    ctx.progress(1.0, "done")
     fields = {"model": data.name, "version": data.version, "licence": data.licence,
-              "num_shape": ns, "num_expr": ne, "expr_names": data.expr_names[:ne],
+              "num_shape": num_shape, "num_expr": num_expr, "expr_names": data.expr_names[:num_expr],
               "expr_kind": "blendshape" if data.name == "openhead" else "pca",
               "joint_names": list(data.joint_names), "parents": list(data.parents),
               "has_pose_correctives": data.posedirs is not None}
+    return fields, out
+
+
+@job("head.build")
+def build_head(ctx, params, arrays):
+    """A head model's arrays for Blender (head_payload), `num_shape`/`num_expr` keys at most."""
+    model = get_model(ctx, params)
+    data = model.data
+    ns = _count(params, "num_shape", data.num_shape)
+    ne = _count(params, "num_expr", data.num_expr)
+    ctx.progress(0.3, "model", f"{data.name} {data.version}: {data.num_vertices} vertices")
+    fields, out = head_payload(model, ns, ne)
+    ctx.progress(1.0, "done")
     return fields, out
 
 

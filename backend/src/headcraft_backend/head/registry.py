@@ -5,7 +5,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..cache import cached_by_files
-from ..service.jobs import UserError
+from ..errors import UserError
 from .data import HeadModelData
 from .model import HeadModel
 

@@ -44,7 +44,7 @@ import numpy.lib.format as npformat
 import scipy.sparse as sp
 
 from ..limits import MAX_PICKLE_ELEMENTS
-from .data import HeadModelError
+from ..errors import HeadModelError
 
 __all__ = ["RestrictedUnpickler", "RefusedGlobalError", "UnsupportedObjectError", "load_pickle",
            "loads_restricted"]

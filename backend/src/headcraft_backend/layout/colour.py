@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fit.subdivision import closest_point_barycentric, nearest_triangles
+from ..head.dense import closest_point_barycentric, nearest_triangles
 from .texels import Raster
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..cache import default_cache_dir, hash_arrays, write_atomic
 from ..head.data import HeadModelData
-from ..service.jobs import UserError
+from ..errors import UserError
 from .build import BUILDER_VERSION, Layout, build_layout, layout_report
 
 BUILT_IN = ("headcraft", "standard")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+SPACES = ("object", "tangent")    # the spaces a displacement map can be in
+
 
 def corner_frames(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """(F, 3, 3, 3): for each corner the rows (tangent, normal, bitangent), unit length."""

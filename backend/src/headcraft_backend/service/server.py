@@ -17,12 +17,23 @@ import traceback
 
 from .. import __version__, wire
 from ..cache import BoundedCache
-from ..head.data import HeadModelError
 from ..limits import HANDSHAKE_SECONDS, MAX_CONNECTIONS, MAX_QUEUED_JOBS
-from .device import describe_device, release_memory, resolve_device
-from .jobs import JobCancelled, JobContext, UserError, load_all
+from ..compute import Compute, describe_device, release_memory, resolve_device
+from ..errors import JobCancelled, UserError
+from ..handlers import HANDLERS, Handler
 
 log = logging.getLogger("headcraft.server")
+
+
+def load_all() -> dict[str, Handler]:
+    """Import every capability's job module so its handlers register; the catalogue."""
+    from .. import diagnostics  # noqa: F401
+    from ..animate import jobs as _animate  # noqa: F401
+    from ..fit import jobs as _fit  # noqa: F401
+    from ..generate import jobs as _generate  # noqa: F401
+    from ..head import jobs as _head  # noqa: F401
+    from ..layout import jobs as _layout  # noqa: F401
+    return HANDLERS
 READY_PREFIX = "HEADCRAFT-BACKEND READY"
 
 
@@ -227,8 +238,7 @@ class Server:
                                            f"it offers {', '.join(sorted(self.handlers))}"})
             return
         params = f.get("params") or {}
-        ctx = JobContext(job_id, self.device,
-                         lambda p: conn.send("progress", {"job_id": job_id, **p}), self.cache)
+        ctx = Compute(self.device, self.cache, lambda p: conn.send("progress", {"job_id": job_id, **p}))
         job = _Job(job_id, kind, params, arrays, conn, ctx)
         with self.jobs_lock:
             self.jobs[job_id] = job
@@ -258,7 +268,7 @@ class Server:
             log.info("job %s (%s) cancelled", job.id, job.kind)
             job.conn.send("cancelled", {"job_id": job.id})
             return
-        except (UserError, HeadModelError) as exc:
+        except UserError as exc:
             log.info("job %s (%s) failed: %s", job.id, job.kind, exc)
             job.conn.send("error", {"job_id": job.id, "error_type": type(exc).__name__,
                                     "message": str(exc)})

@@ -9,14 +9,14 @@ import time
 import numpy as np
 
 from ..head.model import HeadModel
-from ..service.jobs import UserError
-from .landmarks import model_landmark_embedding
-from .metrics import count_self_intersections, fit_report, format_table
-from .pipeline import FitOptions, fit_scan
-from .scan import sanitize
-from .subdivision import dense_template
-from .synthetic import make_scan
-from .units import to_metres
+from ..errors import UserError
+from ..fit.landmarks import model_landmark_embedding
+from ..fit.metrics import count_self_intersections, fit_report, format_table
+from ..fit.pipeline import FitOptions, fit_scan
+from ..fit.scan import sanitize
+from ..head.dense import dense_template
+from ..procedural.scans import make_scan
+from ..units import to_metres
 
 HAIR_STYLES = ("none", "short", "long")
 # The fit moves only the scalp in stage 1 and freezes the neck (the paper's method), so the

@@ -2,6 +2,7 @@
 
 Loss weights, pruning thresholds and the +-20 displacement clip of the paper are in these
 units; head models and the wire stay in metres. Convert with these two functions only.
+Stdlib only: the extension gets a copy beside wire.py (`python build.py sync`).
 """
 HC_UNITS_PER_METRE = 120.0
 MM_PER_UNIT = 1000.0 / HC_UNITS_PER_METRE

@@ -61,8 +61,8 @@ import numpy as np
 import torch
 
 from ..cache import default_cache_dir, hash_arrays, write_atomic
-from ..head.data import HeadModelData
-from .units import HC_UNITS_PER_METRE
+from .data import HeadModelData
+from ..units import HC_UNITS_PER_METRE
 
 log = logging.getLogger(__name__)
 

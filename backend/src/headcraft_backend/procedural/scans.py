@@ -43,8 +43,8 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from ..head.data import HeadModelData
-from .losses import unique_edges
-from .render import vertex_normals
+from ..fit.losses import unique_edges
+from ..fit.render import vertex_normals
 
 __all__ = ["HAIRSTYLES", "SyntheticScan", "PartialView", "make_scan", "partial_view",
            "sparse_subset", "similarity_matrix"]
