@@ -18,7 +18,7 @@ def check(cls, context, *conditions: tuple[object, str], idle: bool = True) -> b
         if not ok:
             cls.poll_message_set(reason)
             return False
-    if idle and runtime.busy():
+    if idle and runtime.STATE.busy():
         cls.poll_message_set(BUSY)
         return False
     return True

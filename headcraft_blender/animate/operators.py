@@ -268,7 +268,7 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
             return self.execute(context)
         if not self._start(context):
             return {"CANCELLED"}
-        runtime.LOCAL.append(self._run)
+        runtime.STATE.local_tasks.append(self._run)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.05, window=context.window)
         wm.modal_handler_add(self)
@@ -284,7 +284,7 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
         if not run.finished:
             return {"PASS_THROUGH"}
         context.window_manager.event_timer_remove(self._timer)
-        runtime.LOCAL.remove(run)
+        runtime.STATE.local_tasks.remove(run)
         _redraw(context)
         if run.state == "cancelled":
             runtime.notify(f"{run.title}: cancelled after {run.done} of {run.total} frames (kept in {run.folder})")

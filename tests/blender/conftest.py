@@ -40,7 +40,7 @@ def ext(blender):
     nothing an earlier test made (objects, images, materials, actions, settings) carries over."""
     bpy = blender
     ext = sys.modules["bl_ext.hc_test.headcraft"]
-    assert not ext.runtime.ACTIVE, "a job of an earlier test is still running"
+    assert not ext.runtime.STATE.jobs, "a job of an earlier test is still running"
     bpy.ops.wm.read_homefile(use_empty=True)
-    ext.runtime.MESSAGES.clear()
+    ext.runtime.STATE.messages.clear()
     return ext

@@ -27,11 +27,11 @@ def test_panels_draw_with_and_without_a_head(blender, ext):
 def test_panel_shows_progress_and_cancel_while_a_job_runs(blender, ext):
     job = ext.runtime.UIJob("Test job", "diagnostics.echo", {}, None, lambda r, a: None)
     job.fraction, job.stage = 0.4, "stage"
-    ext.runtime.ACTIVE.append(job)
+    ext.runtime.STATE.jobs.append(job)
     try:
         calls = draw(ext.ui.VIEW3D_PT_headcraft, bpy.context, real=object())
     finally:
-        ext.runtime.ACTIVE.remove(job)
+        ext.runtime.STATE.jobs.remove(job)
     assert ("progress", 0.4, "Test job: stage") in calls
     assert ("operator", "headcraft.cancel_job") in calls
 
