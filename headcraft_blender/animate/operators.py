@@ -32,8 +32,7 @@ class _DetailedOperator:
     @classmethod
     def poll(cls, context):
         obj, head = _detailed_with_head(context)
-        return polls.check(cls, context, (obj is not None, polls.SELECT_DETAILED),
-                           (obj is None or head is not None, GONE))
+        return polls.detailed_selected(cls, context, (obj is None or head is not None, GONE))
 
     @classmethod
     def description(cls, context, properties):
@@ -183,8 +182,7 @@ class HEADCRAFT_OT_import_performance(bpy.types.Operator, ImportHelper):
 
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (layout_build.head_of(context.active_object) is not None,
-                                          "Select the low-res HeadCraft head to keyframe"), idle=False)
+        return polls.head_selected(cls, context, reason="Select the low-res HeadCraft head to keyframe", idle=False)
 
     def execute(self, context):
         head = layout_build.head_of(context.active_object)
