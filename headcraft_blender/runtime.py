@@ -58,6 +58,7 @@ class Session:
 
 
 STATE = Session()
+
 # Job operators record no undo step when they return (nothing has changed yet): the pump records
 # one when the result is applied, so Ctrl+Z removes exactly that result.
 JOB_OPTIONS = {"REGISTER"}

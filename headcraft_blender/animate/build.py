@@ -16,6 +16,7 @@ from ..meshdata import blender_to_model, model_to_blender, new_shape_key, read_v
 from ..roles import Role, role_of, set_role
 from .performance import Performance, resample
 
+
 def coarse_head(detailed: bpy.types.Object) -> bpy.types.Object | None:
     """The low-res head a detailed head was made on (its rig drives the animation)."""
     head = bpy.data.objects.get(str(detailed.get("headcraft_head", "")))

@@ -2,8 +2,8 @@
 import bpy
 
 from .. import polls, runtime
-from ..roles import Role, role_of
 from ..head.operators import model_params
+from ..roles import Role, role_of
 from . import build
 
 PRESET_ITEMS = [("PAPER", "Paper", "The paper's settings: 1000 + 1000 registration steps"),
@@ -97,7 +97,8 @@ def _submit(op, title, kind, params, arrays, apply):
 class _ScanOperator:
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (chosen_scan(context) is not None, "Choose the scan mesh in the Fit Scan panel"))
+        return polls.check(cls, context, (chosen_scan(context) is not None,
+                                          "Choose the scan mesh in the Fit Scan panel"))
 
 
 class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
