@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from . import runtime
+from .head import build as head_build
+from .layout import build as layout_build
 
 SELECT_HEAD = "Select a HeadCraft head"
 SELECT_DETAILED = "Select a detailed head (from Fit Scan or Apply Map)"
@@ -18,7 +20,29 @@ def check(cls, context, *conditions: tuple[object, str], idle: bool = True) -> b
         if not ok:
             cls.poll_message_set(reason)
             return False
-    if idle and runtime.busy():
+    if idle and runtime.STATE.busy():
         cls.poll_message_set(BUSY)
         return False
     return True
+
+
+def active_head(context):
+    """The low-res HeadCraft head of the active object (the mesh or its rig), or None."""
+    return head_build.find_head(context.active_object)
+
+
+def active_detailed(context):
+    """The active object when it is a detailed head, else None."""
+    return layout_build.find_detailed(context.active_object)
+
+
+def head_selected(cls, context, *conditions: tuple[object, str], reason: str = SELECT_HEAD,
+                  idle: bool = True) -> bool:
+    """check() with a low-res head active (else `reason`) before the other conditions."""
+    return check(cls, context, (active_head(context) is not None, reason), *conditions, idle=idle)
+
+
+def detailed_selected(cls, context, *conditions: tuple[object, str], idle: bool = True) -> bool:
+    """check() with a detailed head active before the other conditions."""
+    return check(cls, context, (active_detailed(context) is not None, SELECT_DETAILED), *conditions,
+                 idle=idle)

@@ -5,10 +5,11 @@ import bpy
 from .fit.operators import LANDMARK_ITEMS, PARTIAL_ITEMS, PRESET_ITEMS, UNIT_ITEMS, WEIGHT_TOOLTIPS, WEIGHTS
 from .head.operators import MODEL_ITEMS
 from .layout.operators import SIZE_ITEMS, SPACE_ITEMS
+from .roles import has_role
 
 
 def _is_mesh(self, obj):
-    return obj.type == "MESH" and obj.get("headcraft_role") is None
+    return obj.type == "MESH" and not has_role(obj)
 
 
 class HeadCraftSceneSettings(bpy.types.PropertyGroup):

@@ -4,6 +4,7 @@ applied to bpy.data on the main thread by a pump (a timer, or called directly in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -12,13 +13,52 @@ from typing import Callable
 import bpy
 
 from .client.connection import BackendError
-from .client.environment import env_python
+from .client.environment import EnvironmentSetup, env_python
 from .client.manager import BackendManager, BackendSettings
 
-MANAGER = BackendManager()
-ACTIVE: list["UIJob"] = []
-LOCAL: list = []        # main-thread tasks (renders): title, stage, state, message, fraction, cancel()
-_lock = threading.Lock()
+
+@dataclasses.dataclass(eq=False)
+class Session:
+    """What the extension holds while Blender runs (one instance, STATE): the backend, the jobs
+    and tasks under way, the sidebar's messages, the backend set-up."""
+    backend: BackendManager = dataclasses.field(default_factory=BackendManager)
+    jobs: list[UIJob] = dataclasses.field(default_factory=list)    # submitted, not yet applied
+    # tasks run on the main thread (renders): title, stage, state, message, fraction, cancel()
+    local_tasks: list = dataclasses.field(default_factory=list)
+    messages: list[tuple[str, str]] = dataclasses.field(default_factory=list)   # (level, text), newest last
+    setup: EnvironmentSetup | None = None       # the latest Set Up Backend run
+    # Background scripts block in the operator until the result is applied; tests of the GUI's
+    # flow turn this off and apply results with pump(), as the GUI's timer does.
+    wait_in_background: bool = True
+    # operators whose execute() waits for its job (background scripts), innermost last
+    operators: list[bpy.types.Operator] = dataclasses.field(default_factory=list)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)   # guards `jobs`
+
+    def busy(self) -> bool:
+        return bool(self.jobs or self.local_tasks)
+
+    def tasks(self) -> list:
+        """Everything running, jobs first: what the panel shows and Cancel stops."""
+        return [*self.jobs, *self.local_tasks]
+
+    def setup_running(self) -> bool:
+        return self.setup is not None and self.setup.state == "running"
+
+    def remember(self, level: str, text: str) -> None:
+        """The sidebar's recent messages: the newest five."""
+        self.messages.append((level, text))
+        del self.messages[:-5]
+
+    def clear_errors(self) -> None:
+        """A job succeeded: earlier failures are no longer news."""
+        self.messages[:] = [m for m in self.messages if m[0] != "ERROR"]
+
+    def has_errors(self) -> bool:
+        return any(level == "ERROR" for level, _ in self.messages)
+
+
+STATE = Session()
+
 # Job operators record no undo step when they return (nothing has changed yet): the pump records
 # one when the result is applied, so Ctrl+Z removes exactly that result.
 JOB_OPTIONS = {"REGISTER"}
@@ -102,8 +142,8 @@ class UIJob:
     def _run(self) -> None:
         try:
             for attempt in range(2):
-                self.message = "starting the backend..." if MANAGER.state != "ready" else ""
-                conn = MANAGER.connection()
+                self.message = "starting the backend..." if STATE.backend.state != "ready" else ""
+                conn = STATE.backend.connection()
                 if self.cancel_requested:
                     self.state = "cancelled"
                     return
@@ -129,11 +169,11 @@ class UIJob:
 
 
 def submit(job: UIJob) -> UIJob:
-    MANAGER.configure(settings_from_prefs())
-    with _lock:
-        ACTIVE.append(job)
+    STATE.backend.configure(settings_from_prefs())
+    with STATE.lock:
+        STATE.jobs.append(job)
     threading.Thread(target=job._run, name=f"headcraft-{job.kind}", daemon=True).start()
-    if bpy.app.background and OPTIONS.wait_in_background:
+    if bpy.app.background and STATE.wait_in_background:
         wait(job)
     else:
         ensure_pump()
@@ -149,18 +189,15 @@ def submit_from_operator(op, job: UIJob) -> set:
     return {"CANCELLED"} if job.finished and job.state != "done" else {"FINISHED"}
 
 
-_OPERATOR: list = []    # the operator whose execute() is waiting for its job (background scripts)
-
-
 @contextlib.contextmanager
 def reporting_to(op):
     """While an operator waits for its job, failures are that operator's reports, so a script
     calling it gets Blender's usual RuntimeError."""
-    _OPERATOR.append(op)
+    STATE.operators.append(op)
     try:
         yield
     finally:
-        _OPERATOR.pop()
+        STATE.operators.pop()
 
 
 def wait(job: UIJob, timeout: float = 3600.0) -> UIJob:
@@ -178,28 +215,28 @@ def wait(job: UIJob, timeout: float = 3600.0) -> UIJob:
 def wait_all(timeout: float = 3600.0) -> None:
     """Pump until every submitted job is applied (scripts, tests of the GUI's timer flow)."""
     deadline = time.monotonic() + timeout
-    while ACTIVE:
+    while STATE.jobs:
         pump()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"jobs still running after {timeout:g} s: {[j.title for j in ACTIVE]}")
+            raise TimeoutError(f"jobs still running after {timeout:g} s: {[j.title for j in STATE.jobs]}")
         time.sleep(0.01)
 
 
 def pump() -> float | None:
     """Apply finished jobs on the main thread; returns the timer interval."""
-    with _lock:
-        done = [j for j in ACTIVE if j.finished]
+    with STATE.lock:
+        done = [j for j in STATE.jobs if j.finished]
     for job in done:
-        with _lock:
-            if job not in ACTIVE:       # applied by a nested pump (a callback that waited on a job)
+        with STATE.lock:
+            if job not in STATE.jobs:   # applied by a nested pump (a callback that waited on a job)
                 continue
-            ACTIVE.remove(job)
+            STATE.jobs.remove(job)
         if job.cancel_requested and job.state == "done":
             job.state = "cancelled"     # cancelled after the backend finished: nothing is applied
         try:
             if job.state == "done":
                 job.on_done(job.handle.result, job.handle.arrays)
-                clear_errors()
+                STATE.clear_errors()
                 if job.undo:
                     push_undo(job.undo)
             elif job.state == "error":
@@ -211,22 +248,9 @@ def pump() -> float | None:
             _failed(job)
         finally:
             job.applied = True
-    if done or ACTIVE:
-        _redraw()
-    return 0.1 if ACTIVE else None
-
-
-MESSAGES: list[tuple[str, str]] = []   # (level, text) shown in the panel, newest last
-
-
-class Options:
-    """Switches for scripts and tests."""
-    # Background scripts block in the operator until the result is applied; tests of the GUI's
-    # flow turn this off and apply results with pump(), as the GUI's timer does.
-    wait_in_background = True
-
-
-OPTIONS = Options()
+    if done or STATE.jobs:
+        redraw()
+    return 0.1 if STATE.jobs else None
 
 
 def _failed(job: UIJob) -> None:
@@ -236,32 +260,21 @@ def _failed(job: UIJob) -> None:
         if job.on_error is not None:
             job.on_error(message)
     finally:
-        if _OPERATOR and bpy.app.background:
-            _remember("ERROR", message)
-            _OPERATOR[-1].report({"ERROR"}, message)
+        if STATE.operators and bpy.app.background:
+            STATE.remember("ERROR", message)
+            STATE.operators[-1].report({"ERROR"}, message)
         else:
             notify_error(message)
 
 
-def _remember(level: str, text: str) -> None:
-    """The sidebar's recent messages: the newest five."""
-    MESSAGES.append((level, text))
-    del MESSAGES[:-5]
-
-
 def notify(text: str, level: str = "INFO") -> None:
     """A message in the sidebar, the status bar and the Info editor (whole, however long)."""
-    _remember(level, text)
+    STATE.remember(level, text)
     _blender_report(level, text)
 
 
 def notify_error(text: str) -> None:
     notify(text, "ERROR")
-
-
-def clear_errors() -> None:
-    """A job succeeded: earlier failures are no longer news."""
-    MESSAGES[:] = [m for m in MESSAGES if m[0] != "ERROR"]
 
 
 def _window_override():
@@ -293,10 +306,6 @@ def push_undo(message: str) -> None:
         print(f"HeadCraft: no undo step for {message!r}: {exc}")
 
 
-def busy() -> bool:
-    return bool(ACTIVE or LOCAL)
-
-
 def in_thread(fn: Callable[[], object], done: str) -> None:
     """Run a blocking backend call off the main thread; report the outcome in the panel."""
     outcome: list[tuple[str, str]] = []
@@ -310,14 +319,14 @@ def in_thread(fn: Callable[[], object], done: str) -> None:
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
 
-    def redraw():     # on the main thread: reports go through bpy.ops
-        _redraw()
+    def report():     # on the main thread: reports go through bpy.ops
+        redraw()
         if thread.is_alive():
             return 0.2
         for level, text in outcome:
             notify(text, level)
         return None
-    bpy.app.timers.register(redraw, first_interval=0.1)
+    bpy.app.timers.register(report, first_interval=0.1)
 
 
 HEALTH_INTERVAL_S = 5.0
@@ -325,14 +334,15 @@ HEALTH_INTERVAL_S = 5.0
 
 def health_check() -> float:
     """Timer: ping a ready backend from a thread; a dead one shows up in the panel at once."""
-    conn = MANAGER.conn
-    if MANAGER.state == "ready" and conn is not None and not ACTIVE:
+    backend = STATE.backend
+    conn = backend.conn
+    if backend.state == "ready" and conn is not None and not STATE.jobs:
         def ping():
             try:
                 conn.ping(timeout=HEALTH_INTERVAL_S)
             except BackendError as exc:
-                MANAGER.state, MANAGER.error = "error", str(exc)
-            _redraw()
+                backend.state, backend.error = "error", str(exc)
+            redraw()
         threading.Thread(target=ping, daemon=True).start()
     return HEALTH_INTERVAL_S
 
@@ -342,7 +352,8 @@ def ensure_pump() -> None:
         bpy.app.timers.register(pump, first_interval=0.05)
 
 
-def _redraw() -> None:
+def redraw() -> None:
+    """Redraw the sidebars and the preferences (they show the backend's state and progress)."""
     wm = getattr(bpy.context, "window_manager", None)
     for window in (wm.windows if wm else []):
         for area in window.screen.areas:
@@ -351,6 +362,6 @@ def _redraw() -> None:
 
 
 def shutdown() -> None:
-    for job in list(ACTIVE):
+    for job in list(STATE.jobs):
         job.cancel()
-    MANAGER.stop()
+    STATE.backend.stop()

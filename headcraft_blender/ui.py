@@ -10,7 +10,6 @@ from . import runtime
 from .client.connection import BackendError
 from .client.environment import EnvironmentSetup
 
-SETUP: list[EnvironmentSetup | None] = [None]
 # Pythons the backend's environment can be made from (MediaPipe 0.10.21 has wheels up to 3.12)
 MIN_BASE_PYTHON, MAX_BASE_PYTHON = (3, 10), (3, 12)
 
@@ -31,11 +30,12 @@ def _wrap(layout, context, text: str, icon: str = "NONE", lines: int = 6) -> Non
 def draw_status(layout, context) -> None:
     """Backend state (or how to set one up), the running job's progress bar with Cancel, and
     recent messages."""
-    status = runtime.MANAGER.status()
+    session = runtime.STATE
+    status = session.backend.status()
     state = status["state"]
-    setup = SETUP[0]
+    setup = session.setup
     missing = runtime.backend_missing() if state in ("stopped", "error") else None
-    if missing is not None and not (setup is not None and setup.state == "running"):
+    if missing is not None and not session.setup_running():
         layout.label(text="No backend set up yet", icon="ERROR")
         _wrap(layout, context, missing)
         if runtime.prefs().python_path:
@@ -50,7 +50,7 @@ def draw_status(layout, context) -> None:
         layout.label(text=text, icon=icon)
         if state == "error" and status["error"]:
             _wrap(layout, context, status["error"], lines=4)
-    for job in [*runtime.ACTIVE, *runtime.LOCAL]:
+    for job in session.tasks():
         row = layout.row(align=True)
         label = f"{job.title}: {job.stage or job.state} {job.message}".strip()
         row.progress(factor=job.fraction, type="BAR", text=label[:80])
@@ -60,10 +60,10 @@ def draw_status(layout, context) -> None:
         row.progress(factor=setup.fraction, type="BAR", text=setup.message[:80])
         if setup.state == "running":
             row.operator("headcraft.cancel_setup", text="", icon="X")
-    for level, msg in runtime.MESSAGES[-3:]:
+    for level, msg in session.messages[-3:]:
         _wrap(layout, context, msg, "ERROR" if level == "ERROR" else "INFO", lines=3)
-    if (state == "error" or any(level == "ERROR" for level, _ in runtime.MESSAGES)) \
-            and runtime.MANAGER.log_path is not None and runtime.MANAGER.log_path.exists():
+    log = session.backend.log_path
+    if (state == "error" or session.has_errors()) and log is not None and log.exists():
         layout.operator("headcraft.open_backend_log", icon="TEXT")
 
 
@@ -92,13 +92,13 @@ class HEADCRAFT_OT_cancel_job(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if not runtime.busy():
+        if not runtime.STATE.busy():
             cls.poll_message_set("No HeadCraft job is running")
             return False
         return True
 
     def execute(self, context):
-        for job in [*runtime.ACTIVE, *runtime.LOCAL]:
+        for job in runtime.STATE.tasks():
             job.cancel()
         return {"FINISHED"}
 
@@ -122,8 +122,8 @@ def _backend_op(fn, done: str):
 
 
 def _restart(settings):
-    runtime.MANAGER.configure(settings)
-    runtime.MANAGER.restart()
+    runtime.STATE.backend.configure(settings)
+    runtime.STATE.backend.restart()
 
 
 class HEADCRAFT_OT_restart_backend(bpy.types.Operator):
@@ -137,14 +137,14 @@ class HEADCRAFT_OT_stop_backend(bpy.types.Operator):
     """Stop the backend process (it starts again when a job needs it)"""
     bl_idname = "headcraft.stop_backend"
     bl_label = "Stop Backend"
-    execute = _backend_op(lambda s: runtime.MANAGER.stop(), "Backend stopped")
+    execute = _backend_op(lambda s: runtime.STATE.backend.stop(), "Backend stopped")
 
 
 class HEADCRAFT_OT_release_gpu(bpy.types.Operator):
     """Drop cached models and free the backend's GPU memory"""
     bl_idname = "headcraft.release_gpu"
     bl_label = "Release GPU"
-    execute = _backend_op(lambda s: runtime.MANAGER.release(), "Backend memory released")
+    execute = _backend_op(lambda s: runtime.STATE.backend.release(), "Backend memory released")
 
 
 class HEADCRAFT_OT_setup_backend(bpy.types.Operator):
@@ -154,7 +154,7 @@ class HEADCRAFT_OT_setup_backend(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if SETUP[0] is not None and SETUP[0].state == "running":
+        if runtime.STATE.setup_running():
             cls.poll_message_set("The backend set-up is already running")
             return False
         return True
@@ -174,18 +174,17 @@ class HEADCRAFT_OT_setup_backend(bpy.types.Operator):
             return {"CANCELLED"}
         base = bpy.path.abspath(p.setup_base_python) or sys.executable
         env_dir = runtime.managed_python().parents[1]
-        SETUP[0] = EnvironmentSetup(env_dir, base, p.setup_torch, p.setup_index_url).start()
+        runtime.STATE.setup = EnvironmentSetup(env_dir, base, p.setup_torch, p.setup_index_url).start()
         if bpy.app.background:
-            while SETUP[0].state == "running":
-                SETUP[0]._cancel.wait(0.2)
+            runtime.STATE.setup.wait()
         else:
             bpy.app.timers.register(_redraw_setup, first_interval=0.5)
         return {"FINISHED"}
 
 
 def _redraw_setup():
-    runtime._redraw()
-    setup = SETUP[0]
+    runtime.redraw()
+    setup = runtime.STATE.setup
     if setup is None or setup.state != "running":
         if setup is not None:
             runtime.notify(setup.message, "ERROR" if setup.state == "error" else "INFO")
@@ -199,8 +198,8 @@ class HEADCRAFT_OT_cancel_setup(bpy.types.Operator):
     bl_label = "Cancel Setup"
 
     def execute(self, context):
-        if SETUP[0] is not None:
-            SETUP[0].cancel()
+        if runtime.STATE.setup is not None:
+            runtime.STATE.setup.cancel()
         return {"FINISHED"}
 
 
@@ -235,14 +234,14 @@ class HEADCRAFT_OT_open_backend_log(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        path = runtime.MANAGER.log_path
+        path = runtime.STATE.backend.log_path
         if path is None or not path.exists():
             cls.poll_message_set("The backend has not written a log yet (it starts with the first job)")
             return False
         return True
 
     def execute(self, context):
-        path = runtime.MANAGER.log_path
+        path = runtime.STATE.backend.log_path
         lines = path.read_text(errors="replace").splitlines()[-2000:]
         text = bpy.data.texts.get(LOG_TEXT) or bpy.data.texts.new(LOG_TEXT)
         text.from_string("\n".join(lines) + "\n")

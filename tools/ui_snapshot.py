@@ -76,16 +76,16 @@ def main() -> int:
         bpy.context.scene.headcraft.gen_seed = 1
         assert bpy.ops.headcraft.generate() == {"FINISHED"}
         lines += snapshot(ext, "A detailed head selected (generated)")
-        rt.OPTIONS.wait_in_background = False
+        rt.STATE.wait_in_background = False
         job = rt.submit(rt.UIJob("Self-test", "diagnostics.selftest", {"seconds": 30}, None, lambda r, a: None))
         while job.fraction == 0 and not job.finished:
             time.sleep(0.05)
         lines += snapshot(ext, "A job running")
         job.cancel()
         rt.wait_all(60)
-        rt.OPTIONS.wait_in_background = True
+        rt.STATE.wait_in_background = True
         bpy.context.view_layer.objects.active = head
-        rt.MANAGER.stop()
+        rt.STATE.backend.stop()
         prefs.python_path = str(Path(tempfile.gettempdir()) / "no-such-env" / "bin" / "python")
         try:
             bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2)
@@ -102,7 +102,7 @@ def main() -> int:
     finally:
         prefs.backend_mode = "LOCAL"
         prefs.python_path = good
-        rt.MANAGER.stop()
+        rt.STATE.backend.stop()
         disable_extension(ext)
     text = "\n".join(lines)
     print(text)

@@ -13,9 +13,8 @@ from mathutils import Matrix
 from ..head import build as head_build
 from ..layout import build as layout_build
 from ..meshdata import blender_to_model, model_to_blender, new_shape_key, read_vertices
+from ..roles import Role, role_of, set_role
 from .performance import Performance, resample
-
-RIG_ROLE, BAKE_ROLE = "animated", "baked"
 
 
 def coarse_head(detailed: bpy.types.Object) -> bpy.types.Object | None:
@@ -36,7 +35,7 @@ def _place_like(obj: bpy.types.Object, head: bpy.types.Object) -> None:
     obj.matrix_basis = head.matrix_basis.copy()
 
 
-def _new_object_from(context, detailed, name: str, verts: np.ndarray, role: str) -> bpy.types.Object:
+def _new_object_from(context, detailed, name: str, verts: np.ndarray, role: Role) -> bpy.types.Object:
     """A copy of the detailed head's mesh (UVs, materials, attributes; no shape keys) with new
     vertices."""
     me = detailed.data.copy()
@@ -46,7 +45,7 @@ def _new_object_from(context, detailed, name: str, verts: np.ndarray, role: str)
         obj.shape_key_clear()
     me.vertices.foreach_set("co", np.ascontiguousarray(verts, np.float32).ravel())
     me.update()
-    obj["headcraft_role"] = role
+    set_role(obj, role)
     obj["headcraft_detailed"] = detailed.name
     obj["headcraft_model"] = detailed.get("headcraft_model", "openhead")
     head_build.collection_of(context, detailed).objects.link(obj)
@@ -64,7 +63,7 @@ def create_rig_object(context, detailed, head, result: dict, arrays: dict) -> bp
     """`<detailed> Animated`: the rig's basis, one key per expression driven by the low-res
     head's key of the same name, and the head's armature with the carried weights."""
     obj = _new_object_from(context, detailed, f"{detailed.name} Animated", model_to_blender(arrays["basis"]),
-                           RIG_ROLE)
+                           Role.ANIMATED)
     try:
         obj["headcraft_head"] = head.name
         new_shape_key(obj, "Basis")
@@ -88,7 +87,7 @@ def create_rig_object(context, detailed, head, result: dict, arrays: dict) -> bp
         rig = head.parent
         if rig is not None and rig.type == "ARMATURE":
             for j, joint in enumerate(result["joint_names"]):
-                head_build._assign_weights(obj, head_build.bone_name(joint), arrays["lbs_weights"][:, j])
+                head_build.assign_weights(obj, head_build.bone_name(joint), arrays["lbs_weights"][:, j])
             mod = obj.modifiers.new("HeadCraft Rig", "ARMATURE")
             mod.object = rig
         _place_like(obj, head)
@@ -100,7 +99,7 @@ def create_rig_object(context, detailed, head, result: dict, arrays: dict) -> bp
 
 def rig_of(detailed: bpy.types.Object) -> bpy.types.Object | None:
     for obj in bpy.data.objects:
-        if obj.get("headcraft_role") == RIG_ROLE and obj.get("headcraft_detailed") == detailed.name:
+        if role_of(obj) is Role.ANIMATED and obj.get("headcraft_detailed") == detailed.name:
             return obj
     return None
 
@@ -176,7 +175,7 @@ def read_pc2(path: str | Path) -> tuple[np.ndarray, float]:
 def create_baked_object(context, detailed, head, path: Path, frame_start: int) -> bpy.types.Object:
     """`<detailed> Baked`: the detailed mesh played back from the PC2 cache by a Mesh Cache
     modifier, placed like the low-res head (its parent's motion carries it)."""
-    obj = _new_object_from(context, detailed, f"{detailed.name} Baked", read_vertices(detailed.data), BAKE_ROLE)
+    obj = _new_object_from(context, detailed, f"{detailed.name} Baked", read_vertices(detailed.data), Role.BAKED)
     try:
         mod = obj.modifiers.new("HeadCraft Bake", "MESH_CACHE")
         mod.cache_format = "PC2"

@@ -32,8 +32,7 @@ class _DetailedOperator:
     @classmethod
     def poll(cls, context):
         obj, head = _detailed_with_head(context)
-        return polls.check(cls, context, (obj is not None, polls.SELECT_DETAILED),
-                           (obj is None or head is not None, GONE))
+        return polls.detailed_selected(cls, context, (obj is None or head is not None, GONE))
 
     @classmethod
     def description(cls, context, properties):
@@ -183,8 +182,7 @@ class HEADCRAFT_OT_import_performance(bpy.types.Operator, ImportHelper):
 
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (layout_build.head_of(context.active_object) is not None,
-                                          "Select the low-res HeadCraft head to keyframe"), idle=False)
+        return polls.head_selected(cls, context, reason="Select the low-res HeadCraft head to keyframe", idle=False)
 
     def execute(self, context):
         head = layout_build.head_of(context.active_object)
@@ -268,7 +266,7 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
             return self.execute(context)
         if not self._start(context):
             return {"CANCELLED"}
-        runtime.LOCAL.append(self._run)
+        runtime.STATE.local_tasks.append(self._run)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.05, window=context.window)
         wm.modal_handler_add(self)
@@ -284,7 +282,7 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
         if not run.finished:
             return {"PASS_THROUGH"}
         context.window_manager.event_timer_remove(self._timer)
-        runtime.LOCAL.remove(run)
+        runtime.STATE.local_tasks.remove(run)
         _redraw(context)
         if run.state == "cancelled":
             runtime.notify(f"{run.title}: cancelled after {run.done} of {run.total} frames (kept in {run.folder})")

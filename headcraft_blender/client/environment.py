@@ -49,6 +49,11 @@ class EnvironmentSetup:
         threading.Thread(target=self.run, daemon=True).start()
         return self
 
+    def wait(self) -> None:
+        """Block until the set-up has ended (background Blender)."""
+        while self.state == "running":
+            self._cancel.wait(0.2)
+
     def run(self) -> None:
         py = env_python(self.env_dir)
         try:

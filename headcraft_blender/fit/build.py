@@ -11,6 +11,7 @@ from mathutils import Matrix
 from ..head import build as head_build
 from ..meshdata import (attribute_colours, blender_to_model, model_to_blender, new_mesh, read_faces,
                         read_vertices, set_key_values, texture_vertex_colours)
+from ..roles import Role, role_of, set_role
 
 LANDMARK_ATTRIBUTE = "mediapipe_id"
 ERROR_RANGE_MM = 2.0   # the error colours saturate here
@@ -88,7 +89,7 @@ def create_fitted(context, result: dict, arrays: dict, scan: bpy.types.Object) -
     for obj in (head, detailed):
         obj["headcraft_scan"] = scan.name
     detailed["headcraft_head"] = head.name
-    head_build._select_only(context, detailed)
+    head_build.select_only(context, detailed)
     return head, detailed
 
 
@@ -112,7 +113,7 @@ def create_detailed(context, result: dict, arrays: dict, name: str, world: Matri
             "value", arrays["visibility"].astype(bool))
     me.shade_smooth()
     obj = bpy.data.objects.new(name, me)
-    obj["headcraft_role"] = "detailed"
+    set_role(obj, Role.DETAILED)
     obj["headcraft_model"] = result["model"]
     obj["headcraft_version"] = result["version"]
     obj.matrix_world = world
@@ -125,7 +126,7 @@ def create_landmarks(context, scan: bpy.types.Object, ids: np.ndarray, points_mo
     the scan; replaces an earlier one of the same scan."""
     name = f"{scan.name} Landmarks"
     old = bpy.data.objects.get(name)
-    if old is not None and old.get("headcraft_role") == "landmarks":
+    if role_of(old) is Role.LANDMARKS:
         data = old.data
         bpy.data.objects.remove(old)
         bpy.data.meshes.remove(data)
@@ -134,7 +135,7 @@ def create_landmarks(context, scan: bpy.types.Object, ids: np.ndarray, points_mo
     me.vertices.foreach_set("co", model_to_blender(points_model).ravel())
     me.attributes.new(LANDMARK_ATTRIBUTE, "INT", "POINT").data.foreach_set("value", ids.astype(np.int32))
     obj = bpy.data.objects.new(name, me)
-    obj["headcraft_role"] = "landmarks"
+    set_role(obj, Role.LANDMARKS)
     obj["headcraft_scan"] = scan.name
     head_build.collection_of(context, scan).objects.link(obj)
     return obj

@@ -3,6 +3,7 @@ import bpy
 
 from .. import polls, runtime
 from ..head.operators import model_params
+from ..roles import Role, role_of
 from . import build
 
 PRESET_ITEMS = [("PAPER", "Paper", "The paper's settings: 1000 + 1000 registration steps"),
@@ -54,14 +55,16 @@ PARTIAL_ITEMS = [("FULL", "Full Scan", "A scan of the whole head"),
                  ("SPARSE", "Sparse Cloud", "A sparse partial point cloud")]
 
 
-def _scan(context):
+def chosen_scan(context):
+    """The scan mesh chosen in the Fit Scan panel, or None."""
     obj = context.scene.headcraft.fit_scan
     return obj if obj is not None and obj.type == "MESH" else None
 
 
-def _landmarks_object(scan):
+def landmarks_object(scan):
+    """The scan's Landmarks object (made by Detect Landmarks, edited by hand), or None."""
     obj = bpy.data.objects.get(f"{scan.name} Landmarks")
-    return obj if obj is not None and obj.get("headcraft_role") == "landmarks" else None
+    return obj if role_of(obj) is Role.LANDMARKS else None
 
 
 def scan_units_per_metre(scene) -> float | None:
@@ -94,7 +97,8 @@ def _submit(op, title, kind, params, arrays, apply):
 class _ScanOperator:
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (_scan(context) is not None, "Choose the scan mesh in the Fit Scan panel"))
+        return polls.check(cls, context, (chosen_scan(context) is not None,
+                                          "Choose the scan mesh in the Fit Scan panel"))
 
 
 class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
@@ -104,7 +108,7 @@ class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
     bl_options = runtime.JOB_OPTIONS
 
     def execute(self, context):
-        scan = _scan(context)
+        scan = chosen_scan(context)
         arrays = build.scan_arrays(scan)
         name = scan.name
 
@@ -126,10 +130,10 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
 
     def execute(self, context):
         s = context.scene.headcraft
-        scan = _scan(context)
+        scan = chosen_scan(context)
         arrays = build.scan_arrays(scan)
         if s.fit_landmarks == "HAND":
-            lmk = _landmarks_object(scan)
+            lmk = landmarks_object(scan)
             if lmk is None:
                 self.report({"ERROR"}, f"No '{scan.name} Landmarks' object: press Detect Landmarks "
                                        f"first, or choose Automatic")

@@ -21,10 +21,10 @@ class VIEW3D_PT_headcraft_fit(SidebarSubPanel, bpy.types.Panel):
         col.prop(s, "fit_steps")
         col.prop(s, "fit_units")
         layout.prop(s, "fit_landmarks", expand=True)
-        scan = operators._scan(context)
+        scan = operators.chosen_scan(context)
         if scan is None:
             layout.label(text="Pick the scan mesh to fit", icon="INFO")
-        elif s.fit_landmarks == "HAND" and operators._landmarks_object(scan) is None:
+        elif s.fit_landmarks == "HAND" and operators.landmarks_object(scan) is None:
             layout.label(text="Detect landmarks, then edit them", icon="INFO")
         row = layout.row(align=True)
         row.operator("headcraft.detect_landmarks", icon="EMPTY_AXIS")

@@ -16,8 +16,8 @@ class _GeneratorOperator:
 
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (layout_build.head_of(context.active_object) is not None,
-                                          "Select a HeadCraft head (its identity and expression are used)"))
+        return polls.head_selected(cls, context, reason="Select a HeadCraft head (its identity and expression "
+                                                        "are used)")
 
     def _start(self, context):
         """(settings, head, model, base params)."""
@@ -143,8 +143,7 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (layout_build.find_detailed(context.active_object) is not None,
-                                          polls.SELECT_DETAILED))
+        return polls.detailed_selected(cls, context)
 
     def execute(self, context):
         s = context.scene.headcraft

@@ -6,6 +6,7 @@ import numpy as np
 import bpy
 
 from ..meshdata import add_shape_keys, key_values, model_to_blender, new_mesh, set_key_values
+from ..roles import Role, role_of, set_role
 
 IDENTITY_RANGE = 5.0
 # Every bone points up (Blender +Z) with its local axes equal to the model frame's
@@ -65,7 +66,7 @@ def collection_of(context, obj: bpy.types.Object | None) -> bpy.types.Collection
     return collection_named(context, active_collection_name(context))
 
 
-def _assign_weights(obj: bpy.types.Object, name: str, weights: np.ndarray) -> None:
+def assign_weights(obj: bpy.types.Object, name: str, weights: np.ndarray) -> None:
     vg = obj.vertex_groups.new(name=name)
     nz = np.flatnonzero(weights > 1e-6)
     values = np.round(weights[nz], 5)
@@ -90,7 +91,7 @@ def create_head(context, result: dict, arrays: dict, name: str = "Head",
                 vg = obj.vertex_groups.new(name="region_" + key[len("region__"):])
                 vg.add(idx.astype(int).tolist(), 1.0, "REPLACE")
         for j, jn in enumerate(joint_names):
-            _assign_weights(obj, jn, arrays["lbs_weights"][:, j])
+            assign_weights(obj, jn, arrays["lbs_weights"][:, j])
         add_shape_keys(obj, shape_key_names(ns), model_to_blender(arrays["shape_deltas"]),
                        -IDENTITY_RANGE, IDENTITY_RANGE)
         blend = result.get("expr_kind") == "blendshape"
@@ -101,7 +102,7 @@ def create_head(context, result: dict, arrays: dict, name: str = "Head",
         jdeltas = model_to_blender(arrays["joint_shape_deltas"])  # (S, J, 3)
         me["headcraft_joints"] = joints.ravel().tolist()
         me["headcraft_joint_shape_deltas"] = jdeltas.ravel().tolist()
-        obj["headcraft_role"] = "head"
+        set_role(obj, Role.HEAD)
         obj["headcraft_model"] = result["model"]
         obj["headcraft_version"] = result["version"]
         obj["headcraft_num_shape"] = ns
@@ -125,14 +126,14 @@ def create_head(context, result: dict, arrays: dict, name: str = "Head",
             bpy.data.objects.remove(rig)
             bpy.data.armatures.remove(arm)
         raise
-    _select_only(context, obj)
+    select_only(context, obj)
     return obj
 
 
 def _create_rig(context, col, name, joints, joint_names, parents) -> bpy.types.Object:
     arm = bpy.data.armatures.new(name)
     rig = bpy.data.objects.new(name, arm)
-    rig["headcraft_role"] = "rig"
+    set_role(rig, Role.RIG)
     rig.show_in_front = True
     arm["headcraft_bones"] = list(joint_names)
     col.objects.link(rig)
@@ -172,7 +173,7 @@ class _edit_mode:
         return False
 
 
-def _select_only(context, obj) -> None:
+def select_only(context, obj) -> None:
     for o in context.view_layer.objects:
         if o.select_get():
             o.select_set(False)
@@ -185,11 +186,11 @@ def find_head(obj: bpy.types.Object | None) -> bpy.types.Object | None:
     """The HeadCraft head mesh for the active object (the mesh itself or its rig)."""
     if obj is None:
         return None
-    if obj.get("headcraft_role") == "head" and obj.type == "MESH":
+    if role_of(obj) is Role.HEAD and obj.type == "MESH":
         return obj
-    if obj.get("headcraft_role") == "rig":
+    if role_of(obj) is Role.RIG:
         for child in obj.children:
-            if child.get("headcraft_role") == "head":
+            if role_of(child) is Role.HEAD:
                 return child
     return None
 

@@ -66,16 +66,12 @@ class HEADCRAFT_OT_add_head(bpy.types.Operator):
             self, runtime.UIJob(f"Add {name}", "head.build", params, None, apply))
 
 
-def _active_head(context):
-    return build.find_head(context.active_object)
-
-
 class _HeadOperator:
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (_active_head(context) is not None, polls.SELECT_HEAD), idle=False)
+        return polls.head_selected(cls, context, idle=False)
 
 
 class HEADCRAFT_OT_randomize_identity(_HeadOperator, bpy.types.Operator):
@@ -86,7 +82,7 @@ class HEADCRAFT_OT_randomize_identity(_HeadOperator, bpy.types.Operator):
                                 description="Seed for the random identity; -1 picks a new one")
 
     def execute(self, context):
-        head = _active_head(context)
+        head = polls.active_head(context)
         build.randomize(head, True, False, None if self.seed < 0 else self.seed)
         build.sync_rig(context, head)
         return {"FINISHED"}
@@ -100,7 +96,7 @@ class HEADCRAFT_OT_randomize_expression(_HeadOperator, bpy.types.Operator):
                                 description="Seed for the random expression; -1 picks a new one")
 
     def execute(self, context):
-        build.randomize(_active_head(context), False, True, None if self.seed < 0 else self.seed)
+        build.randomize(polls.active_head(context), False, True, None if self.seed < 0 else self.seed)
         return {"FINISHED"}
 
 
@@ -110,7 +106,7 @@ class HEADCRAFT_OT_reset_head(_HeadOperator, bpy.types.Operator):
     bl_label = "Reset Head"
 
     def execute(self, context):
-        head = _active_head(context)
+        head = polls.active_head(context)
         build.reset(head)
         build.sync_rig(context, head)
         return {"FINISHED"}
@@ -122,7 +118,7 @@ class HEADCRAFT_OT_sync_rig(_HeadOperator, bpy.types.Operator):
     bl_label = "Fit Rig to Identity"
 
     def execute(self, context):
-        build.sync_rig(context, _active_head(context))
+        build.sync_rig(context, polls.active_head(context))
         return {"FINISHED"}
 
 

@@ -16,6 +16,7 @@ from ..client.units import HC_UNITS_PER_METRE
 from ..fit import build as fit_build
 from ..head import build as head_build
 from ..meshdata import attribute_colours, blender_to_model, corner_uv, image_srgb, material_image, read_vertices
+from ..roles import Role, role_of
 
 UV_PREFIX = "HeadCraft "
 MATERIAL_PURPOSE = "headcraft_material"     # on materials HeadCraft made: "displacement" or "color"
@@ -184,7 +185,7 @@ def displacement_material(head: bpy.types.Object, img: bpy.types.Image, space: s
 
 
 def find_detailed(obj: bpy.types.Object | None) -> bpy.types.Object | None:
-    if obj is not None and obj.type == "MESH" and obj.get("headcraft_role") == "detailed" \
+    if role_of(obj) is Role.DETAILED and obj.type == "MESH" \
             and "headcraft_displacement" in obj.data.attributes:
         return obj
     return None
@@ -334,5 +335,5 @@ def detailed_from_reply(context, result: dict, out: dict, name: str, world, mode
                                     head_build.collection_of(context, bpy.data.objects.get(head_name)))
     obj.data.uv_layers[0].name = UV_PREFIX + result["layout"]
     obj["headcraft_head"] = head_name
-    head_build._select_only(context, obj)
+    head_build.select_only(context, obj)
     return obj

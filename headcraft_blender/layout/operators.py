@@ -77,7 +77,7 @@ class HEADCRAFT_OT_save_layout(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (build.head_of(context.active_object) is not None, polls.SELECT_HEAD))
+        return polls.head_selected(cls, context)
 
     def invoke(self, context, event):
         return context.window_manager.invoke_props_dialog(self)
@@ -112,8 +112,7 @@ class HEADCRAFT_OT_bake_map(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (build.find_detailed(context.active_object) is not None,
-                                          polls.SELECT_DETAILED))
+        return polls.detailed_selected(cls, context)
 
     def execute(self, context):
         obj = build.find_detailed(context.active_object)
@@ -187,10 +186,10 @@ class HEADCRAFT_OT_bake_colour(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        obj = build.find_detailed(context.active_object)
-        return polls.check(cls, context, (obj is not None, polls.SELECT_DETAILED),
-                           (obj is not None and obj.get("headcraft_scan"),
-                            "This detailed head has no scan to take colors from (use one made by Fit Scan)"))
+        obj = polls.active_detailed(context)
+        return polls.detailed_selected(cls, context, (obj is None or obj.get("headcraft_scan"),
+                                                      "This detailed head has no scan to take colors from (use "
+                                                      "one made by Fit Scan)"))
 
     def execute(self, context):
         obj = build.find_detailed(context.active_object)
@@ -241,7 +240,7 @@ class HEADCRAFT_OT_apply_map(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (build.head_of(context.active_object) is not None, polls.SELECT_HEAD))
+        return polls.head_selected(cls, context)
 
     def execute(self, context):
         head = build.head_of(context.active_object)
@@ -274,8 +273,7 @@ class HEADCRAFT_OT_add_displacement_material(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return polls.check(cls, context, (build.head_of(context.active_object) is not None, polls.SELECT_HEAD),
-                           idle=False)
+        return polls.head_selected(cls, context, idle=False)
 
     def execute(self, context):
         head = build.head_of(context.active_object)

@@ -1,6 +1,7 @@
 """The Maps part of the HeadCraft sidebar: layouts, baking, applying maps."""
 import bpy
 
+from .. import polls
 from ..ui import SidebarSubPanel
 from . import build
 
@@ -32,7 +33,7 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         box.prop(s, "map_folder")
         box.prop(s, "map_storage")
         if build.find_detailed(obj) is None:
-            box.label(text="Select a detailed head (from Fit Scan or Apply Map)", icon="INFO")
+            box.label(text=polls.SELECT_DETAILED, icon="INFO")
         row = box.row(align=True)
         row.operator("headcraft.bake_map", icon="IMAGE_DATA")
         row.operator("headcraft.bake_colour", icon="COLOR")
@@ -42,7 +43,7 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         box.prop(s, "map_file")
         box.prop(s, "map_image")
         if build.head_of(obj) is None:
-            box.label(text="Select a HeadCraft head", icon="INFO")
+            box.label(text=polls.SELECT_HEAD, icon="INFO")
         col = box.column(align=True)
         col.operator("headcraft.apply_map", icon="MESH_MONKEY")
         col.operator("headcraft.add_displacement_material", icon="MATERIAL")

@@ -34,13 +34,34 @@ def blender():
     disable_extension(ext)
 
 
-@pytest.fixture
-def ext(blender):
-    """The enabled extension's package, in a new unsaved file (empty scene, default settings):
-    nothing an earlier test made (objects, images, materials, actions, settings) carries over."""
+@pytest.fixture(scope="session")
+def fresh_start(blender):
+    """Puts Blender back as the session began: a new unsaved file from the factory startup
+    (never a user's startup.blend), emptied, so no object, image, material, action or text and
+    no scene setting of an earlier test carries over; the extension's preferences as they were
+    when it was enabled (Blender keeps preferences across files); no sidebar messages."""
     bpy = blender
     ext = sys.modules["bl_ext.hc_test.headcraft"]
-    assert not ext.runtime.ACTIVE, "a job of an earlier test is still running"
-    bpy.ops.wm.read_homefile(use_empty=True)
-    ext.runtime.MESSAGES.clear()
+
+    def preferences():
+        return bpy.context.preferences.addons[ext.__name__].preferences
+
+    own = [p.identifier for p in preferences().bl_rna.properties
+           if p.identifier not in bpy.types.AddonPreferences.bl_rna.properties]
+    enabled_with = {name: getattr(preferences(), name) for name in own}
+
+    def reset():
+        bpy.ops.wm.read_homefile(use_factory_startup=True, use_empty=True)
+        for name, value in enabled_with.items():
+            setattr(preferences(), name, value)
+        ext.runtime.STATE.messages.clear()
+    return reset
+
+
+@pytest.fixture
+def ext(blender, fresh_start):
+    """The enabled extension's package, in a factory-fresh unsaved file (see fresh_start)."""
+    ext = sys.modules["bl_ext.hc_test.headcraft"]
+    assert not ext.runtime.STATE.jobs, "a job of an earlier test is still running"
+    fresh_start()
     return ext

@@ -56,18 +56,7 @@ def _user_material(bpy, name):
     return mat
 
 
-@pytest.fixture
-def restore_scene(blender):
-    """Put back the 3D cursor and the Head settings these tests change (later tests assume them)."""
-    sc = blender.context.scene
-    s = sc.headcraft
-    saved = tuple(sc.cursor.location), (s.model, s.num_shape, s.num_expr, s.random_identity)
-    yield
-    sc.cursor.location = saved[0]
-    s.model, s.num_shape, s.num_expr, s.random_identity = saved[1]
-
-
-def test_menu_entries(blender, ext, restore_scene):
+def test_menu_entries(blender, ext):
     bpy = blender
     s = bpy.context.scene.headcraft
     s.model, s.num_shape, s.num_expr, s.random_identity = "OPENHEAD", 7, 3, True
@@ -132,7 +121,7 @@ def test_escape_cancels_the_running_job(blender, ext):
     assert not (items[0].shift or items[0].ctrl or items[0].alt)
 
 
-def test_add_head_at_cursor_into_active_collection(blender, ext, tmp_path, restore_scene):
+def test_add_head_at_cursor_into_active_collection(blender, ext, tmp_path):
     bpy = blender
     sc, vl = bpy.context.scene, bpy.context.view_layer
     heads = bpy.data.collections.new("My Heads")

@@ -57,7 +57,7 @@ def test_flame_not_configured_is_a_clear_error_and_creates_nothing(blender, ext)
     with pytest.raises(RuntimeError, match="FLAME is not configured"):
         bpy.ops.headcraft.add_head(model="FLAME")
     assert _scene_snapshot(bpy) == before
-    level, text = ext.runtime.MESSAGES[-1]
+    level, text = ext.runtime.STATE.messages[-1]
     assert level == "ERROR" and "FLAME is not configured" in text
 
 
@@ -71,13 +71,13 @@ def test_broken_flame_file_names_the_file(blender, ext, tmp_path, flame_dir):
     with pytest.raises(RuntimeError, match="generic_model.pkl"):
         bpy.ops.headcraft.add_head(model="FLAME")
     assert _scene_snapshot(bpy) == before
-    assert "generic_model.pkl" in ext.runtime.MESSAGES[-1][1]
+    assert "generic_model.pkl" in ext.runtime.STATE.messages[-1][1]
 
 
 def test_dead_backend_gives_clear_message_then_recovers(blender, ext, flame_dir):
     bpy = blender
     configure_flame(bpy, ext, flame_dir)
-    mgr = ext.runtime.MANAGER
+    mgr = ext.runtime.STATE.backend
     prefs = bpy.context.preferences.addons[ext.__name__].preferences
     good = prefs.python_path
     mgr.stop()
@@ -87,7 +87,7 @@ def test_dead_backend_gives_clear_message_then_recovers(blender, ext, flame_dir)
         with pytest.raises(RuntimeError, match="press Set Up Backend"):
             bpy.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2)
         # what to do on the first line, the path after it
-        first, path = ext.runtime.MESSAGES[-1][1].split("\n")
+        first, path = ext.runtime.STATE.messages[-1][1].split("\n")
         assert "press Set Up Backend" in first and path == "Not found: /nonexistent/python"
         assert _scene_snapshot(bpy) == before and mgr.status()["state"] == "error"
     finally:
@@ -103,12 +103,12 @@ def test_dead_backend_gives_clear_message_then_recovers(blender, ext, flame_dir)
 def test_restart_and_release_operators(blender, ext):
     bpy = blender
     assert bpy.ops.headcraft.restart_backend() == {"FINISHED"}
-    pid = ext.runtime.MANAGER.local.process.pid
+    pid = ext.runtime.STATE.backend.local.process.pid
     assert bpy.ops.headcraft.release_gpu() == {"FINISHED"}
     assert bpy.ops.headcraft.restart_backend() == {"FINISHED"}
-    assert ext.runtime.MANAGER.local.process.pid != pid
+    assert ext.runtime.STATE.backend.local.process.pid != pid
     assert bpy.ops.headcraft.stop_backend() == {"FINISHED"}
-    assert ext.runtime.MANAGER.status()["state"] == "stopped"
+    assert ext.runtime.STATE.backend.status()["state"] == "stopped"
 
 
 def test_cancel_applies_nothing(blender, ext):
@@ -117,7 +117,7 @@ def test_cancel_applies_nothing(blender, ext):
     applied = []
     job = ext.runtime.UIJob("Self-test", "diagnostics.selftest", {"seconds": 60}, None,
                             lambda r, a: applied.append(r))
-    ext.runtime.ACTIVE.append(job)
+    ext.runtime.STATE.jobs.append(job)
     threading.Thread(target=job._run, daemon=True).start()
     import time
     deadline = time.monotonic() + 60
@@ -126,4 +126,4 @@ def test_cancel_applies_nothing(blender, ext):
     assert job.state == "running"
     assert blender.ops.headcraft.cancel_job() == {"FINISHED"}
     ext.runtime.wait(job, timeout=10)
-    assert job.state == "cancelled" and applied == [] and job not in ext.runtime.ACTIVE
+    assert job.state == "cancelled" and applied == [] and job not in ext.runtime.STATE.jobs

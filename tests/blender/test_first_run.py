@@ -40,7 +40,7 @@ def _missing_flame(prefs, setprop, folder):
 
 def test_first_run_offers_set_up(blender, ext, prefs, tmp_path, monkeypatch, setprop):
     bpy = blender
-    ext.runtime.MANAGER.stop()
+    ext.runtime.STATE.backend.stop()
     setprop(prefs, "python_path", "")
     monkeypatch.setattr(ext.runtime, "managed_python", lambda: tmp_path / "env" / "bin" / "python")
     calls = _status(bpy, ext)
@@ -61,10 +61,10 @@ def test_offline_set_up_refuses_and_changes_nothing(blender, ext, prefs, tmp_pat
     monkeypatch.setattr(ext.runtime, "managed_python", lambda: env / "bin" / "python")
     setprop(bpy.context.preferences.system, "use_online_access", False)
     assert not bpy.app.online_access
-    before = ext.ui.SETUP[0]
+    before = ext.runtime.STATE.setup
     with pytest.raises(RuntimeError, match="Allow Online Access"):
         bpy.ops.headcraft.setup_backend()
-    assert ext.ui.SETUP[0] is before and not env.exists()
+    assert ext.runtime.STATE.setup is before and not env.exists()
 
 
 def test_failure_reaches_blenders_reports_whole(blender, ext, prefs, tmp_path, capfd, monkeypatch, setprop):
@@ -72,12 +72,12 @@ def test_failure_reaches_blenders_reports_whole(blender, ext, prefs, tmp_path, c
     background, and shows them in the status bar and Info editor with a window."""
     bpy = blender
     _missing_flame(prefs, setprop, tmp_path)
-    monkeypatch.setattr(ext.runtime.OPTIONS, "wait_in_background", False)
-    ext.runtime.MESSAGES.clear()
+    monkeypatch.setattr(ext.runtime.STATE, "wait_in_background", False)
+    ext.runtime.STATE.messages.clear()
     capfd.readouterr()
     assert bpy.ops.headcraft.add_head(model="FLAME", num_shape=2, num_expr=2) == {"FINISHED"}
     ext.runtime.wait_all(120)
-    level, message = ext.runtime.MESSAGES[-1]
+    level, message = ext.runtime.STATE.messages[-1]
     assert level == "ERROR" and message.startswith("Add FLAME Head failed: ") and len(message) > 100
     out = capfd.readouterr().out
     assert f"Error: {message}" in out          # whole, not cut at 100 characters
@@ -88,11 +88,11 @@ def test_failure_reaches_blenders_reports_whole(blender, ext, prefs, tmp_path, c
     # the log opens as a text in Blender
     assert bpy.ops.headcraft.open_backend_log() == {"FINISHED"}
     log = bpy.data.texts[ext.ui.LOG_TEXT].as_string()
-    assert log.strip() and log.splitlines()[-1] in ext.runtime.MANAGER.log_path.read_text()
+    assert log.strip() and log.splitlines()[-1] in ext.runtime.STATE.backend.log_path.read_text()
     # a job that succeeds clears the stale error from the sidebar
     assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
     ext.runtime.wait_all(120)
-    assert all(level != "ERROR" for level, _ in ext.runtime.MESSAGES)
+    assert all(level != "ERROR" for level, _ in ext.runtime.STATE.messages)
     assert "headcraft.open_backend_log" not in [c[1] for c in _status(bpy, ext) if c[0] == "operator"]
 
 

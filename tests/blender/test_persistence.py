@@ -90,3 +90,47 @@ def test_images_survive_save_and_reopen(blender, ext, tmp_path, storage):
              for m in bpy.data.materials if m.get("headcraft_material")}
     assert after == materials
     assert bpy.context.scene.headcraft.map_image.name == baked
+
+
+def test_roles_keep_the_values_saved_files_hold(blender, ext):
+    """Objects in saved .blend files carry these role strings: they never change."""
+    Role = ext.roles.Role
+    assert {r.name: r.value for r in Role} == {
+        "HEAD": "head", "RIG": "rig", "DETAILED": "detailed", "LANDMARKS": "landmarks",
+        "ANIMATED": "animated", "BAKED": "baked"}
+    obj = blender.data.objects.new("Marked", None)
+    ext.roles.set_role(obj, Role.RIG)
+    assert obj["headcraft_role"] == "rig" and ext.roles.role_of(obj) is Role.RIG
+    obj["headcraft_role"] = "not a role"
+    assert ext.roles.role_of(obj) is None and ext.roles.has_role(obj)
+
+
+def test_each_test_starts_from_a_factory_fresh_file(blender, ext, fresh_start):
+    """What the `ext` fixture does before every test puts back data, scene settings, the
+    extension's preferences and the sidebar's messages."""
+    bpy = blender
+    scene = bpy.context.scene
+    settings = (scene.frame_end, scene.render.engine, scene.render.resolution_x, scene.headcraft.gen_seed,
+                scene.headcraft.map_layout)
+    prefs = bpy.context.preferences.addons[ext.__name__].preferences
+    python, flame = prefs.python_path, prefs.flame_model_path
+    mesh = bpy.data.meshes.new("Leftover")
+    scene.collection.objects.link(bpy.data.objects.new("Leftover", mesh))
+    bpy.data.images.new("Leftover", 4, 4)
+    bpy.data.materials.new("Leftover")
+    bpy.data.actions.new("Leftover")
+    bpy.data.texts.new("Leftover")
+    scene.frame_end, scene.render.engine, scene.render.resolution_x = 17, "CYCLES", 123
+    scene.headcraft.gen_seed, scene.headcraft.map_layout = 5, "standard"
+    prefs.python_path, prefs.flame_model_path = "/elsewhere/python", "/elsewhere/generic_model.pkl"
+    ext.runtime.notify("left over")
+
+    fresh_start()
+    for kind in ("objects", "meshes", "images", "materials", "actions", "texts", "worlds", "collections"):
+        assert not len(getattr(bpy.data, kind)), kind
+    scene = bpy.context.scene
+    assert (scene.frame_end, scene.render.engine, scene.render.resolution_x, scene.headcraft.gen_seed,
+            scene.headcraft.map_layout) == settings
+    prefs = bpy.context.preferences.addons[ext.__name__].preferences
+    assert (prefs.python_path, prefs.flame_model_path) == (python, flame)
+    assert not ext.runtime.STATE.messages

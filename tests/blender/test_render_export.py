@@ -75,13 +75,13 @@ def test_render_animation_and_cancel(blender, ext, small_render, tmp_path):
     run = ext.animate.render.RenderRun(bpy.context, "ANIMATION", head, s, range(1, 4))
     assert run.step() and scene.render.engine == "CYCLES"
     # the sidebar shows it like a backend job, and its Cancel button stops it
-    ext.runtime.LOCAL.append(run)
+    ext.runtime.STATE.local_tasks.append(run)
     try:
         calls = draw(ext.ui.VIEW3D_PT_headcraft, bpy.context, real=object())
         assert ("progress", pytest.approx(1 / 3), f"Animation of {head.name}: render 1/3 frames") in calls
         assert bpy.ops.headcraft.cancel_job() == {"FINISHED"}
     finally:
-        ext.runtime.LOCAL.remove(run)
+        ext.runtime.STATE.local_tasks.remove(run)
     assert run.finished and run.state == "cancelled" and run.done == 1
     assert not sheet.exists() and scene.render.engine == engine and scene.frame_current == 2
 

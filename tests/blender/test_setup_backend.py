@@ -20,7 +20,7 @@ def test_setup_backend_then_add_head(blender, ext, tmp_path, monkeypatch):
     prefs.setup_torch = "torch==2.13.0"  # the CPU build on these machines
     monkeypatch.setattr(bpy.context.preferences.system, "use_online_access", True)  # the user allows it
     assert bpy.ops.headcraft.setup_backend() == {"FINISHED"}
-    setup = ext.ui.SETUP[0]
+    setup = ext.runtime.STATE.setup
     assert setup.state == "done", "\n".join(setup.log[-20:])
     assert setup.fraction == 1.0 and ext.client.environment.env_python(env).exists()
     calls = __import__("recording_layout").draw(prefs, bpy.context)
@@ -30,10 +30,10 @@ def test_setup_backend_then_add_head(blender, ext, tmp_path, monkeypatch):
     prefs.python_path = ""
     try:
         assert bpy.ops.headcraft.restart_backend() == {"FINISHED"}
-        assert str(env) in ext.runtime.MANAGER.local.python
+        assert str(env) in ext.runtime.STATE.backend.local.python
         assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=5, num_expr=5) == {"FINISHED"}
     finally:
-        ext.runtime.MANAGER.stop()
+        ext.runtime.STATE.backend.stop()
         prefs.python_path = good
 
 

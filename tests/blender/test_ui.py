@@ -17,21 +17,44 @@ def _panels(ext):
 
 def test_panels_draw_with_and_without_a_head(blender, ext):
     ctx = bpy.context
-    for cls in _panels(ext):
-        calls = draw(cls, ctx, real=object())
-        assert calls, cls.__name__
-    calls = draw(ext.ui.VIEW3D_PT_headcraft, ctx, real=object())
-    assert any(c[0] == "label" and "Backend" in c[1] for c in calls)
+
+    def draw_all():
+        calls = {cls.__name__: draw(cls, ctx, real=object()) for cls in _panels(ext)}
+        assert all(calls.values()), [name for name, c in calls.items() if not c]
+        return calls
+
+    hints = {"VIEW3D_PT_headcraft_head": ("label", "Select a HeadCraft head to edit it"),
+             "VIEW3D_PT_headcraft_maps": ("label", ext.polls.SELECT_HEAD),
+             "VIEW3D_PT_headcraft_generate": ("label", "Select a HeadCraft head (its identity is used)"),
+             "VIEW3D_PT_headcraft_animate": ("label", "Select a HeadCraft head or detailed head")}
+    without = draw_all()
+    assert ctx.active_object is None
+    assert any(c[0] == "label" and "Backend" in c[1] for c in without["VIEW3D_PT_headcraft"])
+    for panel, hint in hints.items():
+        assert hint in without[panel], panel
+    assert ("operator", "headcraft.randomize_identity") not in without["VIEW3D_PT_headcraft_head"]
+
+    assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
+    head = ctx.active_object
+    assert ext.polls.active_head(ctx) is head
+    with_head = draw_all()
+    assert any(c[0] == "label" and c[1].startswith("Backend ready") for c in with_head["VIEW3D_PT_headcraft"])
+    for panel, hint in hints.items():
+        assert hint not in with_head[panel], panel
+    head_panel = with_head["VIEW3D_PT_headcraft_head"]
+    assert ("label", f"{head.name}: openhead {head['headcraft_version']}") in head_panel
+    for op in ("randomize_identity", "randomize_expression", "reset_head", "sync_rig"):
+        assert ("operator", f"headcraft.{op}") in head_panel
 
 
 def test_panel_shows_progress_and_cancel_while_a_job_runs(blender, ext):
     job = ext.runtime.UIJob("Test job", "diagnostics.echo", {}, None, lambda r, a: None)
     job.fraction, job.stage = 0.4, "stage"
-    ext.runtime.ACTIVE.append(job)
+    ext.runtime.STATE.jobs.append(job)
     try:
         calls = draw(ext.ui.VIEW3D_PT_headcraft, bpy.context, real=object())
     finally:
-        ext.runtime.ACTIVE.remove(job)
+        ext.runtime.STATE.jobs.remove(job)
     assert ("progress", 0.4, "Test job: stage") in calls
     assert ("operator", "headcraft.cancel_job") in calls
 

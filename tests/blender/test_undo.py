@@ -10,13 +10,13 @@ from test_fit_scan import scan  # noqa: F401  (a fixture)
 @pytest.fixture
 def gui(blender, ext):
     """The GUI's flow: operators return at once, results arrive through runtime.pump()."""
-    ext.runtime.OPTIONS.wait_in_background = False
+    ext.runtime.STATE.wait_in_background = False
     blender.ops.ed.undo_push(message="test start")
     yield ext
     try:
         ext.runtime.wait_all(600)
     finally:
-        ext.runtime.OPTIONS.wait_in_background = True
+        ext.runtime.STATE.wait_in_background = True
 
 
 def _names(bpy):
@@ -27,7 +27,7 @@ def _job(bpy, ext, op, **kw) -> set:
     """Run a job operator as a click does; returns the objects its result added."""
     before = _names(bpy)
     assert op(**kw) == {"FINISHED"}
-    assert ext.runtime.ACTIVE, "the result must not be applied inside execute()"
+    assert ext.runtime.STATE.jobs, "the result must not be applied inside execute()"
     assert _names(bpy) == before
     ext.runtime.wait_all(900)
     return _names(bpy) - before
@@ -85,7 +85,7 @@ def test_failure_and_cancel_leave_the_history(blender, gui, tmp_path):
         ext.runtime.wait_all(120)
     finally:
         prefs.flame_model_path = old
-    assert ext.runtime.MESSAGES[-1][0] == "ERROR"
+    assert ext.runtime.STATE.messages[-1][0] == "ERROR"
     bpy.ops.ed.undo()
     assert cube not in _names(bpy)
     bpy.ops.ed.redo()

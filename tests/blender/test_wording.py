@@ -146,7 +146,7 @@ def test_polls_say_why_in_an_empty_scene(blender, ext):
     """Blender puts the poll message into the RuntimeError; without one it says 'context is
     incorrect'."""
     bpy.context.scene.headcraft.map_image = None
-    assert not ext.runtime.busy()
+    assert not ext.runtime.STATE.busy()
     ids = _poll_operators(ext)
     assert len(ids) > 15
     for idname in ids:
@@ -164,12 +164,12 @@ def test_polls_say_why_in_an_empty_scene(blender, ext):
 
 def test_polls_name_the_running_job_and_the_mode(blender, ext):
     job = ext.runtime.UIJob("Test job", "diagnostics.echo", {}, None, lambda r, a: None)
-    ext.runtime.ACTIVE.append(job)
+    ext.runtime.STATE.jobs.append(job)
     try:
         with pytest.raises(RuntimeError, match="Wait for the running HeadCraft job"):
             bpy.ops.headcraft.add_head()
     finally:
-        ext.runtime.ACTIVE.remove(job)
+        ext.runtime.STATE.jobs.remove(job)
     with pytest.raises(RuntimeError, match="No HeadCraft job is running"):
         bpy.ops.headcraft.cancel_job()
     mesh = bpy.data.meshes.new("Plane")
