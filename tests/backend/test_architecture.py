@@ -2,65 +2,13 @@
 numerics as a library, the job adapters, the service on top; the CLI, datasets and evaluation
 use the library, never a job handler. No import circles, no private name taken from another
 package."""
-import ast
+import sys
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "backend" / "src" / "headcraft_backend"
-
-# lowest first; a module may import its own layer and the layers below it
-LAYERS = [
-    ("base", ("__init__", "errors", "units", "limits", "wire", "cache", "compute", "assets")),
-    ("head", ("head.",)),
-    ("library", ("fit.", "layout.", "generate.", "animate.", "procedural.")),
-    ("jobs", ("handlers", "fit.jobs", "layout.jobs", "generate.jobs", "animate.jobs", "head.jobs",
-              "diagnostics")),
-    ("service", ("service.",)),
-    ("tools", ("cli", "__main__", "dataset.", "evaluate.")),
-]
-JOB_MODULES = LAYERS[3][1]
-
-
-def layer(module: str) -> int:
-    """Index into LAYERS: the most specific (longest) prefix wins."""
-    best, rank = None, -1
-    for i, (_, prefixes) in enumerate(LAYERS):
-        for p in prefixes:
-            if (module == p or module == p.rstrip(".") or (p.endswith(".") and module.startswith(p))) \
-                    and len(p) > rank:
-                best, rank = i, len(p)
-    assert best is not None, f"{module} belongs to no layer: add it to LAYERS"
-    return best
-
-
-def modules() -> dict[str, Path]:
-    out = {}
-    for p in SRC.rglob("*.py"):
-        parts = p.relative_to(SRC).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
-        out[name] = p
-    return out
-
-
-def imports(name: str, path: Path, known: dict) -> list[tuple[str, str]]:
-    """(imported module, imported name) pairs of one module, package-relative names."""
-    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[:len(package) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            elif node.module and node.module.startswith("headcraft_backend"):
-                target = node.module.removeprefix("headcraft_backend").lstrip(".")
-            else:
-                continue
-            for alias in node.names:
-                full = f"{target}.{alias.name}".lstrip(".")
-                found.append((full, "") if full in known else (target or "__init__", alias.name))
-    return found
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from architecture import JOB_MODULES, LAYERS, imports, layer, modules  # noqa: E402
 
 @pytest.fixture(scope="module")
 def graph():
