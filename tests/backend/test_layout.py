@@ -342,6 +342,10 @@ def test_colour_bake_from_vertex_colours_and_from_a_texture(conn, data, dense, d
     err = np.abs(j.arrays["map"] - want)[covered].max(-1)
     assert np.median(err) < 1e-3 and np.percentile(err, 99) < 0.02, np.percentile(err, 99)
     assert j.result["files"] and j.arrays[f"file__{j.result['files'][0]}"][:8].tobytes() == b"\x89PNG\r\n\x1a\n"
+    # 8-bit colours (as a PLY scan has them) are the same colours, not clipped to white
+    j8 = conn.call("map.bake_colour", {"model": "openhead", "size": 256},
+                   {**base, "scan_colors": np.round(col * 255).astype(np.uint8)}, timeout=600)
+    assert np.abs(j8.arrays["map"] - j.arrays["map"])[covered].max() < 0.01
     # a texture through the scan's own (standard) UVs: the colour is that UV, so the bake must
     # reproduce the standard layout's coordinates at every texel of the headcraft layout
     su = dense.uv.astype(np.float64)

@@ -27,6 +27,8 @@ def selftest(ctx, params, arrays):
         raise UserError("selftest needs 0 < seconds <= 3600 or iterations > 0")
     model = get_model(ctx, params)
     batch = int(params.get("batch", 8))
+    if not 1 <= batch <= 1024:
+        raise UserError("selftest batch: 1 to 1024 heads")
     gen = torch.Generator().manual_seed(0)
     shape = torch.randn(batch, model.data.num_shape, generator=gen).to(ctx.device)
     start, done = time.monotonic(), 0

@@ -83,12 +83,20 @@ def generate_maps(G: Generator, seeds, psi: float = 0.7, scalp_noise: str = "con
     return [face_lowpass(m) for m in maps] if lowpass else maps
 
 
+def check_psi(psi: float) -> float:
+    """Truncation psi: 0 is the average head, 1 no truncation; beyond [-1, 2] nothing is a head."""
+    if not -1.0 <= psi <= 2.0:       # also refuses NaN
+        raise UserError(f"psi {psi}: choose -1 to 2 (0.7 is usual)")
+    return psi
+
+
 def sample_maps(G: Generator | PCAModel, seeds, psi: float = 0.7, scalp_noise: str = "const",
                 mix_seed: int | None = None, mix_from: int | None = None, lowpass: bool = True) -> list[np.ndarray]:
     """generate_maps for a StyleGAN (style mixing from layer `mix_from`, default half-way), or
     the PCA baseline's samples (it has no styles to mix). UserError for settings it cannot use."""
     if scalp_noise not in NOISE_MODES:
         raise UserError(f"noise {scalp_noise!r}: choose one of {', '.join(NOISE_MODES)}")
+    check_psi(psi)
     if isinstance(G, PCAModel):
         if mix_seed is not None:
             raise UserError("style mixing needs a StyleGAN; the PCA baseline has no styles")
@@ -124,6 +132,7 @@ def interpolation_latents(G: Generator, seed_a: int, seed_b: int, factors, psi: 
 def interpolate_maps(G: Generator | PCAModel, seed_a: int, seed_b: int, steps: int = 8, psi: float = 0.7,
                      space: str = "w", scalp_noise: str = "const") -> list[np.ndarray]:
     """`steps` maps from seed_a to seed_b inclusive (the PCA baseline: a straight line)."""
+    check_psi(psi)
     if isinstance(G, PCAModel):
         return G.interpolate(seed_a, seed_b, steps, psi)
     factors = np.linspace(0.0, 1.0, max(int(steps), 2))

@@ -23,13 +23,22 @@ def sample_image(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
             + (1 - fx) * fy * get(y0 + 1, x0) + fx * fy * get(y0 + 1, x0 + 1))
 
 
+def unit_colours(a: np.ndarray) -> np.ndarray:
+    """Colours as floats in [0, 1]: integer arrays (8- or 16-bit) are scaled by their range."""
+    a = np.asarray(a)
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.float64) / np.iinfo(a.dtype).max
+    return a.astype(np.float64)
+
+
 def bake_colour(raster: Raster, head_faces: np.ndarray, head_vertices: np.ndarray,
                 scan_vertices: np.ndarray, scan_faces: np.ndarray, colors: np.ndarray | None = None,
                 scan_uv: np.ndarray | None = None, texture: np.ndarray | None = None,
                 progress=None) -> np.ndarray:
     """(size, size, 3) float colours in [0, 1]; texels outside the layout are black.
     The head and the scan must be in the same frame. Colours come from `colors` (per scan
-    vertex) or from `texture` sampled at `scan_uv` (per scan triangle corner)."""
+    vertex) or from `texture` sampled at `scan_uv` (per scan triangle corner), as floats in
+    [0, 1] or integers (8- or 16-bit)."""
     if colors is None and (scan_uv is None or texture is None):
         raise ValueError("the scan has neither vertex colours nor a texture")
     hv = np.asarray(head_vertices, np.float64)
@@ -46,10 +55,10 @@ def bake_colour(raster: Raster, head_faces: np.ndarray, head_vertices: np.ndarra
         t = sv[sf[tri]]
         bary = closest_point_barycentric(p, t[:, 0], t[:, 1], t[:, 2])
         if colors is not None:
-            col = np.einsum("nk,nkc->nc", bary, np.asarray(colors, np.float64)[sf[tri]])
+            col = np.einsum("nk,nkc->nc", bary, unit_colours(colors)[sf[tri]])
         else:
             uv = np.einsum("nk,nkd->nd", bary, np.asarray(scan_uv, np.float64)[tri])
-            col = sample_image(np.asarray(texture, np.float64), uv)[:, :3]
+            col = sample_image(unit_colours(texture), uv)[:, :3]
         out[raster.texel[s:s + chunk]] = np.clip(col, 0, 1)
     return out.reshape(raster.size, raster.size, 3)
 
