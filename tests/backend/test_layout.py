@@ -151,7 +151,7 @@ def test_bake_then_apply_reproduces_vertex_values(dense_mesh, ops1024):
     m, mask = texels.bake(ops1024.raster, f, const)
     np.testing.assert_allclose(ops1024.apply(m), const, atol=1e-5)
     # a smooth displacement field (HeadCraft units, 1 unit amplitude, 10 cm wavelength): the
-    # interpolation error measured here is what the README states
+    # interpolation error measured here is what docs/USER_GUIDE.md states
     field = np.sin(v * 2 * np.pi / 0.1).astype(np.float32)
     m, _ = texels.bake(ops1024.raster, f, field)
     err = np.abs(ops1024.apply(m) - field).max(1)

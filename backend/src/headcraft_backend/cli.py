@@ -586,7 +586,7 @@ def main(argv=None) -> int:
     f.add_argument("--preset", default="paper", choices=("paper", "preview"))
     f.add_argument("--convention", default="default", choices=("default", "reference", "paper"),
                    help="registration losses: default (clean on real scans), reference (the published "
-                        "code's) or paper (the equations as printed); see the README")
+                        "code's) or paper (the equations as printed); see docs/USER_GUIDE.md")
     f.add_argument("--partial", default="none", choices=("none", "depth", "sparse"))
     f.add_argument("--steps", type=int, default=0, help="registration steps per stage (0: preset)")
     f.add_argument("--units", default="auto", choices=tuple(UNITS_PER_METRE_OF) + ("auto",),

@@ -78,7 +78,7 @@ def preset(name: str = "paper", convention: str = "default", partial: bool = Fal
     "preview" (the same losses, 250 + 250 steps with 4x the learning rates, for a quick look).
 
     The default convention's stage 2 differs from the paper's where real scans showed it must
-    (see README, "Fit Scan on real scans"): 10x the learning rate decayed to 1% (the paper's
+    (see docs/USER_GUIDE.md, "How the fit works"): 10x the learning rate decayed to 1% (the paper's
     rate stops 0.5-2 mm short on a real face); smooth steps and a fold barrier in both stages."""
     steps = {"paper": 1000, "preview": 250}
     if name not in steps:
