@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
-from ..handlers import job, vectors
+from ..handlers import MODEL, Param, job, vectors
 from ..head.dense import dense_template
 from ..head.registry import get_model
 from .rig import build_rig, carried, detail_coordinates
@@ -30,7 +30,14 @@ def _detailed(ctx, params, arrays):
     return model, dense, vectors(arrays, "base", n), vectors(arrays, "displacement", n)
 
 
-@job("animate.rig")
+@job("animate.rig", {**MODEL, "expr_names": Param("strings", None, "the expressions to key (default all the "
+                                                                    "model's)")},
+     arrays="`coarse_neutral (V,3)` (identity, no expression), `base`, `displacement (Vd,3)`",
+     result="fields `expr_names joint_names`; arrays `basis (Vd,3)`, `expr_deltas (E,Vd,3)`, "
+            "`lbs_weights (Vd,J)`, `dense_faces (Fd,3)`",
+     notes="A shape-key rig: the basis (identity, neutral expression, details) and, per expression, the "
+           "detailed head at that expression minus the basis; skinning weights carried to the dense mesh. "
+           "Refused: names not in the model, a missing, wrongly shaped or non-finite array.")
 def rig_job(ctx, params, arrays):
     """A shape-key rig: the basis (identity, neutral expression, details) and, per expression,
     the detailed head at that expression (weight 1) minus the basis; skinning weights carried
@@ -44,7 +51,11 @@ def rig_job(ctx, params, arrays):
              "dense_faces": dense.faces.astype(np.int32)})
 
 
-@job("animate.bake")
+@job("animate.bake", MODEL,
+     arrays="`coarse_frames (T,V,3)` (T >= 1, posed by Blender), `base`, `displacement (Vd,3)`",
+     result="field `frames` (T); array `vertices (T,Vd,3)`",
+     notes="Exact dense detailed heads for a run of frames of the coarse head. Refused as `animate.rig`; T is "
+           "bounded by the payload only (the extension sends runs of frames whose reply is about 96 MiB).")
 def bake_job(ctx, params, arrays):
     """Exact dense detailed heads for a run of frames of the coarse head (keys and pose
     evaluated by Blender): one (frames, Vd, 3) array."""

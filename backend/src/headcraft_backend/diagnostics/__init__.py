@@ -8,27 +8,31 @@ import torch
 
 from ..head.registry import get_model
 from ..errors import UserError
-from ..handlers import job
+from ..handlers import MODEL, Param, job
 
 
-@job("diagnostics.echo")
+@job("diagnostics.echo", open=True, arrays="anything",
+     result="field `params` (the params sent); the same arrays back",
+     notes="Protocol tests and `tools/bench.py`: the arrays come back unchanged.")
 def echo(ctx, params, arrays):
     """Send the arrays back unchanged (used to measure transfer cost)."""
     return {"params": params}, dict(arrays)
 
 
-@job("diagnostics.selftest")
+@job("diagnostics.selftest", {**MODEL, "seconds": Param("float", 2.0, "how long to run", lo=0, hi=3600),
+                               "iterations": Param("int", 0, "> 0: that many batches, and `seconds` is ignored",
+                                                   lo=0),
+                               "batch": Param("int", 8, "heads per forward pass", lo=1, hi=1024)},
+     result="fields `batches seconds heads_per_second device`; array `last_vertices (V,3)`",
+     notes="Batched head-model forward passes on the backend's device: throughput, progress and cancel. "
+           "Refused: `seconds` 0 with no `iterations`.")
 def selftest(ctx, params, arrays):
     """Run batched head-model forward passes on the device for `seconds` (or `iterations`) and
     report throughput; a long job that reports progress and honours cancel."""
-    seconds = float(params.get("seconds", 2.0))
-    iterations = int(params.get("iterations", 0))
-    if not (0 < seconds <= 3600) and iterations <= 0:
+    seconds, iterations, batch = params["seconds"], params["iterations"], params["batch"]
+    if seconds <= 0 and iterations <= 0:
         raise UserError("selftest needs 0 < seconds <= 3600 or iterations > 0")
     model = get_model(ctx, params)
-    batch = int(params.get("batch", 8))
-    if not 1 <= batch <= 1024:
-        raise UserError("selftest batch: 1 to 1024 heads")
     gen = torch.Generator().manual_seed(0)
     shape = torch.randn(batch, model.data.num_shape, generator=gen).to(ctx.device)
     start, done = time.monotonic(), 0

@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UserError
+from ..handlers import MODEL, Param, job
+from ..head.dense import dense_template
 from ..head.jobs import head_payload
 from ..head.registry import get_model
-from ..errors import UserError
-from ..handlers import job
 from .pipeline import FitOptions, fit_options, fit_scan
+from .register import CONVENTIONS
 from .scan import sanitize
-from ..head.dense import dense_template
+
+SCAN_PARAMS = {
+    "name": Param("str", None, "the scan's name, for messages"),
+    "up": Param("direction", [0, 1, 0], "the scan's up for the landmark renders; null or `\"auto\"`: search"),
+    "forward": Param("direction", [0, 0, 1], "the way the face looks, as `up`"),
+}
+SCAN_ARRAYS = "scan arrays"
 
 
 def directions(params: dict) -> tuple[tuple | None, tuple | None]:
@@ -49,7 +57,11 @@ def _scan(params, arrays):
                     name=params.get("name") or "the scan", texture=arrays.get("texture"), uv=arrays.get("uv"))
 
 
-@job("fit.landmarks")
+@job("fit.landmarks", SCAN_PARAMS, arrays=SCAN_ARRAYS,
+     result="fields `yaw_deg confidence notes up forward` (the directions the face was found with); arrays "
+            "`landmark_ids (K,) <i4` (MediaPipe indices), `landmark_points (K,3)` in the scan's frame",
+     notes="Automatic landmarks on a scan, for the user to check and correct before fitting. Refused: no "
+           "`vertices`, what scan clean-up refuses, a point cloud under 20,000 points.")
 def detect_landmarks_job(ctx, params, arrays):
     """Automatic landmarks on a scan, for the user to check and correct before fitting."""
     from .landmarks import FIT_LANDMARKS, detect_landmarks_on_scan
@@ -63,7 +75,29 @@ def detect_landmarks_job(ctx, params, arrays):
             {"landmark_ids": ids, "landmark_points": found.points[ids].astype(np.float32)})
 
 
-@job("fit.scan")
+@job("fit.scan", {**MODEL, **SCAN_PARAMS,
+                  "preset": Param("str", "paper", "1000 + 1000 or 250 + 250 registration steps",
+                                  choices=("paper", "preview")),
+                  "convention": Param("str", "default", "the registration's losses", choices=tuple(CONVENTIONS)),
+                  "partial": Param("bool", False, "a single depth view or a partial scan"),
+                  "sparse": Param("bool", False, "with `partial`: a sparse cloud"),
+                  "num_points": Param("int", 200_000, "scan surface samples", lo=1000, hi=5_000_000),
+                  "seed": Param("int", 0, "of the samples"),
+                  "coarse": Param("dict", None, "fields of `CoarseSettings`, e.g. `scale` in scan units per metre, "
+                                  "`w_landmarks`"),
+                  "stage1": Param("dict", None, "fields of `StageSettings`: `steps lr w_chamfer w_edge "
+                                  "w_laplacian prune` ..."),
+                  "stage2": Param("dict", None, "as `stage1`"),
+                  "stage2_mode": Param("str", None, "displacements along the normals", choices=("scalar", "vector"))},
+     arrays="scan arrays; optional hand-placed `landmark_ids (K,)` with `landmark_points (K,3)` (scan frame)",
+     result="fields `model version shape expr expr_names pose` (J lists of 3) `joint_names similarity {scale, "
+            "rotation (9, row-major), translation} landmark_rmse_mm surface_median_mm landmarks_used report notes "
+            "history` (last 4 steps) `head` (`head.build`'s fields); arrays `dense_faces (Fd,3) dense_uv (Fd,3,2) "
+            "base final displacement (Vd,3) vertex_error_mm (Vd,) coarse_vertices (V,3)`, `visibility (Vd,) |u1` "
+            "for a partial fit, `head__<name>`",
+     notes="A scan (and optional hand-placed landmarks) in, a fitted head out. Refused before any work: an "
+           "unknown settings field, a negative weight, `lr` <= 0, `scale` <= 0; landmark points that are not "
+           "finite (K,3); then fewer than 6 usable landmarks; what scan clean-up refuses.")
 def fit_scan_job(ctx, params, arrays):
     scan = _scan(params, arrays)
     manual = None

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..handlers import job
+from ..handlers import MODEL, Param, job
 from .registry import get_model
 
 
@@ -13,7 +13,10 @@ def _coeffs(params: dict, key: str, limit: int, device) -> torch.Tensor | None:
     values = params.get(key)
     if values is None:
         return None
-    arr = np.asarray(values, np.float32).reshape(1, -1)
+    try:
+        arr = np.asarray(values, np.float32).reshape(1, -1)
+    except (TypeError, ValueError):
+        raise UserError(f"{key} must be a list of numbers") from None
     if not np.isfinite(arr).all():
         raise UserError(f"{key} coefficients contain NaN or infinite values")
     return torch.from_numpy(arr[:, :limit]).to(device)
@@ -21,10 +24,7 @@ def _coeffs(params: dict, key: str, limit: int, device) -> torch.Tensor | None:
 
 def _count(params: dict, key: str, available: int) -> int:
     n = params.get(key)
-    n = available if n is None else int(n)
-    if n < 0:
-        raise UserError(f"{key} must be >= 0, got {n}")
-    return min(n, available)
+    return available if n is None else min(n, available)
 
 
 def head_payload(model, num_shape: int, num_expr: int) -> tuple[dict, dict[str, np.ndarray]]:
@@ -55,7 +55,14 @@ def head_payload(model, num_shape: int, num_expr: int) -> tuple[dict, dict[str, 
     return fields, out
 
 
-@job("head.build")
+@job("head.build", {**MODEL, "num_shape": Param("int", None, "identity keys (default: all the model has; more "
+                                                                   "is capped)", lo=0),
+                     "num_expr": Param("int", None, "expression keys (as `num_shape`)", lo=0)},
+     result="fields `model version licence num_shape num_expr expr_names expr_kind` (`blendshape` for "
+            "OpenHead, `pca` for FLAME) `joint_names parents has_pose_correctives`; arrays `vertices (V,3) "
+            "faces (F,3) uv (F,3,2) shape_deltas (S,V,3) expr_deltas (E,V,3) joints (J,3) "
+            "joint_shape_deltas (S,J,3) lbs_weights (V,J) region__<name>`",
+     notes="Everything Blender needs to make a rigged head with identity and expression shape keys.")
 def build_head(ctx, params, arrays):
     """A head model's arrays for Blender (head_payload), `num_shape`/`num_expr` keys at most."""
     model = get_model(ctx, params)
@@ -68,7 +75,13 @@ def build_head(ctx, params, arrays):
     return fields, out
 
 
-@job("head.evaluate")
+@job("head.evaluate", {**MODEL, "shape": Param("any", None, "identity coefficients (a list; values past the "
+                                                              "model's count are dropped)"),
+                        "expr": Param("any", None, "expression coefficients (as `shape`)")},
+     arrays="optional `pose (J,3)` axis-angle, joints in `joint_names` order",
+     result="field `model`; arrays `vertices (V,3) joints (J,3)`, `landmarks (L,3)` when the model has them",
+     notes="Refused: NaN/infinite coefficients, a `pose` that is not a finite (J,3) array. The extension does "
+           "not send it (tests do).")
 def evaluate_head(ctx, params, arrays):
     """Posed vertices, joints and landmarks for identity/expression coefficients and joint
     rotations (`pose`: (J, 3) axis-angle array, joint order as the model's joint_names)."""

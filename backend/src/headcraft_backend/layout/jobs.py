@@ -1,37 +1,22 @@
 """Jobs of the layout/bake capability: wire requests to layouts and maps (layout/maps.py)."""
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
-from ..handlers import job, request_base, request_head, request_map, vectors
+from ..handlers import LAYOUT, MODEL, Param, job, request_base, request_head, request_map, vectors
 from ..errors import UserError
 from ..head.registry import get_model
 from ..limits import MAX_MAP_SIZE, MIN_MAP_SIZE
 from . import formats
-from .maps import apply_map, bake_displacement, check_size, check_space, convert_map, raster
+from .maps import apply_map, bake_displacement, convert_map, raster
+from .tangent import SPACES
 from .store import dense_uv, get_layout, list_layouts, save_custom_layout
 
 
-def _size(params) -> int:
-    raw = params.get("size", 1024)
-    try:
-        size = operator.index(raw)          # an integer, not 1e30 or a list
-    except TypeError:
-        size = -1
-    try:
-        return check_size(size)
-    except UserError:
-        raise UserError(f"map size {str(raw)[:20]}: choose {MIN_MAP_SIZE} to {MAX_MAP_SIZE} texels") from None
-
-
-def _formats(params) -> list[str]:
-    fmts = list(params.get("formats", []))
-    for f in fmts:
-        if f not in formats.FORMATS:
-            raise UserError(f"unknown map format {f!r}; choose from {', '.join(formats.FORMATS)}")
-    return fmts
+SIZE = Param("int", 1024, "texels a side", lo=MIN_MAP_SIZE, hi=MAX_MAP_SIZE)
+SPACE = Param("str", "object", "the displacement space", choices=SPACES)
+FORMATS = Param("strings", [], "files to encode into the reply", choices=tuple(formats.FORMATS))
+NAME = Param("str", None, "the files' stem")
 
 
 def _encode(ctx, m, fmts, stem, out) -> list[str]:
@@ -45,7 +30,11 @@ def _encode(ctx, m, fmts, stem, out) -> list[str]:
     return names
 
 
-@job("layout.get")
+@job("layout.get", {**MODEL, **LAYOUT},
+     result="fields `layout layouts` (every name) `report chart_names`; arrays `uv (F,3,2)`, `chart (F,) <i2`, "
+            "`dense_uv (Fd,3,2)`",
+     notes="A layout's per-corner UVs on the coarse mesh and the dense template, with its report "
+           "(`standard`'s report is empty).")
 def layout_get_job(ctx, params, arrays):
     """A layout's per-corner UVs on the coarse mesh and the dense template, with its report."""
     head = request_head(ctx, params)
@@ -56,7 +45,11 @@ def layout_get_job(ctx, params, arrays):
                     "dense_uv": dense_uv(dense.corner_tri, dense.corner_bary, layout.uv)}
 
 
-@job("layout.save")
+@job("layout.save", {**MODEL, "name": Param("str", "", "the layout's name")},
+     arrays="`uv (F,3,2)` per corner", result="fields `layout layouts report`",
+     notes="Refused: a name that is not 1-64 letters, digits, space, `_ - .` (starting with a letter or digit) "
+           "or is `headcraft`/`standard`; no `uv`, a wrong triangle count, NaN; a folder it cannot write. "
+           "Replaces a saved layout of that name.")
 def layout_save_job(ctx, params, arrays):
     model = get_model(ctx, params)
     if "uv" not in arrays:
@@ -65,12 +58,19 @@ def layout_save_job(ctx, params, arrays):
     return {"layout": layout.name, "layouts": list_layouts(model.data), "report": layout.report}, {}
 
 
-@job("map.bake")
+@job("map.bake", {**MODEL, **LAYOUT, "size": SIZE, "space": SPACE, "formats": FORMATS,
+                  "name": Param("str", None, "the files' stem (default `<model>_<layout>_<space>_<size>`)")},
+     arrays="`base`, `displacement (Vd,3)`; optional `visibility (Vd,)`",
+     result="fields `size space layout files clipped_fraction max_abs_units`; arrays `map (N,N,3)` in HeadCraft "
+            "units, `mask (N,N) |u1` (texels inside charts), `visibility_map (N,N)` with `visibility`, "
+            "`file__<name>`",
+     notes="A detailed head's displacements baked into a map. Refused: a missing, wrongly shaped or non-finite "
+           "`base`/`displacement`. `clipped_fraction`: chart texels beyond the PNG range (+-20 units).")
 def bake_job(ctx, params, arrays):
     """Per-vertex displacements of a detailed head -> a map (object or tangent space) in the
     chosen layout, plus encoded files and, for a partial fit, the visibility mask."""
     head = request_head(ctx, params)
-    size, space, fmts = _size(params), check_space(params.get("space", "object")), _formats(params)
+    size, space, fmts = params["size"], params["space"], params["formats"]
     n = head.dense.num_vertices
     out = bake_displacement(ctx, head, size, vectors(arrays, "base", n), vectors(arrays, "displacement", n),
                             arrays.get("visibility"), space)
@@ -82,29 +82,43 @@ def bake_job(ctx, params, arrays):
             "clipped_fraction": clipped, "max_abs_units": float(np.abs(m[covered]).max(initial=0.0))}, out
 
 
-@job("map.apply")
+@job("map.apply", {**MODEL, **LAYOUT, "space": SPACE},
+     arrays="a map; optional `coarse_vertices (V,3)` (the model's template otherwise)",
+     result="fields `layout space size`; head arrays",
+     notes="A map on any identity/expression: the coarse head rebuilt densely and displaced after seam "
+           "processing. Refused: no map, an unreadable file, a map that is not square, 3-channel, finite, "
+           "64-8192 texels a side (a `map` array too large is refused before it is copied).")
 def apply_job(ctx, params, arrays):
     """A map on any identity/expression: the coarse head is rebuilt densely (consistent
     subdivision) and displaced by the map, after seam processing."""
     head = request_head(ctx, params)
-    space = check_space(params.get("space", "object"))
+    space = params["space"]
     m = request_map(arrays)
     out = apply_map(ctx, head, m, request_base(ctx, head, arrays), space)
     return {"layout": head.layout.name, "space": space, "size": int(m.shape[0])}, out
 
 
-@job("map.convert")
+@job("map.convert", {**MODEL, "source": Param("str", "standard", "the map's layout"),
+                     "target": Param("str", "headcraft", "the layout to convert to"),
+                     "space": Param("str", "object", "only `object` converts (bake a tangent-space map again)",
+                                    choices=SPACES),
+                     "size": Param("int", None, "texels a side (default the input's)", lo=MIN_MAP_SIZE,
+                                   hi=MAX_MAP_SIZE),
+                     "formats": FORMATS, "name": Param("str", None, "the files' stem (default "
+                                                       "`<model>_<target>_object_<size>`)")},
+     arrays="a map", result="fields `source target size files`; arrays `map (size,size,3)`, `file__<name>`",
+     notes="An object-space map from one layout of a model to another. Refused: a tangent-space map, a map "
+           "outside 64-8192 texels a side, an unknown layout.")
 def convert_job(ctx, params, arrays):
     """An object-space map from one layout of a model to another (e.g. standard -> headcraft)."""
     model = get_model(ctx, params)
-    if check_space(params.get("space", "object")) != "object":
+    if params["space"] != "object":
         raise UserError("only object-space maps convert between layouts; bake a tangent-space map "
                         "again in the other layout")
-    fmts = _formats(params)
-    src = get_layout(model.data, params.get("source") or "standard")
-    dst = get_layout(model.data, params.get("target") or "headcraft")
+    fmts = params["formats"]
+    src, dst = get_layout(model.data, params["source"]), get_layout(model.data, params["target"])
     m = request_map(arrays)
-    size = _size({"size": params.get("size", m.shape[0])})
+    size = params.get("size", m.shape[0])
     ctx.progress(0.3, "convert", f"{src.name} -> {dst.name} at {size}x{size}")
     out_map = convert_map(model, src, dst, m, size)
     out = {"map": out_map}
@@ -112,13 +126,22 @@ def convert_job(ctx, params, arrays):
     return {"source": src.name, "target": dst.name, "size": size, "files": names}, out
 
 
-@job("map.bake_colour")
+@job("map.bake_colour", {**MODEL, **LAYOUT, "size": SIZE,
+                         "name": Param("str", None, "the file's stem (default `<model>_<layout>_colour_<size>`)")},
+     arrays="`final (Vd,3)` (the detailed head), `scan_vertices (P,3)`, `scan_faces (Q,3)`, and `scan_colors "
+            "(P,3)` or `scan_uv (Q,3,2)` per corner with `texture (H,W,3)`, row 0 at the top (colours as 0-1 "
+            "floats or 8/16-bit integers); head and scan in one frame",
+     result="fields `layout size files` (`[<name>.png]`); arrays `map (N,N,3)` colours in 0-1 (black outside "
+            "the charts), `dense_uv (Fd,3,2)`, `file__<name>.png` (8-bit RGB)",
+     notes="A scan's colour onto a fitted detailed head's layout. Refused: no scan faces (a point cloud), NaN "
+           "or bad indices, colours not one per scan vertex, neither colours nor UVs and texture, UVs not "
+           "(Q,3,2). The scan limits are not applied here (only the payload's).")
 def bake_colour_job(ctx, params, arrays):
     """A scan's colour (vertex colours, or a texture with per-corner UVs) onto a fitted
     detailed head's layout. `final` (dense vertices) and the scan must share one frame."""
     from .colour import bake_colour
     head = request_head(ctx, params)
-    size = _size(params)
+    size = params["size"]
     final = vectors(arrays, "final", head.dense.num_vertices)
     if "scan_vertices" not in arrays or "scan_faces" not in arrays:
         raise UserError("the scan's vertices and faces are needed (a point cloud has no surface to take colours from)")

@@ -20,12 +20,12 @@ from ..cache import BoundedCache
 from ..limits import HANDSHAKE_SECONDS, MAX_CONNECTIONS, MAX_QUEUED_JOBS
 from ..compute import Compute, describe_device, release_memory, resolve_device
 from ..errors import JobCancelled, UserError
-from ..handlers import HANDLERS, Handler
+from ..handlers import HANDLERS, JobSpec
 
 log = logging.getLogger("headcraft.server")
 
 
-def load_all() -> dict[str, Handler]:
+def load_all() -> dict[str, JobSpec]:
     """Import every capability's job module so its handlers register; the catalogue."""
     from .. import diagnostics  # noqa: F401
     from ..animate import jobs as _animate  # noqa: F401
