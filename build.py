@@ -50,7 +50,7 @@ LPIPS = "lpips==0.1.4"        # only its weight files are read; --no-deps keeps 
 WIRE_SRC = ROOT / "backend" / "src" / "headcraft_backend" / "wire.py"
 WIRE_COPY = ROOT / "headcraft_blender" / "client" / "wire.py"
 # the wire codec imports its limits: both travel to the extension
-SYNCED = [(WIRE_SRC, WIRE_COPY)] + [(WIRE_SRC.with_name(n), WIRE_COPY.with_name(n)) for n in ("limits.py", "units.py")]
+SYNCED = [(WIRE_SRC, WIRE_COPY)] + [(WIRE_SRC.with_name(n), WIRE_COPY.with_name(n)) for n in ("limits.py", "units.py", "presets.py")]
 
 
 def venv_python(venv: Path = VENV) -> Path:

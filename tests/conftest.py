@@ -11,8 +11,8 @@ for p in (ROOT / "backend" / "src", ROOT, ROOT / "tests", ROOT / "tests" / "blen
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-# The extension's wire codec, limits and units are copies of the backend's (build.py sync); keep them current.
-for _name in ("wire.py", "limits.py", "units.py"):
+# The extension's wire codec, limits, units and presets are copies of the backend's (build.py sync); keep them current.
+for _name in ("wire.py", "limits.py", "units.py", "presets.py"):
     _src = ROOT / "backend" / "src" / "headcraft_backend" / _name
     _copy = ROOT / "headcraft_blender" / "client" / _name
     if not _copy.exists() or _copy.read_bytes() != _src.read_bytes():

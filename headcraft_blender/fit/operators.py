@@ -2,6 +2,7 @@
 import bpy
 
 from .. import polls, runtime
+from ..client.presets import PAPER_WEIGHTS
 from ..head.operators import model_params
 from ..roles import Role, role_of
 from . import build
@@ -15,24 +16,18 @@ UNIT_ITEMS = [("AUTO", "Estimate", "Estimate the scale from the landmarks and th
               ("MM", "Millimeters", "World-space coordinates are millimeters (a typical scanner export)"),
               ("CM", "Centimeters", "World-space coordinates are centimeters"),
               ("M", "Meters", "World-space coordinates are meters")]
-# Every weight of the fit, with the paper preset's values (tests keep them equal to the backend's):
+# Every weight of the fit, defaulting to the paper preset's (the backend's presets.py, copied):
 # (scene property, request section, backend field, default, label)
-WEIGHTS = (
-    ("fit_w1_chamfer", "stage1", "w_chamfer", 2e3, "Chamfer"),
-    ("fit_w1_edge", "stage1", "w_edge", 2e5, "Edge"),
-    ("fit_w1_laplacian", "stage1", "w_laplacian", 1e4, "Laplacian"),
-    ("fit_w1_prune", "stage1", "prune", 3.0, "Prune"),
-    ("fit_w2_chamfer", "stage2", "w_chamfer", 2e4, "Chamfer"),
-    ("fit_w2_edge", "stage2", "w_edge", 2e4, "Edge"),
-    ("fit_w2_laplacian", "stage2", "w_laplacian", 1e4, "Laplacian"),
-    ("fit_w2_prune", "stage2", "prune", 1.0, "Prune"),
-    ("fit_wc_landmarks", "coarse", "w_landmarks", 1.0, "Landmarks"),
-    ("fit_wc_surface", "coarse", "w_surface", 1.0, "Surface"),
-    ("fit_wc_shape", "coarse", "w_shape", 1e-3, "Identity Prior"),
-    ("fit_wc_expr", "coarse", "w_expr", 1e-2, "Expression Prior"),
-    ("fit_wc_pose", "coarse", "w_pose", 1e-2, "Pose Prior"),
-    ("fit_wc_jaw_side", "coarse", "w_jaw_side", 1.0, "Jaw Sideways Prior"),
-)
+WEIGHTS = tuple((f"fit_w{tag}_{field.removeprefix('w_')}", section, field, PAPER_WEIGHTS[section][field], label)
+                for tag, section, fields in (
+                    ("1", "stage1", (("w_chamfer", "Chamfer"), ("w_edge", "Edge"), ("w_laplacian", "Laplacian"),
+                                     ("prune", "Prune"))),
+                    ("2", "stage2", (("w_chamfer", "Chamfer"), ("w_edge", "Edge"), ("w_laplacian", "Laplacian"),
+                                     ("prune", "Prune"))),
+                    ("c", "coarse", (("w_landmarks", "Landmarks"), ("w_surface", "Surface"),
+                                     ("w_shape", "Identity Prior"), ("w_expr", "Expression Prior"),
+                                     ("w_pose", "Pose Prior"), ("w_jaw_side", "Jaw Sideways Prior"))))
+                for field, label in fields)
 _STAGE = {"stage1": "Stage 1 (hair and scalp)", "stage2": "Stage 2 (face and hair, along normals)"}
 WEIGHT_TOOLTIPS = {   # the weights' tooltips, by scene property
     **{f"fit_w{n}_{term}": f"{_STAGE[f'stage{n}']}: {text}" for n in (1, 2) for term, text in (

@@ -25,7 +25,7 @@ def test_protocol_md_lists_every_job_as_declared():
 
 @pytest.mark.parametrize("params, message", [
     ({"sise": 512}, "map.bake has no parameter 'sise'"),
-    ({"size": "big"}, "parameter 'size': 'big' is not an integer from 64 to 8192"),
+    ({"size": "big"}, "parameter 'size': big is not an integer from 64 to 8192"),
     ({"size": 1e30}, "parameter 'size'"),
     ({"size": 32}, "from 64 to 8192"),
     ({"size": True}, "not an integer"),

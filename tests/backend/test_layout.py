@@ -264,7 +264,7 @@ def test_bake_then_apply_jobs_reproduce_the_detail(conn, data, space):
 def test_bad_bake_and_apply_requests_get_clear_errors(conn, data):
     n = len(data.v_template)
     cases = [
-        ("map.bake", {"size": 32}, {}, "map size"),
+        ("map.bake", {"size": 32}, {}, "parameter 'size': 32 is not an integer from 64 to 8192"),
         ("map.bake", {"space": "world"}, {}, "space"),
         ("map.bake", {"formats": ["tiff"]}, {}, "format"),
         ("map.bake", {}, {"base": np.zeros((5, 3), np.float32), "displacement": np.zeros((5, 3), np.float32)}, "shape"),

@@ -38,8 +38,11 @@ class Param:
 
     def check(self, name: str, value):
         """The value as the handler gets it; UserError naming the parameter otherwise."""
+        raw = value
+
         def bad(want: str):
-            return UserError(f"parameter {name!r}: {str(value)[:40]!r} is not {want}")
+            shown = f"{raw:g}" if isinstance(raw, float) else str(raw)[:40]
+            return UserError(f"parameter {name!r}: {shown} is not {want}")
         if value is None and self.type in ("direction", "any"):
             return value
         if self.type == "int":
@@ -66,7 +69,7 @@ class Param:
             value = tuple(float(v) for v in value)
         if self.type in ("int", "float") and ((self.lo is not None and value < self.lo)
                                                or (self.hi is not None and value > self.hi)):
-            raise bad("a number" + self._range())
+            raise bad(("an integer" if self.type == "int" else "a number") + self._range())
         for v in (value if self.type == "strings" else [value]) if self.choices else []:
             if v not in self.choices:
                 raise UserError(f"parameter {name!r}: {str(v)[:40]!r} is not one of {', '.join(map(str, self.choices))}")

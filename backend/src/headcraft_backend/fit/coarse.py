@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree
 
 from ..head.lbs import axis_angle_to_matrix
 from ..head.model import HeadModel
+from ..presets import PAPER_WEIGHTS
 from .register import vertex_normals
 from ..units import MM_PER_UNIT, to_units
 
@@ -50,12 +51,13 @@ class CoarseSettings:
     iterations: int = 30           # L-BFGS iterations per round
     rigid_rounds: int = 5          # first rounds move only the similarity
     num_shape: int = 50
-    w_landmarks: float = 1.0
-    w_surface: float = 1.0
-    w_shape: float = 1e-3
-    w_expr: float = 1e-2
-    w_pose: float = 1e-2
-    w_jaw_side: float = 1.0        # the jaw's yaw and roll (it opens about x, and never past closed)
+    w_landmarks: float = PAPER_WEIGHTS["coarse"]["w_landmarks"]
+    w_surface: float = PAPER_WEIGHTS["coarse"]["w_surface"]
+    w_shape: float = PAPER_WEIGHTS["coarse"]["w_shape"]
+    w_expr: float = PAPER_WEIGHTS["coarse"]["w_expr"]
+    w_pose: float = PAPER_WEIGHTS["coarse"]["w_pose"]
+    # the jaw's yaw and roll (it opens about x, and never past closed)
+    w_jaw_side: float = PAPER_WEIGHTS["coarse"]["w_jaw_side"]
     robust_sigma: float = 0.5      # Geman-McClure scale of the surface term, HeadCraft units
     robust_sigma_start: float = 4.0   # annealed down to robust_sigma over the first half, so
                                       # a neck or scalp that starts far off is still pulled in

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from scipy.spatial import ConvexHull, Delaunay, cKDTree
 
+from ..presets import PAPER_WEIGHTS
 from .losses import MeshRegulariser, PairedChamfer
 
 
@@ -86,17 +87,18 @@ def preset(name: str = "paper", convention: str = "default", partial: bool = Fal
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; choose {', '.join(CONVENTIONS)}")
     n = steps[name]
+    w1, w2 = PAPER_WEIGHTS["stage1"], PAPER_WEIGHTS["stage2"]
     squared = CONVENTIONS[convention][0] == "reference"
-    p1, p2 = (3.0, 1.0) if squared else (1.0, 1.0)
+    p1, p2 = (w1["prune"], w2["prune"]) if squared else (1.0, 1.0)
     lr = 1000 / n   # the same total travel in fewer steps
-    s1 = StageSettings(n, 3e-2 * lr, 2e3, 2e5, 1e4, p1, converge=CONVERGED)
-    s2 = StageSettings(n, 3e-4 * lr, 2e4, 2e4, 1e4, p2, converge=CONVERGED)
+    s1 = StageSettings(n, 3e-2 * lr, w1["w_chamfer"], w1["w_edge"], w1["w_laplacian"], p1, converge=CONVERGED)
+    s2 = StageSettings(n, 3e-4 * lr, w2["w_chamfer"], w2["w_edge"], w2["w_laplacian"], p2, converge=CONVERGED)
     if convention == "default":
         # Stage 1 keeps the published code's squared Chamfer: it pulls far hair harder (long hair
         # on procedural scans: whole-head p95 1.5 mm, against 8 mm with distances). Smooth steps
         # and the fold barrier in both stages: without them stage 1 folded the scalp where it
         # meets the frozen ears (220 triangles on the Demosthenes bust), with them none.
-        s1 = dataclasses.replace(s1, chamfer="reference", prune=3.0, smooth=SMOOTH, w_fold=W_FOLD)
+        s1 = dataclasses.replace(s1, chamfer="reference", prune=w1["prune"], smooth=SMOOTH, w_fold=W_FOLD)
         s2 = dataclasses.replace(s2, lr=3e-3 * lr, decay_to=0.01, smooth=SMOOTH, w_fold=W_FOLD)
     if partial:  # stronger stage-1 regularisation and wider pruning for partial observations
         squared1 = (s1.chamfer or CONVENTIONS[convention][0]) == "reference"
