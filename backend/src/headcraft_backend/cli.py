@@ -162,14 +162,7 @@ def cmd_fit(args) -> int:
     sim = res.coarse.similarity
     _write_obj(out_dir / f"{stem}_detailed.obj", sim.apply(res.final), dense.faces)
     _write_obj(out_dir / f"{stem}_fitted.obj", sim.apply(res.base), dense.faces)
-    arrays = {"dense_faces": dense.faces.astype(np.int32), "dense_uv": dense.uv.astype(np.float32),
-              "base": res.base.astype(np.float32), "final": res.final.astype(np.float32),
-              "displacement": res.displacement.astype(np.float32),
-              "vertex_error_mm": res.vertex_error_mm.astype(np.float32),
-              "coarse_vertices": res.coarse.vertices.astype(np.float32)}
-    if res.registration.visibility is not None:
-        arrays["visibility"] = res.registration.visibility.astype(np.uint8)
-    np.savez_compressed(out_dir / f"{stem}_fit.npz", **arrays, shape=res.coarse.shape, expr=res.coarse.expr,
+    np.savez_compressed(out_dir / f"{stem}_fit.npz", **res.arrays(dense), shape=res.coarse.shape, expr=res.coarse.expr,
                         pose=res.coarse.pose, scale=sim.scale, rotation=sim.rotation, translation=sim.translation)
     (out_dir / f"{stem}_report.json").write_text(json.dumps(
         {"model": model.data.name, "version": model.data.version, "report": res.report, "notes": res.notes,

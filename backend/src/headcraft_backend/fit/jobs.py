@@ -123,13 +123,7 @@ def fit_scan_job(ctx, params, arrays):
         "landmarks_used": res.landmarks_used, "report": res.report, "notes": res.notes,
         "history": res.registration.history[-4:],
     }
-    out = {"dense_faces": dense.faces.astype(np.int32), "dense_uv": dense.uv.astype(np.float32),
-           "base": res.base.astype(np.float32), "final": res.final.astype(np.float32),
-           "displacement": res.displacement.astype(np.float32),
-           "vertex_error_mm": res.vertex_error_mm.astype(np.float32),
-           "coarse_vertices": res.coarse.vertices.astype(np.float32)}
-    if res.registration.visibility is not None:
-        out["visibility"] = res.registration.visibility.astype(np.uint8)
+    out = res.arrays(dense)
     # Everything Add Head needs, so Blender builds the fitted low-res head in the same step.
     head_fields, head_arrays = head_payload(model, len(res.coarse.shape), model.data.num_expr)
     fields["head"] = head_fields

@@ -87,6 +87,18 @@ class FitResult:
     landmarks_used: int
     notes: list[str]
 
+    def arrays(self, dense: DenseTemplate) -> dict[str, np.ndarray]:
+        """The detailed head as it is sent and saved: dense mesh, base, final, displacement,
+        errors, the coarse head and, for a partial fit, the visibility (float32 and int32)."""
+        out = {"dense_faces": dense.faces.astype(np.int32), "dense_uv": dense.uv.astype(np.float32),
+               "base": self.base.astype(np.float32), "final": self.final.astype(np.float32),
+               "displacement": self.displacement.astype(np.float32),
+               "vertex_error_mm": self.vertex_error_mm.astype(np.float32),
+               "coarse_vertices": self.coarse.vertices.astype(np.float32)}
+        if self.registration.visibility is not None:
+            out["visibility"] = self.registration.visibility.astype(np.uint8)
+        return out
+
 
 def scan_landmarks(scan: Scan, options: FitOptions, manual: dict[int, np.ndarray] | None,
                    report: Report) -> dict[int, np.ndarray]:
