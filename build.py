@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -184,10 +185,29 @@ def test(args) -> int:
     return 1 if failed else 0
 
 
+DEMO_LINE = re.compile(r"^(\[ *\d+ s\] |scan: |  rig vs |done in |  \S|demo: )")
+
+
 def demo(args) -> int:
+    """The demo's own step lines on the terminal; everything (Blender's and Cycles' logs too) in
+    out/demo.log, whose end is shown when the demo fails."""
     py = setup()
     stage()
-    return subprocess.run([py, ROOT / "tools" / "demo.py", *args], cwd=ROOT).returncode
+    log_path = ROOT / "out" / "demo.log"
+    log_path.parent.mkdir(exist_ok=True)
+    print(f"demo: steps below; the whole log in {log_path.relative_to(ROOT)}", flush=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([py, ROOT / "tools" / "demo.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        for line in proc.stdout:
+            log.write(line)
+            if DEMO_LINE.match(line):
+                print(line, end="", flush=True)
+        code = proc.wait()
+    if code:
+        print("".join(log_path.read_text().splitlines(keepends=True)[-40:]), end="")
+        print(f"demo failed (exit {code}); the whole log: {log_path.relative_to(ROOT)}")
+    return code
 
 
 def bench(args) -> int:
