@@ -217,6 +217,7 @@ def _fit_arrays(path: str) -> dict:
 
 @_user_errors("bake")
 def cmd_bake(args) -> int:
+    from .layout import formats
     from .layout.maps import bake_displacement, mapped_head
     try:
         fit = _fit_arrays(args.fit)
@@ -230,12 +231,11 @@ def cmd_bake(args) -> int:
     head = mapped_head(compute, _model_params(args), args.layout)
     out = bake_displacement(compute, head, args.size, fit["base"], fit["displacement"], fit.get("visibility"),
                             args.space)
-    m, covered = out["map"], out["mask"].astype(bool)
-    names = _write_map_files(m, args.format, Path(args.fit).stem.removesuffix("_fit") + f"_{args.space}",
+    names = _write_map_files(out["map"], args.format, Path(args.fit).stem.removesuffix("_fit") + f"_{args.space}",
                              Path(args.out))
-    clipped = float((abs(m[covered]) > 20).mean()) if covered.any() else 0.0
+    clipped, max_abs = formats.range_report(out["map"], out["mask"])
     print(f"{args.space}-space map, {args.size}^2, layout {head.layout.name}: max |d| "
-          f"{float(abs(m[covered]).max(initial=0.0)):.2f} units, {clipped:.2%} of texels beyond +-20")
+          f"{max_abs:.2f} units, {clipped:.2%} of texels beyond +-{formats.PNG_RANGE:g}")
     print("wrote " + ", ".join(str(Path(args.out) / n) for n in names))
     return 0
 

@@ -36,6 +36,10 @@ class Param:
     choices: tuple = ()
     group: str = ""
 
+    def __post_init__(self):
+        if self.type not in TYPES:
+            raise ValueError(f"parameter type {self.type!r}: one of {', '.join(TYPES)}")
+
     def check(self, name: str, value):
         """The value as the handler gets it; UserError naming the parameter otherwise."""
         raw = value

@@ -21,6 +21,14 @@ PNG_STEP = 2 * PNG_RANGE / 65536
 FORMATS = ("exr", "png16", "npy")
 
 
+def range_report(m: np.ndarray, covered: np.ndarray) -> tuple[float, float]:
+    """Of a map's covered texels: the fraction beyond the PNG range (+-PNG_RANGE units, clipped
+    in 16-bit PNGs) and the largest |value| in units."""
+    values = np.abs(np.asarray(m)[np.asarray(covered, bool)])
+    clipped = float((values > PNG_RANGE).mean()) if values.size else 0.0
+    return clipped, float(values.max(initial=0.0))
+
+
 def encode_png_codes(m: np.ndarray) -> np.ndarray:
     x = np.clip(np.asarray(m, np.float64), -PNG_RANGE, PNG_RANGE)
     return np.minimum(np.floor((x + PNG_RANGE) / (2 * PNG_RANGE) * 65536), 65535).astype(np.uint16)

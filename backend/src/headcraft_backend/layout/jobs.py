@@ -74,12 +74,11 @@ def bake_job(ctx, params, arrays):
     n = head.dense.num_vertices
     out = bake_displacement(ctx, head, size, vectors(arrays, "base", n), vectors(arrays, "displacement", n),
                             arrays.get("visibility"), space)
-    m, covered = out["map"], out["mask"].astype(bool)
     stem = params.get("name") or f"{head.model.data.name}_{head.layout.name}_{space}_{size}"
-    names = _encode(ctx, m, fmts, stem, out)
-    clipped = float((np.abs(m[covered]) > formats.PNG_RANGE).mean()) if covered.any() else 0.0
+    names = _encode(ctx, out["map"], fmts, stem, out)
+    clipped, max_abs = formats.range_report(out["map"], out["mask"])
     return {"size": size, "space": space, "layout": head.layout.name, "files": names,
-            "clipped_fraction": clipped, "max_abs_units": float(np.abs(m[covered]).max(initial=0.0))}, out
+            "clipped_fraction": clipped, "max_abs_units": max_abs}, out
 
 
 @job("map.apply", {**MODEL, **LAYOUT, "space": SPACE},
