@@ -288,13 +288,13 @@ def test_wrong_top_level_type(tmp_path, files2020):
 def test_obj_wrong_face_count(tmp_path, files2020):
     p = ff.write_head_template_obj(tmp_path / "head_template.obj", files2020.arrays, files2020.vt,
                                    files2020.ft, n_faces=9975)
-    _raises_naming(p, lambda: load_flame(files2020.model, files2020.masks, p), "9975 faces")
+    _raises_naming(p, lambda: load_flame(files2020.model, files2020.masks, p), "9975 triangles")
 
 
 def test_obj_wrong_vertices(tmp_path, files2020):
     p = ff.write_head_template_obj(tmp_path / "head_template.obj", files2020.arrays, files2020.vt,
                                    files2020.ft, bad_face=42)
-    _raises_naming(p, lambda: load_flame(files2020.model, files2020.masks, p), "face 42")
+    _raises_naming(p, lambda: load_flame(files2020.model, files2020.masks, p), "triangle 42")
 
 
 def test_obj_without_uvs_or_quads(tmp_path, files2020):

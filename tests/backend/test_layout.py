@@ -162,7 +162,7 @@ def test_seam_processing_joins_the_two_sides(dense_mesh, ops1024):
     """A map whose charts disagree (as a generated map may): after processing, both sides of
     every seam sample to nearly the same value."""
     v, f, uv = dense_mesh
-    chart = texels._chart_labels(f, uv)
+    chart = texels.chart_labels(f, uv)
     rng = np.random.default_rng(0)
     offset = rng.normal(0, 1, (chart.max() + 1, 3)).astype(np.float32)
     raster = ops1024.raster

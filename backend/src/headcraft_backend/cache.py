@@ -1,4 +1,5 @@
-"""Where the backend keeps what it derives once per head model (dense templates, UV layouts)."""
+"""Where the backend keeps what it derives once per head model (dense templates, built UV
+layouts: a cache, safe to delete) and what users make (saved and imported layouts: data)."""
 from __future__ import annotations
 
 import collections
@@ -24,6 +25,16 @@ def default_cache_dir() -> Path:
         return Path(os.environ["HEADCRAFT_CACHE"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "headcraft"
+
+
+def default_data_dir() -> Path:
+    """$HEADCRAFT_DATA, else $HEADCRAFT_CACHE (Blender's extension points that at its own user
+    folder), else $XDG_DATA_HOME/headcraft, else ~/.local/share/headcraft."""
+    for var in ("HEADCRAFT_DATA", "HEADCRAFT_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "headcraft"
 
 
 def hash_arrays(h: "hashlib._Hash", *arrays: tuple[np.ndarray, type]) -> None:

@@ -181,7 +181,7 @@ def _write_obj(path: Path, verts, faces, uv=None) -> None:
     if uv is None:
         parts.append(("f %d %d %d\n" * len(faces)) % tuple(faces.ravel()))
     else:
-        parts.append(("vt %.6f %.6f\n" * (3 * len(faces))) % tuple(np.asarray(uv, np.float64).ravel()))
+        parts.append(("vt %.9g %.9g\n" * (3 * len(faces))) % tuple(np.asarray(uv, np.float64).ravel()))
         corner = np.arange(1, 3 * len(faces) + 1).reshape(-1, 3)
         both = np.stack([faces, corner], -1).reshape(len(faces), 6)
         parts.append(("f %d/%d %d/%d %d/%d\n" * len(faces)) % tuple(both.ravel()))
@@ -199,14 +199,40 @@ def cmd_layout(args) -> int:
     stem = f"{data.name}_{layout.name}"
     _write_obj(out_dir / f"{stem}.obj", data.v_template, data.faces, layout.uv)
     (out_dir / f"{stem}_report.json").write_text(json.dumps(layout.report, indent=2))
+    _print_layout_report(data, layout)
+    print(f"available layouts: {', '.join(list_layouts(data))}\nwrote {out_dir / stem}.obj and _report.json")
+    return 0
+
+
+@_user_errors("import-layout")
+def cmd_import_layout(args) -> int:
+    from .head.registry import load_model_data
+    from .layout.store import LAYOUT_FORMATS, import_layout, list_layouts
+    path = Path(args.file)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in LAYOUT_FORMATS:
+        print(f"headcraft-backend import-layout: {path.name}: an .obj or .npy file, please", file=sys.stderr)
+        return 2
+    data = load_model_data(_model_params(args))
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        print(f"headcraft-backend import-layout: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    layout = import_layout(data, args.name or path.stem, content, fmt, str(path))
+    _print_layout_report(data, layout)
+    print(f"saved as layout {layout.name!r} of {data.name}; available: {', '.join(list_layouts(data))}")
+    return 0
+
+
+def _print_layout_report(data, layout) -> None:
     rep = layout.report
     print(f"layout {layout.name} of {data.name}: {rep.get('flipped', 0)} flipped triangles, "
-          f"{rep.get('coverage', 0):.0%} of the square covered")
+          f"{rep.get('overlap_texels_512', 0)} overlapping texels at 512^2, {rep.get('outside_unit_square', 0)} "
+          f"triangles outside the unit square, {rep.get('coverage', 0):.0%} of the square covered")
     for name, c in rep.get("charts", {}).items():
         print(f"  {name:12s} pieces {c['pieces']:2d}  area distortion {c['area_distortion']:.3f}  "
               f"angle distortion {c['angle_distortion']:.3f}  {c['mm_per_texel_1024']:.2f} mm/texel at 1024")
-    print(f"available layouts: {', '.join(list_layouts(data))}\nwrote {out_dir / stem}.obj and _report.json")
-    return 0
 
 
 def _fit_arrays(path: str) -> dict:
@@ -345,16 +371,32 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _generator_head(compute, args, G):
+    """The head a generator's maps go on: --layout, by default `headcraft` for our checkpoints and
+    `published` (the authors' layout, imported) for a published .ckpt; checked against G."""
+    from .errors import UserError
+    from .generate.checkpoint import PUBLISHED_LAYOUT
+    from .generate.sample import check_layout
+    from .layout.maps import mapped_head
+    published = str(args.checkpoint).endswith(".ckpt")
+    if published and args.model != "flame":
+        raise UserError("the published HeadCraft model is made for FLAME: add --model flame --flame-dir DIR")
+    layout = args.layout or (PUBLISHED_LAYOUT if published else "headcraft")
+    head = mapped_head(compute, _model_params(args), layout)
+    check_layout(head.model.data, head.layout, G)
+    return head
+
+
 @_user_errors("generate")
 def cmd_generate(args) -> int:
     import numpy as np
     from .generate.checkpoint import cached_generator
     from .generate.sample import sample_maps
     from .layout import formats
-    from .layout.maps import apply_map, dense_base, mapped_head
+    from .layout.maps import apply_map, dense_base
     compute = _compute(args.device)
     G, info = cached_generator(compute, args.checkpoint)
-    head = mapped_head(compute, _model_params(args), args.layout)
+    head = _generator_head(compute, args, G)
     base = dense_base(compute, head)
     out_dir = Path(args.out)
     for seed in args.seeds:
@@ -374,10 +416,10 @@ def cmd_interpolate(args) -> int:
     from .generate.checkpoint import cached_generator
     from .generate.sample import interpolate_maps
     from .layout import formats
-    from .layout.maps import apply_map, dense_base, mapped_head
+    from .layout.maps import apply_map, dense_base
     compute = _compute(args.device)
     G, _ = cached_generator(compute, args.checkpoint)
-    head = mapped_head(compute, _model_params(args), args.layout)
+    head = _generator_head(compute, args, G)
     base = dense_base(compute, head)
     maps = interpolate_maps(G, args.seeds[0], args.seeds[1], args.steps, args.psi, args.space)
     out_dir = Path(args.out)
@@ -412,7 +454,7 @@ def cmd_fit_latent(args) -> int:
     from .generate.fit_latent import L1_ONLY, LatentFitSettings, fit_latent
     from .generate.pca import PCAModel
     from .generate.perceptual import load_lpips
-    from .layout.maps import apply_map, dense_base, mapped_head
+    from .layout.maps import apply_map, dense_base
     m = _read_map(args.map, "fit-latent")
     if m is None:
         return 2
@@ -424,10 +466,10 @@ def cmd_fit_latent(args) -> int:
     if m.shape[0] != G.img_resolution or (mask is not None and mask.shape != m.shape[:2]):
         raise UserError(f"the map is {m.shape[0]}^2 (mask {None if mask is None else mask.shape}); this "
                         f"generator makes {G.img_resolution}^2 maps")
+    head = _generator_head(compute, args, G)
     settings = LatentFitSettings(steps_w=args.steps, steps_z=args.steps // 2, steps_noise=args.noise_steps)
     net, why = load_lpips()
     res = fit_latent(G, m, mask, settings, net, report=compute.progress)
-    head = mapped_head(compute, _model_params(args), args.layout)
     out = apply_map(compute, head, res.map, dense_base(compute, head))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -613,6 +655,13 @@ def main(argv=None) -> int:
     lay.add_argument("--layout", default="headcraft", help="headcraft, standard or a saved custom layout")
     lay.add_argument("--out", default="layout-output")
     lay.set_defaults(fn=cmd_layout)
+    il = sub.add_parser("import-layout", help="import a UV layout of the model's topology (an OBJ with per-corner "
+                        "UVs, e.g. the published HeadCraft layout, or a .npy of shape (F, 3, 2)) as a named layout")
+    il.add_argument("file")
+    _model_args(il)
+    il.add_argument("--name", default="", help="the layout's name (default: the file's stem); 'published' is the "
+                    "name a published .ckpt looks for")
+    il.set_defaults(fn=cmd_import_layout)
     b = sub.add_parser("bake", help="bake a fit's displacements (the _fit.npz of 'fit') into a map")
     b.add_argument("fit")
     _model_args(b)
@@ -649,7 +698,8 @@ def main(argv=None) -> int:
     g.add_argument("--mix-seed", type=int, default=None, help="style mixing: styles from --mix-from on")
     g.add_argument("--mix-from", type=int, default=None, help="default: half of the generator's layers")
     _model_args(g)
-    g.add_argument("--layout", default="headcraft", help="the layout the generator was trained on")
+    g.add_argument("--layout", default=None, help="the layout the generator was trained in (default: headcraft; "
+                   "for a published .ckpt, the imported authors' layout 'published')")
     g.add_argument("--device", default="auto")
     g.add_argument("--out", default="generated")
     g.set_defaults(fn=cmd_generate)
@@ -660,7 +710,7 @@ def main(argv=None) -> int:
     it.add_argument("--space", default="w", choices=("w", "z"))
     it.add_argument("--psi", type=float, default=0.7)
     _model_args(it)
-    it.add_argument("--layout", default="headcraft")
+    it.add_argument("--layout", default=None, help="as for generate")
     it.add_argument("--device", default="auto")
     it.add_argument("--out", default="interpolated")
     it.set_defaults(fn=cmd_interpolate)
@@ -693,7 +743,7 @@ def main(argv=None) -> int:
     fl.add_argument("--steps", type=int, default=1000)
     fl.add_argument("--noise-steps", type=int, default=0)
     _model_args(fl)
-    fl.add_argument("--layout", default="headcraft")
+    fl.add_argument("--layout", default=None, help="as for generate")
     fl.add_argument("--device", default="auto")
     fl.add_argument("--out", default="fitted-latent")
     fl.set_defaults(fn=cmd_fit_latent)

@@ -28,6 +28,7 @@ MAX_SCAN_VERTICES = 20_000_000         # a scan file or array, before any clean-
 MAX_SCAN_FACES = 20_000_000
 MAX_FACES_PER_VERTEX = 8               # a surface has about 2; more is not a scan
 MAX_FIT_VERTICES = 5_000_000           # what a fit works on: larger scans are decimated to it
+MAX_LAYOUT_FILE_BYTES = 256 << 20     # an imported layout (.obj or .npy); FLAME's OBJ is ~1 MB
 MAX_PICKLE_ELEMENTS = 100_000_000      # elements of one array a FLAME pickle may build
 MAX_CONFIG_BYTES = 1 << 20             # a generator's .json config
 GENERATOR_CONFIG_MAX = {"z_dim": 1 << 14, "w_dim": 1 << 14, "w_num_layers": 64,   # its "config" keys

@@ -30,6 +30,7 @@ from .networks import Generator, channels_at
 INERT_MODULES = ("omegaconf.", "pytorch_lightning.", "lightning.", "lightning_fabric.")
 FORMAT = "headcraft-stylegan2"
 PCA_FORMAT = "headcraft-pca"
+PUBLISHED_LAYOUT = "published"    # the name a published .ckpt's layout (the authors', imported) goes by
 CONFIG_KEYS = {FORMAT: {"format", "version", "config", "training"},      # what a .json may hold
                PCA_FORMAT: {"format", "version", "components", "size"}}
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.json"   # MODEL_CARD.md beside it

@@ -10,7 +10,7 @@ from ..layout.maps import apply_map, bake_displacement, check_map
 from .checkpoint import cached_generator
 from .networks import NOISE_MODES
 from .pca import PCAModel
-from .sample import interpolate_maps, sample_maps, transfer_hair
+from .sample import check_layout, interpolate_maps, sample_maps, transfer_hair
 
 
 HEAD = {**MODEL, **LAYOUT, **CHECKPOINT}
@@ -31,11 +31,12 @@ def sample_job(ctx, params, arrays):
     """A generated map (seed, psi in W, optional style mixing) applied to a head: the request's
     coarse head (current identity/expression) or the model's template."""
     G, info = cached_generator(ctx, params["checkpoint"])
+    head = request_head(ctx, params)
+    check_layout(head.model.data, head.layout, G)
     seed, psi = params["seed"], params["psi"]
     ctx.progress(0.2, "generate", f"seed {seed}, psi {psi}")
     m = sample_maps(G, [seed], psi, params["noise"], params.get("mix_seed"), params.get("mix_from"),
                     lowpass=params["lowpass"])[0]
-    head = request_head(ctx, params)
     out = apply_map(ctx, head, m, request_base(ctx, head, arrays), "object")
     out["map"] = m
     return {"seed": seed, "psi": psi, "layout": head.layout.name, "size": int(m.shape[0]),
@@ -56,8 +57,9 @@ def interpolate_job(ctx, params, arrays):
     G, info = cached_generator(ctx, params["checkpoint"])
     steps, space, psi = params["steps"], params["space"], params["psi"]
     seeds = (params["seed_a"], params["seed_b"])
-    maps = interpolate_maps(G, *seeds, steps, psi, space)
     head = request_head(ctx, params)
+    check_layout(head.model.data, head.layout, G)
+    maps = interpolate_maps(G, *seeds, steps, psi, space)
     base = request_base(ctx, head, arrays)
     out = {}
     for i, m in enumerate(maps):
@@ -89,6 +91,7 @@ def fit_latent_job(ctx, params, arrays):
     if isinstance(G, PCAModel):
         raise UserError("latent fitting needs a StyleGAN checkpoint")
     head = request_head(ctx, params)
+    check_layout(head.model.data, head.layout, G)
     if "base" in arrays and "displacement" in arrays:     # a detailed head: bake it at the generator's size
         n = head.dense.num_vertices
         baked = bake_displacement(ctx, head, G.img_resolution, vectors(arrays, "base", n),
@@ -129,17 +132,19 @@ def fit_latent_job(ctx, params, arrays):
 def transfer_hair_job(ctx, params, arrays):
     """The face of one head with the hair (scalp chart) of another: two maps (`face_map`,
     `hair_map`), or two seeds of a generator; applied to the request's head."""
+    head = request_head(ctx, params)
     if "face_map" in arrays and "hair_map" in arrays:
+        check_layout(head.model.data, head.layout)
         maps = [check_map(arrays[k], k) for k in ("face_map", "hair_map")]
     else:
         G, _ = cached_generator(ctx, params["checkpoint"])
+        check_layout(head.model.data, head.layout, G)
         seeds, psi = [params["face_seed"], params["hair_seed"]], params["psi"]
         maps = sample_maps(G, seeds, psi)
     try:
         m = transfer_hair(*maps)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    head = request_head(ctx, params)
     out = apply_map(ctx, head, m, request_base(ctx, head, arrays), "object")
     out["map"] = m
     return {"layout": head.layout.name}, out

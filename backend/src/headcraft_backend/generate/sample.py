@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..head.data import HeadModelData
+from ..layout.build import Layout
+from ..layout.store import halves
 from .networks import NOISE_MODES, Generator
 from .pca import PCAModel
 
@@ -81,6 +84,24 @@ def generate_maps(G: Generator, seeds, psi: float = 0.7, scalp_noise: str = "con
     six = synthesize(G, ws, scalp_noise)
     maps = [unpack(s) for s in six]
     return [face_lowpass(m) for m in maps] if lowpass else maps
+
+
+MIN_HALF = 0.75    # of the face's UV area in the left half, and of the rest's in the right half
+
+
+def check_layout(data: HeadModelData, layout: Layout, G: Generator | PCAModel | None = None) -> None:
+    """UserError unless generated maps fit the layout: a StyleGAN with 6 channels (face and
+    scalp halves), and a layout with the face in the left half and the scalp in the right."""
+    if isinstance(G, Generator) and G.img_channels != 6:
+        raise UserError(f"this generator makes {G.img_channels}-channel maps; HeadCraft generators make 6 "
+                        f"(the face half and the scalp half of a map)")
+    face, rest = halves(data, layout)
+    if min(face, rest) < MIN_HALF:
+        raise UserError(f"the layout {layout.name!r} of {data.name} has {face:.0%} of the face in the left half "
+                        f"and {rest:.0%} of the scalp in the right half; generated maps hold the face on the left "
+                        f"and the scalp on the right. Choose the layout the generator was trained in (headcraft "
+                        f"for our models; for the published model, the authors' layout imported with "
+                        f"Import Layout)")
 
 
 def check_psi(psi: float) -> float:

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from ..errors import HeadModelError
 from .data import JOINT_NAMES, REGION_NAMES, HeadModelData
 from .safe_pickle import load_pickle
+from .uv_obj import corner_uvs_from_obj
 
 __all__ = ["load_flame", "load_flame_masks", "load_uv_obj", "load_landmark_embedding",
            "detect_flame_version", "FLAME_NUM_SHAPE", "FLAME_LICENCE"]
@@ -115,80 +116,15 @@ def _parents_from_kintree(kintree, source) -> tuple[int, ...]:
 
 
 def load_uv_obj(uv_obj_path: str | Path, faces: np.ndarray) -> np.ndarray:
-    """Per-corner UVs (F, 3, 2) from an OBJ whose triangles are the model's `faces`, in order.
-
-    The OBJ's vertex indices must be those of `faces`; a face may list its corners in a rotated
-    order (same orientation), in which case its UVs are rotated to match `faces`.
-    """
+    """Per-corner UVs (F, 3, 2) from FLAME's head_template.obj (triangles in the model's order)."""
     path = Path(uv_obj_path)
-    source = str(path)
     if not path.is_file():
-        _fail(source, "file not found")
-    vt: list[tuple[float, float]] = []
-    fv: list[tuple[int, int, int]] = []
-    ft: list[tuple[int, int, int]] = []
-    n_v = 0
+        _fail(str(path), "file not found")
     try:
         with open(path, "r", encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                tag = parts[0]
-                if tag == "v":
-                    n_v += 1
-                elif tag == "vt":
-                    if len(parts) < 3:
-                        _fail(source, f"line {lineno}: 'vt' needs two coordinates")
-                    vt.append((float(parts[1]), float(parts[2])))
-                elif tag == "f":
-                    corners = parts[1:]
-                    if len(corners) != 3:
-                        _fail(source, f"line {lineno}: face with {len(corners)} corners; only "
-                                      "triangles are supported")
-                    vs, ts = [], []
-                    for c in corners:
-                        fields = c.split("/")
-                        if len(fields) < 2 or not fields[1]:
-                            _fail(source, f"line {lineno}: face corner '{c}' has no texture "
-                                          "coordinate (expected v/vt)")
-                        v, t = int(fields[0]), int(fields[1])
-                        vs.append(v - 1 if v > 0 else n_v + v)       # OBJ: 1-based or relative
-                        ts.append(t - 1 if t > 0 else len(vt) + t)
-                    fv.append(tuple(vs))
-                    ft.append(tuple(ts))
-    except HeadModelError:
-        raise
-    except (ValueError, OSError) as exc:
-        _fail(source, f"not a readable OBJ file ({exc})")
-    if not ft:
-        _fail(source, "no textured faces (f v/vt ...) found; not a FLAME head_template.obj")
-    F = len(faces)
-    if len(ft) != F:
-        _fail(source, f"{len(ft)} faces, but the FLAME model has {F}; this OBJ does not belong "
-                      "to the model")
-    uvs = np.asarray(vt, np.float64)
-    ft_a = np.asarray(ft, np.int64)
-    fv_a = np.asarray(fv, np.int64)
-    if uvs.size == 0 or ft_a.min() < 0 or ft_a.max() >= len(uvs):
-        _fail(source, "face texture indices point outside the 'vt' list")
-    faces = np.asarray(faces, np.int64)
-    # Match each OBJ face to the model face, allowing a cyclic rotation of its corners.
-    rotation = np.full(F, -1)
-    for r in range(3):
-        ok = (rotation < 0) & (np.roll(fv_a, -r, axis=1) == faces).all(axis=1)
-        rotation[ok] = r
-    bad = np.flatnonzero(rotation < 0)
-    if bad.size:
-        i = int(bad[0])
-        _fail(source, f"{bad.size} faces use other vertices than the FLAME model's faces (first: "
-                      f"face {i} is {tuple(fv_a[i] + 1)} (1-based), the model's is "
-                      f"{tuple(faces[i] + 1)}); this OBJ does not belong to the model")
-    ft_a = np.stack([np.roll(row, -r) for row, r in zip(ft_a, rotation)]) if rotation.any() else ft_a
-    uv = uvs[ft_a].astype(np.float32)
-    if not np.isfinite(uv).all():
-        _fail(source, "texture coordinates contain NaN or infinite values")
-    return uv
+            return corner_uvs_from_obj(fh, faces, str(path), "the FLAME model")
+    except OSError as exc:
+        _fail(str(path), f"not a readable OBJ file ({exc})")
 
 
 def load_flame_masks(masks_path: str | Path, num_vertices: int) -> dict[str, np.ndarray]:

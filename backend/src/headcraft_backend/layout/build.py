@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 
 from ..head.data import HeadModelData
+from .texels import rasterize
 
 # (chart, box (u0, v0, u1, v1)) in the unit square; small charts share the strip under the face
 FACE_BOX = (0.0, 0.22, 0.5, 1.0)
@@ -51,7 +52,7 @@ class Layout:
 def build_layout(data: HeadModelData) -> Layout:
     V = data.v_template.astype(np.float64)
     F = data.faces.astype(np.int64)
-    groups = _assign_groups(data, F)
+    groups = triangle_groups(data, F)
     uv = np.zeros((len(F), 3, 2))
     chart = np.zeros(len(F), np.int16)
     names: list[str] = []
@@ -73,7 +74,7 @@ def build_layout(data: HeadModelData) -> Layout:
 # ------------------------------------------------------------------------------------------------
 # Charts
 # ------------------------------------------------------------------------------------------------
-def _assign_groups(data: HeadModelData, F: np.ndarray) -> np.ndarray:
+def triangle_groups(data: HeadModelData, F: np.ndarray) -> np.ndarray:
     """Group of every triangle from its vertices' regions (first matching rule wins)."""
     n = data.num_vertices
 
@@ -350,14 +351,16 @@ def _pack(uv, pieces, box) -> None:
 # Quality figures
 # ------------------------------------------------------------------------------------------------
 def layout_report(V, F, uv, chart, names) -> dict:
-    """Flipped triangles, area and angle distortion per chart group, coverage of the square."""
+    """Flipped triangles, overlaps, triangles outside the unit square, area and angle distortion
+    per chart group, coverage of the square."""
     p = V[F]
     a3 = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
     e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
     a2 = 0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
     sig = _singular_values(p, uv)
     report = {"flipped": int((a2 <= 0).sum()), "coverage": float(np.abs(a2).sum()),
-              "outside_unit_square": int(((uv < 0) | (uv > 1)).any(-1).any(-1).sum()), "charts": {}}
+              "outside_unit_square": int(((uv < 0) | (uv > 1)).any(-1).any(-1).sum()),
+              "overlap_texels_512": int(rasterize(uv, 512, gutter=0.0).overlaps), "charts": {}}
     groups = sorted({n.split(".")[0] for n in names})
     for g in groups:
         sel = np.isin(chart, [i for i, n in enumerate(names) if n.split(".")[0] == g])

@@ -10,7 +10,7 @@ from ..limits import MAX_MAP_SIZE, MIN_MAP_SIZE
 from . import formats
 from .maps import apply_map, bake_displacement, convert_map, raster
 from .tangent import SPACES
-from .store import dense_uv, get_layout, list_layouts, save_custom_layout
+from .store import LAYOUT_FORMATS, dense_uv, get_layout, import_layout, list_layouts, save_custom_layout
 
 
 SIZE = Param("int", 1024, "texels a side", lo=MIN_MAP_SIZE, hi=MAX_MAP_SIZE)
@@ -55,6 +55,24 @@ def layout_save_job(ctx, params, arrays):
     if "uv" not in arrays:
         raise UserError("no UVs were sent (the 'uv' array is missing)")
     layout = save_custom_layout(model.data, str(params.get("name", "")), arrays["uv"])
+    return {"layout": layout.name, "layouts": list_layouts(model.data), "report": layout.report}, {}
+
+
+@job("layout.import", {**MODEL, "name": Param("str", "", "the layout's name"),
+                       "format": Param("str", "obj", "the file's format", choices=LAYOUT_FORMATS),
+                       "source": Param("str", "the layout file", "the file's name, for messages")},
+     arrays="`file (n,) |u1`: the file's bytes", result="fields `layout layouts report`",
+     notes="An OBJ of the model's triangles in order with per-corner UVs (`f v/vt`; the published HeadCraft "
+           "layout's format) or an (F,3,2) `.npy`, stored as a named layout. Refused: another topology (the "
+           "message names the first triangle that differs), a bad name (as `layout.save`), NaN UVs, a file "
+           "over 256 MB. The report counts flipped and overlapping triangles and UVs outside the unit square.")
+def layout_import_job(ctx, params, arrays):
+    model = get_model(ctx, params)
+    content = arrays.get("file")
+    if content is None or content.dtype != np.uint8 or content.ndim != 1:
+        raise UserError("no layout file was sent (the 'file' array of bytes is missing)")
+    layout = import_layout(model.data, str(params["name"]), content.tobytes(), params["format"],
+                           str(params["source"])[:200])
     return {"layout": layout.name, "layouts": list_layouts(model.data), "report": layout.report}, {}
 
 

@@ -180,7 +180,7 @@ def seam_edges(faces: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return sides[differ], pair[differ]
 
 
-def _chart_labels(faces: np.ndarray, uv: np.ndarray, twins=None) -> np.ndarray:
+def chart_labels(faces: np.ndarray, uv: np.ndarray, twins=None) -> np.ndarray:
     """Chart (UV island) of every triangle: triangles sharing an edge with equal UVs."""
     sides, pair = twins if twins is not None else _edge_twins(faces, uv)
     joined = np.abs(sides[:, 0] - sides[:, 1]).max((1, 2)) <= 1e-7
@@ -258,7 +258,7 @@ def _seam_correction(faces, uv, raster: Raster, size: int, nearest: np.ndarray):
     edges, pair = twins[0][seam], twins[1][seam]                 # (S, side, end, 2), (S, 2)
     if len(edges) == 0:
         return sp.csr_matrix((n, n)), np.zeros((0, 2, 2))
-    chart_of_face = _chart_labels(faces, uv, twins)
+    chart_of_face = chart_labels(faces, uv, twins)
     px = texel_coords(edges, size)                               # (S, 2, 2, 2)
     length = np.linalg.norm(px[:, :, 1] - px[:, :, 0], axis=-1).max(1)
     steps = np.maximum(np.ceil(length * 4).astype(np.int64), 1)  # a point every 1/4 texel
