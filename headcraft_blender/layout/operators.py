@@ -7,7 +7,10 @@ import numpy as np
 
 import bpy
 
+from bpy_extras.io_utils import ImportHelper
+
 from .. import polls, runtime
+from ..client.limits import MAX_LAYOUT_FILE_BYTES
 from ..head.operators import model_params
 from . import build
 
@@ -102,6 +105,57 @@ class HEADCRAFT_OT_save_layout(bpy.types.Operator):
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Save layout {self.name}", "layout.save", dict(model_params(build.model_of(head)), name=self.name),
             {"uv": uv}, apply))
+
+
+class HEADCRAFT_OT_import_layout(bpy.types.Operator, ImportHelper):
+    """Import a UV layout of the active head's model: an OBJ of its triangles with per-corner UVs (e.g. the
+published HeadCraft layout) or a .npy of shape (triangles, 3, 2)"""
+    bl_idname = "headcraft.import_layout"
+    bl_label = "Import Layout"
+    bl_options = runtime.JOB_OPTIONS
+
+    filter_glob: bpy.props.StringProperty(default="*.obj;*.npy", options={"HIDDEN"})
+    name: bpy.props.StringProperty(name="Name", default="",
+                                   description="Name of the imported layout (empty: the file's name; 'published' "
+                                               "is the one a published HeadCraft checkpoint uses)")
+
+    @classmethod
+    def poll(cls, context):
+        return polls.head_selected(cls, context)
+
+    def execute(self, context):
+        head = build.head_of(context.active_object)
+        path = Path(bpy.path.abspath(self.filepath))
+        fmt = path.suffix.lower().lstrip(".")
+        if fmt not in ("obj", "npy"):
+            self.report({"ERROR"}, f"{path.name}: choose an .obj or .npy layout file")
+            return {"CANCELLED"}
+        try:
+            if path.stat().st_size > MAX_LAYOUT_FILE_BYTES:
+                self.report({"ERROR"}, f"{path.name}: {path.stat().st_size / 1e6:.0f} MB; a layout file is at most "
+                                       f"{MAX_LAYOUT_FILE_BYTES / 1e6:.0f} MB")
+                return {"CANCELLED"}
+            content = np.fromfile(path, np.uint8)
+        except OSError as exc:
+            self.report({"ERROR"}, f"Cannot read {path.name}: {exc.strerror or exc}")
+            return {"CANCELLED"}
+        name = self.name.strip() or path.stem
+
+        def apply(result, arrays):
+            s = _settings(bpy.context)
+            s.map_layouts = ",".join(result["layouts"])
+            s.map_layout = result["layout"]
+            rep = result["report"]
+            bad = rep.get("flipped") or rep.get("overlap_texels_512") or rep.get("outside_unit_square")
+            runtime.notify(f"Imported layout {result['layout']}: {rep.get('flipped', 0)} flipped triangles, "
+                           f"{rep.get('overlap_texels_512', 0)} overlapping texels, "
+                           f"{rep.get('outside_unit_square', 0)} triangles outside the unit square",
+                           "WARNING" if bad else "INFO")
+
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Import layout {name}", "layout.import",
+            dict(model_params(build.model_of(head)), name=name, format=fmt, source=path.name),
+            {"file": content}, apply))
 
 
 class HEADCRAFT_OT_bake_map(bpy.types.Operator):
@@ -340,6 +394,6 @@ class HEADCRAFT_OT_convert_map(bpy.types.Operator):
             apply))
 
 
-CLASSES = (HEADCRAFT_OT_show_layout, HEADCRAFT_OT_convert_map, HEADCRAFT_OT_save_layout, HEADCRAFT_OT_bake_map,
-           HEADCRAFT_OT_bake_colour,
-           HEADCRAFT_OT_apply_map, HEADCRAFT_OT_add_displacement_material)
+CLASSES = (HEADCRAFT_OT_show_layout, HEADCRAFT_OT_convert_map, HEADCRAFT_OT_save_layout, HEADCRAFT_OT_import_layout,
+           HEADCRAFT_OT_bake_map, HEADCRAFT_OT_bake_colour, HEADCRAFT_OT_apply_map,
+           HEADCRAFT_OT_add_displacement_material)

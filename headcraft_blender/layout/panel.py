@@ -20,6 +20,7 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("headcraft.show_layout", icon="UV")
         row.operator("headcraft.save_layout", icon="FILE_TICK")
+        row.operator("headcraft.import_layout", icon="IMPORT")
 
         box = layout.box()
         box.label(text="Bake", icon="RENDER_STILL")

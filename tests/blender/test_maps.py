@@ -53,6 +53,34 @@ def test_show_and_save_layouts(blender, ext, tmp_path):
     assert {"HeadCraft standard", "HeadCraft half", "HeadCraft headcraft"} <= set(head.data.uv_layers.keys())
 
 
+def test_import_layout_from_obj_and_npy(blender, ext, tmp_path):
+    """Import Layout: the file's bytes go to the backend, the layout becomes the chosen one and
+    shows identical UVs; a file of another topology changes nothing and says why."""
+    bpy = blender
+    head = _add_head(bpy)
+    s = bpy.context.scene.headcraft
+    s.map_layout = "headcraft"
+    assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
+    uv = ext.layout.build.read_uv_map(head)
+    faces = np.array([p.vertices[:] for p in head.data.polygons]) + 1
+    corners = np.arange(1, 3 * len(faces) + 1).reshape(-1, 3)
+    obj = tmp_path / "authors layout.obj"
+    obj.write_text("".join(f"vt {u:.9g} {v:.9g}\n" for u, v in uv.reshape(-1, 2))
+                   + "".join(f"f {a}/{x} {b}/{y} {c}/{z}\n" for (a, b, c), (x, y, z) in zip(faces, corners)))
+    np.save(tmp_path / "mirrored.npy", np.stack([1 - uv[..., 0], uv[..., 1]], -1)[:, ::-1])
+    assert bpy.ops.headcraft.import_layout(filepath=str(obj), name="published") == {"FINISHED"}
+    assert s.map_layout == "published" and "published" in s.map_layouts.split(",")
+    assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
+    np.testing.assert_allclose(ext.layout.build.read_uv_map(head), uv, atol=1e-6)
+    assert bpy.ops.headcraft.import_layout(filepath=str(tmp_path / "mirrored.npy")) == {"FINISHED"}
+    assert s.map_layout == "mirrored"
+    (tmp_path / "other.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1/1 2/1 3/1\n")
+    before = s.map_layouts
+    with pytest.raises(RuntimeError, match="1 triangles"):
+        bpy.ops.headcraft.import_layout(filepath=str(tmp_path / "other.obj"))
+    assert s.map_layout == "mirrored" and s.map_layouts == before
+
+
 def test_apply_bake_and_material(blender, ext, tmp_path):
     bpy = blender
     head = _add_head(bpy)
