@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 import bpy
+from bpy_extras.io_utils import ImportHelper
 
 from .. import polls, runtime
 from ..head.operators import model_params
@@ -102,6 +103,36 @@ class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
             {"coarse_vertices": layout_build.shaped_vertices(head)}, apply))
 
 
+PUBLISHED_LAYOUT = "published"     # the backend's name for the authors' layout, once imported
+
+
+class HEADCRAFT_OT_use_published_model(bpy.types.Operator, ImportHelper):
+    """Use the published HeadCraft .ckpt (ema_*.pth beside it) with the imported layout 'published' on FLAME heads"""
+    bl_idname = "headcraft.use_published_model"
+    bl_label = "Published HeadCraft"
+    bl_options = {"REGISTER"}
+
+    filter_glob: bpy.props.StringProperty(default="*.ckpt", options={"HIDDEN"},
+                                         description="The files the browser shows")
+
+    def execute(self, context):
+        if not self.filepath.lower().endswith(".ckpt"):
+            self.report({"ERROR"}, "Choose the published HeadCraft checkpoint (a .ckpt file)")
+            return {"CANCELLED"}
+        s = context.scene.headcraft
+        s.gen_checkpoint, s.map_layout = self.filepath, PUBLISHED_LAYOUT
+        todo = []
+        head = layout_build.head_of(context.active_object)
+        if head is None or layout_build.model_of(head) != "FLAME":
+            todo.append("add a FLAME head (Add Head, Model: FLAME)")
+        if PUBLISHED_LAYOUT not in s.map_layouts.split(","):
+            todo.append("import the authors' layout with Import Layout (Layouts and Maps) under the name "
+                        f"'{PUBLISHED_LAYOUT}', if you have not yet")
+        msg = "Published HeadCraft set up" + (": now " + "; ".join(todo) if todo else "")
+        self.report({"WARNING"} if todo else {"INFO"}, msg)
+        return {"FINISHED"}
+
+
 def _checkpoint(s) -> str:
     return bpy.path.abspath(s.gen_checkpoint) if s.gen_checkpoint.startswith("//") else s.gen_checkpoint
 
@@ -161,4 +192,5 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
             _new_detailed(obj.name, obj.matrix_world.copy(), model.lower(), "Generated", "Generator fitted")))
 
 
-CLASSES = (HEADCRAFT_OT_generate, HEADCRAFT_OT_interpolate, HEADCRAFT_OT_transfer_hair, HEADCRAFT_OT_fit_generator)
+CLASSES = (HEADCRAFT_OT_generate, HEADCRAFT_OT_interpolate, HEADCRAFT_OT_transfer_hair, HEADCRAFT_OT_fit_generator,
+           HEADCRAFT_OT_use_published_model)

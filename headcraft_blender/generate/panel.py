@@ -12,9 +12,14 @@ class VIEW3D_PT_headcraft_generate(SidebarSubPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         s = context.scene.headcraft
-        layout.prop(s, "gen_checkpoint")
+        row = layout.row(align=True)
+        row.prop(s, "gen_checkpoint")
+        row.operator("headcraft.use_published_model", text="", icon="IMPORT")
         if not s.gen_checkpoint:
             layout.label(text="Empty: the backend's bundled demo model", icon="INFO")
+        elif s.gen_checkpoint.lower().endswith(".ckpt"):
+            layout.label(text=f"Published model: FLAME heads, layout '{s.map_layout.strip() or 'headcraft'}'",
+                         icon="INFO")
         col = layout.column(align=True)
         col.prop(s, "gen_seed")
         col.prop(s, "gen_psi")

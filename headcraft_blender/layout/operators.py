@@ -108,13 +108,13 @@ class HEADCRAFT_OT_save_layout(bpy.types.Operator):
 
 
 class HEADCRAFT_OT_import_layout(bpy.types.Operator, ImportHelper):
-    """Import a UV layout of the active head's model: an OBJ of its triangles with per-corner UVs (e.g. the
-published HeadCraft layout) or a .npy of shape (triangles, 3, 2)"""
+    """Import a UV layout of the head's model: an OBJ of its triangles with UVs, or a .npy (triangles x 3 x 2)"""
     bl_idname = "headcraft.import_layout"
     bl_label = "Import Layout"
     bl_options = runtime.JOB_OPTIONS
 
-    filter_glob: bpy.props.StringProperty(default="*.obj;*.npy", options={"HIDDEN"})
+    filter_glob: bpy.props.StringProperty(default="*.obj;*.npy", options={"HIDDEN"},
+                                         description="The files the browser shows")
     name: bpy.props.StringProperty(name="Name", default="",
                                    description="Name of the imported layout (empty: the file's name; 'published' "
                                                "is the one a published HeadCraft checkpoint uses)")

@@ -75,3 +75,22 @@ def test_transfer_hair_and_fit_generator_to_a_detailed_head(blender, ext, tmp_pa
     assert fitted.name == f"{hair.name} Generated" and fitted.get("headcraft_role") == "detailed"
     d = ext.layout.build.detailed_arrays(fitted)["displacement"]
     assert np.isfinite(d).all() and np.abs(d).max() > 0
+
+
+def test_published_setup_and_a_layout_the_generator_cannot_use(blender, ext, tmp_path):
+    """Published HeadCraft sets the checkpoint and the layout 'published' and says what is still
+    missing; generating in a layout whose halves do not hold face and scalp is refused unchanged."""
+    bpy = blender
+    assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
+    s = bpy.context.scene.headcraft
+    ckpt = tmp_path / "headcraft.ckpt"
+    ckpt.write_bytes(b"")
+    assert bpy.ops.headcraft.use_published_model(filepath=str(ckpt)) == {"FINISHED"}
+    assert s.gen_checkpoint == str(ckpt) and s.map_layout == "published"
+    with pytest.raises(RuntimeError, match="ckpt"):
+        bpy.ops.headcraft.use_published_model(filepath=str(tmp_path / "model.json"))
+    s.gen_checkpoint, s.map_layout = "", "standard"
+    before = sorted(o.name for o in bpy.data.objects)
+    with pytest.raises(RuntimeError, match="left half"):
+        bpy.ops.headcraft.generate()
+    assert sorted(o.name for o in bpy.data.objects) == before
