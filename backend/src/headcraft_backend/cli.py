@@ -413,6 +413,7 @@ def cmd_generate(args) -> int:
 
 @_user_errors("interpolate")
 def cmd_interpolate(args) -> int:
+    from .errors import UserError
     from .generate.checkpoint import cached_generator
     from .generate.sample import interpolate_maps
     from .layout import formats
@@ -421,14 +422,81 @@ def cmd_interpolate(args) -> int:
     G, _ = cached_generator(compute, args.checkpoint)
     head = _generator_head(compute, args, G)
     base = dense_base(compute, head)
-    maps = interpolate_maps(G, args.seeds[0], args.seeds[1], args.steps, args.psi, args.space)
+    if bool(args.from_map) != bool(args.to_map):
+        raise UserError("give both --from-map and --to-map (or neither, for two seeds)")
+    if args.from_map:
+        maps = _fitted_interpolation(compute, args, G)
+        what = f"from {Path(args.from_map).name} to {Path(args.to_map).name} (fitted styles, W+)"
+    else:
+        maps = interpolate_maps(G, args.seeds[0], args.seeds[1], args.steps, args.psi, args.space)
+        what = f"from seed {args.seeds[0]} to {args.seeds[1]} ({args.space})"
     out_dir = Path(args.out)
     for i, m in enumerate(maps):
         out = apply_map(compute, head, m, base)
         stem = f"step{i:03d}"
         formats.write(m, out_dir, stem, "exr")
         _write_obj(out_dir / f"{stem}.obj", out["final"], out["dense_faces"], out["dense_uv"])
-    print(f"{len(maps)} steps from seed {args.seeds[0]} to {args.seeds[1]} ({args.space}): wrote {out_dir}")
+    print(f"{len(maps)} steps {what}: wrote {out_dir}")
+    return 0
+
+
+def _fitted_styles_of(compute, args, G, path: str):
+    """A map file's styles: the map resampled to the generator's size, then fitted (cached)."""
+    from .errors import UserError
+    from .generate.fit_latent import LatentFitSettings
+    from .generate.fitted import fitted_styles, resized
+    from .generate.pca import PCAModel
+    from .generate.perceptual import load_lpips
+    if isinstance(G, PCAModel):
+        raise UserError("fitting a map to the generator needs a StyleGAN checkpoint, not the PCA baseline")
+    from .layout import formats
+    try:
+        m = formats.read(path)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    net, _ = load_lpips()
+    print(f"fitting {Path(path).name} to the generator ({args.fit_steps} steps)", flush=True)
+    return fitted_styles(compute, G, str(args.checkpoint), resized(m, G.img_resolution),
+                         LatentFitSettings(steps_w=args.fit_steps), net, compute.progress)
+
+
+def _fitted_interpolation(compute, args, G):
+    from .generate.fitted import styles_maps
+    a = _fitted_styles_of(compute, args, G, args.from_map)
+    b = _fitted_styles_of(compute, args, G, args.to_map)
+    return styles_maps(G, a.ws, b.ws, args.steps)
+
+
+@_user_errors("transfer-hair")
+def cmd_transfer_hair(args) -> int:
+    import numpy as np
+    from .generate.checkpoint import cached_generator
+    from .generate.fitted import hair_transfer_map, resized
+    from .generate.sample import check_layout
+    from .layout import formats
+    from .layout.maps import apply_map, dense_base, mapped_head
+    face, hair = _read_map(args.face_map, "transfer-hair"), _read_map(args.hair_map, "transfer-hair")
+    if face is None or hair is None:
+        return 2
+    compute = _compute(args.device)
+    if args.checkpoint:          # the paper's way: the driver's hair from its fitted styles
+        G, _ = cached_generator(compute, args.checkpoint)
+        head = _generator_head(compute, args, G)
+        hair = _fitted_styles_of(compute, args, G, args.hair_map).map
+    else:
+        head = mapped_head(compute, _model_params(args), args.layout)
+        check_layout(head.model.data, head.layout)
+    size = max(face.shape[0], hair.shape[0])
+    m = hair_transfer_map(resized(face, size), resized(hair, size))
+    coarse = _fit_arrays(args.fit)["coarse_vertices"] if args.fit else None
+    out = apply_map(compute, head, m, dense_base(compute, head, coarse))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    formats.write(m, out_dir, "transferred", "exr")
+    np.save(out_dir / "transferred.npy", m)
+    _write_obj(out_dir / "transferred.obj", out["final"], out["dense_faces"], out["dense_uv"])
+    print(f"face of {Path(args.face_map).name}, hair of {Path(args.hair_map).name}"
+          f"{' (fitted to the generator)' if args.checkpoint else ''}: wrote {out_dir}/transferred.exr, .npy, .obj")
     return 0
 
 
@@ -710,10 +778,26 @@ def main(argv=None) -> int:
     it.add_argument("--space", default="w", choices=("w", "z"))
     it.add_argument("--psi", type=float, default=0.7)
     _model_args(it)
+    it.add_argument("--from-map", default="", help="interpolate between two detailed heads instead of seeds: "
+                    "their object-space maps (EXR, PNG triplet or .npy), each fitted to the generator")
+    it.add_argument("--to-map", default="")
+    it.add_argument("--fit-steps", type=int, default=1000, help="latent-fit steps per map (the paper: 1000)")
     it.add_argument("--layout", default=None, help="as for generate")
     it.add_argument("--device", default="auto")
     it.add_argument("--out", default="interpolated")
     it.set_defaults(fn=cmd_interpolate)
+    th = sub.add_parser("transfer-hair", help="the face of one detailed head with the hair of another (their maps)")
+    th.add_argument("--face-map", required=True, help="the source head's object-space map")
+    th.add_argument("--hair-map", required=True, help="the driver head's object-space map")
+    th.add_argument("--checkpoint", default="", help="fit the driver's map to this generator first and take the "
+                    "hair from the fit (the paper's way); without it the driver's own map is used")
+    th.add_argument("--fit-steps", type=int, default=1000)
+    th.add_argument("--fit", default="", help="the source's _fit.npz: its fitted head (default: the template)")
+    _model_args(th)
+    th.add_argument("--layout", default=None, help="as for generate")
+    th.add_argument("--device", default="auto")
+    th.add_argument("--out", default="transferred")
+    th.set_defaults(fn=cmd_transfer_hair)
     pc = sub.add_parser("pca", help="fit the PCA baseline generator to a folder of baked maps")
     pc.add_argument("maps", help="folder of .exr, .npy or 16-bit PNG triplets (one size)")
     pc.add_argument("--components", type=int, default=32)

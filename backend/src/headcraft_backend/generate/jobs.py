@@ -8,9 +8,11 @@ from ..errors import UserError
 from ..handlers import CHECKPOINT, LAYOUT, MODEL, Param, job, request_base, request_head, request_map, vectors
 from ..layout.maps import apply_map, bake_displacement, check_map
 from .checkpoint import cached_generator
+from .fitted import HAIR_SOURCES, DetailedHead, fitted_styles, hair_transfer_map, head_map, interpolation_bases, \
+    resized, styles_maps
 from .networks import NOISE_MODES
 from .pca import PCAModel
-from .sample import check_layout, interpolate_maps, sample_maps, transfer_hair
+from .sample import check_layout, interpolate_maps, sample_maps
 
 
 HEAD = {**MODEL, **LAYOUT, **CHECKPOINT}
@@ -122,17 +124,96 @@ def fit_latent_job(ctx, params, arrays):
             "layout": head.layout.name}, out
 
 
-@job("generate.transfer_hair", {**HEAD, "face_seed": Param("int", 0), "hair_seed": Param("int", 1), "psi": PSI},
-     arrays="optional `face_map`, `hair_map (N,N,3)` (both, or neither: then the seeds are sampled); optional "
-            "`coarse_vertices (V,3)`",
+TRANSFER_SIZE = 1024      # texels a side of the maps a hair transfer between detailed heads goes through
+LPIPS = Param("bool", True, "latent fits with LPIPS (false: L1 only)")
+FIT_STEPS = Param("int", 1000, "steps of each head's latent fit (the paper: 1000)", lo=1, hi=100_000)
+
+
+def _detailed(head, arrays: dict, suffix: str) -> DetailedHead:
+    n = head.dense.num_vertices
+    return DetailedHead(vectors(arrays, f"base_{suffix}", n), vectors(arrays, f"displacement_{suffix}", n))
+
+
+def _stylegan(ctx, params, head):
+    G, info = cached_generator(ctx, params["checkpoint"])
+    if isinstance(G, PCAModel):
+        raise UserError("fitting a head to the generator needs a StyleGAN checkpoint, not the PCA baseline")
+    check_layout(head.model.data, head.layout, G)
+    return G, info
+
+
+def _fit_heads(ctx, params, head, G, info, heads: list[DetailedHead], start: float, span: float):
+    """Each head's map fitted to G (cached): [LatentFitResult], progress from start to start + span."""
+    from .fit_latent import LatentFitSettings
+    from .perceptual import load_lpips
+    net, _ = load_lpips() if params["lpips"] else (None, "")
+    settings = LatentFitSettings(steps_w=params["fit_steps"])
+    out = []
+    for i, d in enumerate(heads):
+        lo = start + span * i / len(heads)
+        report = lambda f, stage, msg, lo=lo, i=i: ctx.progress(  # noqa: E731
+            lo + span / len(heads) * min(f / 0.3, 1.0), stage, f"head {i + 1} of {len(heads)}: {msg}")
+        target = head_map(ctx, head, d, G.img_resolution)
+        out.append(fitted_styles(ctx, G, f"{info['source']}:{params['checkpoint']}", target, settings, net, report))
+    return out
+
+
+@job("generate.interpolate_heads", {**HEAD, "steps": Param("int", 8, lo=2, hi=256), "fit_steps": FIT_STEPS,
+                                    "lpips": LPIPS},
+     arrays="two detailed heads: `base_a`, `displacement_a`, `base_b`, `displacement_b` (Vd,3)",
+     result="fields `steps layout generator final_losses`; arrays `map_<i> (N,N,3)`, `base_<i>`, "
+            "`displacement_<i> (Vd,3)`, `ws_a`, `ws_b (1,num_ws,w_dim)`, and once `dense_faces dense_uv base`",
+     notes="Two detailed heads (e.g. fitted scans) each fitted to the generator (latent fitting of their "
+           "object-space maps at its size, cached while the backend runs), then the styles interpolated in W+ "
+           "and the identities blended (paper Fig. 11). Refused: a PCA checkpoint, heads of another dense size.")
+def interpolate_heads_job(ctx, params, arrays):
+    head = request_head(ctx, params)
+    G, info = _stylegan(ctx, params, head)
+    a, b = _detailed(head, arrays, "a"), _detailed(head, arrays, "b")
+    fits = _fit_heads(ctx, params, head, G, info, [a, b], 0.05, 0.75)
+    steps = params["steps"]
+    maps, bases = styles_maps(G, fits[0].ws, fits[1].ws, steps), interpolation_bases(a, b, steps)
+    out = {"ws_a": fits[0].ws.cpu().numpy(), "ws_b": fits[1].ws.cpu().numpy()}
+    for i, (m, base) in enumerate(zip(maps, bases)):
+        ctx.progress(0.8 + 0.15 * i / steps, "interpolate", f"step {i + 1} of {steps}")
+        applied = apply_map(ctx, head, m, base, "object")
+        out[f"map_{i}"], out[f"base_{i}"], out[f"displacement_{i}"] = m, base, applied["displacement"]
+    out.update({"dense_faces": applied["dense_faces"], "dense_uv": applied["dense_uv"], "base": bases[0]})
+    return {"steps": steps, "layout": head.layout.name, "generator": info["source"],
+            "final_losses": [f.loss_history[-1] if f.loss_history else None for f in fits]}, out
+
+
+@job("generate.transfer_hair", {**HEAD, "face_seed": Param("int", 0), "hair_seed": Param("int", 1), "psi": PSI,
+                                "hair_source": Param("str", "generator", "with detailed heads: the driver's hair "
+                                                     "from its latent fit (`generator`, the paper's) or its own "
+                                                     "displacements (`map`)", choices=HAIR_SOURCES),
+                                "fit_steps": FIT_STEPS, "lpips": LPIPS},
+     arrays="two detailed heads (`base_face`, `displacement_face`: the source; `base_hair`, `displacement_hair`: "
+            "the driver), or two maps `face_map`, `hair_map (N,N,3)`, or neither (then the seeds are sampled); "
+            "optional `coarse_vertices (V,3)` (seeds and maps only)",
      result="field `layout`; arrays `map (N,N,3)` (the face map's left half, the hair map's right half), head "
             "arrays",
-     notes="The face of one head with the hair (scalp chart) of another. Refused: maps of different sizes, not "
-           "finite square 3-channel, or outside 64-8192 texels a side.")
+     notes="The face of one head with the hair (scalp chart) of another. With detailed heads the result is on "
+           "the source's head: its own face, the driver's hair (sec. 4.4). Refused: maps of different sizes, not "
+           "finite square 3-channel, or outside 64-8192 texels a side; a PCA checkpoint for `generator`.")
 def transfer_hair_job(ctx, params, arrays):
-    """The face of one head with the hair (scalp chart) of another: two maps (`face_map`,
-    `hair_map`), or two seeds of a generator; applied to the request's head."""
+    """The face of one head with the hair (scalp chart) of another: two detailed heads, two maps
+    (`face_map`, `hair_map`), or two seeds of a generator."""
     head = request_head(ctx, params)
+    if "base_face" in arrays or "base_hair" in arrays:
+        source, driver = _detailed(head, arrays, "face"), _detailed(head, arrays, "hair")
+        size = TRANSFER_SIZE      # the source's face keeps its detail; a generator's hair is upsampled
+        if params["hair_source"] == "generator":
+            G, info = _stylegan(ctx, params, head)
+            size = max(size, G.img_resolution)
+            hair = resized(_fit_heads(ctx, params, head, G, info, [driver], 0.05, 0.7)[0].map, size)
+        else:
+            check_layout(head.model.data, head.layout)
+            hair = head_map(ctx, head, driver, size)
+        m = hair_transfer_map(head_map(ctx, head, source, size), hair)
+        out = apply_map(ctx, head, m, source.base, "object")
+        out["map"] = m
+        return {"layout": head.layout.name}, out
     if "face_map" in arrays and "hair_map" in arrays:
         check_layout(head.model.data, head.layout)
         maps = [check_map(arrays[k], k) for k in ("face_map", "hair_map")]
@@ -141,10 +222,7 @@ def transfer_hair_job(ctx, params, arrays):
         check_layout(head.model.data, head.layout, G)
         seeds, psi = [params["face_seed"], params["hair_seed"]], params["psi"]
         maps = sample_maps(G, seeds, psi)
-    try:
-        m = transfer_hair(*maps)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    m = hair_transfer_map(*maps)
     out = apply_map(ctx, head, m, request_base(ctx, head, arrays), "object")
     out["map"] = m
     return {"layout": head.layout.name}, out
