@@ -1,9 +1,9 @@
 """The Animate part of the HeadCraft sidebar."""
 import bpy
 
-from ..layout import build as layout_build
+from ..layout import objects as layout_objects
 from ..ui import SidebarSubPanel
-from . import build
+from . import objects
 
 
 class VIEW3D_PT_headcraft_animate(SidebarSubPanel, bpy.types.Panel):
@@ -14,14 +14,14 @@ class VIEW3D_PT_headcraft_animate(SidebarSubPanel, bpy.types.Panel):
         layout = self.layout
         s = context.scene.headcraft
         obj = context.active_object
-        head = layout_build.head_of(obj)
+        head = layout_objects.head_of(obj)
         layout.label(text="Low-res head: keyframe it, or import a performance", icon="ARMATURE_DATA")
         layout.operator("headcraft.import_performance", icon="IMPORT")
-        if head is None and layout_build.find_detailed(obj) is None:
+        if head is None and layout_objects.find_detailed(obj) is None:
             layout.label(text="Select a HeadCraft head or detailed head", icon="INFO")
         layout.separator()
-        detailed = layout_build.find_detailed(obj)
-        if detailed is not None and build.coarse_head(detailed) is None:
+        detailed = layout_objects.find_detailed(obj)
+        if detailed is not None and objects.coarse_head(detailed) is None:
             layout.label(text="This detailed head's low-res head is gone", icon="ERROR")
         layout.operator("headcraft.build_rig", icon="SHAPEKEY_DATA")
         row = layout.row(align=True)

@@ -13,7 +13,7 @@ import bpy
 from mathutils import Matrix, Vector
 
 from .. import runtime
-from ..head.build import ensure_collection
+from ..head.objects import ensure_collection
 
 RENDER_COLLECTION = "HeadCraft Render"
 PIVOT, CAMERA = "HeadCraft Turntable", "HeadCraft Camera"

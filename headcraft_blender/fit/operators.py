@@ -5,7 +5,7 @@ from .. import polls, runtime
 from ..client.presets import PAPER_WEIGHTS
 from ..head.operators import model_params
 from ..roles import Role, role_of
-from . import build
+from . import objects
 
 PRESET_ITEMS = [("PAPER", "Paper", "The paper's settings: 1000 + 1000 registration steps"),
                 ("PREVIEW", "Preview", "250 + 250 larger steps: a quick look")]
@@ -104,11 +104,11 @@ class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
 
     def execute(self, context):
         scan = chosen_scan(context)
-        arrays = build.scan_arrays(scan)
+        arrays = objects.scan_arrays(scan)
         name = scan.name
 
         def apply(result, out):
-            obj = build.create_landmarks(bpy.context, bpy.data.objects[name], out["landmark_ids"],
+            obj = objects.create_landmarks(bpy.context, bpy.data.objects[name], out["landmark_ids"],
                                          out["landmark_points"])
             runtime.notify(f"{len(out['landmark_ids'])} landmarks on {name} (edit them in Edit Mode, "
                            f"snapping to the scan), confidence {result['confidence']:.2f}")
@@ -126,7 +126,7 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
     def execute(self, context):
         s = context.scene.headcraft
         scan = chosen_scan(context)
-        arrays = build.scan_arrays(scan)
+        arrays = objects.scan_arrays(scan)
         if s.fit_landmarks == "HAND":
             lmk = landmarks_object(scan)
             if lmk is None:
@@ -134,7 +134,7 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
                                        f"first, or choose Automatic")
                 return {"CANCELLED"}
             try:
-                arrays.update(build.landmark_arrays(lmk))
+                arrays.update(objects.landmark_arrays(lmk))
             except ValueError as exc:
                 self.report({"ERROR"}, str(exc))
                 return {"CANCELLED"}
@@ -144,7 +144,7 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
         name = scan.name
 
         def apply(result, out):
-            head, detailed = build.create_fitted(bpy.context, result, out, bpy.data.objects[name])
+            head, detailed = objects.create_fitted(bpy.context, result, out, bpy.data.objects[name])
             face = result["report"].get("face", {})
             runtime.notify(f"Fitted {name}: face median {face.get('result_to_scan_median', float('nan')):.2f} mm, "
                            f"{len(detailed.data.vertices):,} detailed vertices"

@@ -7,7 +7,7 @@ import bpy
 
 from .. import polls, runtime
 from ..head.operators import model_params
-from ..layout import build as layout_build
+from ..layout import objects as layout_objects
 
 
 class _GeneratorOperator:
@@ -22,8 +22,8 @@ class _GeneratorOperator:
     def _start(self, context):
         """(settings, head, model, base params)."""
         s = context.scene.headcraft
-        head = layout_build.head_of(context.active_object)
-        model = layout_build.model_of(head)
+        head = layout_objects.head_of(context.active_object)
+        model = layout_objects.model_of(head)
         params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
                       psi=s.gen_psi)
         return s, head, model, params
@@ -41,7 +41,7 @@ class HEADCRAFT_OT_generate(_GeneratorOperator, bpy.types.Operator):
             params.update(mix_seed=s.gen_mix_seed, mix_from=s.gen_mix_from)
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Generate seed {s.gen_seed}", "generate.sample", params,
-            {"coarse_vertices": layout_build.shaped_vertices(head)},
+            {"coarse_vertices": layout_objects.shaped_vertices(head)},
             _new_detailed(head.name, head.matrix_world.copy(), model.lower(), f"Seed {s.gen_seed}", "Generated",
                           {"headcraft_seed": s.gen_seed, "headcraft_psi": s.gen_psi})))
 
@@ -54,7 +54,7 @@ def _interpolation_object(context, name, world, result, out, steps):
     # the basis is the bare head (no detail); each step's key adds its detail
     arrays = {"final": out["base"], "dense_faces": out["dense_faces"], "dense_uv": out["dense_uv"],
               "displacement": np.zeros_like(out["base"])}
-    obj = layout_build.detailed_from_reply(context, result, arrays, name, world, result.get("model", ""),
+    obj = layout_objects.detailed_from_reply(context, result, arrays, name, world, result.get("model", ""),
                                            result.get("head", ""))
     try:
         obj["headcraft_factor"] = 0.0
@@ -99,7 +99,7 @@ class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
 
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Interpolate {seeds[0]} -> {seeds[1]}", "generate.interpolate", params,
-            {"coarse_vertices": layout_build.shaped_vertices(head)}, apply))
+            {"coarse_vertices": layout_objects.shaped_vertices(head)}, apply))
 
 
 def _checkpoint(s) -> str:
@@ -109,12 +109,12 @@ def _checkpoint(s) -> str:
 def _new_detailed(head_name, world, model, suffix, note, props=None):
     """The apply callback shared by the generate operators: a detailed head from the reply."""
     def apply(result, out):
-        obj = layout_build.detailed_from_reply(bpy.context, result, out, f"{head_name} {suffix}", world, model,
+        obj = layout_objects.detailed_from_reply(bpy.context, result, out, f"{head_name} {suffix}", world, model,
                                                head_name)
         for k, v in (props or {}).items():
             obj[k] = v
         if "map" in out:
-            img = layout_build.map_image(f"{obj.name} map", out["map"])
+            img = layout_objects.map_image(f"{obj.name} map", out["map"])
             img["headcraft_space"], img["headcraft_layout"] = "object", result["layout"]
             bpy.context.scene.headcraft.map_image = img
         extra = "; ".join(result.get("notes", []))
@@ -131,7 +131,7 @@ class HEADCRAFT_OT_transfer_hair(_GeneratorOperator, bpy.types.Operator):
         s, head, model, params = self._start(context)
         params.update(face_seed=s.gen_seed, hair_seed=s.interp_seed_b)
         return runtime.submit_from_operator(self, runtime.UIJob(
-            "Transfer hair", "generate.transfer_hair", params, {"coarse_vertices": layout_build.shaped_vertices(head)},
+            "Transfer hair", "generate.transfer_hair", params, {"coarse_vertices": layout_objects.shaped_vertices(head)},
             _new_detailed(head.name, head.matrix_world.copy(), model.lower(),
                           f"Face {s.gen_seed} Hair {s.interp_seed_b}", "Hair transferred")))
 
@@ -147,13 +147,13 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
 
     def execute(self, context):
         s = context.scene.headcraft
-        obj = layout_build.find_detailed(context.active_object)
-        model = layout_build.model_of(obj)
-        arrays = layout_build.detailed_arrays(obj)
+        obj = layout_objects.find_detailed(context.active_object)
+        model = layout_objects.model_of(obj)
+        arrays = layout_objects.detailed_arrays(obj)
         # the fitted low-res head's shape: the detailed head's base is its dense rebuild
         head = bpy.data.objects.get(str(obj.get("headcraft_head", "")))
-        if head is not None and layout_build.head_of(head) is not None:
-            arrays["coarse_vertices"] = layout_build.shaped_vertices(head)
+        if head is not None and layout_objects.head_of(head) is not None:
+            arrays["coarse_vertices"] = layout_objects.shaped_vertices(head)
         params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
                       settings={"steps_w": s.fit_latent_steps, "steps_z": s.fit_latent_steps // 2})
         return runtime.submit_from_operator(self, runtime.UIJob(

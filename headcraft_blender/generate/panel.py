@@ -1,7 +1,7 @@
 """The Generate part of the HeadCraft sidebar."""
 import bpy
 
-from ..layout import build as layout_build
+from ..layout import objects as layout_objects
 from ..ui import SidebarSubPanel
 
 
@@ -25,7 +25,7 @@ class VIEW3D_PT_headcraft_generate(SidebarSubPanel, bpy.types.Panel):
         sub.active = s.gen_mix
         sub.prop(s, "gen_mix_seed")
         sub.prop(s, "gen_mix_from")
-        if layout_build.head_of(context.active_object) is None:
+        if layout_objects.head_of(context.active_object) is None:
             layout.label(text="Select a HeadCraft head (its identity is used)", icon="INFO")
         layout.operator("headcraft.generate", icon="SHADERFX")
         row = layout.row(align=True)

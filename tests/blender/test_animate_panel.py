@@ -26,7 +26,7 @@ def detailed(blender, ext, tmp_path):
 
 def evaluated(bpy, ext, obj):
     bpy.context.view_layer.update()
-    return ext.animate.build.evaluated_vertices(bpy.context, obj)
+    return ext.animate.objects.evaluated_vertices(bpy.context, obj)
 
 
 def test_rig_keys_follow_the_low_res_head(blender, ext, detailed):
@@ -80,7 +80,7 @@ def test_bake_writes_pc2_that_the_mesh_cache_plays_back(blender, ext, detailed):
     finally:
         ext.animate.operators.BAKE_CHUNK_BYTES = 96 << 20
     baked = bpy.context.scene.objects[f"{det.name} Baked"]
-    frames, start = ext.animate.build.read_pc2(baked["headcraft_cache"])
+    frames, start = ext.animate.objects.read_pc2(baked["headcraft_cache"])
     assert frames.shape == (5, len(det.data.vertices), 3) and start == 1.0
     scene = bpy.context.scene
     for i, f in enumerate(range(1, 6)):
@@ -96,14 +96,14 @@ def test_bake_writes_pc2_that_the_mesh_cache_plays_back(blender, ext, detailed):
     bpy.context.view_layer.objects.active = baked
     calls = draw(ext.animate.panel.VIEW3D_PT_headcraft_animate, bpy.context, real=object())
     assert ("label", f"Rig vs exact bake: {dev:.2f} mm max, {p99:.2f} mm p99") in calls
-    assert not list(ext.animate.build.cache_path(det).parent.glob("*.partial"))
+    assert not list(ext.animate.objects.cache_path(det).parent.glob("*.partial"))
 
 
 def test_bake_failure_leaves_nothing(blender, ext, detailed):
     bpy = blender
     head, det = detailed
     before = sorted(o.name for o in bpy.data.objects)
-    folder = ext.animate.build.cache_path(det).parent
+    folder = ext.animate.objects.cache_path(det).parent
 
     def listing():
         return sorted((f.name, f.stat().st_mtime_ns) for f in folder.glob("*")) if folder.exists() else []

@@ -150,7 +150,7 @@ def test_scan_colours_reach_the_request_from_a_texture_or_an_attribute(blender, 
     uv = np.array([[[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], [[0.1, 0.1], [0.9, 0.9], [0.1, 0.9]]], np.float32)
     obj = bpy.data.objects.new("Textured", ext.meshdata.new_mesh("Textured", verts, faces, uv))
     bpy.context.scene.collection.objects.link(obj)
-    assert "colors" not in ext.fit.build.scan_arrays(obj)
+    assert "colors" not in ext.fit.objects.scan_arrays(obj)
     tex = bpy.data.images.new("ScanTex", 4, 4)
     px = np.zeros((4, 4, 4), np.float32)
     px[..., 3] = 1
@@ -161,10 +161,10 @@ def test_scan_colours_reach_the_request_from_a_texture_or_an_attribute(blender, 
     mat.use_nodes = True
     mat.node_tree.nodes.new("ShaderNodeTexImage").image = tex
     obj.data.materials.append(mat)
-    colours = ext.fit.build.scan_arrays(obj)["colors"]
+    colours = ext.fit.objects.scan_arrays(obj)["colors"]
     np.testing.assert_allclose(colours[[0, 1]], [[1, 0, 0]] * 2, atol=1e-6)   # v = 0.1
     np.testing.assert_allclose(colours[[2, 3]], [[0, 0, 1]] * 2, atol=1e-6)   # v = 0.9
     col = obj.data.color_attributes.new("Col", "FLOAT_COLOR", "POINT")
     col.data.foreach_set("color_srgb", np.tile([0.2, 0.6, 0.4, 1.0], 4).astype(np.float32))
     obj.data.color_attributes.active_color = col
-    np.testing.assert_allclose(ext.fit.build.scan_arrays(obj)["colors"], [[0.2, 0.6, 0.4]] * 4, atol=1e-4)
+    np.testing.assert_allclose(ext.fit.objects.scan_arrays(obj)["colors"], [[0.2, 0.6, 0.4]] * 4, atol=1e-4)

@@ -14,14 +14,14 @@ def test_generate_with_the_demo_model_and_a_checkpoint(blender, ext, tmp_path):
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     demo = bpy.context.active_object
     assert demo.name == f"{head.name} Seed 2" and tuple(s.map_image.size) == (demo_model_resolution(),) * 2
-    assert np.abs(ext.layout.build.detailed_arrays(demo)["displacement"]).max() > 0
+    assert np.abs(ext.layout.objects.detailed_arrays(demo)["displacement"]).max() > 0
     bpy.context.view_layer.objects.active = head
     cfg = tiny_checkpoint(tmp_path / "tiny", seed=0)
     s.gen_checkpoint, s.gen_seed, s.gen_psi, s.map_layout = str(cfg), 5, 0.6, "headcraft"
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     obj = bpy.context.active_object
     assert obj.name == f"{head.name} Seed 5" and obj["headcraft_seed"] == 5
-    disp = ext.layout.build.detailed_arrays(obj)["displacement"]
+    disp = ext.layout.objects.detailed_arrays(obj)["displacement"]
     assert np.abs(disp).max() > 0 and np.isfinite(disp).all()
     assert s.map_image is not None and tuple(s.map_image.size) == (64, 64)
     bpy.context.view_layer.objects.active = head
@@ -73,5 +73,5 @@ def test_transfer_hair_and_fit_generator_to_a_detailed_head(blender, ext, tmp_pa
     assert bpy.ops.headcraft.fit_generator() == {"FINISHED"}          # on the detailed head just made
     fitted = bpy.context.active_object
     assert fitted.name == f"{hair.name} Generated" and fitted.get("headcraft_role") == "detailed"
-    d = ext.layout.build.detailed_arrays(fitted)["displacement"]
+    d = ext.layout.objects.detailed_arrays(fitted)["displacement"]
     assert np.isfinite(d).all() and np.abs(d).max() > 0

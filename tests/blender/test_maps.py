@@ -37,7 +37,7 @@ def test_show_and_save_layouts(blender, ext, tmp_path):
     assert bpy.ops.headcraft.show_layout(use_for_render=True) == {"FINISHED"}
     layer = head.data.uv_layers.active
     assert layer.name == "HeadCraft headcraft" and layer.active_render
-    uv = ext.layout.build.read_uv_map(head)
+    uv = ext.layout.objects.read_uv_map(head)
     face = uv[:, :, 0] < 0.5
     assert 0.2 < face.mean() < 0.8 and (uv >= 0).all() and (uv <= 1).all()
     assert "headcraft" in s.map_layouts and "standard" in s.map_layouts
@@ -49,7 +49,7 @@ def test_show_and_save_layouts(blender, ext, tmp_path):
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
     s.map_layout = "half"
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
-    np.testing.assert_allclose(ext.layout.build.read_uv_map(head), uv * 0.5, atol=1e-6)
+    np.testing.assert_allclose(ext.layout.objects.read_uv_map(head), uv * 0.5, atol=1e-6)
     assert {"HeadCraft standard", "HeadCraft half", "HeadCraft headcraft"} <= set(head.data.uv_layers.keys())
 
 
@@ -65,7 +65,7 @@ def test_apply_bake_and_material(blender, ext, tmp_path):
     detailed = bpy.context.active_object
     assert detailed.get("headcraft_role") == "detailed" and detailed.name == f"{head.name} Detailed"
     assert detailed.data.uv_layers[0].name == "HeadCraft headcraft"
-    disp = ext.layout.build.detailed_arrays(detailed)["displacement"] * 120     # HeadCraft units
+    disp = ext.layout.objects.detailed_arrays(detailed)["displacement"] * 120     # HeadCraft units
     assert np.abs(disp).max() > 0.05 and np.abs(disp).max() < 0.11
     # bake it back: the image holds the map where the layout has charts
     s.map_file = ""
@@ -74,7 +74,7 @@ def test_apply_bake_and_material(blender, ext, tmp_path):
     assert bpy.ops.headcraft.bake_map() == {"FINISHED"}
     img = s.map_image
     assert img is not None and img.colorspace_settings.name == "Non-Color" and tuple(img.size) == (512, 512)
-    got = ext.layout.build.image_map(img)
+    got = ext.layout.objects.image_map(img)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(written) == 4 and any(n.endswith(".exr") for n in written)
     from_file = formats.read(tmp_path / "out" / next(n for n in written if n.endswith(".exr")))
@@ -89,7 +89,7 @@ def test_apply_bake_and_material(blender, ext, tmp_path):
     assert bpy.ops.headcraft.convert_map() == {"FINISHED"}
     conv = s.map_image
     assert conv.name == f"{img.name} -> standard" and conv["headcraft_layout"] == "standard"
-    assert ext.layout.build.image_map(conv).any()
+    assert ext.layout.objects.image_map(conv).any()
     s.map_image = img
     # a Cycles material on the low-res head that displaces it by the map
     bpy.context.view_layer.objects.active = head
@@ -195,7 +195,7 @@ def test_displacement_material_moves_the_render(blender, ext):
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
     m = np.zeros((128, 128, 3), np.float32)
     m[..., 1] = 6.0
-    img = ext.layout.build.map_image("Lift", m)
+    img = ext.layout.objects.map_image("Lift", m)
     img["headcraft_space"], img["headcraft_layout"] = "object", "headcraft"
     sc = bpy.context.scene
     sc.headcraft.map_image = img
