@@ -14,7 +14,7 @@ def draw_add_head(self, context):
     """Add > Mesh: a head with the sidebar's Head settings (the redo panel changes them)."""
     self.layout.separator()
     op = self.layout.operator("headcraft.add_head", text="HeadCraft Head", icon="USER")
-    s = getattr(context.scene, "headcraft", None)
+    s = getattr(getattr(context.scene, "headcraft", None), "head", None)
     if s is not None:
         op.model, op.num_shape, op.num_expr = s.model, s.num_shape, s.num_expr
         op.randomize_identity, op.randomize_expression = s.random_identity, s.random_expression

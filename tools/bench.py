@@ -149,7 +149,7 @@ def _bench_detailed_head():
                 m.weight.mul_(0.15)
     _, cfg = checkpoint.save(G, Path(tempfile.mkdtemp()) / "bench")
     s = bpy.context.scene.headcraft
-    s.gen_checkpoint, s.gen_seed, s.map_layout = str(cfg), 1, "headcraft"
+    s.generate.checkpoint, s.generate.seed, s.layout.uv_layout = str(cfg), 1, "headcraft"
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     return head, bpy.context.active_object
 
@@ -185,7 +185,7 @@ def bench_animate() -> None:
         jaw.keyframe_insert("rotation_euler", frame=f)
         neck.keyframe_insert("rotation_euler", frame=f)
     scene.frame_start, scene.frame_end = 1, frames
-    scene.headcraft.anim_scene_range = True
+    scene.headcraft.animate.scene_range = True
     # the exact bake before the rig exists (with a rig, its deviation is measured on top)
     t = time.perf_counter()
     assert bpy.ops.headcraft.bake_animation() == {"FINISHED"}

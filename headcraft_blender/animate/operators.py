@@ -9,9 +9,9 @@ import bpy
 from bpy_extras.io_utils import ImportHelper
 
 from .. import polls, runtime
-from ..head.operators import model_params
 from ..layout import objects as layout_objects
 from ..meshdata import model_to_blender
+from ..models import model_params
 from . import objects, render
 from .performance import PerformanceError, read
 
@@ -147,9 +147,8 @@ class HEADCRAFT_OT_bake_animation(_DetailedOperator, bpy.types.Operator):
 
     def execute(self, context):
         detailed, head = _detailed_with_head(context)
-        s, scene = context.scene.headcraft, context.scene
-        start, end = (scene.frame_start, scene.frame_end) if s.anim_scene_range else (s.anim_frame_start,
-                                                                                      s.anim_frame_end)
+        s, scene = context.scene.headcraft.animate, context.scene
+        start, end = (scene.frame_start, scene.frame_end) if s.scene_range else (s.frame_start, s.frame_end)
         if end < start:
             self.report({"ERROR"}, f"The frame range {start}-{end} is empty")
             return {"CANCELLED"}
@@ -224,9 +223,8 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
                 "ANIMATION": "Render the animation frame range and its contact sheet"}[properties.mode]
 
     def _start(self, context) -> bool:
-        s, scene = context.scene.headcraft, context.scene
-        start, end = (scene.frame_start, scene.frame_end) if s.anim_scene_range else (s.anim_frame_start,
-                                                                                      s.anim_frame_end)
+        s, scene = context.scene.headcraft.animate, context.scene
+        start, end = (scene.frame_start, scene.frame_end) if s.scene_range else (s.frame_start, s.frame_end)
         if end < start:
             self.report({"ERROR"}, f"The frame range {start}-{end} is empty")
             return False

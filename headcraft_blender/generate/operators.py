@@ -6,7 +6,7 @@ import numpy as np
 import bpy
 
 from .. import polls, runtime
-from ..head.operators import model_params
+from ..models import model_params
 from ..layout import objects as layout_objects
 
 
@@ -21,11 +21,10 @@ class _GeneratorOperator:
 
     def _start(self, context):
         """(settings, head, model, base params)."""
-        s = context.scene.headcraft
+        s = context.scene.headcraft.generate
         head = layout_objects.head_of(context.active_object)
         model = layout_objects.model_of(head)
-        params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
-                      psi=s.gen_psi)
+        params = dict(model_params(model), layout=_layout(context), checkpoint=_checkpoint(s), psi=s.psi)
         return s, head, model, params
 
 
@@ -36,14 +35,14 @@ class HEADCRAFT_OT_generate(_GeneratorOperator, bpy.types.Operator):
 
     def execute(self, context):
         s, head, model, params = self._start(context)
-        params.update(seed=s.gen_seed, noise=s.gen_noise.lower())
-        if s.gen_mix:
-            params.update(mix_seed=s.gen_mix_seed, mix_from=s.gen_mix_from)
+        params.update(seed=s.seed, noise=s.noise.lower())
+        if s.mix:
+            params.update(mix_seed=s.mix_seed, mix_from=s.mix_from)
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Generate seed {s.gen_seed}", "generate.sample", params,
+            f"Generate seed {s.seed}", "generate.sample", params,
             {"coarse_vertices": layout_objects.shaped_vertices(head)},
-            _new_detailed(head.name, head.matrix_world.copy(), model.lower(), f"Seed {s.gen_seed}", "Generated",
-                          {"headcraft_seed": s.gen_seed, "headcraft_psi": s.gen_psi})))
+            _new_detailed(head.name, head.matrix_world.copy(), model.lower(), f"Seed {s.seed}", "Generated",
+                          {"headcraft_seed": s.seed, "headcraft_psi": s.psi})))
 
 
 def _interpolation_object(context, name, world, result, out, steps):
@@ -88,8 +87,8 @@ class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
 
     def execute(self, context):
         s, head, model, params = self._start(context)
-        name, world, steps = head.name, head.matrix_world.copy(), s.interp_steps
-        seeds = (s.gen_seed, s.interp_seed_b)
+        name, world, steps = head.name, head.matrix_world.copy(), s.interpolate_steps
+        seeds = (s.seed, s.to_seed)
         params.update(seed_a=seeds[0], seed_b=seeds[1], steps=steps, space="w")
 
         def apply(result, out):
@@ -102,8 +101,13 @@ class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
             {"coarse_vertices": layout_objects.shaped_vertices(head)}, apply))
 
 
+def _layout(context) -> str:
+    """The Layouts and Maps panel's layout: the one maps are generated in."""
+    return context.scene.headcraft.layout.uv_layout.strip() or "headcraft"
+
+
 def _checkpoint(s) -> str:
-    return bpy.path.abspath(s.gen_checkpoint) if s.gen_checkpoint.startswith("//") else s.gen_checkpoint
+    return bpy.path.abspath(s.checkpoint) if s.checkpoint.startswith("//") else s.checkpoint
 
 
 def _new_detailed(head_name, world, model, suffix, note, props=None):
@@ -116,7 +120,7 @@ def _new_detailed(head_name, world, model, suffix, note, props=None):
         if "map" in out:
             img = layout_objects.map_image(f"{obj.name} map", out["map"])
             img["headcraft_space"], img["headcraft_layout"] = "object", result["layout"]
-            bpy.context.scene.headcraft.map_image = img
+            bpy.context.scene.headcraft.layout.map_image = img
         extra = "; ".join(result.get("notes", []))
         runtime.notify(f"{note}: {obj.name}" + (f" ({extra})" if extra else ""))
     return apply
@@ -129,11 +133,11 @@ class HEADCRAFT_OT_transfer_hair(_GeneratorOperator, bpy.types.Operator):
 
     def execute(self, context):
         s, head, model, params = self._start(context)
-        params.update(face_seed=s.gen_seed, hair_seed=s.interp_seed_b)
+        params.update(face_seed=s.seed, hair_seed=s.to_seed)
         return runtime.submit_from_operator(self, runtime.UIJob(
             "Transfer hair", "generate.transfer_hair", params, {"coarse_vertices": layout_objects.shaped_vertices(head)},
             _new_detailed(head.name, head.matrix_world.copy(), model.lower(),
-                          f"Face {s.gen_seed} Hair {s.interp_seed_b}", "Hair transferred")))
+                          f"Face {s.seed} Hair {s.to_seed}", "Hair transferred")))
 
 
 class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
@@ -146,7 +150,7 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
         return polls.detailed_selected(cls, context)
 
     def execute(self, context):
-        s = context.scene.headcraft
+        s = context.scene.headcraft.generate
         obj = layout_objects.find_detailed(context.active_object)
         model = layout_objects.model_of(obj)
         arrays = layout_objects.detailed_arrays(obj)
@@ -154,8 +158,8 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
         head = bpy.data.objects.get(str(obj.get("headcraft_head", "")))
         if head is not None and layout_objects.head_of(head) is not None:
             arrays["coarse_vertices"] = layout_objects.shaped_vertices(head)
-        params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
-                      settings={"steps_w": s.fit_latent_steps, "steps_z": s.fit_latent_steps // 2})
+        params = dict(model_params(model), layout=_layout(context), checkpoint=_checkpoint(s),
+                      settings={"steps_w": s.fit_steps, "steps_z": s.fit_steps // 2})
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Fit generator to {obj.name}", "generate.fit_latent", params, arrays,
             _new_detailed(obj.name, obj.matrix_world.copy(), model.lower(), "Generated", "Generator fitted")))

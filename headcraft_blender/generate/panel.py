@@ -11,31 +11,31 @@ class VIEW3D_PT_headcraft_generate(SidebarSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        s = context.scene.headcraft
-        layout.prop(s, "gen_checkpoint")
-        if not s.gen_checkpoint:
+        s = context.scene.headcraft.generate
+        layout.prop(s, "checkpoint")
+        if not s.checkpoint:
             layout.label(text="Empty: the backend's bundled demo model", icon="INFO")
         col = layout.column(align=True)
-        col.prop(s, "gen_seed")
-        col.prop(s, "gen_psi")
-        col.prop(s, "gen_noise")
+        col.prop(s, "seed")
+        col.prop(s, "psi")
+        col.prop(s, "noise")
         row = layout.row(align=True)
-        row.prop(s, "gen_mix")
+        row.prop(s, "mix")
         sub = row.row(align=True)
-        sub.active = s.gen_mix
-        sub.prop(s, "gen_mix_seed")
-        sub.prop(s, "gen_mix_from")
+        sub.active = s.mix
+        sub.prop(s, "mix_seed")
+        sub.prop(s, "mix_from")
         if layout_objects.head_of(context.active_object) is None:
             layout.label(text="Select a HeadCraft head (its identity is used)", icon="INFO")
         layout.operator("headcraft.generate", icon="SHADERFX")
         row = layout.row(align=True)
-        row.prop(s, "interp_seed_b")
-        row.prop(s, "interp_steps")
+        row.prop(s, "to_seed")
+        row.prop(s, "interpolate_steps")
         row = layout.row(align=True)
         row.operator("headcraft.interpolate", icon="IPO_LINEAR")
         row.operator("headcraft.transfer_hair", icon="OUTLINER_DATA_CURVES")
         row = layout.row(align=True)
-        row.prop(s, "fit_latent_steps")
+        row.prop(s, "fit_steps")
         row.operator("headcraft.fit_generator", icon="VIEWZOOM")
         obj = context.active_object
         if obj is not None and "headcraft_factor" in obj:

