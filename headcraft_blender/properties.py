@@ -1,8 +1,10 @@
 """The scene's HeadCraft settings: scene.headcraft holds one group per capability
 (scene.headcraft.head, .fit, .layout, .generate, .animate), each defined in the capability's
-properties.py."""
+properties.py. Files saved with the earlier flat settings are moved into the groups when they
+load (old_settings.py)."""
 import bpy
 
+from . import old_settings
 from .animate import properties as animate
 from .fit import properties as fit
 from .generate import properties as generate
@@ -29,7 +31,11 @@ CLASSES = (*head.CLASSES, *fit.CLASSES, *layout.CLASSES, *generate.CLASSES, *ani
 
 def register():
     bpy.types.Scene.headcraft = bpy.props.PointerProperty(type=HeadCraftSettings)
+    bpy.app.handlers.load_post.append(old_settings.on_load)
+    old_settings.migrate_all()          # the file open while the extension is enabled
 
 
 def unregister():
+    if old_settings.on_load in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(old_settings.on_load)
     del bpy.types.Scene.headcraft

@@ -135,3 +135,97 @@ def test_each_test_starts_from_a_factory_fresh_file(blender, ext, fresh_start):
     prefs = bpy.context.preferences.addons[ext.__name__].preferences
     assert (prefs.python_path, prefs.flame_model_path) == (python, flame)
     assert not ext.runtime.STATE.messages
+
+
+# Settings as a file saved before the per-capability groups holds them (flat names; an enum as
+# its item's index in the old order), and where each must arrive.
+OLD_FLAT = {"model": 1, "num_shape": 12, "random_identity": False, "fit_preset": 1, "fit_landmarks": 1,
+            "fit_partial": 2, "fit_units": 9, "fit_steps": 300, "fit_custom_weights": True, "fit_w1_edge": 2.5,
+            "fit_wc_jaw_side": 0.25, "map_layout": "standard", "map_layouts": "headcraft,standard",
+            "map_size": 3, "map_space": 1, "map_storage": 1, "map_exr": False, "map_png16": 1,
+            "gen_checkpoint": "//gen.json", "gen_seed": 42, "gen_psi": 0.5, "gen_noise": 1, "gen_mix_from": 4,
+            "interp_seed_b": 7, "interp_steps": 5, "fit_latent_steps": 200, "anim_scene_range": False,
+            "anim_frame_end": 90, "render_engine": 2, "render_resolution": [640, 480], "render_contact_count": 6,
+            "render_folder": "//frames/"}
+NEW_VALUES = {("head", "model"): "FLAME", ("head", "num_shape"): 12, ("head", "random_identity"): False,
+              ("fit", "preset"): "PREVIEW", ("fit", "landmarks"): "HAND", ("fit", "scan_kind"): "SPARSE",
+              ("fit", "units"): "AUTO",      # index 9 is past the old items: dropped, the default stays
+              ("fit", "steps"): 300, ("fit", "custom_weights"): True, ("fit", "stage1_edge"): 2.5,
+              ("fit", "coarse_jaw_side"): 0.25, ("layout", "uv_layout"): "standard",
+              ("layout", "known_layouts"): "headcraft,standard", ("layout", "size"): "2048",
+              ("layout", "space"): "TANGENT", ("layout", "storage"): "FILE", ("layout", "exr"): False,
+              ("layout", "png16"): True, ("generate", "checkpoint"): "//gen.json", ("generate", "seed"): 42,
+              ("generate", "psi"): 0.5, ("generate", "noise"): "RANDOM", ("generate", "mix_from"): 4,
+              ("generate", "to_seed"): 7, ("generate", "interpolate_steps"): 5, ("generate", "fit_steps"): 200,
+              ("animate", "scene_range"): False, ("animate", "frame_end"): 90, ("animate", "engine"): "WORKBENCH",
+              ("animate", "resolution"): (640, 480), ("animate", "sheet_frames"): 6,
+              ("animate", "output_folder"): "//frames/"}
+
+
+def _settings(scene):
+    return {(g, n): tuple(getattr(getattr(scene.headcraft, g), n)) if n == "resolution"
+            else getattr(getattr(scene.headcraft, g), n) for g, n in NEW_VALUES}
+
+
+def test_files_with_the_old_flat_settings_keep_them(blender, ext, tmp_path):
+    """A .blend saved by the version with one flat settings group: on loading, every value
+    moves into its capability's group and the old names are deleted."""
+    bpy = blender
+    scene = bpy.context.scene
+    scan = bpy.data.objects.new("Old Scan", bpy.data.meshes.new("Old Scan"))
+    scene.collection.objects.link(scan)
+    img = bpy.data.images.new("Old Map", 8, 8, float_buffer=True)
+    img.use_fake_user = True
+    old = scene.headcraft               # the registered group keeps unknown names as ID properties
+    for name, value in {**OLD_FLAT, "fit_scan": scan, "map_image": img}.items():
+        old[name] = value
+    assert old["fit_preset"] == 1 and old["fit_scan"] == scan and old.fit.preset == "PAPER"
+    blender5 = hasattr(scene, "bl_system_properties_get")
+    if blender5:     # Blender 5 keeps a copy of an older file's add-on data among the custom properties
+        scene["headcraft"] = {"gen_seed": 3, "map_size": 0}
+    path = tmp_path / "old.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.read_homefile(use_factory_startup=True, use_empty=True)
+
+    bpy.ops.wm.open_mainfile(filepath=str(path))          # load_post moves them
+    scene = bpy.context.scene
+    got = _settings(scene)
+    for key, want in NEW_VALUES.items():
+        assert got[key] == (pytest.approx(want) if isinstance(want, float) else want), key
+    assert scene.headcraft.fit.scan.name == "Old Scan" and scene.headcraft.layout.map_image.name == "Old Map"
+    assert not set(ext.old_settings.RENAMED) & set(scene.headcraft.keys()), "old names left behind"
+    if blender5:
+        assert "headcraft" not in scene.keys()            # the copy held only old names: gone
+    # saved again, nothing comes back
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    assert _settings(bpy.context.scene) == got
+    assert not set(ext.old_settings.RENAMED) & set(bpy.context.scene.headcraft.keys())
+
+
+def test_the_open_file_is_migrated_when_the_extension_is_enabled(blender, ext):
+    """register() runs the same move for the file already open (as enabling the extension does)."""
+    bpy = blender
+    scene = bpy.context.scene
+    scene.headcraft["gen_seed"], scene.headcraft["map_space"] = 11, 1
+    assert ext.old_settings.migrate(scene) == ["gen_seed", "map_space"]
+    assert (scene.headcraft.generate.seed, scene.headcraft.layout.space) == (11, "TANGENT")
+    assert "gen_seed" not in scene.headcraft.keys() and ext.old_settings.migrate(scene) == []
+    assert ext.old_settings.on_load in bpy.app.handlers.load_post
+
+
+def test_every_old_name_has_a_place(blender, ext):
+    """Each old flat name maps to a registered setting (enum items included), and every
+    setting the groups hold had an old name: nothing of an old file is lost."""
+    groups = blender.context.scene.headcraft
+    old = ext.old_settings
+    targets = set(old.RENAMED.values())
+    for name, (group, new) in old.RENAMED.items():
+        rna = getattr(groups, group).bl_rna.properties
+        assert new in rna, name
+        if name in old.OLD_ENUM_ITEMS:
+            assert set(old.OLD_ENUM_ITEMS[name]) <= set(rna[new].enum_items.keys()), name
+    for group in ("head", "fit", "layout", "generate", "animate"):
+        for prop in getattr(groups, group).bl_rna.properties:
+            if prop.identifier not in ("rna_type", "name"):
+                assert (group, prop.identifier) in targets, (group, prop.identifier)
