@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from .head import build as head_build
-from .layout import build as layout_build
+from .head import objects as head_objects
+from .layout import objects as layout_objects
 
 _KEYMAP_ITEMS: list[tuple[bpy.types.KeyMap, bpy.types.KeyMapItem]] = []
 
@@ -14,7 +14,7 @@ def draw_add_head(self, context):
     """Add > Mesh: a head with the sidebar's Head settings (the redo panel changes them)."""
     self.layout.separator()
     op = self.layout.operator("headcraft.add_head", text="HeadCraft Head", icon="USER")
-    s = getattr(context.scene, "headcraft", None)
+    s = getattr(getattr(context.scene, "headcraft", None), "head", None)
     if s is not None:
         op.model, op.num_shape, op.num_expr = s.model, s.num_shape, s.num_expr
         op.randomize_identity, op.randomize_expression = s.random_identity, s.random_expression
@@ -32,7 +32,7 @@ class VIEW3D_MT_headcraft_object(bpy.types.Menu):
     def draw(self, context):
         layout = self.layout
         obj = context.active_object
-        detailed = layout_build.find_detailed(obj)
+        detailed = layout_objects.find_detailed(obj)
         if detailed is not None:
             layout.operator("headcraft.show_layout", icon="UV")
             layout.operator("headcraft.bake_map", icon="IMAGE_DATA")
@@ -42,7 +42,7 @@ class VIEW3D_MT_headcraft_object(bpy.types.Menu):
             layout.separator()
             layout.operator("headcraft.build_rig", icon="ARMATURE_DATA")
             layout.operator("headcraft.bake_animation", icon="RENDER_ANIMATION")
-        elif head_build.find_head(obj) is not None:
+        elif head_objects.find_head(obj) is not None:
             layout.operator("headcraft.randomize_identity", icon="FILE_REFRESH")
             layout.operator("headcraft.randomize_expression", icon="FILE_REFRESH")
             layout.operator("headcraft.reset_head", icon="LOOP_BACK")
@@ -61,7 +61,7 @@ class VIEW3D_MT_headcraft_object(bpy.types.Menu):
 def draw_object_context(self, context):
     """Right-click on a HeadCraft head (or its rig) or detailed head: the HeadCraft submenu."""
     obj = context.active_object
-    if layout_build.find_detailed(obj) is not None or head_build.find_head(obj) is not None:
+    if layout_objects.find_detailed(obj) is not None or head_objects.find_head(obj) is not None:
         self.layout.separator()
         self.layout.menu(VIEW3D_MT_headcraft_object.__name__, icon="USER")
 

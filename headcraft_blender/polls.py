@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from . import runtime
-from .head import build as head_build
-from .layout import build as layout_build
+from .head import objects as head_objects
+from .layout import objects as layout_objects
 
 SELECT_HEAD = "Select a HeadCraft head"
 SELECT_DETAILED = "Select a detailed head (from Fit Scan or Apply Map)"
@@ -28,12 +28,12 @@ def check(cls, context, *conditions: tuple[object, str], idle: bool = True) -> b
 
 def active_head(context):
     """The low-res HeadCraft head of the active object (the mesh or its rig), or None."""
-    return head_build.find_head(context.active_object)
+    return head_objects.find_head(context.active_object)
 
 
 def active_detailed(context):
     """The active object when it is a detailed head, else None."""
-    return layout_build.find_detailed(context.active_object)
+    return layout_objects.find_detailed(context.active_object)
 
 
 def head_selected(cls, context, *conditions: tuple[object, str], reason: str = SELECT_HEAD,

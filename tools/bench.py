@@ -103,7 +103,7 @@ def bench_add_head() -> None:
     times = []
     for _ in range(3):
         t = time.perf_counter()
-        head = ext.head.build.create_head(bpy.context, result, arrays, name="BenchHead")
+        head = ext.head.objects.create_head(bpy.context, result, arrays, name="BenchHead")
         times.append((time.perf_counter() - t) * 1e3)
         rig, me = head.parent, head.data
         bpy.data.objects.remove(head)
@@ -149,7 +149,7 @@ def _bench_detailed_head():
                 m.weight.mul_(0.15)
     _, cfg = checkpoint.save(G, Path(tempfile.mkdtemp()) / "bench")
     s = bpy.context.scene.headcraft
-    s.gen_checkpoint, s.gen_seed, s.map_layout = str(cfg), 1, "headcraft"
+    s.generate.checkpoint, s.generate.seed, s.layout.uv_layout = str(cfg), 1, "headcraft"
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     return head, bpy.context.active_object
 
@@ -164,11 +164,11 @@ def bench_animate() -> None:
     from headcraft_backend.head.dense import dense_template
     from headcraft_backend.head.registry import get_model
     head, det = _bench_detailed_head()
-    V, build, scene = len(det.data.vertices), ext.animate.build, bpy.context.scene
+    V, objects, scene = len(det.data.vertices), ext.animate.objects, bpy.context.scene
     ctx = Compute(DEVICE)
     model = get_model(ctx, {"model": "openhead"})
     dense = dense_template(model.data)
-    request = build.rig_request(det, head)
+    request = objects.rig_request(det, head)
     coords = anim.detail_coordinates(ctx, model, dense, request["base"], request["displacement"])
 
     # a 300-frame performance on the low-res head: keys and jaw/neck rotations
@@ -185,7 +185,7 @@ def bench_animate() -> None:
         jaw.keyframe_insert("rotation_euler", frame=f)
         neck.keyframe_insert("rotation_euler", frame=f)
     scene.frame_start, scene.frame_end = 1, frames
-    scene.headcraft.anim_scene_range = True
+    scene.headcraft.animate.scene_range = True
     # the exact bake before the rig exists (with a rig, its deviation is measured on top)
     t = time.perf_counter()
     assert bpy.ops.headcraft.bake_animation() == {"FINISHED"}
@@ -194,7 +194,7 @@ def bench_animate() -> None:
     anim.carried(ctx, model, dense, request["coarse_neutral"][None], coords)       # warm caches
     t = time.perf_counter()
     for f in range(1, 11):
-        anim.carried(ctx, model, dense, build.coarse_frames(bpy.context, head, range(f, f + 1)), coords)
+        anim.carried(ctx, model, dense, objects.coarse_frames(bpy.context, head, range(f, f + 1)), coords)
     per_frame_exact = (time.perf_counter() - t) / 10
     print(f"exact bake, {frames} frames of {V:,} vertices to PC2 (Blender + backend): {t_bake:.1f} s (target <= 30) | "
           f"one frame per request: {per_frame_exact * frames:.1f} s | x{per_frame_exact * frames / t_bake:.1f}")
@@ -202,7 +202,7 @@ def bench_animate() -> None:
     t = time.perf_counter()
     assert bpy.ops.headcraft.build_rig() == {"FINISHED"}
     t_rig = time.perf_counter() - t
-    rig = build.rig_of(det)
+    rig = objects.rig_of(det)
     coarse = request["coarse_neutral"][None] + model.data.exprdirs[..., :10].transpose(2, 0, 1)
     t = time.perf_counter()
     for c in coarse:

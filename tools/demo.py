@@ -75,10 +75,10 @@ def activate(bpy, obj) -> None:
 def render_lineup(bpy, ext, steps: Steps, objects, columns: int = 4) -> Path:
     """A front view of each object (hidden ones shown for their view) in one contact sheet."""
     s, files = bpy.context.scene.headcraft, []
-    s.render_turntable_views = 1
+    s.animate.turntable_views = 1
     for i, obj in enumerate(objects):
         hidden, obj.hide_render = obj.hide_render, False
-        s.render_folder = f"//render/heads/{i}/"
+        s.animate.output_folder = f"//render/heads/{i}/"
         activate(bpy, obj)
         steps.run(f"Render a front view of {obj.name}", bpy.ops.headcraft.render, mode="TURNTABLE")
         obj.hide_render = hidden
@@ -114,32 +114,32 @@ def main() -> int:
         scene.world.color = (0.06, 0.06, 0.07)
         scan = imported_scan(bpy, args.scan) if args.scan else synthetic_scan(bpy, ext, args.seed)
         print(f"scan: {scan.name}, {len(scan.data.vertices):,} vertices")
-        s.fit_scan, s.fit_preset, s.fit_landmarks = scan, args.preset, "AUTO"
+        s.fit.scan, s.fit.preset, s.fit.landmarks = scan, args.preset, "AUTO"
         steps.run("Fit Scan", ops.fit_scan)
         fitted, detailed = (bpy.data.objects[f"{scan.name} {k}"] for k in ("Fit", "Detailed"))
         scan.hide_set(True)
         scan.hide_render = True
 
         activate(bpy, detailed)
-        s.map_folder, s.map_size, s.map_exr, s.map_png16 = "//maps/", "1024", True, True
+        s.layout.folder, s.layout.size, s.layout.exr, s.layout.png16 = "//maps/", "1024", True, True
         steps.run("Bake Map (1024^2, object space, EXR + 16-bit PNGs)", ops.bake_map)
 
-        s.gen_checkpoint, s.gen_psi = args.checkpoint, 0.7
+        s.generate.checkpoint, s.generate.psi = args.checkpoint, 0.7
         generated = []
         for seed in range(1, 5):
             activate(bpy, fitted)
-            s.gen_seed = seed
+            s.generate.seed = seed
             steps.run(f"Generate seed {seed} on the fitted identity", ops.generate)
             generated.append(bpy.context.active_object)
         activate(bpy, fitted)
-        s.gen_seed, s.interp_seed_b, s.interp_steps = 1, 2, 9
+        s.generate.seed, s.generate.to_seed, s.generate.interpolate_steps = 1, 2, 9
         steps.run("Interpolate seed 1 -> seed 2 (9 cached steps)", ops.interpolate)
         interpolation = bpy.context.active_object
         interpolation["headcraft_factor"] = 0.5
         interpolation.data.update()
 
-        s.render_engine, s.render_samples = "CYCLES", args.samples
-        s.render_resolution = (args.resolution, args.resolution)
+        s.animate.engine, s.animate.samples = "CYCLES", args.samples
+        s.animate.resolution = (args.resolution, args.resolution)
         render_lineup(bpy, ext, steps, [scan, fitted, detailed, *generated, interpolation])
         for i, obj in enumerate([*generated[1:], interpolation]):      # side by side
             obj.location.x += 0.3 * (i + 1) * fitted.matrix_world.to_scale().x
@@ -158,7 +158,7 @@ def main() -> int:
             obj.hide_render = True
         activate(bpy, hero)
         steps.run(f"Build Detailed Rig on {hero.name}", ops.build_rig)
-        s.anim_scene_range = True
+        s.animate.scene_range = True
         steps.run(f"Bake Animation, frames {scene.frame_start}-{scene.frame_end}", ops.bake_animation)
         rig = bpy.data.objects[f"{hero.name} Animated"]
         baked = bpy.data.objects[f"{hero.name} Baked"]
@@ -170,8 +170,8 @@ def main() -> int:
         print(f"  rig vs exact bake: {baked['headcraft_rig_deviation_mm']:.2f} mm max, "
               f"{baked['headcraft_rig_deviation_p99_mm']:.2f} mm p99")
 
-        s.render_folder, s.render_turntable_views = "//render/", 8
-        s.render_contact_count, s.render_contact_columns = 8, 4
+        s.animate.output_folder, s.animate.turntable_views = "//render/", 8
+        s.animate.sheet_frames, s.animate.sheet_columns = 8, 4
         activate(bpy, baked)
         steps.run("Render turntable (8 views) + contact sheet", ops.render, mode="TURNTABLE")
         scene.frame_step = max(1, (scene.frame_end - scene.frame_start) // 8)

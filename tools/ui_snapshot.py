@@ -73,7 +73,7 @@ def main() -> int:
         head = bpy.context.active_object
         lines += snapshot(ext, "A head selected")
         lines += menus(ext)
-        bpy.context.scene.headcraft.gen_seed = 1
+        bpy.context.scene.headcraft.generate.seed = 1
         assert bpy.ops.headcraft.generate() == {"FINISHED"}
         lines += snapshot(ext, "A detailed head selected (generated)")
         rt.STATE.wait_in_background = False

@@ -9,18 +9,18 @@ import bpy
 from bpy_extras.io_utils import ImportHelper
 
 from .. import polls, runtime
-from ..head.operators import model_params
-from ..layout import build as layout_build
+from ..layout import objects as layout_objects
 from ..meshdata import model_to_blender
-from . import build, render
+from ..models import model_params
+from . import objects, render
 from .performance import PerformanceError, read
 
 BAKE_CHUNK_BYTES = 96 << 20          # dense frames per backend reply
 
 
 def _detailed_with_head(context):
-    obj = layout_build.find_detailed(context.active_object)
-    return (obj, build.coarse_head(obj)) if obj is not None else (None, None)
+    obj = layout_objects.find_detailed(context.active_object)
+    return (obj, objects.coarse_head(obj)) if obj is not None else (None, None)
 
 
 GONE = "This detailed head's low-res head is gone (it was deleted or renamed)"
@@ -36,8 +36,8 @@ class _DetailedOperator:
 
     @classmethod
     def description(cls, context, properties):
-        obj = layout_build.find_detailed(context.active_object) if context else None
-        if obj is not None and build.coarse_head(obj) is None:
+        obj = layout_objects.find_detailed(context.active_object) if context else None
+        if obj is not None and objects.coarse_head(obj) is None:
             return GONE
         return cls.__doc__
 
@@ -60,16 +60,16 @@ class HEADCRAFT_OT_build_rig(_DetailedOperator, bpy.types.Operator):
             detailed, head = bpy.data.objects.get(d_name), bpy.data.objects.get(h_name)
             if detailed is None or head is None:
                 raise ValueError("the detailed or low-res head was deleted while the rig was built")
-            old = build.rig_of(detailed)
-            obj = build.create_rig_object(bpy.context, detailed, head, result, arrays)
+            old = objects.rig_of(detailed)
+            obj = objects.create_rig_object(bpy.context, detailed, head, result, arrays)
             if old is not None:
-                build.remove_object(old)
+                objects.remove_object(old)
                 obj.name = f"{d_name} Animated"
             runtime.notify(f"{obj.name}: {len(result['expr_names'])} expression keys driven by {h_name}")
 
-        params = dict(model_params(layout_build.model_of(head)), expr_names=names)
+        params = dict(model_params(layout_objects.model_of(head)), expr_names=names)
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Rig {d_name}", "animate.rig", params, build.rig_request(detailed, head), apply))
+            f"Rig {d_name}", "animate.rig", params, objects.rig_request(detailed, head), apply))
 
 
 class _BakeRun:
@@ -79,12 +79,12 @@ class _BakeRun:
     def __init__(self, op, context, detailed, head, frames: range, params: dict, base_arrays: dict):
         self.d_name, self.h_name, self.frames, self.params = detailed.name, head.name, frames, params
         self.base_arrays = base_arrays
-        self.coarse = build.coarse_frames(context, head, frames)
+        self.coarse = objects.coarse_frames(context, head, frames)
         n = len(base_arrays["base"])
         self.chunk = max(1, min(len(frames), BAKE_CHUNK_BYTES // (12 * n)))
-        self.path = build.cache_path(detailed)
-        self.writer = build.PC2Writer(self.path, n, frames.start, len(frames))
-        rig = build.rig_of(detailed)
+        self.path = objects.cache_path(detailed)
+        self.writer = objects.PC2Writer(self.path, n, frames.start, len(frames))
+        rig = objects.rig_of(detailed)
         self.rig_name = rig.name if rig is not None else None
         self.deviation = (0.0, 0.0)          # the rig against the bake: max and 99th percentile
         self.next = 0
@@ -113,7 +113,7 @@ class _BakeRun:
             detailed, head = bpy.data.objects.get(self.d_name), bpy.data.objects.get(self.h_name)
             if detailed is None or head is None:
                 raise ValueError("the detailed or low-res head was deleted during the bake")
-            obj = build.create_baked_object(bpy.context, detailed, head, self.path, self.frames.start)
+            obj = objects.create_baked_object(bpy.context, detailed, head, self.path, self.frames.start)
             worst, p99 = (d * 1e3 for d in self.deviation)
             obj["headcraft_rig_deviation_mm"], obj["headcraft_rig_deviation_p99_mm"] = worst, p99
             versus = (f"; the real-time rig is within {worst:.2f} mm of the exact bake "
@@ -130,7 +130,7 @@ class _BakeRun:
         try:
             for i, v in enumerate(exact):
                 scene.frame_set(self.frames[self.next + i])
-                d = np.linalg.norm(build.evaluated_vertices(bpy.context, rig) - v, axis=1)
+                d = np.linalg.norm(objects.evaluated_vertices(bpy.context, rig) - v, axis=1)
                 worst, p99 = max(worst, float(d.max())), max(p99, float(np.percentile(d, 99)))
         finally:
             scene.frame_set(current)
@@ -147,17 +147,16 @@ class HEADCRAFT_OT_bake_animation(_DetailedOperator, bpy.types.Operator):
 
     def execute(self, context):
         detailed, head = _detailed_with_head(context)
-        s, scene = context.scene.headcraft, context.scene
-        start, end = (scene.frame_start, scene.frame_end) if s.anim_scene_range else (s.anim_frame_start,
-                                                                                      s.anim_frame_end)
+        s, scene = context.scene.headcraft.animate, context.scene
+        start, end = (scene.frame_start, scene.frame_end) if s.scene_range else (s.frame_start, s.frame_end)
         if end < start:
             self.report({"ERROR"}, f"The frame range {start}-{end} is empty")
             return {"CANCELLED"}
-        arrays = build.rig_request(detailed, head)
+        arrays = objects.rig_request(detailed, head)
         arrays.pop("coarse_neutral")
         try:
             run = _BakeRun(self, context, detailed, head, range(start, end + 1),
-                           model_params(layout_build.model_of(head)), arrays)
+                           model_params(layout_objects.model_of(head)), arrays)
         except OSError as exc:
             self.report({"ERROR"}, f"Cannot write the cache: {exc}")
             return {"CANCELLED"}
@@ -185,11 +184,11 @@ class HEADCRAFT_OT_import_performance(bpy.types.Operator, ImportHelper):
         return polls.head_selected(cls, context, reason="Select the low-res HeadCraft head to keyframe", idle=False)
 
     def execute(self, context):
-        head = layout_build.head_of(context.active_object)
+        head = layout_objects.head_of(context.active_object)
         try:
             perf = read(self.filepath, self.fps)
             start = context.scene.frame_current if self.frame_start < 0 else self.frame_start
-            done = build.apply_performance(context, head, perf, start)
+            done = objects.apply_performance(context, head, perf, start)
         except (PerformanceError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -224,9 +223,8 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
                 "ANIMATION": "Render the animation frame range and its contact sheet"}[properties.mode]
 
     def _start(self, context) -> bool:
-        s, scene = context.scene.headcraft, context.scene
-        start, end = (scene.frame_start, scene.frame_end) if s.anim_scene_range else (s.anim_frame_start,
-                                                                                      s.anim_frame_end)
+        s, scene = context.scene.headcraft.animate, context.scene
+        start, end = (scene.frame_start, scene.frame_end) if s.scene_range else (s.frame_start, s.frame_end)
         if end < start:
             self.report({"ERROR"}, f"The frame range {start}-{end} is empty")
             return False

@@ -1,4 +1,4 @@
-"""Performance files, read into per-frame channels (no bpy here; build.py writes the keyframes).
+"""Performance files, read into per-frame channels (no bpy here; objects.py writes the keyframes).
 
 ARKit CSV as face-capture apps export it (Live Link Face): `Timecode,BlendShapeCount,` then the 52
 blendshapes in capitalised ARKit names (EyeBlinkLeft, JawOpen, ...) and optionally HeadYaw,

@@ -13,7 +13,7 @@ import bpy
 from mathutils import Matrix, Vector
 
 from .. import runtime
-from ..head.build import ensure_collection
+from ..head.objects import ensure_collection
 
 RENDER_COLLECTION = "HeadCraft Render"
 PIVOT, CAMERA = "HeadCraft Turntable", "HeadCraft Camera"
@@ -88,11 +88,11 @@ class RenderRun:
     def __init__(self, context, mode: str, target: bpy.types.Object, settings, frames: range | None = None):
         self.scene, self.mode, self.target = context.scene, mode, target
         s = settings
-        self.folder = runtime.output_folder(s.render_folder, "renders")
+        self.folder = runtime.output_folder(s.output_folder, "renders")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.title = f"{'Turntable' if mode == 'TURNTABLE' else 'Animation'} of {target.name}"
         self.state, self.stage, self.message, self.fraction = "running", "render", "", 0.0
-        self.contact_count, self.contact_columns = s.render_contact_count, s.render_contact_columns
+        self.contact_count, self.contact_columns = s.sheet_frames, s.sheet_columns
         self.files: list[Path] = []
         scene, r = self.scene, self.scene.render
         self._saved = {"engine": r.engine, "x": r.resolution_x, "y": r.resolution_y,
@@ -102,13 +102,13 @@ class RenderRun:
         self._hidden: list[bpy.types.Object] = []
         try:
             try:
-                r.engine = engine_id(s.render_engine)
+                r.engine = engine_id(s.engine)
             except TypeError:
-                raise ValueError(f"this Blender has no {s.render_engine} engine (is its add-on enabled?)") from None
-            r.resolution_x, r.resolution_y = s.render_resolution
+                raise ValueError(f"this Blender has no {s.engine} engine (is its add-on enabled?)") from None
+            r.resolution_x, r.resolution_y = s.resolution
             r.resolution_percentage = 100
             r.image_settings.file_format, r.image_settings.color_mode = "PNG", "RGB"
-            _set_samples(scene, s.render_samples)
+            _set_samples(scene, s.samples)
             if mode == "TURNTABLE":
                 keep = {target, *target.children_recursive, *(target.parent and [target.parent] or [])}
                 for o in scene.objects:
@@ -118,7 +118,7 @@ class RenderRun:
                         self._hidden.append(o)
                 self.pivot, cam = camera_rig(scene, target, [target])
                 self.rest = self.pivot.matrix_world.copy()
-                n = max(1, s.render_turntable_views)
+                n = max(1, s.turntable_views)
                 self.jobs = [(i, 2 * math.pi * i / n) for i in range(n)]
             else:
                 self.pivot = None

@@ -2,57 +2,14 @@
 import bpy
 
 from .. import polls, runtime
-from ..client.presets import PAPER_WEIGHTS
-from ..head.operators import model_params
+from ..models import model_params
 from ..roles import Role, role_of
-from . import build
-
-PRESET_ITEMS = [("PAPER", "Paper", "The paper's settings: 1000 + 1000 registration steps"),
-                ("PREVIEW", "Preview", "250 + 250 larger steps: a quick look")]
-LANDMARK_ITEMS = [("AUTO", "Automatic", "Detect face landmarks on a render of the scan"),
-                  ("HAND", "Hand-Placed", "Use the scan's Landmarks object (Detect Landmarks, then edit them)")]
-UNIT_ITEMS = [("AUTO", "Estimate", "Estimate the scale from the landmarks and the surface"),
-              ("SCENE", "Scene Units", "The scan's world-space size is right in the scene's units"),
-              ("MM", "Millimeters", "World-space coordinates are millimeters (a typical scanner export)"),
-              ("CM", "Centimeters", "World-space coordinates are centimeters"),
-              ("M", "Meters", "World-space coordinates are meters")]
-# Every weight of the fit, defaulting to the paper preset's (the backend's presets.py, copied):
-# (scene property, request section, backend field, default, label)
-WEIGHTS = tuple((f"fit_w{tag}_{field.removeprefix('w_')}", section, field, PAPER_WEIGHTS[section][field], label)
-                for tag, section, fields in (
-                    ("1", "stage1", (("w_chamfer", "Chamfer"), ("w_edge", "Edge"), ("w_laplacian", "Laplacian"),
-                                     ("prune", "Prune"))),
-                    ("2", "stage2", (("w_chamfer", "Chamfer"), ("w_edge", "Edge"), ("w_laplacian", "Laplacian"),
-                                     ("prune", "Prune"))),
-                    ("c", "coarse", (("w_landmarks", "Landmarks"), ("w_surface", "Surface"),
-                                     ("w_shape", "Identity Prior"), ("w_expr", "Expression Prior"),
-                                     ("w_pose", "Pose Prior"), ("w_jaw_side", "Jaw Sideways Prior"))))
-                for field, label in fields)
-_STAGE = {"stage1": "Stage 1 (hair and scalp)", "stage2": "Stage 2 (face and hair, along normals)"}
-WEIGHT_TOOLTIPS = {   # the weights' tooltips, by scene property
-    **{f"fit_w{n}_{term}": f"{_STAGE[f'stage{n}']}: {text}" for n in (1, 2) for term, text in (
-        ("chamfer", "how strongly the head's surface is pulled onto the scan"),
-        ("edge", "how strongly edge lengths are kept (higher stretches the surface less)"),
-        ("laplacian", "how strongly the surface is kept smooth"),
-        ("prune", "scan and head points farther apart than this " + ("squared " if n == 1 else "")
-                  + "distance (HeadCraft units, 1 = 8.3 mm) do not pull on each other"))},
-    "fit_wc_landmarks": "Coarse fit: how strongly the head's landmarks are pulled onto the scan's",
-    "fit_wc_surface": "Coarse fit: how strongly the head's surface is pulled onto the scan",
-    "fit_wc_shape": "Coarse fit: how strongly the identity is kept near the average head",
-    "fit_wc_expr": "Coarse fit: how strongly the expression is kept near a neutral face",
-    "fit_wc_pose": "Coarse fit: how strongly the jaw and neck are kept near their rest pose",
-    "fit_wc_jaw_side": "Coarse fit: how strongly the jaw is kept from turning or tilting sideways",
-}
-WEIGHT_SECTIONS = (("coarse", "Coarse Fit"), ("stage1", "Stage 1: Hair and Scalp"),
-                   ("stage2", "Stage 2: Face and Hair, Along Normals"))
-PARTIAL_ITEMS = [("FULL", "Full Scan", "A scan of the whole head"),
-                 ("DEPTH", "Depth View", "A single depth map or dense partial cloud"),
-                 ("SPARSE", "Sparse Cloud", "A sparse partial point cloud")]
-
+from . import objects
+from .properties import WEIGHTS
 
 def chosen_scan(context):
     """The scan mesh chosen in the Fit Scan panel, or None."""
-    obj = context.scene.headcraft.fit_scan
+    obj = context.scene.headcraft.fit.scan
     return obj if obj is not None and obj.type == "MESH" else None
 
 
@@ -64,7 +21,7 @@ def landmarks_object(scan):
 
 def scan_units_per_metre(scene) -> float | None:
     """The scale the user vouches for (scan units per metre), or None to estimate it."""
-    units = scene.headcraft.fit_units
+    units = scene.headcraft.fit.units
     if units == "SCENE":
         return 1.0 / (scene.unit_settings.scale_length or 1.0)
     return {"MM": 1000.0, "CM": 100.0, "M": 1.0}.get(units)
@@ -72,13 +29,13 @@ def scan_units_per_metre(scene) -> float | None:
 
 def fit_settings(scene) -> dict:
     """The request's `coarse`, `stage1` and `stage2` sections from the panel."""
-    s = scene.headcraft
+    s = scene.headcraft.fit
     out = {"coarse": {}, "stage1": {}, "stage2": {}}
-    if s.fit_custom_weights:
+    if s.custom_weights:
         for prop, section, field, _, _ in WEIGHTS:
             out[section][field] = getattr(s, prop)
-    if s.fit_steps:
-        out["stage1"]["steps"] = out["stage2"]["steps"] = s.fit_steps
+    if s.steps:
+        out["stage1"]["steps"] = out["stage2"]["steps"] = s.steps
     scale = scan_units_per_metre(scene)
     if scale is not None:
         out["coarse"]["scale"] = scale
@@ -104,11 +61,11 @@ class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
 
     def execute(self, context):
         scan = chosen_scan(context)
-        arrays = build.scan_arrays(scan)
+        arrays = objects.scan_arrays(scan)
         name = scan.name
 
         def apply(result, out):
-            obj = build.create_landmarks(bpy.context, bpy.data.objects[name], out["landmark_ids"],
+            obj = objects.create_landmarks(bpy.context, bpy.data.objects[name], out["landmark_ids"],
                                          out["landmark_points"])
             runtime.notify(f"{len(out['landmark_ids'])} landmarks on {name} (edit them in Edit Mode, "
                            f"snapping to the scan), confidence {result['confidence']:.2f}")
@@ -124,27 +81,27 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
     bl_options = runtime.JOB_OPTIONS
 
     def execute(self, context):
-        s = context.scene.headcraft
+        s = context.scene.headcraft.fit
         scan = chosen_scan(context)
-        arrays = build.scan_arrays(scan)
-        if s.fit_landmarks == "HAND":
+        arrays = objects.scan_arrays(scan)
+        if s.landmarks == "HAND":
             lmk = landmarks_object(scan)
             if lmk is None:
                 self.report({"ERROR"}, f"No '{scan.name} Landmarks' object: press Detect Landmarks "
                                        f"first, or choose Automatic")
                 return {"CANCELLED"}
             try:
-                arrays.update(build.landmark_arrays(lmk))
+                arrays.update(objects.landmark_arrays(lmk))
             except ValueError as exc:
                 self.report({"ERROR"}, str(exc))
                 return {"CANCELLED"}
-        params = dict(model_params(s.fit_model), name=scan.name, preset=s.fit_preset.lower(),
-                      partial=s.fit_partial != "FULL", sparse=s.fit_partial == "SPARSE")
+        params = dict(model_params(s.model), name=scan.name, preset=s.preset.lower(),
+                      partial=s.scan_kind != "FULL", sparse=s.scan_kind == "SPARSE")
         params.update(fit_settings(context.scene))
         name = scan.name
 
         def apply(result, out):
-            head, detailed = build.create_fitted(bpy.context, result, out, bpy.data.objects[name])
+            head, detailed = objects.create_fitted(bpy.context, result, out, bpy.data.objects[name])
             face = result["report"].get("face", {})
             runtime.notify(f"Fitted {name}: face median {face.get('result_to_scan_median', float('nan')):.2f} mm, "
                            f"{len(detailed.data.vertices):,} detailed vertices"

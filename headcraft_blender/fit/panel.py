@@ -5,6 +5,7 @@ import bpy
 
 from ..ui import SidebarSubPanel
 from . import operators
+from .properties import WEIGHT_SECTIONS, WEIGHTS
 
 
 class VIEW3D_PT_headcraft_fit(SidebarSubPanel, bpy.types.Panel):
@@ -12,19 +13,19 @@ class VIEW3D_PT_headcraft_fit(SidebarSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        s = context.scene.headcraft
-        layout.prop(s, "fit_scan")
+        s = context.scene.headcraft.fit
+        layout.prop(s, "scan")
         col = layout.column(align=True)
-        col.prop(s, "fit_model")
-        col.prop(s, "fit_preset")
-        col.prop(s, "fit_partial")
-        col.prop(s, "fit_steps")
-        col.prop(s, "fit_units")
-        layout.prop(s, "fit_landmarks", expand=True)
+        col.prop(s, "model")
+        col.prop(s, "preset")
+        col.prop(s, "scan_kind")
+        col.prop(s, "steps")
+        col.prop(s, "units")
+        layout.prop(s, "landmarks", expand=True)
         scan = operators.chosen_scan(context)
         if scan is None:
             layout.label(text="Pick the scan mesh to fit", icon="INFO")
-        elif s.fit_landmarks == "HAND" and operators.landmarks_object(scan) is None:
+        elif s.landmarks == "HAND" and operators.landmarks_object(scan) is None:
             layout.label(text="Detect landmarks, then edit them", icon="INFO")
         row = layout.row(align=True)
         row.operator("headcraft.detect_landmarks", icon="EMPTY_AXIS")
@@ -46,16 +47,16 @@ class VIEW3D_PT_headcraft_fit_weights(SidebarSubPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw_header(self, context):
-        self.layout.prop(context.scene.headcraft, "fit_custom_weights", text="")
+        self.layout.prop(context.scene.headcraft.fit, "custom_weights", text="")
 
     def draw(self, context):
-        s = context.scene.headcraft
+        s = context.scene.headcraft.fit
         layout = self.layout
-        layout.active = s.fit_custom_weights
-        for section, title in operators.WEIGHT_SECTIONS:
+        layout.active = s.custom_weights
+        for section, title in WEIGHT_SECTIONS:
             col = layout.column(align=True)
             col.label(text=title)
-            for prop, sec, *_ in operators.WEIGHTS:
+            for prop, sec, *_ in WEIGHTS:
                 if sec == section:
                     col.prop(s, prop)
 

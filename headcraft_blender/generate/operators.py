@@ -7,8 +7,8 @@ import bpy
 from bpy_extras.io_utils import ImportHelper
 
 from .. import polls, runtime
-from ..head.operators import model_params
-from ..layout import build as layout_build
+from ..models import model_params
+from ..layout import objects as layout_objects
 
 
 class _GeneratorOperator:
@@ -22,11 +22,10 @@ class _GeneratorOperator:
 
     def _start(self, context):
         """(settings, head, model, base params)."""
-        s = context.scene.headcraft
-        head = layout_build.head_of(context.active_object)
-        model = layout_build.model_of(head)
-        params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
-                      psi=s.gen_psi)
+        s = context.scene.headcraft.generate
+        head = layout_objects.head_of(context.active_object)
+        model = layout_objects.model_of(head)
+        params = dict(model_params(model), layout=_layout(context), checkpoint=_checkpoint(s), psi=s.psi)
         return s, head, model, params
 
 
@@ -37,14 +36,14 @@ class HEADCRAFT_OT_generate(_GeneratorOperator, bpy.types.Operator):
 
     def execute(self, context):
         s, head, model, params = self._start(context)
-        params.update(seed=s.gen_seed, noise=s.gen_noise.lower())
-        if s.gen_mix:
-            params.update(mix_seed=s.gen_mix_seed, mix_from=s.gen_mix_from)
+        params.update(seed=s.seed, noise=s.noise.lower())
+        if s.mix:
+            params.update(mix_seed=s.mix_seed, mix_from=s.mix_from)
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Generate seed {s.gen_seed}", "generate.sample", params,
-            {"coarse_vertices": layout_build.shaped_vertices(head)},
-            _new_detailed(head.name, head.matrix_world.copy(), model.lower(), f"Seed {s.gen_seed}", "Generated",
-                          {"headcraft_seed": s.gen_seed, "headcraft_psi": s.gen_psi})))
+            f"Generate seed {s.seed}", "generate.sample", params,
+            {"coarse_vertices": layout_objects.shaped_vertices(head)},
+            _new_detailed(head.name, head.matrix_world.copy(), model.lower(), f"Seed {s.seed}", "Generated",
+                          {"headcraft_seed": s.seed, "headcraft_psi": s.psi})))
 
 
 def _interpolation_object(context, name, world, result, out, steps):
@@ -55,7 +54,7 @@ def _interpolation_object(context, name, world, result, out, steps):
     # the basis is the bare head (no detail); each step's key adds its detail
     arrays = {"final": out["base"], "dense_faces": out["dense_faces"], "dense_uv": out["dense_uv"],
               "displacement": np.zeros_like(out["base"])}
-    obj = layout_build.detailed_from_reply(context, result, arrays, name, world, result.get("model", ""),
+    obj = layout_objects.detailed_from_reply(context, result, arrays, name, world, result.get("model", ""),
                                            result.get("head", ""))
     try:
         obj["headcraft_factor"] = 0.0
@@ -89,8 +88,8 @@ class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
 
     def execute(self, context):
         s, head, model, params = self._start(context)
-        name, world, steps = head.name, head.matrix_world.copy(), s.interp_steps
-        seeds = (s.gen_seed, s.interp_seed_b)
+        name, world, steps = head.name, head.matrix_world.copy(), s.interpolate_steps
+        seeds = (s.seed, s.to_seed)
         params.update(seed_a=seeds[0], seed_b=seeds[1], steps=steps, space="w")
 
         def apply(result, out):
@@ -100,7 +99,12 @@ class HEADCRAFT_OT_interpolate(_GeneratorOperator, bpy.types.Operator):
 
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Interpolate {seeds[0]} -> {seeds[1]}", "generate.interpolate", params,
-            {"coarse_vertices": layout_build.shaped_vertices(head)}, apply))
+            {"coarse_vertices": layout_objects.shaped_vertices(head)}, apply))
+
+
+def _layout(context) -> str:
+    """The Layouts and Maps panel's layout: the one maps are generated in."""
+    return context.scene.headcraft.layout.uv_layout.strip() or "headcraft"
 
 
 PUBLISHED_LAYOUT = "published"     # the backend's name for the authors' layout, once imported
@@ -119,13 +123,13 @@ class HEADCRAFT_OT_use_published_model(bpy.types.Operator, ImportHelper):
         if not self.filepath.lower().endswith(".ckpt"):
             self.report({"ERROR"}, "Choose the published HeadCraft checkpoint (a .ckpt file)")
             return {"CANCELLED"}
-        s = context.scene.headcraft
-        s.gen_checkpoint, s.map_layout = self.filepath, PUBLISHED_LAYOUT
+        settings = context.scene.headcraft
+        settings.generate.checkpoint, settings.layout.uv_layout = self.filepath, PUBLISHED_LAYOUT
         todo = []
-        head = layout_build.head_of(context.active_object)
-        if head is None or layout_build.model_of(head) != "FLAME":
+        head = layout_objects.head_of(context.active_object)
+        if head is None or layout_objects.model_of(head) != "FLAME":
             todo.append("add a FLAME head (Add Head, Model: FLAME)")
-        if PUBLISHED_LAYOUT not in s.map_layouts.split(","):
+        if PUBLISHED_LAYOUT not in settings.layout.known_layouts.split(","):
             todo.append("import the authors' layout with Import Layout (Layouts and Maps) under the name "
                         f"'{PUBLISHED_LAYOUT}', if you have not yet")
         msg = "Published HeadCraft set up" + (": now " + "; ".join(todo) if todo else "")
@@ -134,20 +138,20 @@ class HEADCRAFT_OT_use_published_model(bpy.types.Operator, ImportHelper):
 
 
 def _checkpoint(s) -> str:
-    return bpy.path.abspath(s.gen_checkpoint) if s.gen_checkpoint.startswith("//") else s.gen_checkpoint
+    return bpy.path.abspath(s.checkpoint) if s.checkpoint.startswith("//") else s.checkpoint
 
 
 def _new_detailed(head_name, world, model, suffix, note, props=None):
     """The apply callback shared by the generate operators: a detailed head from the reply."""
     def apply(result, out):
-        obj = layout_build.detailed_from_reply(bpy.context, result, out, f"{head_name} {suffix}", world, model,
+        obj = layout_objects.detailed_from_reply(bpy.context, result, out, f"{head_name} {suffix}", world, model,
                                                head_name)
         for k, v in (props or {}).items():
             obj[k] = v
         if "map" in out:
-            img = layout_build.map_image(f"{obj.name} map", out["map"])
+            img = layout_objects.map_image(f"{obj.name} map", out["map"])
             img["headcraft_space"], img["headcraft_layout"] = "object", result["layout"]
-            bpy.context.scene.headcraft.map_image = img
+            bpy.context.scene.headcraft.layout.map_image = img
         extra = "; ".join(result.get("notes", []))
         runtime.notify(f"{note}: {obj.name}" + (f" ({extra})" if extra else ""))
     return apply
@@ -160,11 +164,11 @@ class HEADCRAFT_OT_transfer_hair(_GeneratorOperator, bpy.types.Operator):
 
     def execute(self, context):
         s, head, model, params = self._start(context)
-        params.update(face_seed=s.gen_seed, hair_seed=s.interp_seed_b)
+        params.update(face_seed=s.seed, hair_seed=s.to_seed)
         return runtime.submit_from_operator(self, runtime.UIJob(
-            "Transfer hair", "generate.transfer_hair", params, {"coarse_vertices": layout_build.shaped_vertices(head)},
+            "Transfer hair", "generate.transfer_hair", params, {"coarse_vertices": layout_objects.shaped_vertices(head)},
             _new_detailed(head.name, head.matrix_world.copy(), model.lower(),
-                          f"Face {s.gen_seed} Hair {s.interp_seed_b}", "Hair transferred")))
+                          f"Face {s.seed} Hair {s.to_seed}", "Hair transferred")))
 
 
 class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
@@ -177,16 +181,16 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
         return polls.detailed_selected(cls, context)
 
     def execute(self, context):
-        s = context.scene.headcraft
-        obj = layout_build.find_detailed(context.active_object)
-        model = layout_build.model_of(obj)
-        arrays = layout_build.detailed_arrays(obj)
+        s = context.scene.headcraft.generate
+        obj = layout_objects.find_detailed(context.active_object)
+        model = layout_objects.model_of(obj)
+        arrays = layout_objects.detailed_arrays(obj)
         # the fitted low-res head's shape: the detailed head's base is its dense rebuild
         head = bpy.data.objects.get(str(obj.get("headcraft_head", "")))
-        if head is not None and layout_build.head_of(head) is not None:
-            arrays["coarse_vertices"] = layout_build.shaped_vertices(head)
-        params = dict(model_params(model), layout=s.map_layout.strip() or "headcraft", checkpoint=_checkpoint(s),
-                      settings={"steps_w": s.fit_latent_steps, "steps_z": s.fit_latent_steps // 2})
+        if head is not None and layout_objects.head_of(head) is not None:
+            arrays["coarse_vertices"] = layout_objects.shaped_vertices(head)
+        params = dict(model_params(model), layout=_layout(context), checkpoint=_checkpoint(s),
+                      settings={"steps_w": s.fit_steps, "steps_z": s.fit_steps // 2})
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Fit generator to {obj.name}", "generate.fit_latent", params, arrays,
             _new_detailed(obj.name, obj.matrix_world.copy(), model.lower(), "Generated", "Generator fitted")))

@@ -1,7 +1,7 @@
 """The Generate part of the HeadCraft sidebar."""
 import bpy
 
-from ..layout import build as layout_build
+from ..layout import objects as layout_objects
 from ..ui import SidebarSubPanel
 
 
@@ -11,36 +11,37 @@ class VIEW3D_PT_headcraft_generate(SidebarSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        s = context.scene.headcraft
+        s = context.scene.headcraft.generate
         row = layout.row(align=True)
-        row.prop(s, "gen_checkpoint")
+        row.prop(s, "checkpoint")
         row.operator("headcraft.use_published_model", text="", icon="IMPORT")
-        if not s.gen_checkpoint:
+        if not s.checkpoint:
             layout.label(text="Empty: the backend's bundled demo model", icon="INFO")
-        elif s.gen_checkpoint.lower().endswith(".ckpt"):
-            layout.label(text=f"Published model: FLAME heads, layout '{s.map_layout.strip() or 'headcraft'}'",
+        elif s.checkpoint.lower().endswith(".ckpt"):
+            uv_layout = context.scene.headcraft.layout.uv_layout.strip() or "headcraft"
+            layout.label(text=f"Published model: FLAME heads, layout '{uv_layout}'",
                          icon="INFO")
         col = layout.column(align=True)
-        col.prop(s, "gen_seed")
-        col.prop(s, "gen_psi")
-        col.prop(s, "gen_noise")
+        col.prop(s, "seed")
+        col.prop(s, "psi")
+        col.prop(s, "noise")
         row = layout.row(align=True)
-        row.prop(s, "gen_mix")
+        row.prop(s, "mix")
         sub = row.row(align=True)
-        sub.active = s.gen_mix
-        sub.prop(s, "gen_mix_seed")
-        sub.prop(s, "gen_mix_from")
-        if layout_build.head_of(context.active_object) is None:
+        sub.active = s.mix
+        sub.prop(s, "mix_seed")
+        sub.prop(s, "mix_from")
+        if layout_objects.head_of(context.active_object) is None:
             layout.label(text="Select a HeadCraft head (its identity is used)", icon="INFO")
         layout.operator("headcraft.generate", icon="SHADERFX")
         row = layout.row(align=True)
-        row.prop(s, "interp_seed_b")
-        row.prop(s, "interp_steps")
+        row.prop(s, "to_seed")
+        row.prop(s, "interpolate_steps")
         row = layout.row(align=True)
         row.operator("headcraft.interpolate", icon="IPO_LINEAR")
         row.operator("headcraft.transfer_hair", icon="OUTLINER_DATA_CURVES")
         row = layout.row(align=True)
-        row.prop(s, "fit_latent_steps")
+        row.prop(s, "fit_steps")
         row.operator("headcraft.fit_generator", icon="VIEWZOOM")
         obj = context.active_object
         if obj is not None and "headcraft_factor" in obj:

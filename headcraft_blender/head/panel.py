@@ -5,7 +5,7 @@ import bpy
 
 from .. import runtime
 from ..ui import SidebarSubPanel
-from . import build
+from . import objects
 
 
 class VIEW3D_PT_headcraft_head(SidebarSubPanel, bpy.types.Panel):
@@ -13,7 +13,7 @@ class VIEW3D_PT_headcraft_head(SidebarSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        settings = context.scene.headcraft
+        settings = context.scene.headcraft.head
         col = layout.column(align=True)
         col.prop(settings, "model")
         if settings.model == "FLAME" and not runtime.prefs().flame_model_path:
@@ -27,7 +27,7 @@ class VIEW3D_PT_headcraft_head(SidebarSubPanel, bpy.types.Panel):
         op.model, op.num_shape, op.num_expr = settings.model, settings.num_shape, settings.num_expr
         op.randomize_identity = settings.random_identity
         op.randomize_expression = settings.random_expression
-        head = build.find_head(context.active_object)
+        head = objects.find_head(context.active_object)
         if head is None:
             layout.label(text="Select a HeadCraft head to edit it", icon="INFO")
             return
@@ -42,7 +42,7 @@ class VIEW3D_PT_headcraft_head(SidebarSubPanel, bpy.types.Panel):
         row = box.row(align=True)
         row.operator("headcraft.reset_head", icon="LOOP_BACK")
         row.operator("headcraft.sync_rig", icon="BONE_DATA")
-        if build.rig_out_of_date(head):
+        if objects.rig_out_of_date(head):
             box.label(text="Identity edited: press Fit Rig to Identity", icon="ERROR")
 
 

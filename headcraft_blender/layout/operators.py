@@ -11,28 +11,23 @@ from bpy_extras.io_utils import ImportHelper
 
 from .. import polls, runtime
 from ..client.limits import MAX_LAYOUT_FILE_BYTES
-from ..head.operators import model_params
-from . import build
-
-SIZE_ITEMS = [(str(s), f"{s} x {s}", f"{s} x {s} pixels") for s in (256, 512, 1024, 2048, 4096)]
-SPACE_ITEMS = [("OBJECT", "Object", "Displacements in the head's own axes (as the paper; for generation)"),
-               ("TANGENT", "Tangent", "Tangent / normal / bitangent (follows animation; Blender's "
-                                      "Vector Displacement node in tangent space)")]
-FORMATS = (("map_exr", "exr"), ("map_png16", "png16"), ("map_npy", "npy"))
+from ..models import model_params
+from . import objects
+from .properties import FORMATS
 
 
 def _settings(context):
-    return context.scene.headcraft
+    return context.scene.headcraft.layout
 
 
 def _layout_name(context) -> str:
-    return _settings(context).map_layout.strip() or "headcraft"
+    return _settings(context).uv_layout.strip() or "headcraft"
 
 
 def _target(context):
     """The active HeadCraft head (low-res) or detailed head."""
     obj = context.active_object
-    return build.find_detailed(obj) or build.head_of(obj)
+    return objects.find_detailed(obj) or objects.head_of(obj)
 
 
 class HEADCRAFT_OT_show_layout(bpy.types.Operator):
@@ -59,14 +54,14 @@ class HEADCRAFT_OT_show_layout(bpy.types.Operator):
             if target is None:
                 raise ValueError(f"{name} was deleted while the layout was computed")
             uv = arrays["uv"] if len(target.data.polygons) == len(arrays["uv"]) else arrays["dense_uv"]
-            build.set_uv_map(target, result["layout"], uv, render=render)
+            objects.set_uv_map(target, result["layout"], uv, render=render)
             rep = result["report"]
-            _settings(bpy.context).map_layouts = ",".join(result["layouts"])
+            _settings(bpy.context).known_layouts = ",".join(result["layouts"])
             runtime.notify(f"Layout {result['layout']} on {name}: {rep.get('flipped', 0)} flipped triangles, "
                            f"{rep.get('coverage', 0):.0%} of the square used")
 
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Layout {layout}", "layout.get", dict(model_params(build.model_of(obj)), layout=layout), None,
+            f"Layout {layout}", "layout.get", dict(model_params(objects.model_of(obj)), layout=layout), None,
             apply))
 
 
@@ -86,24 +81,24 @@ class HEADCRAFT_OT_save_layout(bpy.types.Operator):
         return context.window_manager.invoke_props_dialog(self)
 
     def execute(self, context):
-        head = build.head_of(context.active_object)
+        head = objects.head_of(context.active_object)
         try:
-            uv = build.read_uv_map(head)
+            uv = objects.read_uv_map(head)
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
 
         def apply(result, arrays):
             s = _settings(bpy.context)
-            s.map_layouts = ",".join(result["layouts"])
-            s.map_layout = result["layout"]
+            s.known_layouts = ",".join(result["layouts"])
+            s.uv_layout = result["layout"]
             rep = result["report"]
             level = "WARNING" if rep.get("flipped") or rep.get("outside_unit_square") else "INFO"
             runtime.notify(f"Saved layout {result['layout']}: {rep.get('flipped', 0)} flipped triangles, "
                            f"{rep.get('outside_unit_square', 0)} outside the unit square", level)
 
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Save layout {self.name}", "layout.save", dict(model_params(build.model_of(head)), name=self.name),
+            f"Save layout {self.name}", "layout.save", dict(model_params(objects.model_of(head)), name=self.name),
             {"uv": uv}, apply))
 
 
@@ -124,7 +119,7 @@ class HEADCRAFT_OT_import_layout(bpy.types.Operator, ImportHelper):
         return polls.head_selected(cls, context)
 
     def execute(self, context):
-        head = build.head_of(context.active_object)
+        head = objects.head_of(context.active_object)
         path = Path(bpy.path.abspath(self.filepath))
         fmt = path.suffix.lower().lstrip(".")
         if fmt not in ("obj", "npy"):
@@ -143,8 +138,8 @@ class HEADCRAFT_OT_import_layout(bpy.types.Operator, ImportHelper):
 
         def apply(result, arrays):
             s = _settings(bpy.context)
-            s.map_layouts = ",".join(result["layouts"])
-            s.map_layout = result["layout"]
+            s.known_layouts = ",".join(result["layouts"])
+            s.uv_layout = result["layout"]
             rep = result["report"]
             bad = rep.get("flipped") or rep.get("overlap_texels_512") or rep.get("outside_unit_square")
             runtime.notify(f"Imported layout {result['layout']}: {rep.get('flipped', 0)} flipped triangles, "
@@ -154,7 +149,7 @@ class HEADCRAFT_OT_import_layout(bpy.types.Operator, ImportHelper):
 
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Import layout {name}", "layout.import",
-            dict(model_params(build.model_of(head)), name=name, format=fmt, source=path.name),
+            dict(model_params(objects.model_of(head)), name=name, format=fmt, source=path.name),
             {"file": content}, apply))
 
 
@@ -169,35 +164,35 @@ class HEADCRAFT_OT_bake_map(bpy.types.Operator):
         return polls.detailed_selected(cls, context)
 
     def execute(self, context):
-        obj = build.find_detailed(context.active_object)
+        obj = objects.find_detailed(context.active_object)
         s = _settings(context)
-        space = s.map_space.lower()
-        fmts = [f for prop, f in FORMATS if getattr(s, prop)]
+        space = s.space.lower()
+        fmts = [f for f in FORMATS if getattr(s, f)]
         folder = None
-        if fmts or s.map_storage == "FILE":
+        if fmts or s.storage == "FILE":
             try:   # before the compute: a folder that cannot be written fails now, not after it
-                folder = str(runtime.output_folder(s.map_folder, "maps"))
+                folder = str(runtime.output_folder(s.folder, "maps"))
             except (OSError, ValueError) as exc:
                 self.report({"ERROR"}, f"Choose a folder you can write to for the map files (or turn the "
                                        f"file formats off): {exc}")
                 return {"CANCELLED"}
         layout, name = _layout_name(context), obj.name
         stem = bpy.path.clean_name(f"{name}_{layout}_{space}")
-        params = dict(model_params(build.model_of(obj)), layout=layout, size=int(s.map_size), space=space,
+        params = dict(model_params(objects.model_of(obj)), layout=layout, size=int(s.size), space=space,
                       formats=fmts, name=stem)
 
         def apply(result, arrays):
             written, failed = [], ""
             try:
-                written = build.write_files(folder, arrays, result["files"]) if fmts else []
+                written = objects.write_files(folder, arrays, result["files"]) if fmts else []
             except OSError as exc:    # the image is still made: the compute is not thrown away
                 failed = f"; the files could not be written ({exc}): use Image > Save As"
-            img = build.map_image(f"{name} {result['layout']} {space}", arrays["map"])
+            img = objects.map_image(f"{name} {result['layout']} {space}", arrays["map"])
             img["headcraft_space"] = space
             img["headcraft_layout"] = result["layout"]
             if "visibility_map" in arrays:
                 vis = np.repeat(arrays["visibility_map"][..., None], 3, -1)
-                build.map_image(f"{name} {result['layout']} visibility", vis)
+                objects.map_image(f"{name} {result['layout']} visibility", vis)
             s2 = _settings(bpy.context)
             s2.map_image = img
             note = f", {result['clipped_fraction']:.1%} of texels beyond +-20 units" if result["clipped_fraction"] else ""
@@ -206,7 +201,7 @@ class HEADCRAFT_OT_bake_map(bpy.types.Operator):
                            "WARNING" if failed else "INFO")
 
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Bake {name}", "map.bake", params, build.detailed_arrays(obj), apply))
+            f"Bake {name}", "map.bake", params, objects.detailed_arrays(obj), apply))
 
 
 def _map_arrays(context) -> tuple[dict, str, str]:
@@ -225,11 +220,11 @@ def _map_arrays(context) -> tuple[dict, str, str]:
                 arrays[f"file__{p.name}"] = np.frombuffer(p.read_bytes(), np.uint8)
             except OSError as exc:
                 raise ValueError(f"cannot read {p}: {exc.strerror or exc}") from None
-        return arrays, path.name, s.map_space.lower()
+        return arrays, path.name, s.space.lower()
     if s.map_image is None:
         raise ValueError("Choose a map file or a map image")
     img = s.map_image
-    return {"map": build.image_map(img)}, img.name, str(img.get("headcraft_space", s.map_space.lower()))
+    return {"map": objects.image_map(img)}, img.name, str(img.get("headcraft_space", s.space.lower()))
 
 
 class HEADCRAFT_OT_bake_colour(bpy.types.Operator):
@@ -246,20 +241,20 @@ class HEADCRAFT_OT_bake_colour(bpy.types.Operator):
                                                       "one made by Fit Scan)"))
 
     def execute(self, context):
-        obj = build.find_detailed(context.active_object)
+        obj = objects.find_detailed(context.active_object)
         scan = bpy.data.objects.get(obj["headcraft_scan"])
         if scan is None or scan.type != "MESH":
             self.report({"ERROR"}, f"The scan {obj['headcraft_scan']!r} of {obj.name} is not in this file any more")
             return {"CANCELLED"}
         try:
-            arrays = build.scan_colour_arrays(scan)
+            arrays = objects.scan_colour_arrays(scan)
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        arrays["final"] = build.world_vertices(obj)
+        arrays["final"] = objects.world_vertices(obj)
         s = _settings(context)
-        layout, name, folder = _layout_name(context), obj.name, s.map_folder
-        params = dict(model_params(build.model_of(obj)), layout=layout, size=int(s.map_size),
+        layout, name, folder = _layout_name(context), obj.name, s.folder
+        params = dict(model_params(objects.model_of(obj)), layout=layout, size=int(s.size),
                       name=bpy.path.clean_name(f"{name}_{layout}_color"))
 
         scan_name = scan.name
@@ -267,17 +262,17 @@ class HEADCRAFT_OT_bake_colour(bpy.types.Operator):
         def apply(result, out):
             written, failed = [], ""
             try:
-                written = build.write_files(folder, out, result["files"]) if folder else []
+                written = objects.write_files(folder, out, result["files"]) if folder else []
             except (OSError, ValueError) as exc:   # the image and material are still made
                 failed = f"; the file could not be written ({exc})"
             target = bpy.data.objects.get(name)
             if target is None:
                 raise ValueError(f"{name} was deleted while its color was baked")
-            build.set_uv_map(target, result["layout"], out["dense_uv"])
-            img = build.colour_image(f"{name} {result['layout']} color", out["map"])
-            mat = build.colour_material(target, img, result["layout"])
+            objects.set_uv_map(target, result["layout"], out["dense_uv"])
+            img = objects.colour_image(f"{name} {result['layout']} color", out["map"])
+            mat = objects.colour_material(target, img, result["layout"])
             where = (f"; wrote {written[0]}" if written else "") + failed
-            slot = "" if build.renders_with(target, mat) else (
+            slot = "" if objects.renders_with(target, mat) else (
                 f"; {mat.name} is in a slot of its own: assign it to faces in Edit Mode to render with it")
             runtime.notify(f"Baked the color of {scan_name} onto {name}: {img.name}{where}{slot}",
                            "WARNING" if slot or failed else "INFO")
@@ -297,25 +292,25 @@ class HEADCRAFT_OT_apply_map(bpy.types.Operator):
         return polls.head_selected(cls, context)
 
     def execute(self, context):
-        head = build.head_of(context.active_object)
+        head = objects.head_of(context.active_object)
         try:
             arrays, what, space = _map_arrays(context)
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        arrays["coarse_vertices"] = build.shaped_vertices(head)
+        arrays["coarse_vertices"] = objects.shaped_vertices(head)
         layout, name = _layout_name(context), head.name
         world = head.matrix_world.copy()
 
-        model, version = build.model_of(head).lower(), str(head.get("headcraft_version", ""))
+        model, version = objects.model_of(head).lower(), str(head.get("headcraft_version", ""))
 
         def apply(result, out):
-            obj = build.detailed_from_reply(bpy.context, result, out, f"{name} Detailed", world, model, name, version)
+            obj = objects.detailed_from_reply(bpy.context, result, out, f"{name} Detailed", world, model, name, version)
             obj["headcraft_map"] = what
             runtime.notify(f"Applied {what} ({result['space']} space) to {name}: {obj.name}")
 
         return runtime.submit_from_operator(self, runtime.UIJob(
-            f"Apply {what}", "map.apply", dict(model_params(build.model_of(head)), layout=layout, space=space),
+            f"Apply {what}", "map.apply", dict(model_params(objects.model_of(head)), layout=layout, space=space),
             arrays, apply))
 
 
@@ -330,22 +325,22 @@ class HEADCRAFT_OT_add_displacement_material(bpy.types.Operator):
         return polls.head_selected(cls, context, idle=False)
 
     def execute(self, context):
-        head = build.head_of(context.active_object)
+        head = objects.head_of(context.active_object)
         s = _settings(context)
         img = s.map_image
         if img is None:
             self.report({"ERROR"}, "Choose a map image (bake one, or open an EXR)")
             return {"CANCELLED"}
         layout = str(img.get("headcraft_layout", _layout_name(context)))
-        if head.data.uv_layers.get(build.UV_PREFIX + layout) is None:
-            self.report({"ERROR"}, f"{head.name} has no '{build.UV_PREFIX}{layout}' UV map: use Show Layout first")
+        if head.data.uv_layers.get(objects.UV_PREFIX + layout) is None:
+            self.report({"ERROR"}, f"{head.name} has no '{objects.UV_PREFIX}{layout}' UV map: use Show Layout first")
             return {"CANCELLED"}
-        space = str(img.get("headcraft_space", s.map_space.lower()))
-        mat = build.displacement_material(head, img, space, layout)
+        space = str(img.get("headcraft_space", s.space.lower()))
+        mat = objects.displacement_material(head, img, space, layout)
         msg = f"{mat.name}: {img.name} as {space}-space displacement"
         if space == "tangent":
-            msg += f"; '{build.UV_PREFIX}{layout}' is now the render UV map (Cycles takes tangents from it)"
-        if build.renders_with(head, mat):
+            msg += f"; '{objects.UV_PREFIX}{layout}' is now the render UV map (Cycles takes tangents from it)"
+        if objects.renders_with(head, mat):
             self.report({"INFO"}, msg)
         else:
             self.report({"WARNING"}, f"{msg}; it is in a slot of its own beside {head.name}'s materials: "
@@ -374,16 +369,16 @@ class HEADCRAFT_OT_convert_map(bpy.types.Operator):
         target = _layout_name(context)
         space = str(img.get("headcraft_space", "object"))
         obj = context.active_object
-        model = build.model_of(obj) if obj is not None and obj.get("headcraft_model") else "OPENHEAD"
+        model = objects.model_of(obj) if obj is not None and obj.get("headcraft_model") else "OPENHEAD"
         try:
-            m = build.image_map(img)
+            m = objects.image_map(img)
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         name = img.name
 
         def apply(result, arrays):
-            out = build.map_image(f"{name} -> {result['target']}", arrays["map"])
+            out = objects.map_image(f"{name} -> {result['target']}", arrays["map"])
             out["headcraft_space"], out["headcraft_layout"] = "object", result["target"]
             _settings(bpy.context).map_image = out
             runtime.notify(f"Converted {name} from {result['source']} to {result['target']}: {out.name}")

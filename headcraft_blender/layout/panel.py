@@ -3,7 +3,7 @@ import bpy
 
 from .. import polls
 from ..ui import SidebarSubPanel
-from . import build
+from . import objects
 
 
 class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
@@ -12,11 +12,11 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        s = context.scene.headcraft
+        s = context.scene.headcraft.layout
         obj = context.active_object
-        layout.prop(s, "map_layout")
-        if s.map_layouts:
-            layout.label(text=f"Known: {s.map_layouts.replace(',', ', ')}")
+        layout.prop(s, "uv_layout")
+        if s.known_layouts:
+            layout.label(text=f"Known: {s.known_layouts.replace(',', ', ')}")
         row = layout.row(align=True)
         row.operator("headcraft.show_layout", icon="UV")
         row.operator("headcraft.save_layout", icon="FILE_TICK")
@@ -25,15 +25,15 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         box = layout.box()
         box.label(text="Bake", icon="RENDER_STILL")
         col = box.column(align=True)
-        col.prop(s, "map_size")
-        col.prop(s, "map_space")
+        col.prop(s, "size")
+        col.prop(s, "space")
         row = box.row(align=True)
-        row.prop(s, "map_exr", toggle=True)
-        row.prop(s, "map_png16", toggle=True)
-        row.prop(s, "map_npy", toggle=True)
-        box.prop(s, "map_folder")
-        box.prop(s, "map_storage")
-        if build.find_detailed(obj) is None:
+        row.prop(s, "exr", toggle=True)
+        row.prop(s, "png16", toggle=True)
+        row.prop(s, "npy", toggle=True)
+        box.prop(s, "folder")
+        box.prop(s, "storage")
+        if objects.find_detailed(obj) is None:
             box.label(text=polls.SELECT_DETAILED, icon="INFO")
         row = box.row(align=True)
         row.operator("headcraft.bake_map", icon="IMAGE_DATA")
@@ -43,7 +43,7 @@ class VIEW3D_PT_headcraft_maps(SidebarSubPanel, bpy.types.Panel):
         box.label(text="Apply", icon="MOD_DISPLACE")
         box.prop(s, "map_file")
         box.prop(s, "map_image")
-        if build.head_of(obj) is None:
+        if objects.head_of(obj) is None:
             box.label(text=polls.SELECT_HEAD, icon="INFO")
         col = box.column(align=True)
         col.operator("headcraft.apply_map", icon="MESH_MONKEY")

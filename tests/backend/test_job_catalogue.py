@@ -1,5 +1,6 @@
 """Every job kind is declared once (issue 17): the server checks requests against the
-declaration, and the protocol's job catalogue is made from the declarations."""
+declaration, and the protocol's job catalogue and the extension's job_params.py (the limits,
+defaults and choices its settings take) are made from the declarations."""
 import sys
 from pathlib import Path
 
@@ -21,6 +22,19 @@ def test_protocol_md_lists_every_job_as_declared():
     assert written == protocol_catalogue.generated(), "run: python tools/protocol_catalogue.py"
     for kind in specs:
         assert f"| `{kind}` |" in written
+
+
+def test_the_extension_s_job_params_are_as_declared():
+    path = protocol_catalogue.JOB_PARAMS
+    assert path.read_text() == protocol_catalogue.job_params(), "run: python tools/protocol_catalogue.py"
+    namespace = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)      # plain data: no import at all
+    specs = load_all()
+    assert set(namespace["PARAMS"]) == set(specs)
+    size = namespace["PARAMS"]["map.bake"]["size"]
+    assert (size["min"], size["max"], size["default"]) == (specs["map.bake"].params["size"].lo,
+                                                           specs["map.bake"].params["size"].hi, 1024)
+    assert namespace["PARAMS"]["generate.sample"]["noise"]["choices"] == specs["generate.sample"].params["noise"].choices
 
 
 @pytest.mark.parametrize("params, message", [

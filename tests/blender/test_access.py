@@ -58,7 +58,7 @@ def _user_material(bpy, name):
 
 def test_menu_entries(blender, ext):
     bpy = blender
-    s = bpy.context.scene.headcraft
+    s = bpy.context.scene.headcraft.head
     s.model, s.num_shape, s.num_expr, s.random_identity = "OPENHEAD", 7, 3, True
     layout = _Capture()
     for f in _our_draw_funcs(bpy, ext, "VIEW3D_MT_mesh_add"):
@@ -97,7 +97,7 @@ def test_detailed_head_context_menu(blender, ext, tmp_path):
     bpy = blender
     _add_head(bpy)
     s = bpy.context.scene.headcraft
-    s.map_file = str(formats.write(np.zeros((256, 256, 3), np.float32), tmp_path, "zero", "exr")[0])
+    s.layout.map_file = str(formats.write(np.zeros((256, 256, 3), np.float32), tmp_path, "zero", "exr")[0])
     assert bpy.ops.headcraft.apply_map() == {"FINISHED"}
     ops = {c[1] for c in draw(bpy.types.VIEW3D_MT_headcraft_object, bpy.context) if c[0] == "operator"}
     assert {"headcraft.bake_map", "headcraft.build_rig", "headcraft.show_layout", "headcraft.fit_generator"} <= ops
@@ -140,7 +140,7 @@ def test_add_head_at_cursor_into_active_collection(blender, ext, tmp_path):
     sc.collection.children.link(other)
     vl.active_layer_collection = vl.layer_collection.children[other.name]
     s = sc.headcraft
-    s.map_file = str(formats.write(np.zeros((256, 256, 3), np.float32), tmp_path, "zero", "exr")[0])
+    s.layout.map_file = str(formats.write(np.zeros((256, 256, 3), np.float32), tmp_path, "zero", "exr")[0])
     bpy.context.view_layer.objects.active = head
     assert bpy.ops.headcraft.apply_map() == {"FINISHED"}
     detailed = bpy.context.active_object
@@ -148,15 +148,15 @@ def test_add_head_at_cursor_into_active_collection(blender, ext, tmp_path):
     vl.update()
     np.testing.assert_allclose(np.array(detailed.matrix_world), np.array(head.matrix_world), atol=1e-6)
     # a collection that is gone by the time a job applies: the scene's own
-    build = ext.head.build
-    name = build.active_collection_name(bpy.context)
+    objects = ext.head.objects
+    name = objects.active_collection_name(bpy.context)
     ctx = bpy.context
-    assert name == "Other" and build.collection_named(ctx, name) == other
+    assert name == "Other" and objects.collection_named(ctx, name) == other
     vl.layer_collection.children[other.name].exclude = True      # its objects could not be selected
-    assert build.collection_named(ctx, name) == sc.collection
+    assert objects.collection_named(ctx, name) == sc.collection
     bpy.data.collections.remove(other)
-    assert build.collection_named(ctx, name) == sc.collection
-    assert build.collection_named(ctx, "") == sc.collection
+    assert objects.collection_named(ctx, name) == sc.collection
+    assert objects.collection_named(ctx, "") == sc.collection
 
 
 def test_displacement_material_leaves_user_materials_alone(blender, ext):
@@ -171,9 +171,9 @@ def test_displacement_material_leaves_user_materials_alone(blender, ext):
     elsewhere.data.materials.append(namesake)
     before = _node_snapshot(skin), _node_snapshot(namesake)
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
-    img = ext.layout.build.map_image("Lift", np.full((64, 64, 3), 0.1, np.float32))
+    img = ext.layout.objects.map_image("Lift", np.full((64, 64, 3), 0.1, np.float32))
     img["headcraft_space"], img["headcraft_layout"] = "object", "headcraft"
-    bpy.context.scene.headcraft.map_image = img
+    bpy.context.scene.headcraft.layout.map_image = img
     for _ in range(2):           # again: HeadCraft's own slot is reused, no third slot
         assert bpy.ops.headcraft.add_displacement_material() == {"FINISHED"}
         mats = [sl.material for sl in head.material_slots]
@@ -183,7 +183,7 @@ def test_displacement_material_leaves_user_materials_alone(blender, ext):
         assert (_node_snapshot(skin), _node_snapshot(namesake)) == before
         assert list(elsewhere.data.materials) == [namesake]
     # the faces still render with the user's material (the new one waits in its own slot)
-    assert ext.layout.build.renders_with(head, skin) and not ext.layout.build.renders_with(head, mats[1])
+    assert ext.layout.objects.renders_with(head, skin) and not ext.layout.objects.renders_with(head, mats[1])
     assert sum(m.get("headcraft_material") == "displacement" for m in bpy.data.materials) == 1
 
 
@@ -196,8 +196,8 @@ def test_show_layout_keeps_the_render_uv_map(blender, ext):
     assert uvs.active.name == "HeadCraft headcraft"
     assert [u.name for u in uvs if u.active_render] == ["UVMap"]
     # a tangent-space displacement material needs it: Cycles takes tangents from the render map
-    img = ext.layout.build.map_image("Tangent", np.zeros((64, 64, 3), np.float32))
+    img = ext.layout.objects.map_image("Tangent", np.zeros((64, 64, 3), np.float32))
     img["headcraft_space"], img["headcraft_layout"] = "tangent", "headcraft"
-    bpy.context.scene.headcraft.map_image = img
+    bpy.context.scene.headcraft.layout.map_image = img
     assert bpy.ops.headcraft.add_displacement_material() == {"FINISHED"}
     assert [u.name for u in uvs if u.active_render] == ["HeadCraft headcraft"]

@@ -19,14 +19,14 @@ def detailed(blender, ext, tmp_path):
     # details of about a millimetre, as on real heads
     cfg = tiny_checkpoint(tmp_path / "tiny", seed=0, to_rgb_scale=0.15)
     s = bpy.context.scene.headcraft
-    s.gen_checkpoint, s.gen_seed, s.map_layout = str(cfg), 3, "headcraft"
+    s.generate.checkpoint, s.generate.seed, s.layout.uv_layout = str(cfg), 3, "headcraft"
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     return head, bpy.context.active_object
 
 
 def evaluated(bpy, ext, obj):
     bpy.context.view_layer.update()
-    return ext.animate.build.evaluated_vertices(bpy.context, obj)
+    return ext.animate.objects.evaluated_vertices(bpy.context, obj)
 
 
 def test_rig_keys_follow_the_low_res_head(blender, ext, detailed):
@@ -47,7 +47,7 @@ def test_rig_keys_follow_the_low_res_head(blender, ext, detailed):
     # expressions alone: the rig is close to the exact carried details (keys add linearly,
     # the frames of a blend do not: about 0.5 mm here)
     s = bpy.context.scene.headcraft
-    s.anim_scene_range, s.anim_frame_start, s.anim_frame_end = False, 1, 1
+    s.animate.scene_range, s.animate.frame_start, s.animate.frame_end = False, 1, 1
     assert bpy.ops.headcraft.bake_animation() == {"FINISHED"}
     assert bpy.context.scene.objects[f"{det.name} Baked"]["headcraft_rig_deviation_mm"] < 1.0
     # the jaw bone drives the dense mesh through the carried weights
@@ -73,14 +73,14 @@ def test_bake_writes_pc2_that_the_mesh_cache_plays_back(blender, ext, detailed):
         key.keyframe_insert("value", frame=frame)
         bone.keyframe_insert("rotation_euler", frame=frame)
     s = bpy.context.scene.headcraft
-    s.anim_scene_range, s.anim_frame_start, s.anim_frame_end = False, 1, 5
+    s.animate.scene_range, s.animate.frame_start, s.animate.frame_end = False, 1, 5
     ext.animate.operators.BAKE_CHUNK_BYTES = 2 * 12 * len(det.data.vertices)      # two frames per reply
     try:
         assert bpy.ops.headcraft.bake_animation() == {"FINISHED"}
     finally:
         ext.animate.operators.BAKE_CHUNK_BYTES = 96 << 20
     baked = bpy.context.scene.objects[f"{det.name} Baked"]
-    frames, start = ext.animate.build.read_pc2(baked["headcraft_cache"])
+    frames, start = ext.animate.objects.read_pc2(baked["headcraft_cache"])
     assert frames.shape == (5, len(det.data.vertices), 3) and start == 1.0
     scene = bpy.context.scene
     for i, f in enumerate(range(1, 6)):
@@ -96,21 +96,21 @@ def test_bake_writes_pc2_that_the_mesh_cache_plays_back(blender, ext, detailed):
     bpy.context.view_layer.objects.active = baked
     calls = draw(ext.animate.panel.VIEW3D_PT_headcraft_animate, bpy.context, real=object())
     assert ("label", f"Rig vs exact bake: {dev:.2f} mm max, {p99:.2f} mm p99") in calls
-    assert not list(ext.animate.build.cache_path(det).parent.glob("*.partial"))
+    assert not list(ext.animate.objects.cache_path(det).parent.glob("*.partial"))
 
 
 def test_bake_failure_leaves_nothing(blender, ext, detailed):
     bpy = blender
     head, det = detailed
     before = sorted(o.name for o in bpy.data.objects)
-    folder = ext.animate.build.cache_path(det).parent
+    folder = ext.animate.objects.cache_path(det).parent
 
     def listing():
         return sorted((f.name, f.stat().st_mtime_ns) for f in folder.glob("*")) if folder.exists() else []
     files = listing()
     head.data.shape_keys.key_blocks["jawOpen"].value = float("nan")
     s = bpy.context.scene.headcraft
-    s.anim_scene_range, s.anim_frame_start, s.anim_frame_end = False, 1, 2
+    s.animate.scene_range, s.animate.frame_start, s.animate.frame_end = False, 1, 2
     with pytest.raises(RuntimeError, match="NaN"):
         bpy.ops.headcraft.bake_animation()
     assert sorted(o.name for o in bpy.data.objects) == before

@@ -51,8 +51,8 @@ def _surface_samples(obj, n=300_000, seed=0):
 def test_detect_edit_and_fit(blender, ext, scan):
     bpy = blender
     s = bpy.context.scene.headcraft
-    s.fit_scan = scan
-    s.fit_preset, s.fit_steps, s.fit_landmarks = "PREVIEW", 40, "AUTO"
+    s.fit.scan = scan
+    s.fit.preset, s.fit.steps, s.fit.landmarks = "PREVIEW", 40, "AUTO"
     before = _co(scan)
     assert bpy.ops.headcraft.detect_landmarks() == {"FINISHED"}
     lmk = bpy.data.objects["Scan Landmarks"]
@@ -61,7 +61,7 @@ def test_detect_edit_and_fit(blender, ext, scan):
     from scipy.spatial import cKDTree
     d, _ = cKDTree(_co(scan)).query(_co(lmk))
     assert np.median(d) < 3.0
-    s.fit_landmarks = "HAND"
+    s.fit.landmarks = "HAND"
     calls = draw(ext.fit.panel.VIEW3D_PT_headcraft_fit, bpy.context, real=object())
     assert ("operator", "headcraft.fit_scan") in calls
     assert bpy.ops.headcraft.fit_scan() == {"FINISHED"}
@@ -91,13 +91,13 @@ def test_detect_edit_and_fit(blender, ext, scan):
 def test_fit_without_scan_or_with_broken_scan(blender, ext):
     bpy = blender
     s = bpy.context.scene.headcraft
-    s.fit_scan = None
+    s.fit.scan = None
     assert not bpy.ops.headcraft.fit_scan.poll()
     me = bpy.data.meshes.new("Tiny")
     me.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
     obj = bpy.data.objects.new("Tiny", me)
     bpy.context.scene.collection.objects.link(obj)
-    s.fit_scan, s.fit_landmarks = obj, "AUTO"
+    s.fit.scan, s.fit.landmarks = obj, "AUTO"
     n = len(bpy.data.objects)
     with pytest.raises(RuntimeError, match="usable points"):
         bpy.ops.headcraft.fit_scan()
@@ -110,7 +110,7 @@ def test_units_and_weights_reach_the_request(blender, ext):
     ops = ext.fit.operators
     scene = bpy.context.scene
     s = scene.headcraft
-    s.fit_steps, s.fit_units, s.fit_custom_weights = 0, "AUTO", False      # whatever earlier tests set
+    s.fit.steps, s.fit.units, s.fit.custom_weights = 0, "AUTO", False      # whatever earlier tests set
     backend = run("""
 import dataclasses
 from headcraft_backend.fit.coarse import CoarseSettings
@@ -120,13 +120,13 @@ result = {"stage1": dataclasses.asdict(paper.stage1), "stage2": dataclasses.asdi
           "coarse": dataclasses.asdict(CoarseSettings())}
 """)
     for prop, section, field, default, _ in ops.WEIGHTS:
-        assert getattr(s, prop) == pytest.approx(backend[section][field]), prop
+        assert getattr(s.fit, prop) == pytest.approx(backend[section][field]), prop
     assert ops.fit_settings(scene) == {}                    # estimate the scale, preset weights
-    s.fit_units = "MM"
+    s.fit.units = "MM"
     assert ops.fit_settings(scene) == {"coarse": {"scale": 1000.0}}
-    s.fit_units, scene.unit_settings.scale_length = "SCENE", 0.01    # 1 Blender unit = 1 cm
+    s.fit.units, scene.unit_settings.scale_length = "SCENE", 0.01    # 1 Blender unit = 1 cm
     assert ops.fit_settings(scene)["coarse"]["scale"] == pytest.approx(100.0)
-    s.fit_custom_weights, s.fit_w1_edge, s.fit_steps = True, 8e5, 30
+    s.fit.custom_weights, s.fit.stage1_edge, s.fit.steps = True, 8e5, 30
     out = ops.fit_settings(scene)
     assert out["stage1"]["w_edge"] == 8e5 and out["stage1"]["steps"] == out["stage2"]["steps"] == 30
     assert out["coarse"]["w_shape"] == pytest.approx(1e-3)
@@ -138,7 +138,7 @@ result = [opts.registration.stage1.w_edge, opts.coarse.scale]
     assert w_edge == 8e5 and scale == pytest.approx(100.0)
     calls = draw(ext.fit.panel.VIEW3D_PT_headcraft_fit_weights, bpy.context, real=object())
     assert sum(c[0] == "prop" for c in calls) == len(ops.WEIGHTS)
-    s.fit_steps, s.fit_units, s.fit_custom_weights, scene.unit_settings.scale_length = 0, "AUTO", False, 1.0
+    s.fit.steps, s.fit.units, s.fit.custom_weights, scene.unit_settings.scale_length = 0, "AUTO", False, 1.0
 
 
 def test_scan_colours_reach_the_request_from_a_texture_or_an_attribute(blender, ext):
@@ -150,7 +150,7 @@ def test_scan_colours_reach_the_request_from_a_texture_or_an_attribute(blender, 
     uv = np.array([[[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], [[0.1, 0.1], [0.9, 0.9], [0.1, 0.9]]], np.float32)
     obj = bpy.data.objects.new("Textured", ext.meshdata.new_mesh("Textured", verts, faces, uv))
     bpy.context.scene.collection.objects.link(obj)
-    assert "colors" not in ext.fit.build.scan_arrays(obj)
+    assert "colors" not in ext.fit.objects.scan_arrays(obj)
     tex = bpy.data.images.new("ScanTex", 4, 4)
     px = np.zeros((4, 4, 4), np.float32)
     px[..., 3] = 1
@@ -161,10 +161,10 @@ def test_scan_colours_reach_the_request_from_a_texture_or_an_attribute(blender, 
     mat.use_nodes = True
     mat.node_tree.nodes.new("ShaderNodeTexImage").image = tex
     obj.data.materials.append(mat)
-    colours = ext.fit.build.scan_arrays(obj)["colors"]
+    colours = ext.fit.objects.scan_arrays(obj)["colors"]
     np.testing.assert_allclose(colours[[0, 1]], [[1, 0, 0]] * 2, atol=1e-6)   # v = 0.1
     np.testing.assert_allclose(colours[[2, 3]], [[0, 0, 1]] * 2, atol=1e-6)   # v = 0.9
     col = obj.data.color_attributes.new("Col", "FLOAT_COLOR", "POINT")
     col.data.foreach_set("color_srgb", np.tile([0.2, 0.6, 0.4, 1.0], 4).astype(np.float32))
     obj.data.color_attributes.active_color = col
-    np.testing.assert_allclose(ext.fit.build.scan_arrays(obj)["colors"], [[0.2, 0.6, 0.4]] * 4, atol=1e-4)
+    np.testing.assert_allclose(ext.fit.objects.scan_arrays(obj)["colors"], [[0.2, 0.6, 0.4]] * 4, atol=1e-4)

@@ -10,22 +10,22 @@ def test_generate_with_the_demo_model_and_a_checkpoint(blender, ext, tmp_path):
     assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
     head = bpy.context.active_object
     s = bpy.context.scene.headcraft
-    s.gen_checkpoint, s.gen_seed, s.map_layout = "", 2, "headcraft"        # empty: the bundled demo model
+    s.generate.checkpoint, s.generate.seed, s.layout.uv_layout = "", 2, "headcraft"    # empty: the bundled demo model
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     demo = bpy.context.active_object
-    assert demo.name == f"{head.name} Seed 2" and tuple(s.map_image.size) == (demo_model_resolution(),) * 2
-    assert np.abs(ext.layout.build.detailed_arrays(demo)["displacement"]).max() > 0
+    assert demo.name == f"{head.name} Seed 2" and tuple(s.layout.map_image.size) == (demo_model_resolution(),) * 2
+    assert np.abs(ext.layout.objects.detailed_arrays(demo)["displacement"]).max() > 0
     bpy.context.view_layer.objects.active = head
     cfg = tiny_checkpoint(tmp_path / "tiny", seed=0)
-    s.gen_checkpoint, s.gen_seed, s.gen_psi, s.map_layout = str(cfg), 5, 0.6, "headcraft"
+    s.generate.checkpoint, s.generate.seed, s.generate.psi, s.layout.uv_layout = str(cfg), 5, 0.6, "headcraft"
     assert bpy.ops.headcraft.generate() == {"FINISHED"}
     obj = bpy.context.active_object
     assert obj.name == f"{head.name} Seed 5" and obj["headcraft_seed"] == 5
-    disp = ext.layout.build.detailed_arrays(obj)["displacement"]
+    disp = ext.layout.objects.detailed_arrays(obj)["displacement"]
     assert np.abs(disp).max() > 0 and np.isfinite(disp).all()
-    assert s.map_image is not None and tuple(s.map_image.size) == (64, 64)
+    assert s.layout.map_image is not None and tuple(s.layout.map_image.size) == (64, 64)
     bpy.context.view_layer.objects.active = head
-    s.gen_checkpoint = str(tmp_path / "missing.json")
+    s.generate.checkpoint = str(tmp_path / "missing.json")
     before = sorted(o.name for o in bpy.data.objects)
     with pytest.raises(RuntimeError, match="not found"):
         bpy.ops.headcraft.generate()
@@ -37,7 +37,8 @@ def test_interpolate_caches_steps_and_the_factor_drives_them(blender, ext, tmp_p
     assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
     cfg = tiny_checkpoint(tmp_path / "tiny", seed=1)
     s = bpy.context.scene.headcraft
-    s.gen_checkpoint, s.gen_seed, s.interp_seed_b, s.interp_steps, s.map_layout = str(cfg), 1, 2, 3, "headcraft"
+    s.generate.checkpoint, s.generate.seed, s.generate.to_seed, s.generate.interpolate_steps = str(cfg), 1, 2, 3
+    s.layout.uv_layout = "headcraft"
     assert bpy.ops.headcraft.interpolate() == {"FINISHED"}
     obj = bpy.context.active_object
     keys = obj.data.shape_keys.key_blocks
@@ -66,14 +67,15 @@ def test_transfer_hair_and_fit_generator_to_a_detailed_head(blender, ext, tmp_pa
     head = bpy.context.active_object
     cfg = tiny_checkpoint(tmp_path / "tiny", seed=2)
     s = bpy.context.scene.headcraft
-    s.gen_checkpoint, s.gen_seed, s.interp_seed_b, s.map_layout, s.fit_latent_steps = str(cfg), 1, 2, "headcraft", 20
+    s.generate.checkpoint, s.generate.seed, s.generate.to_seed, s.generate.fit_steps = str(cfg), 1, 2, 20
+    s.layout.uv_layout = "headcraft"
     assert bpy.ops.headcraft.transfer_hair() == {"FINISHED"}
     hair = bpy.context.active_object
     assert hair.name == f"{head.name} Face 1 Hair 2"
     assert bpy.ops.headcraft.fit_generator() == {"FINISHED"}          # on the detailed head just made
     fitted = bpy.context.active_object
     assert fitted.name == f"{hair.name} Generated" and fitted.get("headcraft_role") == "detailed"
-    d = ext.layout.build.detailed_arrays(fitted)["displacement"]
+    d = ext.layout.objects.detailed_arrays(fitted)["displacement"]
     assert np.isfinite(d).all() and np.abs(d).max() > 0
 
 
@@ -86,10 +88,10 @@ def test_published_setup_and_a_layout_the_generator_cannot_use(blender, ext, tmp
     ckpt = tmp_path / "headcraft.ckpt"
     ckpt.write_bytes(b"")
     assert bpy.ops.headcraft.use_published_model(filepath=str(ckpt)) == {"FINISHED"}
-    assert s.gen_checkpoint == str(ckpt) and s.map_layout == "published"
+    assert s.generate.checkpoint == str(ckpt) and s.layout.uv_layout == "published"
     with pytest.raises(RuntimeError, match="ckpt"):
         bpy.ops.headcraft.use_published_model(filepath=str(tmp_path / "model.json"))
-    s.gen_checkpoint, s.map_layout = "", "standard"
+    s.generate.checkpoint, s.layout.uv_layout = "", "standard"
     before = sorted(o.name for o in bpy.data.objects)
     with pytest.raises(RuntimeError, match="left half"):
         bpy.ops.headcraft.generate()

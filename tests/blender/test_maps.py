@@ -28,7 +28,7 @@ def test_show_and_save_layouts(blender, ext, tmp_path):
     bpy = blender
     head = _add_head(bpy)
     s = bpy.context.scene.headcraft
-    s.map_layout = "headcraft"
+    s.layout.uv_layout = "headcraft"
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
     layer = head.data.uv_layers.active
     # active for editing; the render UV map stays the head's own unless asked for
@@ -37,19 +37,19 @@ def test_show_and_save_layouts(blender, ext, tmp_path):
     assert bpy.ops.headcraft.show_layout(use_for_render=True) == {"FINISHED"}
     layer = head.data.uv_layers.active
     assert layer.name == "HeadCraft headcraft" and layer.active_render
-    uv = ext.layout.build.read_uv_map(head)
+    uv = ext.layout.objects.read_uv_map(head)
     face = uv[:, :, 0] < 0.5
     assert 0.2 < face.mean() < 0.8 and (uv >= 0).all() and (uv <= 1).all()
-    assert "headcraft" in s.map_layouts and "standard" in s.map_layouts
+    assert "headcraft" in s.layout.known_layouts and "standard" in s.layout.known_layouts
     # re-unwrap (here: shrink towards the corner) and save under a name; it comes back identical
     layer.uv.foreach_set("vector", (uv * 0.5).ravel())
     assert bpy.ops.headcraft.save_layout(name="half") == {"FINISHED"}
-    assert s.map_layout == "half" and "half" in s.map_layouts.split(",")
-    s.map_layout = "standard"
+    assert s.layout.uv_layout == "half" and "half" in s.layout.known_layouts.split(",")
+    s.layout.uv_layout = "standard"
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
-    s.map_layout = "half"
+    s.layout.uv_layout = "half"
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
-    np.testing.assert_allclose(ext.layout.build.read_uv_map(head), uv * 0.5, atol=1e-6)
+    np.testing.assert_allclose(ext.layout.objects.read_uv_map(head), uv * 0.5, atol=1e-6)
     assert {"HeadCraft standard", "HeadCraft half", "HeadCraft headcraft"} <= set(head.data.uv_layers.keys())
 
 
@@ -58,10 +58,10 @@ def test_import_layout_from_obj_and_npy(blender, ext, tmp_path):
     shows identical UVs; a file of another topology changes nothing and says why."""
     bpy = blender
     head = _add_head(bpy)
-    s = bpy.context.scene.headcraft
-    s.map_layout = "headcraft"
+    s = bpy.context.scene.headcraft.layout
+    s.uv_layout = "headcraft"
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
-    uv = ext.layout.build.read_uv_map(head)
+    uv = ext.layout.objects.read_uv_map(head)
     faces = np.array([p.vertices[:] for p in head.data.polygons]) + 1
     corners = np.arange(1, 3 * len(faces) + 1).reshape(-1, 3)
     obj = tmp_path / "authors layout.obj"
@@ -69,40 +69,40 @@ def test_import_layout_from_obj_and_npy(blender, ext, tmp_path):
                    + "".join(f"f {a}/{x} {b}/{y} {c}/{z}\n" for (a, b, c), (x, y, z) in zip(faces, corners)))
     np.save(tmp_path / "mirrored.npy", np.stack([1 - uv[..., 0], uv[..., 1]], -1)[:, ::-1])
     assert bpy.ops.headcraft.import_layout(filepath=str(obj), name="published") == {"FINISHED"}
-    assert s.map_layout == "published" and "published" in s.map_layouts.split(",")
+    assert s.uv_layout == "published" and "published" in s.known_layouts.split(",")
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
-    np.testing.assert_allclose(ext.layout.build.read_uv_map(head), uv, atol=1e-6)
+    np.testing.assert_allclose(ext.layout.objects.read_uv_map(head), uv, atol=1e-6)
     assert bpy.ops.headcraft.import_layout(filepath=str(tmp_path / "mirrored.npy")) == {"FINISHED"}
-    assert s.map_layout == "mirrored"
+    assert s.uv_layout == "mirrored"
     (tmp_path / "other.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1/1 2/1 3/1\n")
-    before = s.map_layouts
+    before = s.known_layouts
     with pytest.raises(RuntimeError, match="1 triangles"):
         bpy.ops.headcraft.import_layout(filepath=str(tmp_path / "other.obj"))
-    assert s.map_layout == "mirrored" and s.map_layouts == before
+    assert s.uv_layout == "mirrored" and s.known_layouts == before
 
 
 def test_apply_bake_and_material(blender, ext, tmp_path):
     bpy = blender
     head = _add_head(bpy)
     s = bpy.context.scene.headcraft
-    s.map_layout, s.map_space = "headcraft", "OBJECT"
+    s.layout.uv_layout, s.layout.space = "headcraft", "OBJECT"
     m = _smooth_map(512)
     exr = formats.write(m, tmp_path, "given", "exr")[0]
-    s.map_file = str(exr)
+    s.layout.map_file = str(exr)
     assert bpy.ops.headcraft.apply_map() == {"FINISHED"}
     detailed = bpy.context.active_object
     assert detailed.get("headcraft_role") == "detailed" and detailed.name == f"{head.name} Detailed"
     assert detailed.data.uv_layers[0].name == "HeadCraft headcraft"
-    disp = ext.layout.build.detailed_arrays(detailed)["displacement"] * 120     # HeadCraft units
+    disp = ext.layout.objects.detailed_arrays(detailed)["displacement"] * 120     # HeadCraft units
     assert np.abs(disp).max() > 0.05 and np.abs(disp).max() < 0.11
     # bake it back: the image holds the map where the layout has charts
-    s.map_file = ""
-    s.map_size, s.map_exr, s.map_png16 = "512", True, True
-    s.map_folder = str(tmp_path / "out")
+    s.layout.map_file = ""
+    s.layout.size, s.layout.exr, s.layout.png16 = "512", True, True
+    s.layout.folder = str(tmp_path / "out")
     assert bpy.ops.headcraft.bake_map() == {"FINISHED"}
-    img = s.map_image
+    img = s.layout.map_image
     assert img is not None and img.colorspace_settings.name == "Non-Color" and tuple(img.size) == (512, 512)
-    got = ext.layout.build.image_map(img)
+    got = ext.layout.objects.image_map(img)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(written) == 4 and any(n.endswith(".exr") for n in written)
     from_file = formats.read(tmp_path / "out" / next(n for n in written if n.endswith(".exr")))
@@ -113,15 +113,15 @@ def test_apply_bake_and_material(blender, ext, tmp_path):
     err = np.abs(got - m)[inner].max(-1)
     assert inner.mean() > 0.1 and np.median(err) < 2e-3 and np.percentile(err, 95) < 0.02, np.percentile(err, 95)
     # the baked map converted into the standard layout becomes a new image
-    s.map_layout = "standard"
+    s.layout.uv_layout = "standard"
     assert bpy.ops.headcraft.convert_map() == {"FINISHED"}
-    conv = s.map_image
+    conv = s.layout.map_image
     assert conv.name == f"{img.name} -> standard" and conv["headcraft_layout"] == "standard"
-    assert ext.layout.build.image_map(conv).any()
-    s.map_image = img
+    assert ext.layout.objects.image_map(conv).any()
+    s.layout.map_image = img
     # a Cycles material on the low-res head that displaces it by the map
     bpy.context.view_layer.objects.active = head
-    s.map_layout = "headcraft"
+    s.layout.uv_layout = "headcraft"
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
     assert bpy.ops.headcraft.add_displacement_material() == {"FINISHED"}
     mat = head.data.materials[0]
@@ -137,13 +137,13 @@ def test_bad_maps_change_nothing(blender, ext, tmp_path):
     s = bpy.context.scene.headcraft
     (tmp_path / "junk.exr").write_bytes(b"not an exr at all")
     for path, what in ((tmp_path / "junk.exr", "not a readable"), (tmp_path / "missing.exr", "cannot read")):
-        s.map_file = str(path)
+        s.layout.map_file = str(path)
         before = _snapshot(bpy)
         with pytest.raises(RuntimeError, match=what):
             bpy.ops.headcraft.apply_map()
         assert _snapshot(bpy) == before
     # baking needs a detailed head; the material needs an image
-    s.map_file, s.map_image = "", None
+    s.layout.map_file, s.layout.map_image = "", None
     assert not bpy.ops.headcraft.bake_map.poll()
     with pytest.raises(RuntimeError, match="map image"):
         bpy.ops.headcraft.add_displacement_material()
@@ -154,7 +154,7 @@ def _detailed_with_scan(bpy, ext, tmp_path):
     the detailed head, for colour transfer."""
     head = _add_head(bpy)
     s = bpy.context.scene.headcraft
-    s.map_file = str(formats.write(np.zeros((256, 256, 3), np.float32), tmp_path, "zero", "exr")[0])
+    s.layout.map_file = str(formats.write(np.zeros((256, 256, 3), np.float32), tmp_path, "zero", "exr")[0])
     assert bpy.ops.headcraft.apply_map() == {"FINISHED"}
     detailed = bpy.context.active_object
     scan = detailed.copy()
@@ -164,7 +164,7 @@ def _detailed_with_scan(bpy, ext, tmp_path):
         scan.pop(key, None)
     bpy.context.scene.collection.objects.link(scan)
     detailed["headcraft_scan"] = scan.name
-    s.map_file, s.map_size, s.map_folder = "", "256", str(tmp_path / "out")
+    s.layout.map_file, s.layout.size, s.layout.folder = "", "256", str(tmp_path / "out")
     return head, detailed, scan
 
 
@@ -223,10 +223,10 @@ def test_displacement_material_moves_the_render(blender, ext):
     assert bpy.ops.headcraft.show_layout() == {"FINISHED"}
     m = np.zeros((128, 128, 3), np.float32)
     m[..., 1] = 6.0
-    img = ext.layout.build.map_image("Lift", m)
+    img = ext.layout.objects.map_image("Lift", m)
     img["headcraft_space"], img["headcraft_layout"] = "object", "headcraft"
     sc = bpy.context.scene
-    sc.headcraft.map_image = img
+    sc.headcraft.layout.map_image = img
     sc.render.engine, sc.cycles.samples, sc.cycles.device = "CYCLES", 1, "CPU"
     sc.render.resolution_x = sc.render.resolution_y = 64
     sc.render.film_transparent = True

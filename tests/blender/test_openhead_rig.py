@@ -135,7 +135,7 @@ def test_panel_flags_rig_out_of_date_after_manual_identity_edit(blender, ext, he
 
 
 def test_flame_hint_when_unconfigured(blender, ext):
-    settings = blender.context.scene.headcraft
+    settings = blender.context.scene.headcraft.head
     prefs = blender.context.preferences.addons[ext.__name__].preferences
     prefs.flame_model_path = ""
     settings.model = "FLAME"

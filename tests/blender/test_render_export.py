@@ -24,9 +24,9 @@ def pixels(bpy, path):
 @pytest.fixture
 def small_render(blender, tmp_path):
     s = blender.context.scene.headcraft
-    s.render_engine, s.render_resolution, s.render_samples = "CYCLES", (40, 32), 1
-    s.render_turntable_views, s.render_contact_count, s.render_contact_columns = 4, 4, 2
-    s.render_folder = str(tmp_path)
+    s.animate.engine, s.animate.resolution, s.animate.samples = "CYCLES", (40, 32), 1
+    s.animate.turntable_views, s.animate.sheet_frames, s.animate.sheet_columns = 4, 4, 2
+    s.animate.output_folder = str(tmp_path)
     return s
 
 
@@ -61,7 +61,7 @@ def test_render_animation_and_cancel(blender, ext, small_render, tmp_path):
         key.value = value
         key.keyframe_insert("value", frame=frame)
     s, scene = small_render, bpy.context.scene
-    s.anim_scene_range, s.anim_frame_start, s.anim_frame_end = False, 1, 3
+    s.animate.scene_range, s.animate.frame_start, s.animate.frame_end = False, 1, 3
     scene.frame_set(2)
     assert bpy.ops.headcraft.render(mode="ANIMATION") == {"FINISHED"}
     frames = [pixels(bpy, tmp_path / f"animation_{f:04d}.png") for f in (1, 2, 3)]
@@ -72,7 +72,7 @@ def test_render_animation_and_cancel(blender, ext, small_render, tmp_path):
     sheet = tmp_path / "animation_contact_sheet.png"
     sheet.unlink()
     engine = scene.render.engine
-    run = ext.animate.render.RenderRun(bpy.context, "ANIMATION", head, s, range(1, 4))
+    run = ext.animate.render.RenderRun(bpy.context, "ANIMATION", head, s.animate, range(1, 4))
     assert run.step() and scene.render.engine == "CYCLES"
     # the sidebar shows it like a backend job, and its Cancel button stops it
     ext.runtime.STATE.local_tasks.append(run)

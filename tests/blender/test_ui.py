@@ -77,7 +77,7 @@ def test_manifest_and_zip_validate(blender):
     zips = sorted((ROOT / "dist").glob("headcraft-*.zip"))
     with zipfile.ZipFile(zips[-1]) as z:
         names = set(z.namelist())
-    assert {"blender_manifest.toml", "__init__.py", "client/wire.py", "head/build.py"} <= names
+    assert {"blender_manifest.toml", "__init__.py", "client/wire.py", "head/objects.py"} <= names
     assert any(n.startswith("backend_dist/headcraft_backend-") for n in names)
     assert not any("torch" in n or "numpy" in n for n in names)
     # A user's install: the zip into a fresh Blender user folder, enabled, Add Head works.

@@ -102,8 +102,8 @@ def test_failure_and_cancel_leave_the_history(blender, gui, tmp_path):
 def test_fit_family(blender, gui, scan):  # noqa: F811
     bpy, ext = blender, gui
     s = bpy.context.scene.headcraft
-    s.fit_scan = scan
-    s.fit_preset, s.fit_steps, s.fit_landmarks = "PREVIEW", 20, "AUTO"
+    s.fit.scan = scan
+    s.fit.preset, s.fit.steps, s.fit.landmarks = "PREVIEW", 20, "AUTO"
     bpy.ops.ed.undo_push(message="scan")
     added = _job(bpy, ext, bpy.ops.headcraft.fit_scan)
     assert {"Scan Fit", "Scan Detailed"} <= added
@@ -125,14 +125,15 @@ def test_maps_family(blender, gui, tmp_path):
     y, x = np.mgrid[0:256, 0:256] / 256
     m = np.stack([0.1 * np.sin(2 * np.pi * (c + 2) * x) * np.cos(2 * np.pi * y) for c in range(3)], -1)
     np.save(tmp_path / "given.npy", m.astype(np.float32))
-    s.map_file, s.map_layout, s.map_space, s.map_size = str(tmp_path / "given.npy"), "headcraft", "OBJECT", "256"
+    s.layout.map_file, s.layout.uv_layout = str(tmp_path / "given.npy"), "headcraft"
+    s.layout.space, s.layout.size = "OBJECT", "256"
     added = _job(bpy, ext, bpy.ops.headcraft.apply_map)
     assert len(added) == 1
     _check_undo_redo(bpy, added)
     detailed = next(iter(added))
     bpy.context.view_layer.objects.active = bpy.data.objects[detailed]
     s = bpy.context.scene.headcraft    # the old reference died with the undo (5.x crashes on it)
-    s.map_exr = s.map_png16 = s.map_npy = False
+    s.layout.exr = s.layout.png16 = s.layout.npy = False
     images = {i.name for i in bpy.data.images}
     assert _job(bpy, ext, bpy.ops.headcraft.bake_map) == set()
     baked = ({i.name for i in bpy.data.images} - images).pop()
@@ -147,7 +148,8 @@ def test_generate_and_animate_families(blender, gui, tmp_path):
     bpy, ext = blender, gui
     head, _ = _add_head(bpy, ext, num_shape=2, num_expr=10)
     s = bpy.context.scene.headcraft
-    s.gen_checkpoint, s.gen_seed, s.map_layout = tiny_checkpoint(tmp_path / "tiny", seed=0), 4, "headcraft"
+    s.generate.checkpoint, s.generate.seed = tiny_checkpoint(tmp_path / "tiny", seed=0), 4
+    s.layout.uv_layout = "headcraft"
     added = _job(bpy, ext, bpy.ops.headcraft.generate)
     assert added == {f"{head} Seed 4"}
     _check_undo_redo(bpy, added)

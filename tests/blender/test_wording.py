@@ -145,7 +145,7 @@ def _poll_operators(ext):
 def test_polls_say_why_in_an_empty_scene(blender, ext):
     """Blender puts the poll message into the RuntimeError; without one it says 'context is
     incorrect'."""
-    bpy.context.scene.headcraft.map_image = None
+    bpy.context.scene.headcraft.layout.map_image = None
     assert not ext.runtime.STATE.busy()
     ids = _poll_operators(ext)
     assert len(ids) > 15

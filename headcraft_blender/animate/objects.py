@@ -10,8 +10,8 @@ import numpy as np
 import bpy
 from mathutils import Matrix
 
-from ..head import build as head_build
-from ..layout import build as layout_build
+from ..head import objects as head_objects
+from ..layout import objects as layout_objects
 from ..meshdata import blender_to_model, model_to_blender, new_shape_key, read_vertices
 from ..roles import Role, role_of, set_role
 from .performance import Performance, resample
@@ -20,13 +20,13 @@ from .performance import Performance, resample
 def coarse_head(detailed: bpy.types.Object) -> bpy.types.Object | None:
     """The low-res head a detailed head was made on (its rig drives the animation)."""
     head = bpy.data.objects.get(str(detailed.get("headcraft_head", "")))
-    return head if head is not None and layout_build.head_of(head) is head else None
+    return head if head is not None and layout_objects.head_of(head) is head else None
 
 
 def rig_request(detailed: bpy.types.Object, head: bpy.types.Object) -> dict:
     """Arrays for animate.rig / animate.bake: the neutral identity and the detail."""
-    return {"coarse_neutral": layout_build.shaped_vertices(head, identity_only=True),
-            **{k: v for k, v in layout_build.detailed_arrays(detailed).items() if k in ("base", "displacement")}}
+    return {"coarse_neutral": layout_objects.shaped_vertices(head, identity_only=True),
+            **{k: v for k, v in layout_objects.detailed_arrays(detailed).items() if k in ("base", "displacement")}}
 
 
 def _place_like(obj: bpy.types.Object, head: bpy.types.Object) -> None:
@@ -48,7 +48,7 @@ def _new_object_from(context, detailed, name: str, verts: np.ndarray, role: Role
     set_role(obj, role)
     obj["headcraft_detailed"] = detailed.name
     obj["headcraft_model"] = detailed.get("headcraft_model", "openhead")
-    head_build.collection_of(context, detailed).objects.link(obj)
+    head_objects.collection_of(context, detailed).objects.link(obj)
     return obj
 
 
@@ -87,7 +87,7 @@ def create_rig_object(context, detailed, head, result: dict, arrays: dict) -> bp
         rig = head.parent
         if rig is not None and rig.type == "ARMATURE":
             for j, joint in enumerate(result["joint_names"]):
-                head_build.assign_weights(obj, head_build.bone_name(joint), arrays["lbs_weights"][:, j])
+                head_objects.assign_weights(obj, head_objects.bone_name(joint), arrays["lbs_weights"][:, j])
             mod = obj.modifiers.new("HeadCraft Rig", "ARMATURE")
             mod.object = rig
         _place_like(obj, head)
@@ -242,7 +242,7 @@ def apply_performance(context, head: bpy.types.Object, perf: Performance, frame_
     names = [n for n in perf.keys if keys is not None and n in keys.key_blocks]
     missing = [n for n in perf.keys if n not in names]
     rig = head.parent if head.parent is not None and head.parent.type == "ARMATURE" else None
-    joints = [j for j in perf.rotations if rig is not None and head_build.bone_name(j) in rig.pose.bones]
+    joints = [j for j in perf.rotations if rig is not None and head_objects.bone_name(j) in rig.pose.bones]
     missing += [j for j in perf.rotations if j not in joints]
     if not names and not joints:
         raise ValueError(f"{perf.source}: none of its channels exist on {head.name} "
@@ -254,7 +254,7 @@ def apply_performance(context, head: bpy.types.Object, perf: Performance, frame_
     if joints:
         curves = fcurves(rig, f"{rig.name} Performance")
         for j in joints:
-            bone = rig.pose.bones[head_build.bone_name(j)]
+            bone = rig.pose.bones[head_objects.bone_name(j)]
             bone.rotation_mode = "XYZ"
             eulers = np.array([_euler(r) for r in perf.rotations[j]])
             path = f'pose.bones["{bone.name}"].rotation_euler'

@@ -13,8 +13,8 @@ import bpy
 
 from .. import runtime
 from ..client.units import HC_UNITS_PER_METRE
-from ..fit import build as fit_build
-from ..head import build as head_build
+from ..fit import objects as fit_objects
+from ..head import objects as head_objects
 from ..meshdata import attribute_colours, blender_to_model, corner_uv, image_srgb, material_image, read_vertices
 from ..roles import Role, role_of
 
@@ -99,9 +99,9 @@ def keep_image(img: bpy.types.Image, first: float) -> None:
     img.pixels[0] = first
     img.update()
     img.use_fake_user = True      # kept even when no material uses it (Blender drops unused images)
-    s = bpy.context.scene.headcraft
-    if s.map_storage == "FILE":
-        folder = runtime.output_folder(s.map_folder, "maps")
+    s = bpy.context.scene.headcraft.layout
+    if s.storage == "FILE":
+        folder = runtime.output_folder(s.folder, "maps")
         path = folder / (bpy.path.clean_name(img.name) + (".exr" if img.is_float else ".png"))
         if img.packed_file is not None:
             img.unpack(method="REMOVE")
@@ -219,7 +219,7 @@ def model_of(obj: bpy.types.Object) -> str:
 
 
 def head_of(obj: bpy.types.Object | None) -> bpy.types.Object | None:
-    return head_build.find_head(obj)
+    return head_objects.find_head(obj)
 
 
 def scan_colour_arrays(obj: bpy.types.Object) -> dict:
@@ -331,9 +331,9 @@ def detailed_from_reply(context, result: dict, out: dict, name: str, world, mode
                         version: str = "") -> bpy.types.Object:
     """A detailed head from a reply that applied a map (map.apply, generate.*): its UV map named
     after the layout, linked to the head it was made on, selected."""
-    obj = fit_build.create_detailed(context, {"model": model, "version": version}, out, name, world,
-                                    head_build.collection_of(context, bpy.data.objects.get(head_name)))
+    obj = fit_objects.create_detailed(context, {"model": model, "version": version}, out, name, world,
+                                    head_objects.collection_of(context, bpy.data.objects.get(head_name)))
     obj.data.uv_layers[0].name = UV_PREFIX + result["layout"]
     obj["headcraft_head"] = head_name
-    head_build.select_only(context, obj)
+    head_objects.select_only(context, obj)
     return obj

@@ -8,7 +8,7 @@ import numpy as np
 import bpy
 from mathutils import Matrix
 
-from ..head import build as head_build
+from ..head import objects as head_objects
 from ..meshdata import (attribute_colours, blender_to_model, model_to_blender, new_mesh, read_faces,
                         read_vertices, set_key_values, texture_vertex_colours)
 from ..roles import Role, role_of, set_role
@@ -58,19 +58,19 @@ def create_fitted(context, result: dict, arrays: dict, scan: bpy.types.Object) -
     the detailed head with its displacement and error attributes, both overlaid on the scan."""
     head_arrays = {k[len("head__"):]: v for k, v in arrays.items() if k.startswith("head__")}
     world = similarity_matrix(result["similarity"])
-    col = head_build.collection_of(context, scan)
+    col = head_objects.collection_of(context, scan)
     created = []
     try:
-        head = head_build.create_head(context, result["head"], head_arrays, name=f"{scan.name} Fit", collection=col)
+        head = head_objects.create_head(context, result["head"], head_arrays, name=f"{scan.name} Fit", collection=col)
         rig = head.parent
         created += [head, rig]
-        set_key_values(head, head_build.shape_key_names(len(result["shape"])), result["shape"])
+        set_key_values(head, head_objects.shape_key_names(len(result["shape"])), result["shape"])
         set_key_values(head, list(result["expr_names"]), result["expr"])
-        head_build.sync_rig(context, head)
+        head_objects.sync_rig(context, head)
         rig.matrix_world = world
         pose = np.array(result["pose"], np.float32)
         for joint, rot in zip(result["joint_names"], pose):
-            pb = rig.pose.bones[head_build.bone_name(joint)]
+            pb = rig.pose.bones[head_objects.bone_name(joint)]
             angle = float(np.linalg.norm(rot))
             if angle > 1e-8:
                 pb.rotation_euler = Matrix.Rotation(angle, 3, tuple(rot / angle)).to_euler("XYZ")
@@ -89,7 +89,7 @@ def create_fitted(context, result: dict, arrays: dict, scan: bpy.types.Object) -
     for obj in (head, detailed):
         obj["headcraft_scan"] = scan.name
     detailed["headcraft_head"] = head.name
-    head_build.select_only(context, detailed)
+    head_objects.select_only(context, detailed)
     return head, detailed
 
 
@@ -117,7 +117,7 @@ def create_detailed(context, result: dict, arrays: dict, name: str, world: Matri
     obj["headcraft_model"] = result["model"]
     obj["headcraft_version"] = result["version"]
     obj.matrix_world = world
-    (collection or head_build.collection_of(context, None)).objects.link(obj)
+    (collection or head_objects.collection_of(context, None)).objects.link(obj)
     return obj
 
 
@@ -137,7 +137,7 @@ def create_landmarks(context, scan: bpy.types.Object, ids: np.ndarray, points_mo
     obj = bpy.data.objects.new(name, me)
     set_role(obj, Role.LANDMARKS)
     obj["headcraft_scan"] = scan.name
-    head_build.collection_of(context, scan).objects.link(obj)
+    head_objects.collection_of(context, scan).objects.link(obj)
     return obj
 
 
