@@ -66,6 +66,15 @@ PARAMS = {
         'space': {'type': 'str', 'default': 'w', 'min': None, 'max': None, 'choices': ('w', 'z')},
         'psi': {'type': 'float', 'default': 0.7, 'min': -1, 'max': 2, 'choices': ()},
     },
+    'generate.interpolate_heads': {
+        'model': {'type': 'str', 'default': 'openhead', 'min': None, 'max': None, 'choices': ('openhead', 'flame')},
+        'flame': {'type': 'dict', 'default': None, 'min': None, 'max': None, 'choices': ()},
+        'layout': {'type': 'str', 'default': 'headcraft', 'min': None, 'max': None, 'choices': ()},
+        'checkpoint': {'type': 'str', 'default': '', 'min': None, 'max': None, 'choices': ()},
+        'steps': {'type': 'int', 'default': 8, 'min': 2, 'max': 256, 'choices': ()},
+        'fit_steps': {'type': 'int', 'default': 1000, 'min': 1, 'max': 100000, 'choices': ()},
+        'lpips': {'type': 'bool', 'default': True, 'min': None, 'max': None, 'choices': ()},
+    },
     'generate.sample': {
         'model': {'type': 'str', 'default': 'openhead', 'min': None, 'max': None, 'choices': ('openhead', 'flame')},
         'flame': {'type': 'dict', 'default': None, 'min': None, 'max': None, 'choices': ()},
@@ -86,6 +95,9 @@ PARAMS = {
         'face_seed': {'type': 'int', 'default': 0, 'min': None, 'max': None, 'choices': ()},
         'hair_seed': {'type': 'int', 'default': 1, 'min': None, 'max': None, 'choices': ()},
         'psi': {'type': 'float', 'default': 0.7, 'min': -1, 'max': 2, 'choices': ()},
+        'hair_source': {'type': 'str', 'default': 'generator', 'min': None, 'max': None, 'choices': ('generator', 'map')},
+        'fit_steps': {'type': 'int', 'default': 1000, 'min': 1, 'max': 100000, 'choices': ()},
+        'lpips': {'type': 'bool', 'default': True, 'min': None, 'max': None, 'choices': ()},
     },
     'head.build': {
         'model': {'type': 'str', 'default': 'openhead', 'min': None, 'max': None, 'choices': ('openhead', 'flame')},
@@ -103,6 +115,13 @@ PARAMS = {
         'model': {'type': 'str', 'default': 'openhead', 'min': None, 'max': None, 'choices': ('openhead', 'flame')},
         'flame': {'type': 'dict', 'default': None, 'min': None, 'max': None, 'choices': ()},
         'layout': {'type': 'str', 'default': 'headcraft', 'min': None, 'max': None, 'choices': ()},
+    },
+    'layout.import': {
+        'model': {'type': 'str', 'default': 'openhead', 'min': None, 'max': None, 'choices': ('openhead', 'flame')},
+        'flame': {'type': 'dict', 'default': None, 'min': None, 'max': None, 'choices': ()},
+        'name': {'type': 'str', 'default': '', 'min': None, 'max': None, 'choices': ()},
+        'format': {'type': 'str', 'default': 'obj', 'min': None, 'max': None, 'choices': ('obj', 'npy')},
+        'source': {'type': 'str', 'default': 'the layout file', 'min': None, 'max': None, 'choices': ()},
     },
     'layout.save': {
         'model': {'type': 'str', 'default': 'openhead', 'min': None, 'max': None, 'choices': ('openhead', 'flame')},
