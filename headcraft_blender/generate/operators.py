@@ -64,7 +64,8 @@ def _interpolation_object(context, name, world, result, out, steps):
         base = model_to_blender(out["base"]).ravel()
         for i in range(steps):
             kb = obj.shape_key_add(name=f"Step {i:02d}", from_mix=False)
-            kb.points.foreach_set("co", base + model_to_blender(out[f"displacement_{i}"]).ravel())
+            step_base = model_to_blender(out[f"base_{i}"]).ravel() if f"base_{i}" in out else base
+            kb.points.foreach_set("co", step_base + model_to_blender(out[f"displacement_{i}"]).ravel())
             kb.slider_min, kb.slider_max = 0.0, 1.0
             drv = kb.driver_add("value").driver
             drv.type = "SCRIPTED"
@@ -141,11 +142,12 @@ def _checkpoint(s) -> str:
     return bpy.path.abspath(s.checkpoint) if s.checkpoint.startswith("//") else s.checkpoint
 
 
-def _new_detailed(head_name, world, model, suffix, note, props=None):
-    """The apply callback shared by the generate operators: a detailed head from the reply."""
+def _new_detailed(head_name, world, model, suffix, note, props=None, link=None):
+    """The apply callback shared by the generate operators: a detailed head from the reply, named
+    after `head_name` and linked to the low-res head `link` (default: `head_name`)."""
     def apply(result, out):
         obj = layout_objects.detailed_from_reply(bpy.context, result, out, f"{head_name} {suffix}", world, model,
-                                               head_name)
+                                                 head_name if link is None else link)
         for k, v in (props or {}).items():
             obj[k] = v
         if "map" in out:
@@ -196,5 +198,73 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
             _new_detailed(obj.name, obj.matrix_world.copy(), model.lower(), "Generated", "Generator fitted")))
 
 
-CLASSES = (HEADCRAFT_OT_generate, HEADCRAFT_OT_interpolate, HEADCRAFT_OT_transfer_hair, HEADCRAFT_OT_fit_generator,
+def two_detailed(context):
+    """(source, driver): the active detailed head and the one other selected detailed head of the
+    same model, or None."""
+    source = layout_objects.find_detailed(context.active_object)
+    others = [o for o in context.selected_objects if o is not source and layout_objects.find_detailed(o) is o]
+    if source is None or len(others) != 1 or layout_objects.model_of(others[0]) != layout_objects.model_of(source):
+        return None
+    return source, others[0]
+
+
+class _TwoHeadsOperator:
+    """Shared by the operators on two detailed heads (e.g. two fitted scans)."""
+    bl_options = runtime.JOB_OPTIONS
+
+    @classmethod
+    def poll(cls, context):
+        return polls.check(cls, context, (two_detailed(context) is not None,
+                                          "Select two detailed heads of one head model; the active one is the "
+                                          "source (the start, or the face)"))
+
+    def _start(self, context, names):
+        s = context.scene.headcraft.generate
+        source, driver = two_detailed(context)
+        arrays = {}
+        for obj, suffix in zip((source, driver), names):
+            for k, v in layout_objects.detailed_arrays(obj).items():
+                if k in ("base", "displacement"):
+                    arrays[f"{k}_{suffix}"] = v
+        params = dict(model_params(layout_objects.model_of(source)), layout=_layout(context),
+                      checkpoint=_checkpoint(s), fit_steps=s.fit_steps)
+        return s, source, driver, params, arrays
+
+
+class HEADCRAFT_OT_interpolate_heads(_TwoHeadsOperator, bpy.types.Operator):
+    """Fit two selected detailed heads to the generator and make the heads between them, blended by a Factor"""
+    bl_idname = "headcraft.interpolate_heads"
+    bl_label = "Interpolate Heads"
+
+    def execute(self, context):
+        s, source, driver, params, arrays = self._start(context, ("a", "b"))
+        params["steps"] = steps = s.interpolate_steps
+        name, other, world = source.name, driver.name, source.matrix_world.copy()
+        model, link = layout_objects.model_of(source).lower(), str(source.get("headcraft_head", ""))
+
+        def apply(result, out):
+            obj = _interpolation_object(bpy.context, f"{name} to {other}", world, dict(result, model=model, head=link),
+                                        out, steps)
+            runtime.notify(f"{obj.name}: {steps} steps between two fitted heads; keyframe its Factor property")
+
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Interpolate {name} -> {other}", "generate.interpolate_heads", params, arrays, apply))
+
+
+class HEADCRAFT_OT_transfer_hair_heads(_TwoHeadsOperator, bpy.types.Operator):
+    """Give the active detailed head the hair of the other selected detailed head (its face stays, seams blended)"""
+    bl_idname = "headcraft.transfer_hair_heads"
+    bl_label = "Transfer Hair"
+
+    def execute(self, context):
+        s, source, driver, params, arrays = self._start(context, ("face", "hair"))
+        params["hair_source"] = s.hair_source.lower()
+        return runtime.submit_from_operator(self, runtime.UIJob(
+            f"Hair of {driver.name} on {source.name}", "generate.transfer_hair", params, arrays,
+            _new_detailed(source.name, source.matrix_world.copy(), layout_objects.model_of(source).lower(),
+                          f"Hair of {driver.name}", "Hair transferred", link=str(source.get("headcraft_head", "")))))
+
+
+CLASSES = (HEADCRAFT_OT_interpolate_heads, HEADCRAFT_OT_transfer_hair_heads, HEADCRAFT_OT_generate,
+           HEADCRAFT_OT_interpolate, HEADCRAFT_OT_transfer_hair, HEADCRAFT_OT_fit_generator,
            HEADCRAFT_OT_use_published_model)

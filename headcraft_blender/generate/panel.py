@@ -43,6 +43,12 @@ class VIEW3D_PT_headcraft_generate(SidebarSubPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(s, "fit_steps")
         row.operator("headcraft.fit_generator", icon="VIEWZOOM")
+        box = layout.box()
+        box.label(text="Two detailed heads (active: start or face)", icon="USER")
+        row = box.row(align=True)
+        row.operator("headcraft.interpolate_heads", icon="IPO_LINEAR")
+        row.operator("headcraft.transfer_hair_heads", icon="OUTLINER_DATA_CURVES")
+        box.prop(s, "hair_source")
         obj = context.active_object
         if obj is not None and "headcraft_factor" in obj:
             layout.prop(obj, '["headcraft_factor"]', text="Factor", slider=True)

@@ -14,6 +14,10 @@ PSI = numeric("generate.sample", "psi", soft_min=0.0, soft_max=1.5)
 MIX_SEED = numeric("generate.sample", "mix_seed", default=1, min=0)
 MIX_FROM = numeric("generate.sample", "mix_from", default=8, max=32)
 TO_SEED = numeric("generate.interpolate", "seed_b", min=0)
+HAIR_SOURCE_ITEMS = choices("generate.transfer_hair", "hair_source", {
+    "generator": ("Generator Fit", "The driver's hair as the generator reproduces it after fitting its styles (the "
+                                   "paper's way)"),
+    "map": ("Driver's Own", "The driver's own displacements, exactly")})
 INTERPOLATE_STEPS = numeric("generate.interpolate", "steps", default=9, soft_max=64)
 
 
@@ -42,6 +46,10 @@ class HeadCraftGenerateSettings(bpy.types.PropertyGroup):
                                              description="Heads computed along the way (cached as shape keys)")
     fit_steps: bpy.props.IntProperty(name="Fit Steps", default=1000, min=10, max=20000,
                                      description="Optimization steps of the style fit (the paper: 1000)")
+    hair_source: bpy.props.EnumProperty(name="Hair", items=HAIR_SOURCE_ITEMS,
+                                        default=default("generate.transfer_hair", "hair_source"),
+                                        description="Where Transfer Hair between two detailed heads takes the "
+                                                    "driver's hair from")
 
 
 CLASSES = (HeadCraftGenerateSettings,)

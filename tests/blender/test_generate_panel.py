@@ -96,3 +96,45 @@ def test_published_setup_and_a_layout_the_generator_cannot_use(blender, ext, tmp
     with pytest.raises(RuntimeError, match="left half"):
         bpy.ops.headcraft.generate()
     assert sorted(o.name for o in bpy.data.objects) == before
+
+
+def test_interpolate_and_transfer_hair_between_two_detailed_heads(blender, ext, tmp_path):
+    """Two detailed heads selected (the active one is the source): Interpolate Heads makes one
+    object whose ends are the generator's versions of the two heads; Transfer Hair keeps the
+    source's face and takes the driver's hair."""
+    bpy = blender
+    assert bpy.ops.headcraft.add_head(model="OPENHEAD", num_shape=2, num_expr=2) == {"FINISHED"}
+    head = bpy.context.active_object
+    s = bpy.context.scene.headcraft
+    s.generate.checkpoint, s.layout.uv_layout, s.generate.fit_steps = "", "headcraft", 20
+    made = []
+    for seed in (1, 2):
+        bpy.context.view_layer.objects.active = head
+        s.generate.seed = seed
+        assert bpy.ops.headcraft.generate() == {"FINISHED"}
+        made.append(bpy.context.active_object)
+    source, driver = made
+    bpy.ops.object.select_all(action="DESELECT")
+    assert not bpy.ops.headcraft.interpolate_heads.poll()
+    source.select_set(True)
+    driver.select_set(True)
+    bpy.context.view_layer.objects.active = source
+    s.generate.interpolate_steps = 3
+    assert bpy.ops.headcraft.interpolate_heads() == {"FINISHED"}
+    obj = bpy.context.active_object
+    assert obj.name == f"{source.name} to {driver.name}" and "headcraft_factor" in obj
+    assert [k.name for k in obj.data.shape_keys.key_blocks] == ["Basis", "Step 00", "Step 01", "Step 02"]
+    bpy.ops.object.select_all(action="DESELECT")
+    source.select_set(True)
+    driver.select_set(True)
+    bpy.context.view_layer.objects.active = source
+    s.generate.hair_source = "MAP"
+    assert bpy.ops.headcraft.transfer_hair_heads() == {"FINISHED"}
+    out = bpy.context.active_object
+    assert out.name == f"{source.name} Hair of {driver.name}" and out.get("headcraft_head") == head.name
+    d = {o: ext.layout.objects.detailed_arrays(o)["displacement"] for o in (out, source, driver)}
+    x = ext.layout.objects.detailed_arrays(out)["base"][:, 0]
+    assert np.isfinite(d[out]).all()
+    # the result differs from both: the face of one, the hair of the other
+    assert not np.allclose(d[out], d[source], atol=1e-5) and not np.allclose(d[out], d[driver], atol=1e-5)
+    assert x.shape[0] == d[out].shape[0]
