@@ -192,7 +192,8 @@ class HEADCRAFT_OT_fit_generator(_GeneratorOperator, bpy.types.Operator):
         if head is not None and layout_objects.head_of(head) is not None:
             arrays["coarse_vertices"] = layout_objects.shaped_vertices(head)
         params = dict(model_params(model), layout=_layout(context), checkpoint=_checkpoint(s),
-                      settings={"steps_w": s.fit_steps, "steps_z": s.fit_steps // 2})
+                      settings={"steps_w": s.fit_steps, "steps_z": s.fit_steps // 2,
+                                "steps_delta": s.fit_steps // 2})
         return runtime.submit_from_operator(self, runtime.UIJob(
             f"Fit generator to {obj.name}", "generate.fit_latent", params, arrays,
             _new_detailed(obj.name, obj.matrix_world.copy(), model.lower(), "Generated", "Generator fitted")))

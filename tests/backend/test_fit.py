@@ -338,6 +338,25 @@ def test_partial_hull_mask():
     assert inside.tolist() == [True, True, False, True]
 
 
+def test_partial_visibility_is_the_hull_mask_times_proximity(openhead):
+    """Supp. B.1: m_final = m * [distance to the cloud <= t]; vertices near the cloud but outside
+    the hull (those close to it below the 30 % height quantile, say) stay hidden."""
+    from scipy.spatial import cKDTree
+    from headcraft_backend.fit.scan import Scan
+    d, _ = openhead
+    base = to_units(d.v_template)
+    pts = Scan(base.astype(np.float32), d.faces).sample_points(40_000)
+    front = pts[pts[:, 2] > np.quantile(pts[:, 2], 0.6)]          # one depth view's worth
+    settings = preset("preview")
+    settings.partial = True
+    settings.stage1.steps = settings.stage2.steps = 3
+    reg = Registration(base, d.faces, d.regions, front, settings)
+    res = reg.run()
+    near = cKDTree(front).query(res.final)[0] <= 0.1
+    assert (near & ~reg.support).any()                              # the case the hull mask decides
+    np.testing.assert_array_equal(res.visibility, near & reg.support)
+
+
 def test_scan_units_do_not_change_the_fit(openhead):
     """The same scan in millimetres and in metres gives the same head."""
     import dataclasses

@@ -406,9 +406,27 @@ def test_latent_fit_full_and_partial_map():
     # partial: the right half of the map hidden
     mask = np.zeros(target.shape[:2], np.float32)
     mask[:, :32] = 1
-    part = fit_latent(G, target, mask, LatentFitSettings(steps_z=100, steps_w=100, avg_samples=500))
+    part = fit_latent(G, target, mask, LatentFitSettings(steps_z=100, steps_delta=100, steps_noise=20, avg_samples=500))
     seen = np.abs(part.map[:, :32] - target[:, :32]).mean()
     assert seen < 0.5 * np.abs(start[:, :32] - target[:, :32]).mean() and part.notes == ["L1 only (no perceptual term)"]
+    # the supplement's schedule: z, the W+ delta, then the noise (500 steps unless set; none for a full map)
+    assert len(part.loss_history) == 100 + 100 + 20
+    assert LatentFitSettings().noise_steps(partial=True) == 500 and LatentFitSettings().noise_steps(partial=False) == 0
+    # z starts from a N(0, I) sample (seeded), not from zero
+    from headcraft_backend.generate.sample import synthesize, unpack
+    still = fit_latent(G, target, mask, LatentFitSettings(steps_z=0, steps_delta=0, steps_noise=0, seed=5))
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expect = unpack(synthesize(G, G.mapping(z, update_w_avg=False), "const")[0])
+    np.testing.assert_allclose(still.map, expect, atol=1e-5)
+    # the face term keeps the face disc's displacements small (towards zero, not towards the z result)
+    hidden_face = np.zeros_like(mask)
+    hidden_face[:, 40:] = 1                  # only part of the scalp seen: the face is unconstrained
+    free, pulled = (fit_latent(G, target, hidden_face, LatentFitSettings(steps_z=10, steps_delta=40, steps_noise=0,
+                                                                         face_pull=w, avg_samples=500)).map
+                    for w in (0.0, 50.0))
+    disc = lambda m: np.abs(m[16:48, 8:24]).mean()      # noqa: E731  (inside the face half's disc)
+    assert disc(pulled) < disc(free)
 
 
 def _alexnet_state(seed: int) -> dict:

@@ -535,7 +535,8 @@ def cmd_fit_latent(args) -> int:
         raise UserError(f"the map is {m.shape[0]}^2 (mask {None if mask is None else mask.shape}); this "
                         f"generator makes {G.img_resolution}^2 maps")
     head = _generator_head(compute, args, G)
-    settings = LatentFitSettings(steps_w=args.steps, steps_z=args.steps // 2, steps_noise=args.noise_steps)
+    settings = LatentFitSettings(steps_w=args.steps, steps_z=args.steps // 2, steps_delta=args.steps // 2,
+                                 steps_noise=args.noise_steps)
     net, why = load_lpips()
     res = fit_latent(G, m, mask, settings, net, report=compute.progress)
     out = apply_map(compute, head, res.map, dense_base(compute, head))
@@ -824,8 +825,10 @@ def main(argv=None) -> int:
     fl.add_argument("map", help="EXR, one of the 16-bit PNGs, or .npy, at the generator's size")
     fl.add_argument("checkpoint")
     fl.add_argument("--mask", default="", help=".npy (H, W) of visible texels, for a partial map")
-    fl.add_argument("--steps", type=int, default=1000)
-    fl.add_argument("--noise-steps", type=int, default=0)
+    fl.add_argument("--steps", type=int, default=1000, help="W+ steps of a full map; with --mask, half of them "
+                    "for z and half for the W+ delta (the paper: 1000, 500 + 500)")
+    fl.add_argument("--noise-steps", type=int, default=None,
+                    help="scalp-noise steps (default: 0 for a full map, 500 with --mask, as the paper)")
     _model_args(fl)
     fl.add_argument("--layout", default=None, help="as for generate")
     fl.add_argument("--device", default="auto")

@@ -348,7 +348,7 @@ class Registration:
         if s.partial:
             t = 0.3 if s.sparse else 0.1
             d, _ = cKDTree(self.scan.cpu().numpy()).query(final.cpu().numpy(), workers=-1)
-            visibility = d < t
+            visibility = (d <= t) & self.support     # supp. B.1: m_final = m * [distance <= t]
         stage1_np, final_np = stage1.cpu().numpy(), final.cpu().numpy()
         untangled = 0
         if len(self.checked) and s.untangle:

@@ -1,11 +1,13 @@
 """Latent fitting (supp. B.1; REFERENCE 5): find the generator's styles for a given map.
 
 Full map: W+ from the average style (mean of mapping(z) over many z), loss
-w_lpips * LPIPS + w_l1 * L1 against the target (LPIPS averaged over 64x64 patches), Adam lr 1e-2;
-then optionally the scalp noise buffers. Partial map with a visibility mask: first z (the
-result stays on the generator's manifold), then a W+ delta with the masked loss on the visible
-texels, a 10x weaker "preserve" loss keeping the hidden texels at the z result and an L1 pull
-(10/256) of the face disc towards the z result; then noise with an L2 prior.
+w_lpips * LPIPS + w_l1 * L1 against the target (LPIPS averaged over 64x64 patches), Adam lr 1e-2,
+1000 steps; then optionally the scalp noise buffers. Partial map with a visibility mask, as the
+supplement (B.1): z from a N(0, I) sample, 500 steps of the masked loss (the result stays on the
+generator's manifold); then 500 steps of a W+ delta (from zero) with the masked loss on the
+visible texels, a 10x weaker "preserve" loss keeping the hidden texels at the z result and an
+L1 term (10/256) keeping the face disc's displacements small; then 500 steps of the scalp noise
+with the masked loss and an L2 prior (1e-5).
 
 LPIPS is optional: `perceptual` is any callable (N,3,h,w) x (N,3,h,w) -> (N,) on [-1, 1] images
 (perceptual.load_lpips() gives LPIPS when its weights are on the machine); without it the fit is
@@ -28,9 +30,15 @@ L1_ONLY = "L1 only (no perceptual term)"     # the note of a fit without `percep
 
 @dataclasses.dataclass
 class LatentFitSettings:
-    steps_w: int = 1000
+    steps_w: int = 1000         # full maps: the W+ stage
     steps_z: int = 500          # partial maps: the z stage
-    steps_noise: int = 0        # 0: keep the generator's constant noise
+    steps_delta: int = 500      # partial maps: the W+ delta stage
+    steps_noise: int | None = None   # None: 0 for a full map (the step is optional), 500 for a partial one
+    seed: int = 0               # partial maps: the z sample the fit starts from
+
+    def noise_steps(self, partial: bool) -> int:
+        """Scalp-noise steps: as set, else 500 for a partial map and none for a full one."""
+        return self.steps_noise if self.steps_noise is not None else (500 if partial else 0)
     lr: float = 1e-2
     w_lpips: float = 0.1
     w_l1: float = 3.0
@@ -129,7 +137,7 @@ def _fit(G, target_map, mask, s, perceptual, report) -> LatentFitResult:
         ws = average_ws(G, s.avg_samples).clone().requires_grad_(True)
         run([ws], s.steps_w, lambda: _loss(synth(ws), target, vis, s, perceptual, scale), "W+", 0.0)
     else:
-        z = torch.zeros(1, G.z_dim, requires_grad=True)
+        z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(s.seed)).requires_grad_(True)
         run([z], s.steps_z, lambda: _loss(synth(G.mapping(z, update_w_avg=False)), target, vis, s, perceptual, scale),
             "z", 0.0)
         with torch.no_grad():
@@ -144,12 +152,13 @@ def _fit(G, target_map, mask, s, perceptual, report) -> LatentFitResult:
             pred = synth(ws0 + delta)
             seen = _loss(pred, target, vis, s, perceptual, scale)
             hidden = _loss(pred, base, 1 - vis, s, perceptual, scale) * s.preserve
-            face = ((pred[:, :3] - base[:, :3]).abs() * face_disc).mean() * s.face_pull
+            face = (pred[:, :3].abs() * face_disc).mean() * s.face_pull
             return seen + hidden + face
-        run([delta], s.steps_w, partial_loss, "W+ delta", 0.3)
+        run([delta], s.steps_delta, partial_loss, "W+ delta", 0.3)
         ws = (ws0 + delta).detach()
     ws = ws.detach()
-    if s.steps_noise:    # fitted on copies: the generator's own noise is put back afterwards
+    steps_noise = s.noise_steps(mask is not None)
+    if steps_noise:    # fitted on copies: the generator's own noise is put back afterwards
         layers = [m for m in G.synthesis.modules() if hasattr(m, "noise_const")]
         originals = [m.noise_const for m in layers]
         noise = [o.clone().requires_grad_(True) for o in originals]
@@ -160,7 +169,7 @@ def _fit(G, target_map, mask, s, perceptual, report) -> LatentFitResult:
             reg = sum((n - o).square().mean() for n, o in zip(noise, originals)) * s.noise_l2
             return _loss(synth(ws), target, vis, s, perceptual, scale) + reg
         try:
-            run(noise, s.steps_noise, noise_loss, "noise", 0.6)
+            run(noise, steps_noise, noise_loss, "noise", 0.6)
             with torch.no_grad():
                 out = unpack(synth(ws)[0])
         finally:

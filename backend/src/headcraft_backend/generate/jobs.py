@@ -73,7 +73,7 @@ def interpolate_job(ctx, params, arrays):
 
 
 @job("generate.fit_latent", {**HEAD, "settings": Param("dict", None, "fields of `LatentFitSettings`: `steps_w "
-                                                      "steps_z steps_noise lr w_lpips w_l1 preserve face_pull noise_l2 "
+                                                      "steps_z steps_delta steps_noise seed lr w_lpips w_l1 preserve face_pull noise_l2 "
                                                       "avg_samples`"),
                              "lpips": Param("bool", True, "false: L1 only")},
      arrays="a detailed head (`base`, `displacement (Vd,3)`, optional `visibility (Vd,)`; baked in object space "
