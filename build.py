@@ -3,7 +3,9 @@
 
     python3 build.py setup       # .venv (Python 3.11) with bpy 4.2 LTS, torch, the backend (editable);
                                  # .venv-bpy45 (bpy 4.5 LTS) and .venv-bpy5 (bpy 5.x, Python 3.13)
-    python3 build.py test        # setup, then the whole suite on bpy 4.2 and tests/blender on 4.5 and 5.x
+    python3 build.py test        # setup, then the static checks, the whole suite on bpy 4.2 and
+                                 # tests/blender on 4.5 and 5.x
+    python3 build.py typecheck   # setup, then the static checks (mypy on the backend, tools/, build.py)
     python3 build.py demo        # setup, then the main job headless -> out/demo/
     python3 build.py extension   # validate and build dist/headcraft-<version>.zip
     python3 build.py ui          # every panel and menu in its main states, as text -> out/ui.txt
@@ -39,7 +41,7 @@ EXT_ID = "headcraft"
 BPY = "bpy==4.2.23"          # newest 4.2 LTS wheel
 TORCH = "torch==2.13.0"       # the CPU build on this project's machines
 NUMPY = "numpy==1.26.4"       # the numpy Blender 4.2 bundles (and mediapipe needs < 2)
-REQUIREMENTS = [NUMPY, TORCH, BPY, "scipy>=1.10", "pytest>=8", "pytest-timeout>=2.3"]
+REQUIREMENTS = [NUMPY, TORCH, BPY, "scipy>=1.10", "pytest>=8", "pytest-timeout>=2.3", "mypy==2.4.1"]
 # The other Blender versions the manifest admits: bpy and what Blender-side tests import, never
 # torch (the backend runs in .venv, as it runs in its own environment for users).
 BLENDERS = {   # label: (venv, Python, bpy pin)
@@ -133,7 +135,7 @@ def stage() -> Path:
     with tempfile.TemporaryDirectory() as tmp:   # a copy: pip's build/ folder never clashes
         src = Path(tmp) / "backend"
         shutil.copytree(ROOT / "backend", src, ignore=shutil.ignore_patterns(
-            "__pycache__", "*.pyc", "build", "*.egg-info"))
+            "__pycache__", "*.pyc", "build", "*.egg-info", ".mypy_cache"))
         subprocess.run([venv_python() if venv_python().exists() else sys.executable, "-m", "pip", "wheel",
                         "-q", "--no-deps", "--no-build-isolation", "-w", dst / "backend_dist", src],
                        check=True, capture_output=True)
@@ -162,16 +164,42 @@ def extension() -> Path:
     return out
 
 
+def static_checks(py: Path) -> list[tuple[str, list]]:
+    """Each static check: (name, command run from the repository root, non-zero on an error).
+    A check in another venv (the extension against fake-bpy-module's stubs, say) is one more
+    entry here."""
+    # one run, so that an error in the backend (which tools/ imports) is reported once
+    return [("mypy: backend, tools/, build.py",
+             [py, "-m", "mypy", "--config-file", ROOT / "backend" / "pyproject.toml",
+              ROOT / "backend" / "src" / "headcraft_backend", ROOT / "tools", ROOT / "build.py"])]
+
+
+def typecheck(py: Path | None = None) -> int:
+    """Every static check, all of them even after a failure. Non-zero when any fails."""
+    failed = []
+    for name, cmd in static_checks(py or setup()):
+        print(f"=== {name}\n+", " ".join(map(str, cmd)), flush=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"static checks FAILED: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
+
+
 def test(args) -> int:
-    """The whole suite on bpy 4.2 (.venv), then tests/blender on each other Blender version with
-    the backend started from .venv's Python. Non-zero when any run fails."""
+    """The static checks, then the whole suite on bpy 4.2 (.venv), then tests/blender on each
+    other Blender version with the backend started from .venv's Python. Non-zero when any of
+    them fails (a failed check does not stop the test runs)."""
     py = setup()
+    start = time.monotonic()
+    code = typecheck(py)
+    summary = [f"static checks: {'passed' if code == 0 else 'FAILED'} in {time.monotonic() - start:.0f} s"]
+    failed = code != 0
     runs = [(f"Blender {BPY.split('==')[1]}", py, ["tests"])]
     # Tests marked backend_bound spend their time in the backend, the same on every Blender.
     runs += [(f"Blender {pin.split('==')[1]}", setup_blender(label),
               ["tests/blender", "-m", "not backend_bound"]) for label, (_, _, pin) in BLENDERS.items()]
     env = {**os.environ, "HEADCRAFT_BACKEND_PYTHON": str(py)}
-    summary, failed = [], False
     for name, python, tests in runs:
         cmd = [python, "-m", "pytest", "-q", "-ra", "--timeout=900", *tests, *args]
         print(f"=== {name}\n+", " ".join(map(str, cmd)), flush=True)
@@ -199,6 +227,7 @@ def demo(args) -> int:
     with open(log_path, "w") as log:
         proc = subprocess.Popen([py, ROOT / "tools" / "demo.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace")
+        assert proc.stdout is not None      # stdout=PIPE
         for line in proc.stdout:
             log.write(line)
             if DEMO_LINE.match(line):
@@ -236,6 +265,8 @@ def main(argv: list[str]) -> int:
         extension()
     elif cmd == "test":
         return test(rest)
+    elif cmd == "typecheck":
+        return typecheck()
     elif cmd == "demo":
         return demo(rest)
     elif cmd == "ui":

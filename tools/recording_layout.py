@@ -4,6 +4,8 @@ Headless Blender never draws panels, so this is the one acceptable stand-in: it 
 panel's draw() and fails when a property or operator it names does not exist. It also writes
 what a panel would show as indented text (`draw_text`, `build.py ui`).
 """
+from typing import Any
+
 import bpy
 
 
@@ -116,7 +118,7 @@ class DrawProxy:
 
 def _record(cls_or_obj, context, real=None) -> RecordingLayout:
     layout = RecordingLayout()
-    cls = cls_or_obj if isinstance(cls_or_obj, type) else type(cls_or_obj)
+    cls: type[Any] = cls_or_obj if isinstance(cls_or_obj, type) else type(cls_or_obj)   # a Panel or Menu class
     cls.draw(DrawProxy(real if real is not None else cls_or_obj, layout), context)
     return layout
 

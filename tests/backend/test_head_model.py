@@ -110,6 +110,19 @@ def test_npz_roundtrip_and_validation(tmp_path):
         d.validate("x")
 
 
+def test_landmark_faces_without_barycentrics_are_refused(tmp_path):
+    """A file with landmark triangles but no barycentrics: HeadModelError, not AttributeError."""
+    d = tiny_model()
+    d.save_npz(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = dict(z)
+    arrays["landmark_faces"] = np.arange(3, dtype=np.int32)
+    arrays.pop("landmark_bary", None)
+    np.savez(tmp_path / "half.npz", **arrays)
+    with pytest.raises(HeadModelError, match="landmark_faces without landmark_bary"):
+        HeadModelData.load_npz(tmp_path / "half.npz")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
 def test_cuda_matches_cpu():
     d = tiny_model(posedirs=True)

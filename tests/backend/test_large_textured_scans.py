@@ -171,3 +171,20 @@ def test_textured_obj_and_glb_are_rendered_with_their_texture(head, tmp_path):
     ply = load_scan_file(tmp_path / "c.ply")
     _, same = cKDTree(synth.vertices).query(ply.vertices)
     assert ply.texture is None and np.abs(ply.colors * 255 - synth.colors[same]).mean() < 1
+
+
+def test_a_glb_scene_with_a_line_and_textured_parts_loads(tmp_path):
+    """A scene of several textured meshes and a polyline (a path has no visual): the meshes'
+    textures become vertex colours and the line is left out (it raised AttributeError)."""
+    parts = []
+    for x in (0.0, 3.0):
+        m = trimesh.creation.icosphere(subdivisions=2)
+        m.apply_translation([x, 0.0, 0.0])
+        m.visual = trimesh.visual.TextureVisuals(uv=np.random.default_rng(0).random((len(m.vertices), 2)),
+                                                 image=PIL.Image.fromarray(np.full((8, 8, 3), 200, np.uint8)))
+        parts.append(m)
+    line = trimesh.load_path(np.array([[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]]))
+    trimesh.Scene([*parts, line]).export(tmp_path / "parts.glb")
+    scan = load_scan_file(tmp_path / "parts.glb")
+    assert len(scan.vertices) == 2 * len(parts[0].vertices) and len(scan.faces) == 2 * len(parts[0].faces)
+    assert scan.texture is None and scan.colors is not None

@@ -39,12 +39,12 @@ def default_data_dir() -> Path:
 
 def hash_arrays(h: "hashlib._Hash", *arrays: tuple[np.ndarray, type]) -> None:
     for arr, dt in arrays:
-        a = np.ascontiguousarray(arr, dt)
+        a: np.ndarray = np.ascontiguousarray(arr, dt)
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
 
 
-def write_atomic(path: Path, save: Callable[[str], None], required: bool = False) -> None:
+def write_atomic(path: Path, save: Callable[[str], object], required: bool = False) -> None:
     """Write through a temporary file in the same folder and rename: readers never see half a
     file. An unwritable folder only logs, unless `required` (then OSError propagates)."""
     try:
@@ -162,7 +162,7 @@ class BoundedCache:
 def file_stamp(*paths) -> tuple:
     """What identifies the current content of files: inode, size and modification time of each
     (None for a missing file). A file saved again or replaced gets another stamp."""
-    out = []
+    out: list[tuple] = []
     for p in paths:
         try:
             st = os.stat(p)

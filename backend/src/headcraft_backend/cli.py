@@ -121,9 +121,11 @@ def parse_direction(words) -> tuple[float, float, float] | None:
         return None
     name = text.lower().lstrip("+-")
     if name in ("x", "y", "z") and len(text) <= 2:
-        d = [0.0, 0.0, 0.0]
-        d["xyz".index(name)] = -1.0 if text.startswith("-") else 1.0
-        return tuple(d)
+        axis = [0.0, 0.0, 0.0]
+        axis["xyz".index(name)] = -1.0 if text.startswith("-") else 1.0
+        x, y, z = axis
+        return x, y, z
+    d: tuple[float, ...]
     try:
         d = tuple(float(w) for w in text.split())
     except ValueError:
@@ -589,7 +591,7 @@ def cmd_eval(args) -> int:
     from .generate.checkpoint import DEMO_MODEL
     from .head.registry import load_model_data
     data = load_model_data(_model_params(args))
-    methods = {}
+    methods: dict[str, str | None] = {}
     checkpoint = args.checkpoint or (str(DEMO_MODEL) if DEMO_MODEL.is_file() else None)
     pca = args.pca or (str(DEMO_MODEL.with_name("demo_pca.json")) if DEMO_MODEL.with_name("demo_pca.json").is_file()
                        else None)

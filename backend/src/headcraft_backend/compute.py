@@ -47,7 +47,7 @@ class Compute:
     every `interval` seconds (None: progress is dropped)."""
 
     def __init__(self, device: torch.device | str = "auto", cache=None,
-                 send: Callable[[dict], None] | None = None, interval: float = 0.05):
+                 send: Callable[[dict], object] | None = None, interval: float = 0.05):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.cache = BoundedCache() if cache is None else cache
         self._send, self._interval = send, interval

@@ -69,7 +69,7 @@ def encode(type: str, fields: dict | None = None, arrays: dict | None = None) ->
         descs.append({"name": name, "dtype": dt.str, "shape": list(arr.shape),
                       "offset": offset, "nbytes": arr.nbytes})
         if arr.nbytes:
-            buffers.append(memoryview(arr.reshape(-1)).cast("B"))
+            buffers.append(memoryview(arr.reshape(-1)).cast("B"))  # type: ignore[arg-type]  # numpy 1.26: Buffer on 3.12+ only
         offset += arr.nbytes
     header = dict(fields or {})
     header["type"] = type
@@ -110,7 +110,7 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> b
     return buf
 
 
-def json_depth(raw: bytes) -> int:
+def json_depth(raw: bytes | bytearray) -> int:
     """How deeply arrays/objects nest in JSON text: brackets counted outside strings (a quote
     after an odd run of backslashes is part of a string). Linear, no recursion."""
     a = np.frombuffer(raw, np.uint8)
@@ -141,7 +141,7 @@ def _finite(text: str) -> float:
     return value
 
 
-def parse_header(raw: bytes) -> dict:
+def parse_header(raw: bytes | bytearray) -> dict:
     """A header's JSON, refused (ProtocolError) when not UTF-8 JSON, nested deeper than
     MAX_HEADER_DEPTH or holding NaN/Infinity."""
     depth = json_depth(raw)

@@ -15,6 +15,9 @@ import torch
 class VertexFrames(torch.nn.Module):
     """(B, V, 3) vertices -> (B, V, 3, 3) frames, rows (t, b, n). Batched, CPU or CUDA."""
 
+    faces: torch.Tensor       # buffers
+    neighbour: torch.Tensor
+
     def __init__(self, faces: np.ndarray, num_vertices: int):
         super().__init__()
         faces = np.asarray(faces, np.int64)

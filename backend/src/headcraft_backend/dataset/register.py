@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -155,7 +155,7 @@ def register_scan(task: Task, out_dir: str | Path, options: RegisterOptions) -> 
     "failed", "seconds", "error" (when failed)}; a problem of this scan never raises."""
     from ..errors import UserError
     t0 = time.perf_counter()
-    result = {"scan": Path(task.scan).name, "stem": task.stem}
+    result: dict[str, Any] = {"scan": Path(task.scan).name, "stem": task.stem}
     try:
         if options.threads:
             import torch
@@ -360,6 +360,7 @@ def run_tasks(ray, tasks: list[Task], out_dir: Path, options: RegisterOptions, c
     options = dataclasses.replace(options, threads=cluster.cpus_per_scan,
                                   device="cuda" if cluster.gpus_per_scan > 0 else "cpu")
     window = cluster.workers or len(tasks)
+    pending: dict[Any, Task]     # Ray object ref -> its task
     queue, pending = list(reversed(tasks)), {}
     while queue or pending:
         while queue and len(pending) < window:
@@ -436,8 +437,11 @@ def register_folder(scans_dir: str | Path, out_dir: str | Path, options: Registe
         if todo:
             with ray_cluster(cluster) as ray:
                 progress = Progress(len(todo) + len(skipped), len(skipped), stream)
+                def on_result(r: dict) -> None:
+                    results.append(r)
+                    progress(r)
                 try:
-                    run_tasks(ray, todo, out_dir, options, cluster, lambda r: (results.append(r), progress(r)))
+                    run_tasks(ray, todo, out_dir, options, cluster, on_result)
                 finally:
                     progress.close()
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -105,7 +106,7 @@ def evaluate_scan(path: Path, model, options: FitOptions, out_dir: Path | None =
     points = sim.inverse(scan.sample_points(options.num_points, options.seed).astype(np.float64))
     figures = quality(res.base, res.final, dense.faces, dense.regions, scan_v,
                       scan.faces if scan.is_mesh else None, points)
-    row = {"scan": path.name, "seconds": seconds, "regions": figures,
+    row: dict[str, Any] = {"scan": path.name, "seconds": seconds, "regions": figures,
            "landmarks_used": res.landmarks_used, "notes": res.notes}
     if out_dir is not None:
         from PIL import Image

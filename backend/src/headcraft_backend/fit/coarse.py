@@ -153,7 +153,7 @@ def fit_coarse(model: HeadModel, scan_points: np.ndarray, scan_landmarks: np.nda
         return torch.exp(log_scale) * v @ axis_angle_to_matrix(rot).T + trans
 
     rounds = max(settings.rounds, 1)
-    terms = {}
+    terms: dict[str, float] = {}
     for k in range(rounds):
         rigid = k < min(settings.rigid_rounds, rounds - 1)
         a = min(1.0, k / max(rounds // 2, 1))

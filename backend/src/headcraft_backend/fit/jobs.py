@@ -23,7 +23,7 @@ SCAN_ARRAYS = "scan arrays"
 def directions(params: dict) -> tuple[tuple | None, tuple | None]:
     """The request's `up` and `forward` hints for the landmark renders: three numbers each
     (defaults +Y and +Z), or null / "auto" where unknown (the renders search for the face)."""
-    out = []
+    out: list[tuple | None] = []
     for key, default in (("up", (0, 1, 0)), ("forward", (0, 0, 1))):
         value = params.get(key, default)
         if value is None or value == "auto":

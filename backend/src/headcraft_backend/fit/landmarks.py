@@ -610,6 +610,7 @@ def detect_landmarks(vertices, faces, colors=None, texture=None, uv=None, up=(0,
                 return faces
         return []
 
+    searched: list[tuple]   # (up, forward, face score)
     attempts, searched, tried = [], [], []
     found = None
     try:

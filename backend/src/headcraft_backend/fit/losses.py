@@ -27,7 +27,7 @@ def unique_edges(faces: np.ndarray, return_counts: bool = False):
     share each one."""
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     e.sort(axis=1)
-    return np.unique(e, axis=0, return_counts=return_counts)
+    return np.unique(e, axis=0, return_counts=return_counts)  # type: ignore[call-overload]  # numpy 1.26: Literal flags only
 
 
 def _csr(m: sp.csr_matrix, device) -> torch.Tensor:
@@ -76,7 +76,7 @@ class MeshRegulariser:
         self.edge_norm = float(len(faces) if reference else len(edges))
         self.lap_norm = float(n if reference else 1)
         self.uses_rest = reference
-        self.rest = None
+        self.rest: torch.Tensor | None = None
 
     def set_rest(self, rest: torch.Tensor | None) -> None:
         """The stage's starting mesh (the reference convention regularises v - rest)."""
@@ -129,6 +129,7 @@ class NearestNeighbours:
         with torch.no_grad():
             if self.exact:
                 return _chunked_argmin(self.scan, verts, self.chunk, within)
+            assert self.scan_tree is not None   # built whenever the search is not exact
             return _bounded(cKDTree(verts.detach().cpu().numpy()), self.scan_tree.data, within).to(verts.device)
 
 
@@ -208,7 +209,9 @@ class PairedChamfer:
         d_st = ((self.near_scan - verts[self.s2t]) ** 2).sum(-1)
         r2 = self.threshold ** 2
         terms = [torch.sqrt(d_ts[self.found & (d_ts < r2)] + 1e-12), torch.sqrt(d_st[d_st < r2] + 1e-12)]
-        return sum(t.mean() if t.numel() else t.sum() for t in terms)
+        total = sum(t.mean() if t.numel() else t.sum() for t in terms)
+        assert isinstance(total, torch.Tensor)   # two terms: never sum()'s start value 0
+        return total
 
 
 def _chunked_argmin(a: torch.Tensor, b: torch.Tensor, chunk: int, within: float | None = None) -> torch.Tensor:
@@ -236,7 +239,9 @@ def pruned_chamfer(verts: torch.Tensor, scan: torch.Tensor, t2s: torch.Tensor, s
         terms = [torch.sqrt(d[d < threshold ** 2] + 1e-12) for d in (d_ts, d_st)]
     else:
         raise ValueError(f"unknown Chamfer convention {convention!r}; use one of {CONVENTIONS}")
-    return sum(t.mean() if t.numel() else t.sum() for t in terms)
+    total = sum(t.mean() if t.numel() else t.sum() for t in terms)
+    assert isinstance(total, torch.Tensor)   # two terms: never sum()'s start value 0
+    return total
 
 
 def bruteforce_chamfer(verts: torch.Tensor, scan: torch.Tensor, threshold: float,

@@ -96,6 +96,7 @@ def closest_points_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: 
             if best is None:
                 best, best_d = q, d
             else:
+                assert best_d is not None
                 take = d < best_d
                 best[take], best_d[take] = q[take], d[take]
         out[bad] = best
@@ -247,6 +248,7 @@ def surface_distances(points, verts, faces, *, return_closest: bool = False, k: 
         if tree is not None:
             unsure_all.append(knn_pass(idx, kk))
     if unsure_all:
+        assert tree is not None   # only knn_pass, run with a tree, adds to unsure_all
         unsure = np.concatenate(unsure_all)
         for s in range(0, len(unsure), 4096):
             idx = unsure[s:s + 4096]

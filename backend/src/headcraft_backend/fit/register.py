@@ -7,7 +7,7 @@ along the stage-1 normals. Frozen in stage 2: neck, ears, eyeballs, inner mouth.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -303,7 +303,7 @@ class Registration:
                 sched.step()
             converged = False
             if step % 10 == 0 or step == s.steps - 1:
-                row = {"stage": name, "step": step, "loss": loss.item(), "chamfer": lc.item(),
+                row: dict[str, Any] = {"stage": name, "step": step, "loss": loss.item(), "chamfer": lc.item(),
                        "edge": le.item(), "laplacian": ll.item(), "fold": 0.0 if lf is None else lf.item()}
                 self.history.append(row)
                 losses[step] = row["loss"]

@@ -43,6 +43,7 @@ class Scan:
             if len(self.vertices) <= n:
                 return self.vertices
             return self.vertices[rng.choice(len(self.vertices), n, replace=False)]
+        assert self.faces is not None   # a mesh
         area = _double_areas(self.vertices, self.faces)
         pick = rng.choice(len(area), n, p=area / area.sum())
         w = rng.random((n, 2))
@@ -56,11 +57,12 @@ class Scan:
         for a mesh (the nearest vertex's area-weighted normal for meshes of over a million
         triangles), the direction of least spread of the k nearest points for a cloud."""
         points = np.asarray(points, np.float64)
-        if self.is_mesh and len(self.faces) > _EXACT_NORMALS_MAX_FACES:
+        if self.faces is not None and len(self.faces) > _EXACT_NORMALS_MAX_FACES:   # a big mesh
             _, nearest = cKDTree(self.vertices).query(points, workers=-1)
             from .render import vertex_normals
             n = vertex_normals(self.vertices, self.faces)[nearest]
         elif self.is_mesh:
+            assert self.faces is not None
             from .metrics import surface_distances
             _, tri, _ = surface_distances(points, self.vertices, self.faces, return_closest=True)
             t = self.vertices[self.faces[tri]].astype(np.float64)
@@ -96,8 +98,8 @@ def load_scan_file(path: str | Path) -> Scan:
             raise UserError(f"{path.name}: the file holds no geometry")
         parts = loaded.dump()
         if len(parts) > 1:      # several atlases cannot share one image: their colours go to the vertices
-            for part in parts:
-                if getattr(part.visual, "kind", None) == "texture":
+            for part in parts:    # (a path has no visual)
+                if isinstance(part, trimesh.Trimesh) and isinstance(part.visual, trimesh.visual.TextureVisuals):
                     part.visual = part.visual.to_color()
         loaded = trimesh.util.concatenate(parts)
     colors = texture = uv = None
@@ -107,11 +109,13 @@ def load_scan_file(path: str | Path) -> Scan:
             colors = np.asarray(loaded.colors)[:, :3] / 255.0
     elif isinstance(loaded, trimesh.Trimesh):
         verts, faces = np.asarray(loaded.vertices), np.asarray(loaded.faces)
-        vc = getattr(loaded.visual, "vertex_colors", None) if loaded.visual.kind == "vertex" else None
+        visual = loaded.visual
+        assert visual is not None    # a Trimesh always has one (trimesh types it Optional)
+        vc = getattr(visual, "vertex_colors", None) if visual.kind == "vertex" else None
         if vc is not None and len(vc) == len(verts):
             colors = np.asarray(vc)[:, :3] / 255.0
-        if loaded.visual.kind == "texture":
-            texture, uv = _texture_of(loaded.visual)
+        if visual.kind == "texture":
+            texture, uv = _texture_of(visual)
     else:
         raise UserError(f"{path.name}: not a mesh or point cloud ({type(loaded).__name__})")
     return sanitize(verts, faces, colors, name=path.name, texture=texture, uv=uv)
@@ -261,6 +265,7 @@ def sanitize(vertices, faces=None, colors=None, name: str = "the scan", min_comp
     if len(v) > max_vertices:
         baked = tex is not None
         if baked:
+            assert tex is not None and t_uv is not None   # _texture_inputs gives both or neither
             from .render import sample_texture
             c, tex, t_uv = sample_texture(tex, t_uv), None, None
         n = len(v)

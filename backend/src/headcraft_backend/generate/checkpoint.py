@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -26,6 +28,9 @@ from ..cache import cached_by_files, write_atomic
 from ..errors import UserError
 from ..limits import GENERATOR_CONFIG_MAX, MAX_CONFIG_BYTES, MAX_GENERATOR_ELEMENTS, MAX_MAP_SIZE
 from .networks import Generator, channels_at
+
+if TYPE_CHECKING:
+    from .pca import PCAModel
 
 INERT_MODULES = ("omegaconf.", "pytorch_lightning.", "lightning.", "lightning_fabric.")
 FORMAT = "headcraft-stylegan2"
@@ -91,7 +96,12 @@ def plain(obj):
     return obj
 
 
-def config_from_state(sd: dict[str, torch.Tensor]) -> dict:
+class _Shaped(Protocol):      # a tensor, or only its shape (_Shape)
+    @property
+    def shape(self) -> Sequence[int]: ...
+
+
+def config_from_state(sd: Mapping[str, _Shaped]) -> dict:
     """Generator arguments read off the tensor shapes (no hyper-parameters needed)."""
     try:
         layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("mapping.layers.")})
@@ -211,8 +221,8 @@ def read_config(cfg_path: Path) -> dict:
 
 def _check_pca(meta: dict, weights: Path) -> None:
     k, size = meta.get("components"), meta.get("size")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, size)) or not 1 <= size <= MAX_MAP_SIZE \
-            or not 1 <= k or k * size * size * 3 > MAX_GENERATOR_ELEMENTS:
+    if not (isinstance(k, int) and not isinstance(k, bool) and isinstance(size, int) and not isinstance(size, bool)) \
+            or not 1 <= size <= MAX_MAP_SIZE or not 1 <= k or k * size * size * 3 > MAX_GENERATOR_ELEMENTS:
         raise CheckpointError(f"{weights.with_suffix('.json')}: a PCA of {str(k)[:20]} components of "
                               f"{str(size)[:20]}^2 maps is not one this backend reads (maps up to "
                               f"{MAX_MAP_SIZE}^2, {MAX_GENERATOR_ELEMENTS:,} numbers in all)")
@@ -226,6 +236,7 @@ def load_published(ckpt: str | Path, ema: str | Path | None = None) -> tuple[Gen
     sd = raw.get("state_dict") if isinstance(raw, dict) else None
     if not isinstance(sd, dict):
         raise CheckpointError(f"{ckpt}: no 'state_dict' in the file (not a Lightning checkpoint)")
+    assert isinstance(raw, dict)             # sd came from it
     # Our trainer's checkpoints carry the averaged generator as `G_ema.`; the published ones an EMA file.
     prefix = "G_ema." if any(k.startswith("G_ema.") for k in sd) else "G."
     g = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
@@ -264,6 +275,7 @@ def apply_ema(G: Generator, path: str | Path) -> dict:
     with torch.no_grad():
         for p, s in zip(params, shadow):
             p.copy_(s.float())
+    assert isinstance(raw, dict)             # shadow came from it
     return {"decay": raw.get("decay"), "num_updates": raw.get("num_updates")}
 
 
@@ -285,7 +297,7 @@ def save(G: Generator, path: str | Path, extra: dict | None = None) -> tuple[Pat
     return weights, cfg
 
 
-def load(path: str | Path) -> tuple[Generator, dict]:
+def load(path: str | Path) -> tuple[Generator | PCAModel, dict]:
     """Our format (the .safetensors or the .json; a StyleGAN or the PCA baseline) or a published
     .ckpt (with an EMA file named `ema_*.pth` beside it, when there is one)."""
     path = Path(path)

@@ -120,6 +120,9 @@ def modulated_conv2d(x, weight, styles, padding: int, demodulate: bool):
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv at the input resolution, optional x2 upsample, noise, bias, lrelu."""
 
+    noise_const: torch.Tensor   # buffer
+    resampler: nn.Module        # set only on a layer that upsamples
+
     def __init__(self, in_channels, out_channels, w_dim, resolution, resampler=None):
         super().__init__()
         self.resolution = resolution
@@ -224,6 +227,8 @@ class SynthesisNetwork(nn.Module):
 
 
 class MappingNetwork(nn.Module):
+    w_avg: torch.Tensor   # buffer
+
     def __init__(self, z_dim, w_dim, num_ws, num_layers=4, lr_multiplier=0.01, w_avg_beta=0.995):
         super().__init__()
         self.num_ws, self.w_avg_beta = num_ws, w_avg_beta

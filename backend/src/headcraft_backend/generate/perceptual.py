@@ -29,6 +29,9 @@ HUB_PATTERN = "alexnet-owt-*.pth"
 class LPIPS(nn.Module):
     """Distance (N,) between two batches (N,3,H,W) of images in [-1, 1]; frozen weights."""
 
+    shift: torch.Tensor   # buffers
+    scale: torch.Tensor
+
     def __init__(self):
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv2d(i, o, k, s, p) for _, i, o, k, s, p in CONVS)
@@ -55,10 +58,11 @@ class LPIPS(nn.Module):
         return out
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        d = 0
+        d: torch.Tensor | int = 0
         for fa, fb, lin in zip(self.features(a), self.features(b), self.lins):
             diff = (_unit(fa) - _unit(fb)).square()
             d = d + (diff * lin).sum(1).mean(dim=(1, 2))
+        assert isinstance(d, torch.Tensor)   # CONVS is not empty
         return d
 
 

@@ -146,10 +146,14 @@ def _lightning():
 
 
 def build_module(config: TrainConfig, data: str = "", grid_scale: float = 1.0):
-    L = _lightning()
+    _lightning()                    # says how to install Lightning when it is missing
+    from lightning import LightningModule
 
-    class StyleGAN2(L.LightningModule):
+    class StyleGAN2(LightningModule):
         """G, D and the EMA generator; manual optimisation, one G and one D step per batch."""
+
+        pl_mean: torch.Tensor       # buffers
+        ema_updates: torch.Tensor
 
         def __init__(self, config: dict, data: str = "", grid_scale: float = 1.0):
             super().__init__()
@@ -256,8 +260,9 @@ def build_module(config: TrainConfig, data: str = "", grid_scale: float = 1.0):
             out.parent.mkdir(parents=True, exist_ok=True)
             from PIL import Image
             Image.fromarray(grid).save(out)
-            if self.logger is not None and hasattr(self.logger.experiment, "add_image"):
-                self.logger.experiment.add_image("samples", grid, it, dataformats="HWC")
+            experiment = getattr(self.logger, "experiment", None)   # TensorBoard's writer (None: no logger)
+            if experiment is not None and hasattr(experiment, "add_image"):
+                experiment.add_image("samples", grid, it, dataformats="HWC")
             return out
 
         def on_train_end(self):
@@ -311,12 +316,13 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, devices: in
     warnings.filterwarnings("ignore", ".*(LeafSpec|does not have many workers|smaller than the logging|exists and is not empty|all_gather is deprecated|pre-optimization state).*")
     loader = torch.utils.data.DataLoader(ds, batch_size=config.batch, shuffle=True, drop_last=len(ds) >= config.batch,
                                          num_workers=workers, persistent_workers=workers > 0)
+    trainer_strategy: str | DDPStrategy = strategy
     if strategy == "ddp":
-        strategy = DDPStrategy(find_unused_parameters=True)   # G's step leaves D's gradients unused
+        trainer_strategy = DDPStrategy(find_unused_parameters=True)   # G's step leaves D's gradients unused
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="{epoch}-{step}", save_last=True, save_top_k=-1,
                            every_n_train_steps=2 * config.checkpoint_every)
     trainer = L.Trainer(default_root_dir=str(out), max_steps=2 * config.iterations, max_epochs=-1,
-                        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=trainer_strategy,
                         precision=precision, callbacks=[ckpt], enable_progress_bar=progress,
                         logger=TensorBoardLogger(str(out), name="tensorboard", version=""),
                         log_every_n_steps=1 if config.iterations < 100 else 10, enable_model_summary=False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -55,14 +56,14 @@ class HeadModelData:
 
     def validate(self, source: str = "head model") -> "HeadModelData":
         """Check shapes, finiteness and index ranges; raise HeadModelError naming `source`."""
-        def fail(msg):
+        def fail(msg: str) -> NoReturn:
             raise HeadModelError(f"{source}: {msg}")
 
         V = self.v_template.shape[0] if self.v_template.ndim == 2 else -1
         if self.v_template.ndim != 2 or self.v_template.shape[1] != 3 or V < 4:
             fail(f"v_template must be (V, 3), got {self.v_template.shape}")
         J = len(self.joint_names)
-        checks = {
+        checks: dict[str, tuple[np.ndarray, tuple[int | None, ...]]] = {
             "faces": (self.faces, (None, 3)),
             "uv": (self.uv, (self.faces.shape[0], 3, 2)),
             "shapedirs": (self.shapedirs, (V, 3, None)),
@@ -74,6 +75,8 @@ class HeadModelData:
             checks["posedirs"] = (self.posedirs, (9 * (J - 1), V * 3))
         if self.landmark_faces is not None:
             L = self.landmark_faces.shape[0]
+            if self.landmark_bary is None:
+                fail("landmark_faces without landmark_bary")
             checks["landmark_bary"] = (self.landmark_bary, (L, 3))
             if L and (self.landmark_faces.min() < 0 or self.landmark_faces.max() >= len(self.faces)):
                 fail("landmark_faces index triangles that do not exist")
@@ -100,7 +103,7 @@ class HeadModelData:
         meta = {"format_version": FORMAT_VERSION, "name": self.name, "version": self.version,
                 "expr_names": list(self.expr_names), "joint_names": list(self.joint_names),
                 "parents": list(self.parents), "licence": self.licence}
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "meta_json": np.frombuffer(json.dumps(meta).encode(), np.uint8),
             "v_template": self.v_template.astype(np.float32),
             "faces": self.faces.astype(np.int32),
@@ -113,6 +116,7 @@ class HeadModelData:
         if self.posedirs is not None:
             arrays["posedirs"] = self.posedirs.astype(np.float32)
         if self.landmark_faces is not None:
+            assert self.landmark_bary is not None, "validate() refuses landmark_faces without landmark_bary"
             arrays["landmark_faces"] = self.landmark_faces.astype(np.int32)
             arrays["landmark_bary"] = self.landmark_bary.astype(np.float32)
         for name, idx in self.regions.items():

@@ -119,7 +119,15 @@ def load_uv_obj(uv_obj_path: str | Path, faces: np.ndarray) -> np.ndarray:
     """Per-corner UVs (F, 3, 2) from FLAME's head_template.obj (triangles in the model's order)."""
     path = Path(uv_obj_path)
     if not path.is_file():
+<<<<<<< HEAD
         _fail(str(path), "file not found")
+=======
+        _fail(source, "file not found")
+    vt: list[tuple[float, float]] = []
+    fv: list[tuple[int, ...]] = []
+    ft: list[tuple[int, ...]] = []
+    n_v = 0
+>>>>>>> issue17-mypy
     try:
         with open(path, "r", encoding="utf-8", errors="replace") as fh:
             return corner_uvs_from_obj(fh, faces, str(path), "the FLAME model")
@@ -253,7 +261,7 @@ def load_flame(model_path: str | Path, masks_path: str | Path, uv_obj_path: str 
     # keep FLAME's joint order (pose vectors from other FLAME tools index joints by position) and
     # swap the names instead.
     joints = J_regressor.astype(np.float64) @ v_template.astype(np.float64)
-    joint_names = JOINT_NAMES
+    joint_names: tuple[str, ...] = JOINT_NAMES
     if joints[_EYE_L, 0] < joints[_EYE_R, 0]:
         joint_names = JOINT_NAMES[:_EYE_L] + (JOINT_NAMES[_EYE_R], JOINT_NAMES[_EYE_L])
 

@@ -32,10 +32,10 @@ def rigid_chain(rot: torch.Tensor, joints: torch.Tensor, parents: list[int]) -> 
     bottom = torch.zeros_like(rel[..., None, :1]).expand(*rel.shape[:2], 1, 4).clone()
     bottom[..., 3] = 1
     local = torch.cat([torch.cat([rot, rel[..., None]], -1), bottom], -2)  # (B, J, 4, 4)
-    world = [local[:, 0]]
+    chain = [local[:, 0]]
     for j in range(1, len(parents)):
-        world.append(world[parents[j]] @ local[:, j])
-    world = torch.stack(world, 1)
+        chain.append(chain[parents[j]] @ local[:, j])
+    world = torch.stack(chain, 1)
     posed_joints = world[..., :3, 3]
     # Remove the rest-pose joint offset so the transform applies to rest-pose vertices.
     R = world[..., :3, :3]

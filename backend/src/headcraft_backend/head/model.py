@@ -23,6 +23,16 @@ class HeadModel(torch.nn.Module):
     Coefficient vectors may be shorter than the model's basis: missing ones are zero.
     """
 
+    v_template: torch.Tensor          # buffers
+    shapedirs: torch.Tensor
+    exprdirs: torch.Tensor
+    J_regressor: torch.Tensor
+    lbs_weights: torch.Tensor
+    faces: torch.Tensor
+    posedirs: torch.Tensor | None
+    lmk_faces: torch.Tensor | None    # None (plain attributes) for a model without landmarks
+    lmk_bary: torch.Tensor | None
+
     def __init__(self, data: HeadModelData):
         super().__init__()
         self.data = data
@@ -73,6 +83,7 @@ class HeadModel(torch.nn.Module):
             joints = joints + transl[:, None].to(v)
         lmk = None
         if self.lmk_faces is not None:
+            assert self.lmk_bary is not None     # set with lmk_faces
             tri = verts[:, self.faces[self.lmk_faces]]  # (B, L, 3, 3)
             lmk = (tri * self.lmk_bary[None, :, :, None]).sum(2)
         return HeadOutput(verts, joints, lmk)

@@ -207,7 +207,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if obj is not None:
             return obj
         if (module == "chumpy" or module.startswith("chumpy.")) and name.isidentifier():
-            base = _ChumpyStandIn
+            base: type = _ChumpyStandIn
         elif (module == "scipy.sparse" or module.startswith("scipy.sparse.")) and name in _SPARSE_NAMES:
             base = _SparseStandIn
         else:
@@ -276,7 +276,7 @@ def _check_elements(n: float, what: str) -> None:
 class _Resolver:
     """Walks an unpickled object graph and replaces stand-ins by numpy/scipy objects."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.memo: dict[int, Any] = {}
         self.active: set[int] = set()
         self.keep: list[Any] = []  # keep originals alive so ids stay unique

@@ -18,6 +18,7 @@ gets its UVs by barycentric interpolation inside each coarse triangle (DenseTemp
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import igl
 import numpy as np
@@ -312,12 +313,12 @@ def _pack(uv, pieces, box) -> None:
     """Shelf-pack charts at one common scale, the largest that fits the box, centred in it."""
     if not pieces:
         return
-    sizes = []
+    extents = []
     for p in pieces:
         pts = uv[p].reshape(-1, 2)
         uv[p] -= pts.min(0)
-        sizes.append(pts.max(0) - pts.min(0))
-    sizes = np.array(sizes)
+        extents.append(pts.max(0) - pts.min(0))
+    sizes = np.array(extents)
     u0, v0, u1, v1 = box
     W, H = u1 - u0, v1 - v0
     order = np.argsort(-sizes[:, 1])
@@ -358,9 +359,10 @@ def layout_report(V, F, uv, chart, names) -> dict:
     e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
     a2 = 0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
     sig = _singular_values(p, uv)
-    report = {"flipped": int((a2 <= 0).sum()), "coverage": float(np.abs(a2).sum()),
-              "outside_unit_square": int(((uv < 0) | (uv > 1)).any(-1).any(-1).sum()),
-              "overlap_texels_512": int(rasterize(uv, 512, gutter=0.0).overlaps), "charts": {}}
+    report: dict[str, Any] = {
+        "flipped": int((a2 <= 0).sum()), "coverage": float(np.abs(a2).sum()),
+        "outside_unit_square": int(((uv < 0) | (uv > 1)).any(-1).any(-1).sum()),
+        "overlap_texels_512": int(rasterize(uv, 512, gutter=0.0).overlaps), "charts": {}}
     groups = sorted({n.split(".")[0] for n in names})
     for g in groups:
         sel = np.isin(chart, [i for i, n in enumerate(names) if n.split(".")[0] == g])

@@ -57,6 +57,7 @@ def bake_colour(raster: Raster, head_faces: np.ndarray, head_vertices: np.ndarra
         if colors is not None:
             col = np.einsum("nk,nkc->nc", bary, unit_colours(colors)[sf[tri]])
         else:
+            assert texture is not None    # refused above when neither is given
             uv = np.einsum("nk,nkd->nd", bary, np.asarray(scan_uv, np.float64)[tri])
             col = sample_image(unit_colours(texture), uv)[:, :3]
         out[raster.texel[s:s + chunk]] = np.clip(col, 0, 1)

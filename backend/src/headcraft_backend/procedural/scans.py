@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,6 +46,9 @@ from scipy.sparse.csgraph import dijkstra
 from ..head.data import HeadModelData
 from ..fit.losses import unique_edges
 from ..fit.render import vertex_normals
+
+if TYPE_CHECKING:
+    from ..head.model import HeadModel
 
 __all__ = ["HAIRSTYLES", "SyntheticScan", "PartialView", "make_scan", "partial_view",
            "sparse_subset", "similarity_matrix"]
@@ -275,7 +279,7 @@ class _Dense:
     dist: dict[str, np.ndarray]     # geodesic distance (mm) to region sets
     boundary_loops: list[np.ndarray]  # ordered dense boundary loops, lowest (neck) first
     head_centre: np.ndarray
-    model: object                   # HeadModel (torch)
+    model: HeadModel
 
 
 _CACHE: dict[str, _Dense] = {}

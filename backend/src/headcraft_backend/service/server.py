@@ -137,6 +137,7 @@ class Server:
             self.running.ctx.cancel()
 
     def _watch_parent(self) -> None:
+        assert self.parent_pid is not None     # started only when there is a parent to watch
         while not self.stopping.wait(1.0):
             try:
                 os.kill(self.parent_pid, 0)
