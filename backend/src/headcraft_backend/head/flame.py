@@ -18,6 +18,7 @@ happens here.
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def detect_flame_version(model_path: str | Path) -> str:
     return "2020"
 
 
-def _fail(source, msg):
+def _fail(source, msg) -> NoReturn:
     raise HeadModelError(f"{source}: {msg}")
 
 
@@ -119,15 +120,7 @@ def load_uv_obj(uv_obj_path: str | Path, faces: np.ndarray) -> np.ndarray:
     """Per-corner UVs (F, 3, 2) from FLAME's head_template.obj (triangles in the model's order)."""
     path = Path(uv_obj_path)
     if not path.is_file():
-<<<<<<< HEAD
         _fail(str(path), "file not found")
-=======
-        _fail(source, "file not found")
-    vt: list[tuple[float, float]] = []
-    fv: list[tuple[int, ...]] = []
-    ft: list[tuple[int, ...]] = []
-    n_v = 0
->>>>>>> issue17-mypy
     try:
         with open(path, "r", encoding="utf-8", errors="replace") as fh:
             return corner_uvs_from_obj(fh, faces, str(path), "the FLAME model")
