@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "backend" / "src" / "headcraft_backe
 
 # lowest first; a module may import its own layer and the layers below it
 LAYERS = [
-    ("base", ("__init__", "errors", "units", "presets", "limits", "wire", "cache", "compute", "assets")),
+    ("base", ("__init__", "errors", "units", "presets", "limits", "wire", "cache", "compute", "raster", "assets")),
     ("head", ("head.",)),
     ("library", ("fit.", "layout.", "generate.", "animate.", "procedural.")),
     ("jobs", ("handlers", "fit.jobs", "layout.jobs", "generate.jobs", "animate.jobs", "head.jobs",

@@ -10,9 +10,8 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from headcraft_backend.fit import landmarks as L
-from headcraft_backend.fit.render import (
-    Camera, camera_for_head, rasterize, render_mesh, vertex_normals,
-)
+from headcraft_backend.fit.render import camera_for_head, render_mesh, vertex_normals
+from headcraft_backend.raster import Camera, rasterize
 from headcraft_backend.head.data import HeadModelData
 from headcraft_backend.head.model import HeadModel
 from headcraft_backend.head.registry import load_model_data

@@ -28,7 +28,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..errors import UserError
-from .render import Camera, RenderResult, camera_for_head, head_frame, render_mesh, sample_texture
+from ..raster import Camera
+from .render import RenderResult, camera_for_head, head_frame, render_mesh, sample_texture
 from .scan import cluster_decimate
 
 __all__ = ["NUM_MEDIAPIPE_LANDMARKS", "FIT_LANDMARKS", "SURFACE_LANDMARKS", "FLAME_MEDIAPIPE_INDICES", "REGIONS",

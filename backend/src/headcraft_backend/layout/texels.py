@@ -21,6 +21,8 @@ import scipy.sparse as sp
 from scipy.ndimage import distance_transform_edt
 from scipy.spatial import cKDTree
 
+from ..raster import Camera, rasterize as rasterize_camera
+
 SEAM_BLEND = 10.0          # texels over which a seam correction fades out (supp. A.2)
 SEAM_REACH = 1.5           # texels: the band treated as "on the seam" (covers bilinear stencils)
 GUTTER = 2.0              # texels around each chart that hold the field extrapolated
@@ -59,41 +61,20 @@ def texel_coords(uv: np.ndarray, size: int) -> np.ndarray:
 
 
 def rasterize(uv: np.ndarray, size: int, gutter: float = GUTTER) -> Raster:
-    """Texels whose centre lies in a triangle of the per-corner UVs (F, 3, 2), plus a gutter of
-    `gutter` texels around every chart."""
+    """Texels whose centre lies in a triangle of the per-corner UVs (F, 3, 2) (the lowest
+    triangle index wins where charts overlap), plus a gutter of `gutter` texels around every
+    chart: the backend's rasteriser looking straight at the UV square."""
+    uv = np.asarray(uv, np.float64)
     p = texel_coords(uv, size)                                  # (F, 3, 2)
-    lo = np.clip(np.ceil(p.min(1) - 1e-9), 0, size - 1).astype(np.int64)
-    hi = np.clip(np.floor(p.max(1) + 1e-9), 0, size - 1).astype(np.int64)
-    inside_square = (p.max(1) >= -0.5).all(1) & (p.min(1) <= size - 0.5).all(1)
-    nx = np.where(inside_square, hi[:, 0] - lo[:, 0] + 1, 0).clip(0)
-    ny = np.where(inside_square, hi[:, 1] - lo[:, 1] + 1, 0).clip(0)
-    count = nx * ny
-    texels, faces, barys, interior = [], [], [], []
-    start = 0
-    csum = np.cumsum(count)
-    while start < len(count):
-        # triangles [start, stop) hold at most MAX_CANDIDATES candidate texels (at least one)
-        base = csum[start - 1] if start else 0
-        stop = max(int(np.searchsorted(csum, base + MAX_CANDIDATES, side="right")), start + 1)
-        tri = np.repeat(np.arange(start, stop), count[start:stop])
-        k = np.arange(len(tri)) - np.repeat(np.concatenate([[0], np.cumsum(count[start:stop])[:-1]]),
-                                            count[start:stop])
-        x = lo[tri, 0] + k % nx[tri]
-        y = lo[tri, 1] + k // nx[tri]
-        b = _barycentric(p[tri], np.stack([x, y], 1).astype(np.float64))
-        ok = (b >= -1e-7).all(1)
-        texels.append(y[ok] * size + x[ok])
-        faces.append(tri[ok])
-        barys.append(b[ok])
-        interior.append((b[ok] > 1e-7).all(1))
-        start = stop
-    texel = np.concatenate(texels) if texels else np.zeros(0, np.int64)
-    face = np.concatenate(faces) if faces else np.zeros(0, np.int64)
-    bary = np.concatenate(barys) if barys else np.zeros((0, 3))
-    strict = np.concatenate(interior) if interior else np.zeros(0, bool)
-    overlaps = len(texel[strict]) - len(np.unique(texel[strict]))
-    texel, first = np.unique(texel, return_index=True)
-    face, bary = face[first], bary[first]
+    flat = Camera(rotation=np.diag([1.0, -1.0, -1.0]), position=np.zeros(3), width=size, height=size,
+                  projection="orthographic", scale=float(size), cx=0.0, cy=float(size))
+    corners = np.concatenate([uv.reshape(-1, 2), np.zeros((uv.size // 2, 1))], 1)
+    counts = np.zeros(size * size, np.int64)
+    tri_id, bary_img, _ = rasterize_camera(flat, corners, np.arange(len(corners)).reshape(-1, 3), coverage=counts)
+    texel = np.flatnonzero(tri_id.ravel() >= 0)
+    face = tri_id.ravel()[texel].astype(np.int64)
+    bary = bary_img.reshape(-1, 3)[texel].astype(np.float64)
+    overlaps = int(np.maximum(counts - 1, 0).sum())
     if gutter > 0 and len(texel):
         # texels just outside the charts extrapolate their nearest covered texel's triangle, so
         # bilinear lookups at chart borders see the field continued, not a copy

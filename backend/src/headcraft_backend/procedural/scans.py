@@ -46,6 +46,7 @@ from scipy.sparse.csgraph import dijkstra
 from ..head.data import HeadModelData
 from ..fit.losses import unique_edges
 from ..fit.render import vertex_normals
+from ..raster import Camera, rasterize
 
 if TYPE_CHECKING:
     from ..head.model import HeadModel
@@ -553,69 +554,21 @@ def _view_basis(d):
 
 
 class _ZBuffer:
-    """Orthographic depth buffer looking along -view_dir (the camera sits at +view_dir)."""
+    """Orthographic depth image looking along -view_dir (the camera sits at +view_dir), on the
+    backend's rasteriser: depth `zbuf` and triangle `ids` per pixel (flat; inf / -1 where empty)."""
 
-    def __init__(self, verts, faces, view_dir, pixel, want_ids=False, cull_back=False):
+    def __init__(self, verts, faces, view_dir, pixel, cull_back=False):
         e1, e2, d = _view_basis(view_dir)
         self.basis, self.pixel = (e1, e2, d), pixel
-        X, Y, Z = verts @ e1 / pixel, verts @ e2 / pixel, -(verts @ d)
+        X, Y = verts @ e1 / pixel, verts @ e2 / pixel
         self.x0, self.y0 = np.floor(X.min()) - 2, np.floor(Y.min()) - 2
-        X, Y = X - self.x0, Y - self.y0
-        self.W = int(np.ceil(X.max())) + 3
-        self.H = int(np.ceil(Y.max())) + 3
-        zbuf = np.full(self.H * self.W, np.inf)
-        ids = np.full(self.H * self.W, -1, np.int64) if want_ids else None
-        tx, ty, tz = X[faces], Y[faces], Z[faces]
-        area = (tx[:, 1] - tx[:, 0]) * (ty[:, 2] - ty[:, 0]) - (tx[:, 2] - tx[:, 0]) * (ty[:, 1] - ty[:, 0])
-        xmin = np.ceil(tx.min(1) - 0.5).astype(np.int64)
-        xmax = np.floor(tx.max(1) - 0.5).astype(np.int64)
-        ymin = np.ceil(ty.min(1) - 0.5).astype(np.int64)
-        ymax = np.floor(ty.max(1) - 0.5).astype(np.int64)
-        w, h = np.maximum(xmax - xmin + 1, 0), np.maximum(ymax - ymin + 1, 0)
-        ok = (np.abs(area) > 1e-12) & (w > 0) & (h > 0)
-        if cull_back:
-            ok &= area > 0          # counter-clockwise in the image = facing the camera
-        tri = np.flatnonzero(ok)
-        # Affine barycentrics: b0 = a0 + bx0 * x + by0 * y, same for b1; z likewise.
-        inv = 1.0 / area[tri]
-        x0_, x1_, x2_ = tx[tri].T
-        y0_, y1_, y2_ = ty[tri].T
-        bx0, by0 = (y1_ - y2_) * inv, (x2_ - x1_) * inv
-        a0 = (x1_ * y2_ - x2_ * y1_) * inv
-        bx1, by1 = (y2_ - y0_) * inv, (x0_ - x2_) * inv
-        a1 = (x2_ * y0_ - x0_ * y2_) * inv
-        z0, z1, z2 = tz[tri].T
-        za = z2 + a0 * (z0 - z2) + a1 * (z1 - z2)
-        zx = bx0 * (z0 - z2) + bx1 * (z1 - z2)
-        zy = by0 * (z0 - z2) + by1 * (z1 - z2)
-        counts = (w * h)[tri]
-        start = 0
-        budget = 1 << 21
-        cum = np.cumsum(counts)
-        while start < len(tri):
-            base = cum[start - 1] if start else 0
-            stop = max(int(np.searchsorted(cum, base + budget, side="right")), start + 1)
-            sl = slice(start, stop)
-            cnt = counts[sl]
-            rep = np.repeat(np.arange(start, stop), cnt)
-            off = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-            ww = w[tri][rep]
-            px = xmin[tri][rep] + off % ww
-            py = ymin[tri][rep] + off // ww
-            cx, cy = px + 0.5, py + 0.5
-            b0 = a0[rep] + bx0[rep] * cx + by0[rep] * cy
-            b1 = a1[rep] + bx1[rep] * cx + by1[rep] * cy
-            inside = (b0 >= -1e-9) & (b1 >= -1e-9) & (b0 + b1 <= 1 + 1e-9)
-            rep, px, py, cx, cy = rep[inside], px[inside], py[inside], cx[inside], cy[inside]
-            z = za[rep] + zx[rep] * cx + zy[rep] * cy
-            pix = py * self.W + px
-            np.minimum.at(zbuf, pix, z)
-            if want_ids:
-                win = z <= zbuf[pix]
-                ids[pix[win]] = tri[rep[win]]
-            start = stop
-        self.zbuf = zbuf
-        self.ids = ids
+        self.W = int(np.ceil(X.max() - self.x0)) + 3
+        self.H = int(np.ceil(Y.max() - self.y0)) + 3
+        camera = Camera(rotation=np.stack([e1, e2, -d]), position=np.zeros(3), width=self.W, height=self.H,
+                        projection="orthographic", scale=1.0 / pixel, cx=-self.x0, cy=-self.y0)
+        ids, _, depth = rasterize(camera, verts, faces, cull_back=cull_back)
+        self.ids = ids.ravel().astype(np.int64)
+        self.zbuf = depth.ravel().astype(np.float64)
 
     def project(self, p):
         e1, e2, d = self.basis
@@ -959,7 +912,7 @@ def partial_view(scan: SyntheticScan, seed: int, view_dir=None, *, pixel_mm: flo
     pixel = pixel_mm / scan.mm_per_scan_unit
     v = scan.vertices
     f = scan.faces.astype(np.int64)
-    zb = _ZBuffer(v, f, ds, pixel, want_ids=True, cull_back=True)
+    zb = _ZBuffer(v, f, ds, pixel, cull_back=True)
     pix = np.flatnonzero(zb.ids >= 0)
     tri = zb.ids[pix]
     py, px = pix // zb.W, pix % zb.W
