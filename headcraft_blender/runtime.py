@@ -12,6 +12,7 @@ from typing import Callable
 
 import bpy
 
+from .client import wire
 from .client.connection import BackendError
 from .client.environment import EnvironmentSetup, env_python
 from .client.manager import BackendManager, BackendSettings
@@ -125,7 +126,7 @@ class UIJob:
         # the undo step recorded once the result is applied ("" = the title; None = none, e.g.
         # one chunk of a longer run whose last chunk records the step)
         self.undo = title if undo == "" else undo
-        self.state, self.fraction, self.stage, self.message = "starting", 0.0, "", ""
+        self.state, self.fraction, self.stage, self.message = "submitted", 0.0, "", ""   # wire.JOB_STATES
         self.error = ""
         self.handle = None
         self.cancel_requested = False
@@ -148,10 +149,9 @@ class UIJob:
                     self.state = "cancelled"
                     return
                 self.handle = conn.submit(self.kind, self.params, self.arrays)
-                self.state = "running"
                 while not self.handle.finished.wait(0.05):
-                    self.fraction, self.stage, self.message = (self.handle.fraction, self.handle.stage,
-                                                               self.handle.message)
+                    self.state, self.fraction, self.stage, self.message = (
+                        self.handle.state, self.handle.fraction, self.handle.stage, self.handle.message)
                 error = self.handle.error
                 if error is None or error.error_type != "NotDelivered" or attempt:
                     break   # a backend that died before taking the job gets one fresh start
@@ -165,7 +165,7 @@ class UIJob:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("done", "error", "cancelled")
+        return self.state in wire.FINISHED_STATES
 
 
 def submit(job: UIJob) -> UIJob:

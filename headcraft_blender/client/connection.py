@@ -25,7 +25,7 @@ class Job:
 
     def __init__(self, job_id: str, kind: str, conn: "Connection"):
         self.id, self.kind, self._conn = job_id, kind, conn
-        self.state = "submitted"     # submitted, queued, done, error, cancelled
+        self.state = "submitted"     # one of wire.JOB_STATES
         self.fraction, self.stage, self.message = 0.0, "", ""
         self.result: dict = {}
         self.arrays: dict = {}
@@ -180,6 +180,7 @@ class Connection:
             job.state = "queued"
         elif msg.type == "progress":
             job.fraction, job.stage, job.message = f.get("fraction", 0.0), f.get("stage", ""), f.get("message", "")
+            job.state = "running"
         elif msg.type == "result":
             job.result, job.arrays, job.fraction = f.get("result", {}), msg.arrays, 1.0
             self._done(job, "done")

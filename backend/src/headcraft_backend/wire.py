@@ -24,6 +24,12 @@ from .limits import (DEFAULT_MAX_PAYLOAD_BYTES, MAX_ARRAY_ELEMENTS, MAX_ARRAY_NA
 MAGIC = b"HCW1"
 PROTOCOL_VERSION = 1
 PREFIX = struct.Struct("<4sIQ")
+# A job's life, in the words every side uses (the client's Job follows the server's replies,
+# Blender's UIJob follows its Job; the render and set-up tasks use the same words):
+# submitted (sent, not yet accepted) -> queued (accepted) -> running (first progress) -> one of
+# done, error, cancelled.
+JOB_STATES = ("submitted", "queued", "running", "done", "error", "cancelled")
+FINISHED_STATES = frozenset(JOB_STATES[3:])
 # dtype names allowed on the wire (numpy's little-endian spellings).
 DTYPES = {"<f4", "<f8", "<f2", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "|b1"}
 
