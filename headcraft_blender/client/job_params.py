@@ -105,7 +105,7 @@ PARAMS = {
         'num_shape': {'type': 'int', 'default': None, 'min': 0, 'max': None, 'choices': ()},
         'num_expr': {'type': 'int', 'default': None, 'min': 0, 'max': None, 'choices': ()},
     },
-    'head.evaluate': {
+    'head.vertices': {
         'model': {'type': 'str', 'default': 'openhead', 'min': None, 'max': None, 'choices': ('openhead', 'flame')},
         'flame': {'type': 'dict', 'default': None, 'min': None, 'max': None, 'choices': ()},
         'shape': {'type': 'any', 'default': None, 'min': None, 'max': None, 'choices': ()},

@@ -9,7 +9,7 @@ from headcraft_backend.head.dense import DenseRebuild, dense_template
 from headcraft_backend.head.flame import load_flame
 from headcraft_backend.head.registry import load_model_data
 from headcraft_backend.layout import formats, texels
-from headcraft_backend.layout.build import build_layout
+from headcraft_backend.layout.unwrap import unwrap_layout
 from headcraft_backend.layout.store import dense_uv, get_layout, list_layouts, save_custom_layout
 from headcraft_backend.errors import UserError
 
@@ -93,7 +93,7 @@ def test_flame_layout_on_a_closed_sphere_head(tmp_path):
     """The FLAME fixture is a closed sphere with scattered regions: pieces are split into discs."""
     files = ff.write_flame_files(tmp_path, "2020")
     flame = load_flame(files.model, files.masks, files.obj)
-    lay = build_layout(flame)
+    lay = unwrap_layout(flame)
     assert lay.report["flipped"] == 0 and lay.report["outside_unit_square"] == 0
     assert texels.rasterize(lay.uv, 1024, gutter=0).overlaps == 0
 

@@ -114,9 +114,9 @@ def test_client_refuses_request_over_server_limit(conn):
 def test_unknown_job_and_bad_params_fail_but_server_survives(conn):
     job = conn.submit("nope").wait(10)
     assert job.state == "error" and job.error.error_type == "UnknownJob"
-    job = conn.submit("head.evaluate", {"shape": [float("inf")]})
+    job = conn.submit("head.vertices", {"shape": [float("inf")]})
     assert job.state == "error" and job.error.error_type == "BadRequest"
-    job = conn.submit("head.evaluate", {}, {"pose": np.full((5, 3), np.nan, np.float32)}).wait(30)
+    job = conn.submit("head.vertices", {}, {"pose": np.full((5, 3), np.nan, np.float32)}).wait(30)
     assert job.state == "error" and "finite" in str(job.error)
     job = conn.submit("head.build", {"model": "flame"}).wait(30)
     assert job.state == "error" and "FLAME is not configured" in str(job.error)

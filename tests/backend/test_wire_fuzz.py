@@ -24,7 +24,7 @@ def good_frames() -> list[bytes]:
     rng = np.random.default_rng(0)
     arrays = {"f": rng.standard_normal((7, 3)).astype(np.float32), "i": np.arange(5, dtype="<i8"),
               "b": np.ones(3, bool), "e": np.zeros((0, 3), np.float16)}
-    messages = [("hello", {"protocol": 1, "token": TOKEN, "client": "fuzz"}, {}), ("ping", {}, {}),
+    messages = [("hello", {"protocol": wire.PROTOCOL_VERSION, "token": TOKEN, "client": "fuzz"}, {}), ("ping", {}, {}),
                 ("submit", {"job_id": "j1", "kind": "diagnostics.echo", "params": {"a": [1, 2.5, "x"], "n": None}},
                  arrays),
                 ("submit", {"kind": "diagnostics.echo", "params": {"deep": [[[{"k": [1]}]]]}}, {"u": np.arange(9, dtype="<u2")}),
@@ -135,7 +135,7 @@ def server_process(tmp_path):
 
 def login(port) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    wire.send(s, "hello", {"protocol": 1, "token": TOKEN})
+    wire.send(s, "hello", {"protocol": wire.PROTOCOL_VERSION, "token": TOKEN})
     assert wire.recv(s).type == "welcome"
     return s
 

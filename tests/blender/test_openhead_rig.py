@@ -15,7 +15,7 @@ def evaluated(bpy, obj):
 
 def backend_eval(ext, **kw):
     pose = kw.pop("pose", np.zeros((5, 3), np.float32))
-    job = ext.runtime.STATE.backend.connection().call("head.evaluate", dict(model="openhead", **kw),
+    job = ext.runtime.STATE.backend.connection().call("head.vertices", dict(model="openhead", **kw),
                                                 {"pose": pose.astype(np.float32)}, timeout=60)
     return ext.meshdata.model_to_blender(job.arrays["vertices"]), ext.meshdata.model_to_blender(job.arrays["joints"])
 

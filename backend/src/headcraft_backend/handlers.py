@@ -142,12 +142,12 @@ def job(kind: str, params: dict[str, Param] | None = None, arrays: str = "", res
     """Register a handler fn(compute, params, arrays) -> (result fields, result arrays) with its
     declaration. The registered JobSpec checks params (types, bounds, choices, unknown names)
     and fills in defaults before the handler runs; direct calls go through it too."""
-    def register(fn: Handler) -> JobSpec:
+    def declare(fn: Handler) -> JobSpec:
         spec = JobSpec(kind, fn, dict(params or {}), arrays, result, notes or (fn.__doc__ or "").strip(), open)
         functools.update_wrapper(spec, fn)
         HANDLERS[kind] = spec
         return spec
-    return register
+    return declare
 
 
 def catalogue(specs: dict[str, JobSpec]) -> str:

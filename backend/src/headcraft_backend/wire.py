@@ -22,7 +22,7 @@ from .limits import (DEFAULT_MAX_PAYLOAD_BYTES, MAX_ARRAY_ELEMENTS, MAX_ARRAY_NA
                      MAX_ARRAY_RANK, MAX_HEADER_BYTES, MAX_HEADER_DEPTH, RECV_CHUNK_BYTES)
 
 MAGIC = b"HCW1"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2                    # 2: layout.import, generate.interpolate_heads; head.evaluate is head.vertices
 PREFIX = struct.Struct("<4sIQ")
 # A job's life, in the words every side uses (the client's Job follows the server's replies,
 # Blender's UIJob follows its Job; the render and set-up tasks use the same words):

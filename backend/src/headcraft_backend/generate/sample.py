@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..head.data import HeadModelData
-from ..layout.build import Layout
+from ..layout.unwrap import Layout
 from ..layout.store import halves
 from .networks import NOISE_MODES, Generator
 from .pca import PCAModel

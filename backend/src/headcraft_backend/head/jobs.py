@@ -75,14 +75,14 @@ def build_head(ctx, params, arrays):
     return fields, out
 
 
-@job("head.evaluate", {**MODEL, "shape": Param("any", None, "identity coefficients (a list; values past the "
+@job("head.vertices", {**MODEL, "shape": Param("any", None, "identity coefficients (a list; values past the "
                                                               "model's count are dropped)"),
                         "expr": Param("any", None, "expression coefficients (as `shape`)")},
      arrays="optional `pose (J,3)` axis-angle, joints in `joint_names` order",
      result="field `model`; arrays `vertices (V,3) joints (J,3)`, `landmarks (L,3)` when the model has them",
      notes="Refused: NaN/infinite coefficients, a `pose` that is not a finite (J,3) array. The extension does "
            "not send it (tests do).")
-def evaluate_head(ctx, params, arrays):
+def head_vertices_job(ctx, params, arrays):
     """Posed vertices, joints and landmarks for identity/expression coefficients and joint
     rotations (`pose`: (J, 3) axis-angle array, joint order as the model's joint_names)."""
     model = get_model(ctx, params)

@@ -1,5 +1,5 @@
 """UV layouts of a head model by name: "standard" (the model's own UVs), "headcraft" (built by
-layout.build, cached per model) and custom layouts users save or import (per model, in the
+layout.unwrap, cached per model) and custom layouts users save or import (per model, in the
 cache folder): UVs re-unwrapped in Blender, an OBJ of the model's topology with per-corner UVs
 (the published HeadCraft layout's format), or an (F, 3, 2) array in a .npy file.
 """
@@ -18,7 +18,7 @@ from ..head.data import HeadModelData
 from ..errors import UserError
 from ..head.uv_obj import corner_uvs_from_obj
 from ..limits import MAX_LAYOUT_FILE_BYTES
-from .build import BUILDER_VERSION, Layout, build_layout, layout_report, triangle_groups
+from .unwrap import UNWRAP_VERSION, Layout, layout_report, triangle_groups, unwrap_layout
 from .texels import chart_labels
 
 BUILT_IN = ("headcraft", "standard")
@@ -26,7 +26,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
 
 def model_key(data: HeadModelData) -> str:
-    h = hashlib.sha256(f"{data.name}/{BUILDER_VERSION}".encode())
+    h = hashlib.sha256(f"{data.name}/{UNWRAP_VERSION}".encode())
     hash_arrays(h, (data.v_template, np.float32), (data.faces, np.int32))
     for name in sorted(data.regions):
         h.update(name.encode())
@@ -104,7 +104,7 @@ def get_layout(data: HeadModelData, name: str = "headcraft", cache_dir: Path | N
         raise UserError(f"{data.name} has no layout named {str(name)[:80]!r}; "
                         f"available: {', '.join(list_layouts(data, cache_dir))}")
     path = _folder(data, cache_dir) / "headcraft.npz"
-    layout = build_layout(data)
+    layout = unwrap_layout(data)
     save_layout_file(layout, path)
     return layout
 

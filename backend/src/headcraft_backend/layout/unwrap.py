@@ -35,7 +35,7 @@ SMALL_BOX = (0.0, 0.0, 0.5, 0.22)
 MIN_PIECE_FACES = 20          # smaller pieces of a region join their neighbours' chart
 MARGIN = 0.006              # gap kept around every chart (6 texels at 1024^2)
 SLIM_ITERATIONS = 30
-BUILDER_VERSION = 2         # bump when the built layout changes (cached files are rebuilt)
+UNWRAP_VERSION = 2          # bump when the unwrapped layout changes (cached files are remade)
 UP = np.array([0.0, 1.0, 0.0])          # head models: Y up, face towards +Z
 FORWARD = np.array([0.0, 0.0, 1.0])
 
@@ -50,7 +50,7 @@ class Layout:
     report: dict = dataclasses.field(default_factory=dict)
 
 
-def build_layout(data: HeadModelData) -> Layout:
+def unwrap_layout(data: HeadModelData) -> Layout:
     V = data.v_template.astype(np.float64)
     F = data.faces.astype(np.int64)
     groups = triangle_groups(data, F)
