@@ -19,6 +19,15 @@ def landmarks_object(scan):
     return obj if role_of(obj) is Role.LANDMARKS else None
 
 
+def found_directions(scan) -> dict:
+    """The `up` and `forward` Detect Landmarks found the scan's face with (kept on its Landmarks
+    object), so that the fit renders from there instead of searching again; empty when none."""
+    lmk = landmarks_object(scan)
+    if lmk is None or "headcraft_up" not in lmk or "headcraft_forward" not in lmk:
+        return {}
+    return {"up": [float(x) for x in lmk["headcraft_up"]], "forward": [float(x) for x in lmk["headcraft_forward"]]}
+
+
 def scan_units_per_metre(scene) -> float | None:
     """The scale the user vouches for (scan units per metre), or None to estimate it."""
     units = scene.headcraft.fit.units
@@ -66,7 +75,8 @@ class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
 
         def apply(result, out):
             obj = objects.create_landmarks(bpy.context, bpy.data.objects[name], out["landmark_ids"],
-                                         out["landmark_points"])
+                                           out["landmark_points"])
+            obj["headcraft_up"], obj["headcraft_forward"] = result["up"], result["forward"]
             runtime.notify(f"{len(out['landmark_ids'])} landmarks on {name} (edit them in Edit Mode, "
                            f"snapping to the scan), confidence {result['confidence']:.2f}")
             obj.select_set(True)
@@ -98,6 +108,7 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
         params = dict(model_params(s.model), name=scan.name, preset=s.preset.lower(),
                       partial=s.scan_kind != "FULL", sparse=s.scan_kind == "SPARSE")
         params.update(fit_settings(context.scene))
+        params.update(found_directions(scan))
         name = scan.name
 
         def apply(result, out):

@@ -61,6 +61,9 @@ def test_detect_edit_and_fit(blender, ext, scan):
     from scipy.spatial import cKDTree
     d, _ = cKDTree(_co(scan)).query(_co(lmk))
     assert np.median(d) < 3.0
+    # the directions the face was found with go to Fit Scan (no second search)
+    found = ext.fit.operators.found_directions(scan)
+    assert set(found) == {"up", "forward"} and all(len(v) == 3 for v in found.values())
     s.fit.landmarks = "HAND"
     calls = draw(ext.fit.panel.VIEW3D_PT_headcraft_fit, bpy.context, real=object())
     assert ("operator", "headcraft.fit_scan") in calls
