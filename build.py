@@ -2,10 +2,12 @@
 """HeadCraft for Blender: set-up, tests, demo, benchmarks and the extension zip.
 
     python3 build.py setup       # .venv (Python 3.11) with bpy 4.2 LTS, torch, the backend (editable);
-                                 # .venv-bpy45 (bpy 4.5 LTS) and .venv-bpy5 (bpy 5.x, Python 3.13)
+                                 # .venv-bpy45 (bpy 4.5 LTS) and .venv-bpy5 (bpy 5.x, Python 3.13);
+                                 # .venv-typecheck (Blender 4.2's API stubs, mypy)
     python3 build.py test        # setup, then the static checks, the whole suite on bpy 4.2 and
                                  # tests/blender on 4.5 and 5.x
-    python3 build.py typecheck   # setup, then the static checks (mypy on the backend, tools/, build.py)
+    python3 build.py typecheck   # setup, then the static checks (mypy on the backend, tools/, build.py;
+                                 # mypy on the extension against Blender's stubs, in .venv-typecheck)
     python3 build.py demo        # setup, then the main job headless -> out/demo/
     python3 build.py extension   # validate and build dist/headcraft-<version>.zip
     python3 build.py ui          # every panel and menu in its main states, as text -> out/ui.txt
@@ -48,6 +50,14 @@ BLENDERS = {   # label: (venv, Python, bpy pin)
     "4.5": (ROOT / ".venv-bpy45", "3.11", "bpy==4.5.15"),     # newest 4.5 LTS wheel
     "5.x": (ROOT / ".venv-bpy5", "3.13", "bpy==5.3.0"),       # newest 5.x wheel (Python 3.13 only)
 }
+# The extension's type check runs in a venv of its own: fake-bpy-module (Blender 4.2's API as
+# stubs) installs a `bpy` package that would shadow the real bpy wheel in .venv; numpy is the one
+# Blender 4.2 bundles (the extension's only dependency). 20260128, not the newer 20260730: that
+# one types bpy_prop_collection.get() as returning None, so mypy took every
+# `bpy.data.objects.get(name)` for None and skipped the code after its None check (20260128
+# types it as the element: only the None branch goes unchecked).
+TYPECHECK_VENV = ROOT / ".venv-typecheck"
+TYPECHECK_REQUIREMENTS = ["fake-bpy-module-4.2==20260128", "mypy==2.4.1", NUMPY]
 BLENDER_TEST_REQUIREMENTS = ["scipy>=1.10", "Pillow>=10", "OpenEXR>=3.2", "pytest>=8", "pytest-timeout>=2.3"]
 LPIPS = "lpips==0.1.4"        # only its weight files are read; --no-deps keeps torchvision (and a CUDA torch) out
 WIRE_SRC = ROOT / "backend" / "src" / "headcraft_backend" / "wire.py"
@@ -113,6 +123,20 @@ def setup_blender(label: str) -> Path:
     return py
 
 
+def setup_typecheck() -> Path:
+    """Create/refresh .venv-typecheck (Python 3.11, Blender 4.2's); skipped when unchanged."""
+    py = venv_python(TYPECHECK_VENV)
+    stamp = TYPECHECK_VENV / ".headcraft-setup"
+    key = hashlib.sha256("\n".join(TYPECHECK_REQUIREMENTS).encode()).hexdigest()
+    if py.exists() and stamp.exists() and stamp.read_text() == key:
+        return py
+    if not py.exists():
+        run(find_python("3.11"), "-m", "venv", TYPECHECK_VENV)
+    run(py, "-m", "pip", "install", "--disable-pip-version-check", "-q", *TYPECHECK_REQUIREMENTS)
+    stamp.write_text(key)
+    return py
+
+
 def sync() -> None:
     """The extension carries generated copies of the backend's wire codec and limits (not tracked)."""
     for src_path, copy in SYNCED:
@@ -165,13 +189,16 @@ def extension() -> Path:
 
 
 def static_checks(py: Path) -> list[tuple[str, list]]:
-    """Each static check: (name, command run from the repository root, non-zero on an error).
-    A check in another venv (the extension against fake-bpy-module's stubs, say) is one more
-    entry here."""
-    # one run, so that an error in the backend (which tools/ imports) is reported once
-    return [("mypy: backend, tools/, build.py",
-             [py, "-m", "mypy", "--config-file", ROOT / "backend" / "pyproject.toml",
-              ROOT / "backend" / "src" / "headcraft_backend", ROOT / "tools", ROOT / "build.py"])]
+    """Each static check: (name, command run from the repository root, non-zero on an error)."""
+    return [
+        # one run, so that an error in the backend (which tools/ imports) is reported once
+        ("mypy: backend, tools/, build.py",
+         [py, "-m", "mypy", "--config-file", ROOT / "backend" / "pyproject.toml",
+          ROOT / "backend" / "src" / "headcraft_backend", ROOT / "tools", ROOT / "build.py"]),
+        # the extension against Blender's API stubs, in .venv-typecheck (settings in the .ini)
+        ("mypy: extension (fake-bpy-module 4.2)",
+         [setup_typecheck(), "-m", "mypy", "--config-file", ROOT / "tools" / "mypy_extension.ini"]),
+    ]
 
 
 def typecheck(py: Path | None = None) -> int:
@@ -257,6 +284,7 @@ def main(argv: list[str]) -> int:
         print(f"ready: {setup()}")
         for label in BLENDERS:
             print(f"ready: {setup_blender(label)}")
+        print(f"ready: {setup_typecheck()}")
     elif cmd == "sync":
         sync()
     elif cmd == "stage":

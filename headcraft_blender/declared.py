@@ -3,7 +3,14 @@ backend's declaration (client/job_params.py, generated from `@job(...)` by
 tools/protocol_catalogue.py), so each fact lives in one place."""
 from __future__ import annotations
 
-from .client.job_params import PARAMS
+import typing
+from typing import Any
+
+from .client import job_params
+
+# client/job_params.py is plain generated data, typed by inference (dict[str, dict[str, object]]):
+# the same table typed by what its entries hold (each a parameter's declaration, a dict)
+PARAMS = typing.cast("dict[str, dict[str, dict[str, Any]]]", job_params.PARAMS)
 
 
 def numeric(kind: str, name: str, **ui) -> dict:

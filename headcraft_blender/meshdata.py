@@ -5,6 +5,8 @@ model (x, y, z) -> Blender (x, -z, y); this file is the only place that converts
 """
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 import bpy
@@ -18,6 +20,11 @@ def model_to_blender(v: np.ndarray) -> np.ndarray:
 def blender_to_model(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.float32)
     return np.stack([v[..., 0], v[..., 2], -v[..., 1]], -1)
+
+
+def mesh_of(obj: bpy.types.Object) -> bpy.types.Mesh:
+    """A mesh object's mesh: its `data`, which Blender's stubs type as any object's data."""
+    return cast(bpy.types.Mesh, obj.data)
 
 
 def new_mesh(name: str, verts: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None) -> bpy.types.Mesh:
@@ -68,9 +75,9 @@ def new_shape_key(obj: bpy.types.Object, name: str) -> bpy.types.ShapeKey:
 def add_shape_keys(obj: bpy.types.Object, names: list[str], deltas: np.ndarray,
                    slider_min: float, slider_max: float) -> None:
     """Append one key per name: basis + delta (deltas (K, V, 3), Blender frame)."""
-    if obj.data.shape_keys is None:
+    if mesh_of(obj).shape_keys is None:
         new_shape_key(obj, "Basis")
-    basis = read_vertices(obj.data)
+    basis = read_vertices(mesh_of(obj))
     for name, delta in zip(names, deltas):
         kb = new_shape_key(obj, name)
         kb.points.foreach_set("co", (basis + delta).ravel())
@@ -78,12 +85,17 @@ def add_shape_keys(obj: bpy.types.Object, names: list[str], deltas: np.ndarray,
 
 
 def key_values(obj: bpy.types.Object, names: list[str]) -> np.ndarray:
-    blocks = obj.data.shape_keys.key_blocks if obj.data.shape_keys else {}
+    keys = mesh_of(obj).shape_keys
+    if keys is None:
+        return np.zeros(len(names), np.float32)
+    blocks = keys.key_blocks
     return np.array([blocks[n].value if n in blocks else 0.0 for n in names], np.float32)
 
 
 def set_key_values(obj: bpy.types.Object, names: list[str], values) -> None:
-    blocks = obj.data.shape_keys.key_blocks
+    keys = mesh_of(obj).shape_keys
+    assert keys is not None     # the object's keys are being set
+    blocks = keys.key_blocks
     for n, v in zip(names, values):
         kb = blocks[n]
         kb.value = float(np.clip(v, kb.slider_min, kb.slider_max))
@@ -94,11 +106,13 @@ def material_image(obj: bpy.types.Object) -> bpy.types.Image | None:
     scans have one feeding the Base Color), or None."""
     for slot in obj.material_slots:
         mat = slot.material
-        if mat is None or not mat.use_nodes:
+        if mat is None or not mat.use_nodes or mat.node_tree is None:
             continue
         for node in mat.node_tree.nodes:
-            if node.type == "TEX_IMAGE" and node.image is not None and node.image.size[0] > 0:
-                return node.image
+            if node.type == "TEX_IMAGE":
+                image = cast(bpy.types.ShaderNodeTexImage, node).image
+                if image is not None and image.size[0] > 0:
+                    return image
     return None
 
 
@@ -106,7 +120,7 @@ def image_srgb(img: bpy.types.Image) -> np.ndarray:
     """(H, W, 3) float32 display-encoded sRGB colours of an image, row 0 at the top."""
     w, h = img.size
     px = np.empty(w * h * img.channels, np.float32)
-    img.pixels.foreach_get(px)
+    img.pixels.foreach_get(px)  # type: ignore[attr-defined]  # the stubs type pixels as a float
     px = px.reshape(h, w, img.channels)[::-1, :, :3]
     if img.is_float:      # float images hold linear values; byte images their sRGB codes
         px = np.clip(px, 0, 1)
@@ -137,7 +151,8 @@ def vertex_average(me: bpy.types.Mesh, per_corner: np.ndarray) -> np.ndarray:
 def attribute_colours(me: bpy.types.Mesh) -> np.ndarray | None:
     """(V, 3) sRGB colours of the active colour attribute (corner colours averaged per vertex),
     or None without one."""
-    col = me.color_attributes.active_color
+    col = cast("bpy.types.FloatColorAttribute | bpy.types.ByteColorAttribute | None",
+               me.color_attributes.active_color)    # the stubs: an Attribute, which has no data
     if col is None or col.domain not in ("POINT", "CORNER"):
         return None
     rgba = np.empty(len(col.data) * 4, np.float32)

@@ -14,7 +14,7 @@ MODEL_ITEMS = choices("head.build", "model", {
 
 def model_params(model: str) -> dict:
     """A request's `model` (and, for FLAME, the files set in the preferences)."""
-    params = {"model": model.lower()}
+    params: dict[str, object] = {"model": model.lower()}
     if model == "FLAME":
         p = runtime.prefs()
         params["flame"] = {"model_path": bpy.path.abspath(p.flame_model_path),

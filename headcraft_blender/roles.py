@@ -24,12 +24,13 @@ def set_role(obj: bpy.types.Object, role: Role) -> None:
 
 def role_of(obj: bpy.types.Object | None) -> Role | None:
     """The object's role; None for an object HeadCraft did not make (or an unknown role)."""
+    # (the stubs type bpy_struct.get as returning None)
     try:
-        return Role(obj.get(ROLE_PROPERTY)) if obj is not None else None
+        return Role(obj.get(ROLE_PROPERTY)) if obj is not None else None  # type: ignore[func-returns-value, arg-type]
     except ValueError:
         return None
 
 
 def has_role(obj: bpy.types.Object) -> bool:
     """Whether HeadCraft made the object (whatever its role)."""
-    return ROLE_PROPERTY in obj
+    return ROLE_PROPERTY in obj     # type: ignore[operator]  # the stubs give bpy_struct no __contains__

@@ -8,14 +8,17 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import bpy
 
 from .client import wire
-from .client.connection import BackendError
+from .client.connection import BackendError, Job
 from .client.environment import EnvironmentSetup, env_python
 from .client.manager import BackendManager, BackendSettings
+
+if TYPE_CHECKING:   # the stubs' name for an operator's bl_options flags (no such module in Blender)
+    from bpy.stub_internal.rna_enums import OperatorTypeFlagItems
 
 
 @dataclasses.dataclass(eq=False)
@@ -62,7 +65,9 @@ STATE = Session()
 
 # Job operators record no undo step when they return (nothing has changed yet): the pump records
 # one when the result is applied, so Ctrl+Z removes exactly that result.
-JOB_OPTIONS = {"REGISTER"}
+JOB_OPTIONS: set[OperatorTypeFlagItems] = {"REGISTER"}
+# Operators that change the scene at once: Blender records their undo step when they return.
+UNDO_OPTIONS: set[OperatorTypeFlagItems] = {"REGISTER", "UNDO"}
 
 
 def prefs():
@@ -128,7 +133,7 @@ class UIJob:
         self.undo = title if undo == "" else undo
         self.state, self.fraction, self.stage, self.message = "submitted", 0.0, "", ""   # wire.JOB_STATES
         self.error = ""
-        self.handle = None
+        self.handle: Job | None = None
         self.cancel_requested = False
         self.applied = False
 
@@ -148,16 +153,16 @@ class UIJob:
                 if self.cancel_requested:
                     self.state = "cancelled"
                     return
-                self.handle = conn.submit(self.kind, self.params, self.arrays)
-                while not self.handle.finished.wait(0.05):
+                handle = self.handle = conn.submit(self.kind, self.params, self.arrays)
+                while not handle.finished.wait(0.05):
                     self.state, self.fraction, self.stage, self.message = (
-                        self.handle.state, self.handle.fraction, self.handle.stage, self.handle.message)
-                error = self.handle.error
+                        handle.state, handle.fraction, handle.stage, handle.message)
+                error = handle.error
                 if error is None or error.error_type != "NotDelivered" or attempt:
                     break   # a backend that died before taking the job gets one fresh start
-            self.state = self.handle.state
-            if self.handle.error:
-                self.error = str(self.handle.error)
+            self.state = handle.state
+            if handle.error:
+                self.error = str(handle.error)
         except BackendError as exc:
             self.state, self.error = "error", str(exc)
         except Exception as exc:  # never let the worker thread die silently
@@ -235,6 +240,7 @@ def pump() -> float | None:
             job.state = "cancelled"     # cancelled after the backend finished: nothing is applied
         try:
             if job.state == "done":
+                assert job.handle is not None     # "done" comes from the backend's job
                 job.on_done(job.handle.result, job.handle.arrays)
                 STATE.clear_errors()
                 if job.undo:
@@ -289,8 +295,9 @@ def _blender_report(level: str, text: str) -> None:
         # INVOKE reports from a modal step (the status bar shows those); background Blender runs
         # no modal handlers, so there the report is made at once
         with _window_override():
-            bpy.ops.headcraft.report("EXEC_DEFAULT" if bpy.app.background else "INVOKE_DEFAULT",
-                                     level=level, message=text)
+            # (bpy.ops.headcraft: this extension's operators, which Blender's stubs cannot know)
+            bpy.ops.headcraft.report(  # type: ignore[attr-defined]
+                "EXEC_DEFAULT" if bpy.app.background else "INVOKE_DEFAULT", level=level, message=text)
     except RuntimeError:
         pass    # an ERROR report also comes back as an exception to its caller: expected
     except Exception as exc:  # no context to report in (e.g. during exit): the console has it

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from typing import TYPE_CHECKING
 
 import bpy
 
@@ -67,7 +68,16 @@ def draw_status(layout, context) -> None:
         layout.operator("headcraft.open_backend_log", icon="TEXT")
 
 
-class SidebarSubPanel:
+# A Panel to mypy only, so that the mixin's values take the Literal types bpy.types.Panel declares
+# (its own strings would be `str`). Annotating them would not do: Blender evaluates the annotations
+# of a registered class and its bases, and those types exist only in the stubs.
+if TYPE_CHECKING:
+    _PanelMixinBase = bpy.types.Panel
+else:
+    _PanelMixinBase = object
+
+
+class SidebarSubPanel(_PanelMixinBase):
     """Placement shared by the capability panels: sub-panels of the HeadCraft sidebar tab."""
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"

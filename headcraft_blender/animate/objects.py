@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -12,14 +13,15 @@ from mathutils import Matrix
 
 from ..head import objects as head_objects
 from ..layout import objects as layout_objects
-from ..meshdata import blender_to_model, model_to_blender, new_shape_key, read_vertices
+from ..meshdata import blender_to_model, mesh_of, model_to_blender, new_shape_key, read_vertices
 from ..roles import Role, role_of, set_role
 from .performance import Performance, resample
 
 
 def coarse_head(detailed: bpy.types.Object) -> bpy.types.Object | None:
     """The low-res head a detailed head was made on (its rig drives the animation)."""
-    head = bpy.data.objects.get(str(detailed.get("headcraft_head", "")))
+    # (the stubs type bpy_struct.get as returning None)
+    head = bpy.data.objects.get(str(detailed.get("headcraft_head", "")))  # type: ignore[func-returns-value]
     return head if head is not None and layout_objects.head_of(head) is head else None
 
 
@@ -53,7 +55,7 @@ def _new_object_from(context, detailed, name: str, verts: np.ndarray, role: Role
 
 
 def remove_object(obj: bpy.types.Object) -> None:
-    me = obj.data
+    me = cast("bpy.types.Mesh | None", obj.data)    # a copy of a detailed head's
     bpy.data.objects.remove(obj)
     if me is not None and me.users == 0:
         bpy.data.meshes.remove(me)
@@ -77,18 +79,21 @@ def create_rig_object(context, detailed, head, result: dict, arrays: dict) -> bp
                 continue
             kb.slider_min, kb.slider_max = src.slider_min, src.slider_max
             drv = kb.driver_add("value").driver
+            assert drv is not None      # a driver's F-curve
             drv.type = "AVERAGE"
             var = drv.variables.new()
             var.name, var.type = "v", "SINGLE_PROP"
             var.targets[0].id_type = "KEY"
             var.targets[0].id = head_keys
             var.targets[0].data_path = f'key_blocks["{name}"].value'
-        obj.data.shape_keys.name = f"{obj.name} Keys"
+        keys = mesh_of(obj).shape_keys
+        assert keys is not None     # made by new_shape_key
+        keys.name = f"{obj.name} Keys"
         rig = head.parent
         if rig is not None and rig.type == "ARMATURE":
             for j, joint in enumerate(result["joint_names"]):
                 head_objects.assign_weights(obj, head_objects.bone_name(joint), arrays["lbs_weights"][:, j])
-            mod = obj.modifiers.new("HeadCraft Rig", "ARMATURE")
+            mod = cast(bpy.types.ArmatureModifier, obj.modifiers.new("HeadCraft Rig", "ARMATURE"))
             mod.object = rig
         _place_like(obj, head)
     except Exception:
@@ -99,7 +104,9 @@ def create_rig_object(context, detailed, head, result: dict, arrays: dict) -> bp
 
 def rig_of(detailed: bpy.types.Object) -> bpy.types.Object | None:
     for obj in bpy.data.objects:
-        if role_of(obj) is Role.ANIMATED and obj.get("headcraft_detailed") == detailed.name:
+        # (the stubs type bpy_struct.get as returning None)
+        if role_of(obj) is Role.ANIMATED \
+                and obj.get("headcraft_detailed") == detailed.name:  # type: ignore[func-returns-value]
             return obj
     return None
 
@@ -177,7 +184,7 @@ def create_baked_object(context, detailed, head, path: Path, frame_start: int) -
     modifier, placed like the low-res head (its parent's motion carries it)."""
     obj = _new_object_from(context, detailed, f"{detailed.name} Baked", read_vertices(detailed.data), Role.BAKED)
     try:
-        mod = obj.modifiers.new("HeadCraft Bake", "MESH_CACHE")
+        mod = cast(bpy.types.MeshCacheModifier, obj.modifiers.new("HeadCraft Bake", "MESH_CACHE"))
         mod.cache_format = "PC2"
         mod.filepath = bpy.path.relpath(str(path)) if bpy.data.filepath else str(path)
         mod.frame_start = float(frame_start)
@@ -238,11 +245,12 @@ def apply_performance(context, head: bpy.types.Object, perf: Performance, frame_
     scene_fps = scene.render.fps / scene.render.fps_base
     offsets, perf = resample(perf, scene_fps)
     frames = frame_start + offsets
-    keys = head.data.shape_keys
+    keys = mesh_of(head).shape_keys
     names = [n for n in perf.keys if keys is not None and n in keys.key_blocks]
     missing = [n for n in perf.keys if n not in names]
     rig = head.parent if head.parent is not None and head.parent.type == "ARMATURE" else None
-    joints = [j for j in perf.rotations if rig is not None and head_objects.bone_name(j) in rig.pose.bones]
+    joints = [j for j in perf.rotations
+              if rig is not None and rig.pose is not None and head_objects.bone_name(j) in rig.pose.bones]
     missing += [j for j in perf.rotations if j not in joints]
     if not names and not joints:
         raise ValueError(f"{perf.source}: none of its channels exist on {head.name} "
@@ -252,6 +260,7 @@ def apply_performance(context, head: bpy.types.Object, perf: Performance, frame_
         for n in names:
             _write(_fcurve(curves, f'key_blocks["{n}"].value'), frames, perf.keys[n])
     if joints:
+        assert rig is not None and rig.pose is not None    # the joints are its bones
         curves = fcurves(rig, f"{rig.name} Performance")
         for j in joints:
             bone = rig.pose.bones[head_objects.bone_name(j)]
@@ -272,4 +281,5 @@ def _euler(axis_angle: np.ndarray) -> tuple[float, float, float]:
     angle = float(np.linalg.norm(axis_angle))
     if angle < 1e-10:
         return (0.0, 0.0, 0.0)
-    return tuple(Matrix.Rotation(angle, 3, tuple(axis_angle / angle)).to_euler("XYZ"))
+    euler = Matrix.Rotation(angle, 3, tuple(axis_angle / angle)).to_euler("XYZ")
+    return (euler.x, euler.y, euler.z)

@@ -126,6 +126,7 @@ class _BakeRun:
     def _rig_deviation(self, rig, exact: np.ndarray) -> tuple[float, float]:
         """Largest distance and largest 99th percentile over these frames (metres)."""
         scene = bpy.context.scene
+        assert scene is not None    # a bake runs in a scene
         current, worst, p99 = scene.frame_current, 0.0, 0.0
         try:
             for i, v in enumerate(exact):
@@ -165,7 +166,8 @@ class HEADCRAFT_OT_bake_animation(_DetailedOperator, bpy.types.Operator):
         return {"CANCELLED"} if job.finished and job.state != "done" else {"FINISHED"}
 
 
-class HEADCRAFT_OT_import_performance(bpy.types.Operator, ImportHelper):
+# the stubs type ImportHelper.check and .invoke as returning None (they return a bool, a set)
+class HEADCRAFT_OT_import_performance(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
     """Keyframe the active low-res head from an ARKit blendshape CSV or a FLAME parameter sequence (.npz)"""
     bl_idname = "headcraft.import_performance"
     bl_label = "Import Performance"
@@ -239,6 +241,7 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
     def _step(self) -> bool:
         """One frame; False when finished or failed (the scene is restored either way)."""
         run = self._run
+        assert run is not None      # made by _start
         try:
             if run.step():
                 return True
@@ -247,6 +250,7 @@ class HEADCRAFT_OT_render(bpy.types.Operator):
             run.cancel()
             self.report({"ERROR"}, f"Rendering stopped after {run.done} of {run.total} frames: {exc}")
             return False
+        assert sheet is not None    # a run renders at least one frame
         msg = f"{run.title}: {run.total} frames in {run.folder}; contact sheet {sheet.name}"
         self.report({"INFO"}, msg)
         runtime.notify(msg)

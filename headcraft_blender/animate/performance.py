@@ -79,7 +79,8 @@ def _check_frames(name: str, n: float) -> None:
 
 def read_arkit_csv(path: str | Path, fps: float = 0.0) -> Performance:
     path = Path(path)
-    secs, frames, rows = [], [], []       # each row parsed as it is read: at most the frame limit
+    secs, frames = [], []
+    rows: list[np.ndarray] = []     # each row parsed as it is read: at most the frame limit
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)

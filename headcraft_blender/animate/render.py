@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -43,22 +44,24 @@ def camera_rig(scene, target: bpy.types.Object, objects) -> tuple[bpy.types.Obje
     pivot = _object(coll, PIVOT, None)
     pivot.empty_display_type, pivot.empty_display_size = "CIRCLE", 0.05
     cam = _object(coll, CAMERA, bpy.data.cameras.get(CAMERA) or bpy.data.cameras.new(CAMERA))
-    cam.data.lens, cam.data.sensor_fit = LENS_MM, "AUTO"
+    cam_data = cast(bpy.types.Camera, cam.data)
+    cam_data.lens, cam_data.sensor_fit = LENS_MM, "AUTO"
     centre, radius = world_bounds(objects)
     rot = target.matrix_world.to_quaternion()
     up, forward = rot @ Vector((0, 0, 1)), rot @ Vector((0, -1, 0))      # the head faces -Y
     pivot.matrix_world = Matrix.Translation(centre) @ rot.to_matrix().to_4x4()
-    pivot["headcraft_up"] = tuple(up)
+    pivot["headcraft_up"] = tuple(up)  # type: ignore[arg-type]  # the stubs give Vector no __iter__
     distance = 0.85 * radius / math.sin(math.atan(18.0 / LENS_MM))
     cam.parent = pivot
     cam.matrix_world = _look_at(centre + forward * distance, centre, up)
-    cam.data.clip_start, cam.data.clip_end = distance / 100, distance * 10
+    cam_data.clip_start, cam_data.clip_end = distance / 100, distance * 10
     own = [o for o in scene.objects if o.type == "LIGHT" and not o.hide_render and o.name not in coll.objects]
     if not own:
         for name, direction, watts in LIGHTS:
             name = f"HeadCraft {name}"
             light = _object(coll, name, bpy.data.lights.get(name) or bpy.data.lights.new(name, "AREA"))
-            light.data.energy, light.data.size = watts * (distance / 0.6) ** 2, distance * 0.5
+            light_data = cast(bpy.types.AreaLight, light.data)
+            light_data.energy, light_data.size = watts * (distance / 0.6) ** 2, distance * 0.5
             light.parent = pivot
             light.matrix_world = _look_at(centre + (rot @ Vector(direction).normalized()) * distance, centre, up)
     return pivot, cam
@@ -69,7 +72,7 @@ def _look_at(eye: Vector, centre: Vector, up: Vector) -> Matrix:
     z = (eye - centre).normalized()
     x = up.cross(z).normalized()
     y = z.cross(x)
-    m = Matrix((x, y, z)).transposed().to_4x4()
+    m = Matrix((x, y, z)).transposed().to_4x4()  # type: ignore[arg-type]  # (Vectors: no Sequence to the stubs)
     m.translation = eye
     return m
 
@@ -77,7 +80,8 @@ def _look_at(eye: Vector, centre: Vector, up: Vector) -> Matrix:
 def engine_id(name: str) -> str:
     """CYCLES / EEVEE / WORKBENCH -> this Blender's engine identifier (EEVEE's changed names)."""
     if name == "EEVEE":
-        static = bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items.keys()
+        engine = cast(bpy.types.EnumProperty, bpy.types.RenderSettings.bl_rna.properties["engine"])
+        static = engine.enum_items.keys()
         return "BLENDER_EEVEE_NEXT" if "BLENDER_EEVEE_NEXT" in static else "BLENDER_EEVEE"
     return {"WORKBENCH": "BLENDER_WORKBENCH"}.get(name, name)
 
@@ -100,6 +104,7 @@ class RenderRun:
                        "colour": r.image_settings.color_mode, "camera": scene.camera, "frame": scene.frame_current,
                        "samples": _samples(scene)}
         self._hidden: list[bpy.types.Object] = []
+        self.pivot: bpy.types.Object | None       # the turntable's
         try:
             try:
                 r.engine = engine_id(s.engine)
@@ -142,6 +147,7 @@ class RenderRun:
             scene.frame_set(index)
             name = f"animation_{index:04d}.png"
         else:
+            assert self.pivot is not None     # a turntable's view
             up = Vector(self.pivot["headcraft_up"])
             centre = self.rest.translation
             spin = Matrix.Translation(centre) @ Matrix.Rotation(angle, 4, up) @ Matrix.Translation(-centre)
@@ -187,8 +193,9 @@ class RenderRun:
             if o.name in bpy.data.objects:
                 o.hide_render = False
         self._hidden = []
-        if getattr(self, "pivot", None) is not None and getattr(self, "rest", None) is not None:
-            self.pivot.matrix_world = self.rest
+        pivot, rest = getattr(self, "pivot", None), getattr(self, "rest", None)     # unset when __init__ failed
+        if pivot is not None and rest is not None:
+            pivot.matrix_world = rest
         if scene.frame_current != s["frame"]:
             scene.frame_set(s["frame"])
 
@@ -221,7 +228,7 @@ def contact_sheet(files: list[Path], out: Path, columns: int) -> None:
         try:
             w, h = img.size
             px = np.empty(w * h * 4, np.float32)
-            img.pixels.foreach_get(px)
+            img.pixels.foreach_get(px)  # type: ignore[attr-defined]  # the stubs type pixels as a float
             tiles.append(px.reshape(h, w, 4))
         finally:
             bpy.data.images.remove(img)
@@ -236,7 +243,7 @@ def contact_sheet(files: list[Path], out: Path, columns: int) -> None:
         sheet[top:top + h, c * w:(c + 1) * w] = t[:h, :w]
     img = bpy.data.images.new(out.stem, cols * w, rows * h, alpha=True)
     try:
-        img.pixels.foreach_set(sheet.ravel())
+        img.pixels.foreach_set(sheet.ravel())  # type: ignore[attr-defined]  # (as above)
         img.filepath_raw, img.file_format = str(out), "PNG"
         img.save()
     finally:

@@ -35,7 +35,8 @@ class EnvironmentSetup:
         self.torch_spec, self.index_url = torch_spec or "torch", index_url
         self.backend = backend
         self.system_site_packages = system_site_packages
-        self.state, self.fraction, self.message, self.log = "idle", 0.0, "", []
+        self.state, self.fraction, self.message = "idle", 0.0, ""
+        self.log: list[str] = []
         self._cancel = threading.Event()
         self._proc: subprocess.Popen | None = None
 
@@ -84,6 +85,7 @@ class EnvironmentSetup:
                                           text=True, env=env)
         except OSError as exc:
             raise BackendError(f"cannot run {cmd[0]}: {exc}", "SetupFailed") from None
+        assert self._proc.stdout is not None    # stdout=PIPE
         for line in self._proc.stdout:
             line = line.rstrip()
             self.log.append(line)

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from .connection import BackendError, Connection
 
@@ -99,7 +100,7 @@ class LocalBackend:
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             cmd += ["--log-file", str(self.log_path)]
-        flags = {"start_new_session": True} if sys.platform != "win32" else {}
+        flags: dict[str, Any] = {"start_new_session": True} if sys.platform != "win32" else {}
         self.process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, **flags)
         lines: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)

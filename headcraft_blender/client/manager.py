@@ -24,7 +24,7 @@ class BackendSettings:
 class BackendManager:
     """Owns the connection (and the local process). Thread-safe; status() never blocks."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.RLock()
         self.settings = BackendSettings()
         self.local: LocalBackend | None = None

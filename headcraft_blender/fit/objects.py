@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import numpy as np
 
@@ -9,7 +10,7 @@ import bpy
 from mathutils import Matrix
 
 from ..head import objects as head_objects
-from ..meshdata import (attribute_colours, blender_to_model, model_to_blender, new_mesh, read_faces,
+from ..meshdata import (attribute_colours, blender_to_model, mesh_of, model_to_blender, new_mesh, read_faces,
                         read_vertices, set_key_values, texture_vertex_colours)
 from ..roles import Role, role_of, set_role
 
@@ -63,6 +64,7 @@ def create_fitted(context, result: dict, arrays: dict, scan: bpy.types.Object) -
     try:
         head = head_objects.create_head(context, result["head"], head_arrays, name=f"{scan.name} Fit", collection=col)
         rig = head.parent
+        assert rig is not None and rig.pose is not None     # create_head's armature
         created += [head, rig]
         set_key_values(head, head_objects.shape_key_names(len(result["shape"])), result["shape"])
         set_key_values(head, list(result["expr_names"]), result["expr"])
@@ -99,18 +101,22 @@ def create_detailed(context, result: dict, arrays: dict, name: str, world: Matri
     the arrays carry errors, the layout's UVs (result["layout"]) when given; in `collection`
     (default: the active one)."""
     me = new_mesh(name, model_to_blender(arrays["final"]), arrays["dense_faces"], arrays["dense_uv"])
-    disp = me.attributes.new("headcraft_displacement", "FLOAT_VECTOR", "POINT")
+    # (attributes.new returns the Attribute subtype of the data type asked for; the stubs: Attribute)
+    disp = cast(bpy.types.FloatVectorAttribute,
+                me.attributes.new("headcraft_displacement", "FLOAT_VECTOR", "POINT"))
     disp.data.foreach_set("vector", model_to_blender(arrays["displacement"]).ravel())
     if "vertex_error_mm" in arrays:
         err = arrays["vertex_error_mm"].astype(np.float32)
-        me.attributes.new("headcraft_error_mm", "FLOAT", "POINT").data.foreach_set("value", err)
+        error = cast(bpy.types.FloatAttribute, me.attributes.new("headcraft_error_mm", "FLOAT", "POINT"))
+        error.data.foreach_set("value", err)
         t = np.clip(err / ERROR_RANGE_MM, 0, 1)[:, None]
         rgba = np.concatenate([t, 1 - t, np.zeros_like(t) + 0.15, np.ones_like(t)], 1).astype(np.float32)
-        col = me.color_attributes.new("HeadCraft Error", "FLOAT_COLOR", "POINT")
+        col = cast(bpy.types.FloatColorAttribute,
+                   me.color_attributes.new("HeadCraft Error", "FLOAT_COLOR", "POINT"))
         col.data.foreach_set("color", rgba.ravel())
     if "visibility" in arrays:
-        me.attributes.new("headcraft_visibility", "BOOLEAN", "POINT").data.foreach_set(
-            "value", arrays["visibility"].astype(bool))
+        vis = cast(bpy.types.BoolAttribute, me.attributes.new("headcraft_visibility", "BOOLEAN", "POINT"))
+        vis.data.foreach_set("value", arrays["visibility"].astype(bool))
     me.shade_smooth()
     obj = bpy.data.objects.new(name, me)
     set_role(obj, Role.DETAILED)
@@ -127,13 +133,14 @@ def create_landmarks(context, scan: bpy.types.Object, ids: np.ndarray, points_mo
     name = f"{scan.name} Landmarks"
     old = bpy.data.objects.get(name)
     if role_of(old) is Role.LANDMARKS:
-        data = old.data
+        data = mesh_of(old)
         bpy.data.objects.remove(old)
         bpy.data.meshes.remove(data)
     me = bpy.data.meshes.new(name)
     me.vertices.add(len(ids))
     me.vertices.foreach_set("co", model_to_blender(points_model).ravel())
-    me.attributes.new(LANDMARK_ATTRIBUTE, "INT", "POINT").data.foreach_set("value", ids.astype(np.int32))
+    ids_attribute = cast(bpy.types.IntAttribute, me.attributes.new(LANDMARK_ATTRIBUTE, "INT", "POINT"))
+    ids_attribute.data.foreach_set("value", ids.astype(np.int32))
     obj = bpy.data.objects.new(name, me)
     set_role(obj, Role.LANDMARKS)
     obj["headcraft_scan"] = scan.name
@@ -143,11 +150,11 @@ def create_landmarks(context, scan: bpy.types.Object, ids: np.ndarray, points_mo
 
 def landmark_arrays(obj: bpy.types.Object) -> dict:
     """Hand-placed landmarks (world space, model frame) of a landmarks object."""
-    me = obj.data
+    me = mesh_of(obj)
     if LANDMARK_ATTRIBUTE not in me.attributes or len(me.vertices) == 0:
         raise ValueError(f"{obj.name} has no landmark points (attribute {LANDMARK_ATTRIBUTE!r})")
     ids = np.empty(len(me.vertices), np.int32)
-    me.attributes[LANDMARK_ATTRIBUTE].data.foreach_get("value", ids)
+    cast(bpy.types.IntAttribute, me.attributes[LANDMARK_ATTRIBUTE]).data.foreach_get("value", ids)
     mw = np.array(obj.matrix_world, np.float32)
     pts = read_vertices(me) @ mw[:3, :3].T + mw[:3, 3]
     return {"landmark_ids": ids, "landmark_points": blender_to_model(pts)}

@@ -39,7 +39,7 @@ def scan_units_per_metre(scene) -> float | None:
 def fit_settings(scene) -> dict:
     """The request's `coarse`, `stage1` and `stage2` sections from the panel."""
     s = scene.headcraft.fit
-    out = {"coarse": {}, "stage1": {}, "stage2": {}}
+    out: dict[str, dict] = {"coarse": {}, "stage1": {}, "stage2": {}}
     if s.custom_weights:
         for prop, section, field, _, _ in WEIGHTS:
             out[section][field] = getattr(s, prop)

@@ -75,7 +75,8 @@ class HeadCraftFitSettings(bpy.types.PropertyGroup):
 
 
 for _prop, _section, _field, _default, _label in WEIGHTS:
-    HeadCraftFitSettings.__annotations__[_prop] = bpy.props.FloatProperty(
+    # (the stubs type bpy.props' functions as returning None; they return the property to be)
+    HeadCraftFitSettings.__annotations__[_prop] = bpy.props.FloatProperty(  # type: ignore[func-returns-value]
         name=_label, default=_default, min=0.0, precision=4, description=WEIGHT_TOOLTIPS[_prop])
 
 

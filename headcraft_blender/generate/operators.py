@@ -111,7 +111,8 @@ def _layout(context) -> str:
 PUBLISHED_LAYOUT = "published"     # the backend's name for the authors' layout, once imported
 
 
-class HEADCRAFT_OT_use_published_model(bpy.types.Operator, ImportHelper):
+# the stubs type ImportHelper.check and .invoke as returning None (they return a bool, a set)
+class HEADCRAFT_OT_use_published_model(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
     """Use the published HeadCraft .ckpt (ema_*.pth beside it) with the imported layout 'published' on FLAME heads"""
     bl_idname = "headcraft.use_published_model"
     bl_label = "Published HeadCraft"

@@ -1,11 +1,13 @@
 """Blender objects for a parametric head: mesh, UVs, regions, shape keys, armature."""
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 import bpy
 
-from ..meshdata import add_shape_keys, key_values, model_to_blender, new_mesh, set_key_values
+from ..meshdata import add_shape_keys, key_values, mesh_of, model_to_blender, new_mesh, set_key_values
 from ..roles import Role, role_of, set_role
 
 IDENTITY_RANGE = 5.0
@@ -97,7 +99,8 @@ def create_head(context, result: dict, arrays: dict, name: str = "Head",
         blend = result.get("expr_kind") == "blendshape"
         add_shape_keys(obj, list(result["expr_names"]), model_to_blender(arrays["expr_deltas"]),
                        -1.0 if blend else -IDENTITY_RANGE, 1.0 if blend else IDENTITY_RANGE)
-        obj.data.shape_keys.name = f"{name} Keys"
+        assert me.shape_keys is not None    # made by add_shape_keys
+        me.shape_keys.name = f"{name} Keys"
         joints = model_to_blender(arrays["joints"])
         jdeltas = model_to_blender(arrays["joint_shape_deltas"])  # (S, J, 3)
         me["headcraft_joints"] = joints.ravel().tolist()
@@ -114,16 +117,16 @@ def create_head(context, result: dict, arrays: dict, name: str = "Head",
         rig = _create_rig(context, col, f"{name} Rig", joints, joint_names, list(result["parents"]))
         rig.location = location
         obj.parent = rig
-        mod = obj.modifiers.new("HeadCraft Rig", "ARMATURE")
+        mod = cast(bpy.types.ArmatureModifier, obj.modifiers.new("HeadCraft Rig", "ARMATURE"))
         mod.object = rig
     except Exception:
         # Never leave a half-built head behind.
-        rig = obj.parent
+        made_rig = obj.parent
         bpy.data.objects.remove(obj)
         bpy.data.meshes.remove(me)
-        if rig is not None:
-            arm = rig.data
-            bpy.data.objects.remove(rig)
+        if made_rig is not None:
+            arm = cast(bpy.types.Armature, made_rig.data)
+            bpy.data.objects.remove(made_rig)
             bpy.data.armatures.remove(arm)
         raise
     select_only(context, obj)
@@ -138,7 +141,7 @@ def _create_rig(context, col, name, joints, joint_names, parents) -> bpy.types.O
     arm["headcraft_bones"] = list(joint_names)
     col.objects.link(rig)
     with _edit_mode(context, rig):
-        bones = []
+        bones: list[bpy.types.EditBone] = []
         for j, jn in enumerate(joint_names):
             b = arm.edit_bones.new(jn)
             b.head = joints[j]
@@ -147,6 +150,7 @@ def _create_rig(context, col, name, joints, joint_names, parents) -> bpy.types.O
             if parents[j] >= 0:
                 b.parent = bones[parents[j]]
             bones.append(b)
+    assert rig.pose is not None     # an armature object's
     for pb in rig.pose.bones:
         pb.rotation_mode = "XYZ"
     return rig
@@ -201,14 +205,15 @@ def sync_rig(context, head: bpy.types.Object) -> None:
     if rig is None or rig.type != "ARMATURE":
         return
     ns = int(head["headcraft_num_shape"])
-    joints = np.array(head.data["headcraft_joints"], np.float32).reshape(-1, 3)
-    deltas = np.array(head.data["headcraft_joint_shape_deltas"], np.float32).reshape(ns, -1, 3)
+    joints = np.array(mesh_of(head)["headcraft_joints"], np.float32).reshape(-1, 3)
+    deltas = np.array(mesh_of(head)["headcraft_joint_shape_deltas"], np.float32).reshape(ns, -1, 3)
     identity = key_values(head, shape_key_names(ns))
     current = joints + np.einsum("k,kjc->jc", identity, deltas)
     head["headcraft_rig_identity"] = identity.tolist()
+    arm = cast(bpy.types.Armature, rig.data)
     with _edit_mode(context, rig):
-        for j, name in enumerate(rig.data["headcraft_bones"]):
-            eb = rig.data.edit_bones[name]
+        for j, name in enumerate(arm["headcraft_bones"]):
+            eb = arm.edit_bones[name]
             length = eb.length
             eb.head = current[j]
             eb.tail = current[j] + np.array([0, 0, length], np.float32)
@@ -217,8 +222,9 @@ def sync_rig(context, head: bpy.types.Object) -> None:
 
 def rig_out_of_date(head: bpy.types.Object) -> bool:
     """True when identity keys were edited since the rig's joints were last placed."""
-    ns = int(head.get("headcraft_num_shape", 0))
-    synced = np.array(head.get("headcraft_rig_identity", [0.0] * ns), np.float32)
+    # (the stubs type bpy_struct.get as returning None)
+    ns = int(head.get("headcraft_num_shape", 0))  # type: ignore[func-returns-value, call-overload]
+    synced = np.array(head.get("headcraft_rig_identity", [0.0] * ns), np.float32)  # type: ignore[func-returns-value]
     return synced.shape != (ns,) or not np.allclose(key_values(head, shape_key_names(ns)), synced, atol=1e-4)
 
 
@@ -229,7 +235,8 @@ def randomize(head: bpy.types.Object, identity: bool, expression: bool, seed: in
         set_key_values(head, shape_key_names(ns), rng.standard_normal(ns))
     if expression:
         names = list(head["headcraft_expr_names"])
-        if head.get("headcraft_expr_kind") == "blendshape":
+        # (the stubs type bpy_struct.get as returning None)
+        if head.get("headcraft_expr_kind") == "blendshape":  # type: ignore[func-returns-value]
             values = np.zeros(len(names))
             pick = rng.choice(len(names), size=min(6, len(names)), replace=False)
             values[pick] = rng.uniform(0.2, 0.8, size=len(pick))
@@ -243,7 +250,7 @@ def reset(head: bpy.types.Object) -> None:
     names = shape_key_names(ns) + list(head["headcraft_expr_names"])
     set_key_values(head, names, np.zeros(len(names)))
     rig = head.parent
-    if rig is not None and rig.type == "ARMATURE":
+    if rig is not None and rig.type == "ARMATURE" and rig.pose is not None:
         for pb in rig.pose.bones:
             pb.rotation_euler = (0.0, 0.0, 0.0)
             pb.location = (0.0, 0.0, 0.0)

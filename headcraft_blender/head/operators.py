@@ -56,7 +56,7 @@ class HEADCRAFT_OT_add_head(bpy.types.Operator):
 
 
 class _HeadOperator:
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = runtime.UNDO_OPTIONS     # typed there: a mixin's own set literal would be set[str]
 
     @classmethod
     def poll(cls, context):

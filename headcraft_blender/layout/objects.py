@@ -5,7 +5,9 @@ store rows bottom-up, so rows are flipped here and nowhere else.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -15,7 +17,8 @@ from .. import runtime
 from ..client.units import HC_UNITS_PER_METRE
 from ..fit import objects as fit_objects
 from ..head import objects as head_objects
-from ..meshdata import attribute_colours, blender_to_model, corner_uv, image_srgb, material_image, read_vertices
+from ..meshdata import (attribute_colours, blender_to_model, corner_uv, image_srgb, material_image, mesh_of,
+                        read_vertices)
 from ..roles import Role, role_of
 
 UV_PREFIX = "HeadCraft "
@@ -25,10 +28,12 @@ MATERIAL_PURPOSE = "headcraft_material"     # on materials HeadCraft made: "disp
 def shaped_vertices(head: bpy.types.Object, identity_only: bool = False) -> np.ndarray:
     """The head's current identity + expression (shape keys mixed, no rig pose), model frame;
     with identity_only, the expression keys are left out (the neutral face)."""
-    me = head.data
+    me = mesh_of(head)
     base = read_vertices(me)
-    keys = me.shape_keys.key_blocks if me.shape_keys else []
-    expressions = set(head.get("headcraft_expr_names", [])) if identity_only else set()
+    keys: Iterable[bpy.types.ShapeKey] = me.shape_keys.key_blocks if me.shape_keys else []
+    # (the stubs type bpy_struct.get as returning None)
+    expressions = (set(head.get("headcraft_expr_names", []))  # type: ignore[func-returns-value, call-overload]
+                   if identity_only else set())
     out = base.copy()
     buf = np.empty(base.size, np.float32)
     for kb in list(keys)[1:]:
@@ -44,7 +49,7 @@ def set_uv_map(obj: bpy.types.Object, layout: str, uv: np.ndarray,
     """Per-corner UVs (F, 3, 2) as the UV map "HeadCraft <layout>", made active for editing (and
     for rendering only with `render`: HeadCraft's materials name their UV map); an existing map
     of that name is overwritten."""
-    me = obj.data
+    me = mesh_of(obj)
     if len(me.polygons) != len(uv) or len(me.loops) != uv.size // 2:
         raise ValueError(f"{obj.name} has {len(me.polygons)} faces; the layout is for {len(uv)} triangles")
     name = UV_PREFIX + layout
@@ -60,7 +65,7 @@ def set_uv_map(obj: bpy.types.Object, layout: str, uv: np.ndarray,
 
 def read_uv_map(obj: bpy.types.Object) -> np.ndarray:
     """The active UV map as per-corner UVs (F, 3, 2) of a triangle mesh."""
-    me = obj.data
+    me = mesh_of(obj)
     layer = me.uv_layers.active
     if layer is None:
         raise ValueError(f"{obj.name} has no UV map")
@@ -76,16 +81,17 @@ def read_uv_map(obj: bpy.types.Object) -> np.ndarray:
 def map_image(name: str, m: np.ndarray) -> bpy.types.Image:
     """A float image (Non-Color) holding the map; an image of that name is replaced in place."""
     h, w, _ = m.shape
-    img = bpy.data.images.get(name)
+    img: bpy.types.Image | None = bpy.data.images.get(name)
     if img is not None and (tuple(img.size) != (w, h) or not img.is_float):
         bpy.data.images.remove(img)
         img = None
     if img is None:
         img = bpy.data.images.new(name, w, h, alpha=False, float_buffer=True)
-    img.colorspace_settings.name = "Non-Color"
+    # (colorspace_settings and pixels: the stubs type them as Optional and as a float)
+    img.colorspace_settings.name = "Non-Color"  # type: ignore[union-attr]
     rgba = np.ones((h, w, 4), np.float32)
     rgba[..., :3] = m[::-1]
-    img.pixels.foreach_set(rgba.ravel())
+    img.pixels.foreach_set(rgba.ravel())  # type: ignore[attr-defined]
     img["headcraft_map"] = True
     keep_image(img, float(rgba.flat[0]))
     return img
@@ -96,10 +102,11 @@ def keep_image(img: bpy.types.Image, first: float) -> None:
     the maps folder and read from there (the panel's Storage). `first` is the first pixel
     value: rewriting one value marks the image changed, which foreach_set alone does not, and
     without it pack() and save() store stale pixels."""
-    img.pixels[0] = first
+    img.pixels[0] = first  # type: ignore[index]  # the stubs type pixels as a float
     img.update()
     img.use_fake_user = True      # kept even when no material uses it (Blender drops unused images)
-    s = bpy.context.scene.headcraft.layout
+    # (scene.headcraft: this extension's property, which Blender's stubs cannot know)
+    s = bpy.context.scene.headcraft.layout  # type: ignore[union-attr]
     if s.storage == "FILE":
         folder = runtime.output_folder(s.folder, "maps")
         path = folder / (bpy.path.clean_name(img.name) + (".exr" if img.is_float else ".png"))
@@ -120,7 +127,7 @@ def image_map(img: bpy.types.Image) -> np.ndarray:
     if w != h or w == 0:
         raise ValueError(f"{img.name} is {w}x{h}; a displacement map is square")
     px = np.empty(w * h * img.channels, np.float32)
-    img.pixels.foreach_get(px)
+    img.pixels.foreach_get(px)  # type: ignore[attr-defined]  # the stubs type pixels as a float
     px = px.reshape(h, w, img.channels)[::-1]
     if img.channels < 3:
         raise ValueError(f"{img.name} has {img.channels} channels; a displacement map needs 3")
@@ -172,21 +179,21 @@ def displacement_material(head: bpy.types.Object, img: bpy.types.Image, space: s
     nt.links.new(vec, disp.inputs["Vector"])
     nt.links.new(disp.outputs["Displacement"], out.inputs["Displacement"])
     if space == "tangent":
-        head.data.uv_layers[UV_PREFIX + layout].active_render = True
+        mesh_of(head).uv_layers[UV_PREFIX + layout].active_render = True
     if hasattr(mat, "displacement_method"):
         mat.displacement_method = "DISPLACEMENT"
     else:   # Blender < 4.1
         mat.cycles.displacement_method = "DISPLACEMENT"
     mat["headcraft_map"] = img.name
     if not any(m.type == "SUBSURF" for m in head.modifiers):
-        sub = head.modifiers.new("HeadCraft Subdivision", "SUBSURF")
+        sub = cast(bpy.types.SubsurfModifier, head.modifiers.new("HeadCraft Subdivision", "SUBSURF"))
         sub.levels, sub.render_levels = 1, 3
     return mat
 
 
 def find_detailed(obj: bpy.types.Object | None) -> bpy.types.Object | None:
-    if role_of(obj) is Role.DETAILED and obj.type == "MESH" \
-            and "headcraft_displacement" in obj.data.attributes:
+    if obj is not None and role_of(obj) is Role.DETAILED and obj.type == "MESH" \
+            and "headcraft_displacement" in mesh_of(obj).attributes:
         return obj
     return None
 
@@ -194,10 +201,10 @@ def find_detailed(obj: bpy.types.Object | None) -> bpy.types.Object | None:
 def detailed_arrays(obj: bpy.types.Object) -> dict:
     """base and displacement (model frame, metres) of a detailed head; with shape keys (an
     interpolation), the detail of the current mix."""
-    me = obj.data
+    me = mesh_of(obj)
     basis = read_vertices(me)
     disp = np.empty(len(me.vertices) * 3, np.float32)
-    me.attributes["headcraft_displacement"].data.foreach_get("vector", disp)
+    cast(bpy.types.FloatVectorAttribute, me.attributes["headcraft_displacement"]).data.foreach_get("vector", disp)
     base = basis - disp.reshape(-1, 3)
     final = basis.copy()
     buf = np.empty(basis.size, np.float32)
@@ -207,15 +214,16 @@ def detailed_arrays(obj: bpy.types.Object) -> dict:
             final += kb.value * (buf.reshape(-1, 3) - basis)
     out = {"base": blender_to_model(base), "displacement": blender_to_model(final - base)}
     if "headcraft_visibility" in me.attributes:
-        vis = np.empty(len(me.vertices), bool)
-        me.attributes["headcraft_visibility"].data.foreach_get("value", vis)
+        vis = np.empty(len(me.vertices), np.bool_)
+        cast(bpy.types.BoolAttribute, me.attributes["headcraft_visibility"]).data.foreach_get("value", vis)
         out["visibility"] = vis.astype(np.uint8)
     return out
 
 
 def model_of(obj: bpy.types.Object) -> str:
     """"OPENHEAD" or "FLAME" for a HeadCraft object."""
-    return str(obj.get("headcraft_model", "openhead")).upper()
+    # (the stubs type bpy_struct.get as returning None)
+    return str(obj.get("headcraft_model", "openhead")).upper()  # type: ignore[func-returns-value]
 
 
 def head_of(obj: bpy.types.Object | None) -> bpy.types.Object | None:
@@ -258,16 +266,17 @@ def scan_colour_arrays(obj: bpy.types.Object) -> dict:
 def colour_image(name: str, m: np.ndarray) -> bpy.types.Image:
     """An 8-bit sRGB image of display-encoded colours (row 0 of `m` at the top)."""
     h, w, _ = m.shape
-    img = bpy.data.images.get(name)
+    img: bpy.types.Image | None = bpy.data.images.get(name)
     if img is not None and tuple(img.size) != (w, h):
         bpy.data.images.remove(img)
         img = None
     if img is None:
         img = bpy.data.images.new(name, w, h, alpha=False)
-    img.colorspace_settings.name = "sRGB"
+    # (colorspace_settings and pixels: the stubs type them as Optional and as a float)
+    img.colorspace_settings.name = "sRGB"  # type: ignore[union-attr]
     rgba = np.ones((h, w, 4), np.float32)
     rgba[..., :3] = m[::-1]
-    img.pixels.foreach_set(rgba.ravel())
+    img.pixels.foreach_set(rgba.ravel())  # type: ignore[attr-defined]
     keep_image(img, float(rgba.flat[0]))
     return img
 
@@ -286,13 +295,14 @@ def _image_material(obj, name: str, purpose: str, img: bpy.types.Image, layout: 
     mat[MATERIAL_PURPOSE] = purpose
     mat.use_nodes = True
     nt = mat.node_tree
+    assert nt is not None   # made by use_nodes
     nt.nodes.clear()        # the new material's default nodes
     out = nt.nodes.new("ShaderNodeOutputMaterial")
     bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
     nt.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
-    uvn = nt.nodes.new("ShaderNodeUVMap")
+    uvn = cast(bpy.types.ShaderNodeUVMap, nt.nodes.new("ShaderNodeUVMap"))
     uvn.uv_map = UV_PREFIX + layout
-    tex = nt.nodes.new("ShaderNodeTexImage")
+    tex = cast(bpy.types.ShaderNodeTexImage, nt.nodes.new("ShaderNodeTexImage"))
     tex.image = img
     tex.interpolation = "Linear"
     nt.links.new(uvn.outputs["UV"], tex.inputs["Vector"])
@@ -315,16 +325,17 @@ def _image_material(obj, name: str, purpose: str, img: bpy.types.Image, layout: 
 def renders_with(obj: bpy.types.Object, mat: bpy.types.Material) -> bool:
     """True when some face of the object uses the material."""
     slots = [i for i, sl in enumerate(obj.material_slots) if sl.material == mat]
-    if not slots or not len(obj.data.polygons):
+    me = mesh_of(obj)
+    if not slots or not len(me.polygons):
         return False
-    index = np.empty(len(obj.data.polygons), np.int32)
-    obj.data.polygons.foreach_get("material_index", index)
+    index = np.empty(len(me.polygons), np.int32)
+    me.polygons.foreach_get("material_index", index)
     return bool(np.isin(np.minimum(index, len(obj.material_slots) - 1), slots).any())
 
 
 def world_vertices(obj: bpy.types.Object) -> np.ndarray:
     mw = np.array(obj.matrix_world, np.float32)
-    return blender_to_model(read_vertices(obj.data) @ mw[:3, :3].T + mw[:3, 3])
+    return blender_to_model(read_vertices(mesh_of(obj)) @ mw[:3, :3].T + mw[:3, 3])
 
 
 def detailed_from_reply(context, result: dict, out: dict, name: str, world, model: str, head_name: str,
@@ -333,7 +344,7 @@ def detailed_from_reply(context, result: dict, out: dict, name: str, world, mode
     after the layout, linked to the head it was made on, selected."""
     obj = fit_objects.create_detailed(context, {"model": model, "version": version}, out, name, world,
                                     head_objects.collection_of(context, bpy.data.objects.get(head_name)))
-    obj.data.uv_layers[0].name = UV_PREFIX + result["layout"]
+    mesh_of(obj).uv_layers[0].name = UV_PREFIX + result["layout"]
     obj["headcraft_head"] = head_name
     head_objects.select_only(context, obj)
     return obj

@@ -102,7 +102,8 @@ class HEADCRAFT_OT_save_layout(bpy.types.Operator):
             {"uv": uv}, apply))
 
 
-class HEADCRAFT_OT_import_layout(bpy.types.Operator, ImportHelper):
+# the stubs type ImportHelper.check and .invoke as returning None (they return a bool, a set)
+class HEADCRAFT_OT_import_layout(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
     """Import a UV layout of the head's model: an OBJ of its triangles with UVs, or a .npy (triangles x 3 x 2)"""
     bl_idname = "headcraft.import_layout"
     bl_label = "Import Layout"

@@ -1,8 +1,7 @@
 """The Layouts and Maps panel's settings: scene.headcraft.layout."""
 import bpy
 
-from ..client.job_params import PARAMS
-from ..declared import choices, default
+from ..declared import PARAMS, choices, default
 
 _SIZE = PARAMS["map.bake"]["size"]
 # the menu's sizes: powers of two from 256 to 4096, inside the bounds the bake declares
