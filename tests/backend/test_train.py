@@ -1,4 +1,5 @@
-"""Generator training (issue 5): Lightning module, resume, logs and sample grids, two-process DDP."""
+"""Generator training (issue 5): Lightning module, resume, logs and sample grids, two-process DDP;
+issue 19: the paper's noise per half, 8 mapping layers, neutral-face substitution."""
 import json
 import os
 import subprocess
@@ -8,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 from headcraft_backend.generate import checkpoint
-from headcraft_backend.generate.train import MapFolder, TrainConfig, ema_decay, train
+from headcraft_backend.generate.networks import Generator, SynthesisNetwork
+from headcraft_backend.generate.sample import synthesize
+from headcraft_backend.generate.train import (PRESETS, MapFolder, TrainConfig, config_from_args, ema_decay,
+                                              neutral_face, resumed_config, train, training_maps)
 from headcraft_backend.layout import formats
 
 TINY = dict(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32, batch=4,
@@ -43,10 +47,17 @@ def test_dataset_packs_and_resizes(maps):
     assert abs(float(x[3:].mean()) - float(m[:, 16:].mean())) < 1e-5
 
 
-def test_train_logs_samples_resumes_and_loads(maps, tmp_path):
+def test_train_logs_samples_resumes_and_loads(maps, tmp_path, monkeypatch):
     run = tmp_path / "run"
     cfg = TrainConfig(**TINY, iterations=3)
+    assert cfg.noise == "paper"
+    modes = []
+    forward = SynthesisNetwork.forward
+    monkeypatch.setattr(SynthesisNetwork, "forward", lambda self, ws, noise_mode="random":
+                        modes.append(noise_mode) or forward(self, ws, noise_mode))
     summary = train(maps, run, cfg, accelerator="cpu", devices=1, workers=0, progress=False)
+    # the paper's noise: every synthesis pass (G and D steps, path length, grids) is noise-free or constant
+    assert set(modes) == {"none", "const"} and modes.count("none") == modes.count("const")
     assert summary["iterations"] == 3 and summary["maps"] == 6
     first = state(run / "checkpoints" / "last.ckpt")
     assert first["global_step"] == 6                       # one G and one D step per iteration
@@ -72,8 +83,10 @@ def test_train_logs_samples_resumes_and_loads(maps, tmp_path):
 
     with pytest.raises(ValueError, match="--resume"):
         train(maps, run, cfg, accelerator="cpu", devices=1, workers=0, progress=False)
-    summary = train(maps, run, TrainConfig(**TINY, iterations=5), accelerator="cpu", devices=1, workers=0,
-                    progress=False, resume=True)
+    # A resumed run keeps its own settings (here: 2 mapping layers, paper noise), whatever the call says.
+    other = TrainConfig(**{**TINY, "mapping_layers": 3}, iterations=5, noise="random")
+    summary = train(maps, run, other, accelerator="cpu", devices=1, workers=0, progress=False, resume=True)
+    assert summary["config"]["mapping_layers"] == 2 and summary["config"]["noise"] == "paper"
     second = state(run / "checkpoints" / "last.ckpt")
     assert summary["iterations"] == 5 and second["global_step"] == 10
     assert int(second["state_dict"]["ema_updates"]) == 5    # continued, not restarted
@@ -143,3 +156,106 @@ def test_cli_trains_with_ddp_on_two_cpu_processes(maps, tmp_path):
     assert "2 process(es)" in res.stdout
     G, _ = checkpoint.load(run / "generator.json")
     assert G.img_resolution == 16
+
+
+def _noisy(G):
+    """Noise strengths are 0 at initialisation; make the noise visible."""
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.5)
+    return G
+
+
+def test_training_noise_per_half():
+    """Issue 19: paper noise = face (channels 0-2) without noise, scalp (3-5) with the constant
+    noise, exactly what sampling makes, with gradients; random = fresh noise everywhere."""
+    torch.manual_seed(0)
+    G = _noisy(Generator(32, 32, 2, 16, 6, 256, 32))
+    ws = G.mapping(torch.randn(4, 32)).detach().requires_grad_(True)
+    a, b = training_maps(ws, G, "paper"), training_maps(ws, G, "paper")
+    assert torch.equal(a, b)                                          # neither half draws noise
+    assert torch.equal(a[:, :3], G.synthesis(ws, "none")[:, :3])
+    assert torch.equal(a[:, 3:], G.synthesis(ws, "const")[:, 3:])
+    assert not torch.allclose(a[:, 3:], G.synthesis(ws, "none")[:, 3:])   # the scalp has the constant noise
+    assert torch.allclose(a, synthesize(G, ws), atol=1e-6)              # = sampling's two passes
+    (grad,) = torch.autograd.grad(a.square().sum(), ws)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    r1, r2 = training_maps(ws, G, "random"), training_maps(ws, G, "random")
+    assert not torch.allclose(r1[:, :3], r2[:, :3]) and not torch.allclose(r1[:, 3:], r2[:, 3:])
+    with pytest.raises(ValueError, match="noise 'const'"):
+        train("unused", "unused", TrainConfig(**TINY, noise="const"))
+
+
+def test_paper_preset_has_8_mapping_layers_and_the_published_layout_stays_trainable():
+    """Issue 19: new paper-preset runs have the paper's 8 mapping layers (small keeps 2); with
+    --mapping-layers 4 the generator is the published checkpoint's layout, name by name."""
+    assert TrainConfig().mapping_layers == 8 and PRESETS["paper"].mapping_layers == 8
+    assert PRESETS["small"].mapping_layers == 2
+    assert config_from_args("paper", {}).noise == "paper"
+    published = config_from_args("paper", {"mapping_layers": 4}).generator().state_dict()
+    reference = Generator().state_dict()           # the published layout (tests/backend/test_generate.py)
+    assert [(k, v.shape) for k, v in published.items()] == [(k, v.shape) for k, v in reference.items()]
+
+
+def test_resumed_config_keeps_the_runs_settings():
+    given = TrainConfig(**TINY, iterations=50)
+    old = {k: v for k, v in vars(TrainConfig(**{**TINY, "mapping_layers": 4}, iterations=10)).items() if k != "noise"}
+    c = resumed_config(old, given)
+    assert c.mapping_layers == 4 and c.iterations == 50
+    assert c.noise == "random"          # a run saved before the setting existed trained with random noise
+    assert resumed_config({**old, "noise": "paper"}, given).noise == "paper"
+
+
+@pytest.fixture
+def people(tmp_path):
+    """Maps of four people: a (neutral a0), b (neutral b0, 16-bit PNGs), c (no neutral map) and
+    one map no entry lists."""
+    rng = np.random.default_rng(1)
+    maps = {}
+    for name, fmt in [("a0", "npy"), ("a1", "npy"), ("a2", "exr"), ("b0", "png16"), ("b1", "png16"),
+                      ("c0", "npy"), ("c1", "npy"), ("d0", "npy")]:
+        formats.write((rng.normal(size=(16, 16, 3)) * 0.5).astype(np.float32), tmp_path, name, fmt)
+    entries = {"a0": {"identity": "a", "neutral": True}, "a1": {"identity": "a"},
+               "a2": {"identity": "a", "neutral": False}, "b0": {"identity": "b", "neutral": True},
+               "b1": {"identity": "b"}, "c0": {"identity": "c"}, "c1": {"identity": "c"},
+               "x9": {"identity": "x", "neutral": True}}           # a map not in the folder
+    (tmp_path / "identities.json").write_text(json.dumps({"maps": entries}))
+    return tmp_path
+
+
+def test_neutral_faces_replace_the_face_half(people):
+    """Issue 19 (supp. A.2): every map of a person with a neutral map gets its face half (left);
+    scalp halves, the neutral maps, people without one and unlisted maps are unchanged."""
+    ds = MapFolder(people, 16)
+    raw = MapFolder(people, 16, neutral=False)
+    names = [f.name.split("_-20")[0].split(".")[0] for f in ds.files]
+    assert names == ["a0", "a1", "a2", "b0", "b1", "c0", "c1", "d0"]
+    got = {n: ds.map(i) for i, n in enumerate(names)}
+    own = {n: raw.map(i) for i, n in enumerate(names)}
+    for n, neutral in [("a1", "a0"), ("a2", "a0"), ("b1", "b0")]:
+        assert np.array_equal(got[n][:, :8], own[neutral][:, :8]), n       # face from the neutral map
+        assert np.array_equal(got[n][:, 8:], own[n][:, 8:]), n             # own scalp
+        assert not np.array_equal(got[n], own[n])
+    for n in ("a0", "b0", "c0", "c1", "d0"):
+        assert np.array_equal(got[n], own[n]), n
+    # training sees the substituted map: channels 0-2 hold the face half
+    i = names.index("a1")
+    assert torch.allclose(ds[i][:3], torch.from_numpy(np.repeat(own["a0"][:, :8], 2, 1).transpose(2, 0, 1)))
+    assert np.array_equal(neutral_face(own["c0"], own["a0"])[:, 8:], own["c0"][:, 8:])
+
+
+def test_without_identities_maps_train_as_they_are(maps, people):
+    assert MapFolder(maps, 16).neutral == {}
+    (people / "identities.json").write_text(json.dumps({"maps": {"a0": {"identity": "a", "neutral": True},
+                                                                 "a1": {"identity": "a", "neutral": True}}}))
+    with pytest.raises(ValueError, match="two neutral maps"):
+        MapFolder(people, 16)
+    (people / "identities.json").write_text(json.dumps({"maps": {"a0": "a"}}))
+    with pytest.raises(ValueError, match="identities.json: not a readable identities file"):
+        MapFolder(people, 16)
+    (people / "identities.json").write_text(json.dumps({"maps": {"a0": {"identity": "a", "neutral": True},
+                                                                 "a1": {"identity": "a"}}}))
+    formats.write(np.zeros((32, 32, 3), np.float32), people, "a0", "npy")     # another size
+    with pytest.raises(ValueError, match="one size"):
+        MapFolder(people, 16)[1]

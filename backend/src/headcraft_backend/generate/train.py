@@ -6,6 +6,14 @@ mixing with p = 0.9; an EMA of G (torch_ema's warm-up: decay = min(0.995, (1 + n
 no augmentation. One iteration is one G step and one D step, so Lightning's `global_step` (which
 counts optimizer steps) is twice the iteration count.
 
+As the paper trains by default (supp. A.2): the generator's maps (for D and for the path-length
+term) have their face channels from a pass without noise and their scalp channels from a pass
+with the constant per-layer noise, as sampling makes them (`noise="paper"`; `"random"` is
+StyleGAN2's fresh noise everywhere in one pass); 8 mapping layers in the `paper` preset; and where
+the map folder says which maps show one person and which is that person's neutral expression
+(`identities.json`), every map of the person gets the neutral map's face half. A resumed run keeps
+the settings it was started with.
+
 Checkpoints hold `G.`, `D.` and `G_ema.` tensors; `checkpoint.load` reads them directly (the EMA
 generator). Lightning is imported only here: the service and sampling never pay for it.
 """
@@ -30,7 +38,13 @@ from ..layout import formats
 from . import checkpoint
 from .networks import Discriminator, Generator
 from .pca import map_files
-from .sample import pack, unpack
+from .sample import pack, synthesize, unpack
+
+NOISE = ("paper", "random")     # training noise: face none + scalp const (two passes), or random everywhere
+IDENTITIES = "identities.json"  # optional, in a map folder: which maps show one person, which is neutral
+SCHEDULE = ("iterations", "sample_every", "checkpoint_every")   # what a resumed run takes from the call
+# What a run saved before a setting existed trained with (its resume keeps it).
+LEGACY = {"noise": "random"}
 
 
 @dataclass
@@ -38,7 +52,7 @@ class TrainConfig:
     resolution: int = 256
     z_dim: int = 512
     w_dim: int = 512
-    mapping_layers: int = 4
+    mapping_layers: int = 8        # the paper's; the published checkpoint has 4 (it loads by its shapes)
     channel_base: int = 16384
     channel_max: int = 512
     batch: int = 8                 # per process
@@ -54,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     sample_every: int = 500
     checkpoint_every: int = 2000
+    noise: str = "paper"           # see NOISE
 
     def generator(self) -> Generator:
         return Generator(self.z_dim, self.w_dim, self.mapping_layers, self.resolution, 6,
@@ -63,7 +78,8 @@ class TrainConfig:
         return Discriminator(self.resolution, 6, self.channel_base, self.channel_max)
 
 
-# The paper's configuration, and one a 2-core CPU trains in minutes to hours.
+# The paper's configuration, and one a 2-core CPU trains in minutes to hours (its 2-layer
+# mapping kept: the demo generator's set-up).
 PRESETS = {
     "paper": TrainConfig(),
     "small": TrainConfig(resolution=64, z_dim=128, w_dim=128, mapping_layers=2, channel_base=2048,
@@ -77,32 +93,135 @@ def check_config(c: TrainConfig) -> None:
     if c.batch < 1 or (c.batch > 4 and c.batch % 4):
         raise ValueError(f"batch {c.batch}: up to 4, or a multiple of 4 (the discriminator's "
                          "minibatch-std groups)")
-    for name in ("r1_every", "pl_every", "iterations", "sample_every", "checkpoint_every"):
+    for name in ("r1_every", "pl_every", "iterations", "sample_every", "checkpoint_every", "mapping_layers"):
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be at least 1")
+    if c.noise not in NOISE:
+        raise ValueError(f"noise {c.noise!r}: choose one of {', '.join(NOISE)}")
+
+
+def resumed_config(saved: dict, given: TrainConfig) -> TrainConfig:
+    """The config a resumed run trains with: the one it was started with (`saved`, its checkpoint's
+    hyper-parameters; settings added since take the value such runs trained with, LEGACY), except
+    the schedule (SCHEDULE), which comes from this call."""
+    names = {f.name for f in fields(TrainConfig)}
+    values = {**asdict(given), **LEGACY, **{k: v for k, v in saved.items() if k in names}}
+    values.update({k: getattr(given, k) for k in SCHEDULE})
+    return TrainConfig(**values)
+
+
+def _saved_config(last: Path) -> dict:
+    """The config in a run's last checkpoint (read weights-only, memory-mapped)."""
+    try:
+        raw = torch.load(str(last), map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{last}: refused to resume from it, it holds more than weights and training "
+                         f"state ({str(exc).splitlines()[0][:200]})") from None
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"{last}: cannot read it to resume ({str(exc).splitlines()[0][:200]})") from None
+    config = raw.get("hyper_parameters", {}).get("config") if isinstance(raw, dict) else None
+    if not isinstance(config, dict):
+        raise ValueError(f"{last}: not a checkpoint of `headcraft-backend train` (no training config in it)")
+    return config
+
+
+def training_maps(ws: torch.Tensor, G: Generator, noise: str) -> torch.Tensor:
+    """G's (N, 6, R, R) maps during training, with gradients. "paper": channels 0-2 (face) from a
+    pass without noise, 3-5 (scalp) from a pass with the constant noise, as `sample.synthesize`
+    makes them (two passes: the noise enters every layer's features, which feed all six output
+    channels, so no one pass gives both); "random": one pass with fresh noise in every layer."""
+    if noise == "random":
+        return G.synthesis(ws, "random")
+    face = G.synthesis(ws, "none")
+    scalp = G.synthesis(ws, "const")
+    return torch.cat([face[:, :3], scalp[:, 3:]], 1)
+
+
+def map_name(path: Path) -> str:
+    """A map file's name in a folder: the stem (`x.exr`, `x.npy`, `x_-20_to_20_ch0.png` -> `x`)."""
+    return path.name.split("_-20_to_20")[0] if path.name.endswith(".png") else path.stem
+
+
+def neutral_sources(folder: str | Path, files: list[Path]) -> dict[Path, Path]:
+    """Map file -> the map file of its person's neutral expression, from the folder's
+    identities.json ({"maps": {"<map name>": {"identity": "<person>", "neutral": true|false}}});
+    {} without one. Maps it does not list, persons without a neutral map present and the neutral
+    maps themselves are left out (they train as they are)."""
+    path = Path(folder) / IDENTITIES
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text())["maps"]
+        if not isinstance(entries, dict):
+            raise TypeError("'maps' must be an object of map names")
+        people = {}
+        for name, e in entries.items():
+            if not isinstance(e, dict) or not isinstance(e.get("identity"), str) \
+                    or not isinstance(e.get("neutral", False), bool):
+                raise TypeError(f"{name!r}: an entry is {{\"identity\": \"<person>\", \"neutral\": true or false}}")
+            people[name] = (e["identity"], e.get("neutral", False))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable identities file ({exc}); fix or remove it") from None
+    by_name = {map_name(f): f for f in files}
+    neutral: dict[str, Path] = {}
+    for name, (person, is_neutral) in sorted(people.items()):
+        if is_neutral and name in by_name:
+            if person in neutral:
+                raise ValueError(f"{path}: {person!r} has two neutral maps ({map_name(neutral[person])!r} "
+                                 f"and {name!r}); mark one")
+            neutral[person] = by_name[name]
+    return {f: neutral[people[n][0]] for n, f in by_name.items()
+            if n in people and people[n][0] in neutral and neutral[people[n][0]] != f}
+
+
+def neutral_face(m: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+    """The map with its face half (the left half: the generator's channels 0-2) from `neutral`."""
+    if m.shape != neutral.shape:
+        raise ValueError(f"a map of {m.shape} and its neutral map of {neutral.shape}: they must be one size")
+    out = np.array(m, np.float32)
+    half = out.shape[1] // 2
+    out[:, :half] = neutral[:, :half]
+    return out
+
+
+def read_map(path: Path) -> np.ndarray:
+    m = formats.read(path)
+    if m.ndim != 3 or m.shape[2] != 3 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"{path}: a square 3-channel map is needed, not {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{path}: the map has NaN or infinite texels")
+    return m
 
 
 class MapFolder(Dataset):
     """Baked maps of a folder (EXR, .npy or 16-bit PNG triplets) as packed (6, R, R) tensors in
-    HeadCraft units, resized to the generator's resolution when they differ."""
+    HeadCraft units, resized to the generator's resolution when they differ; with an
+    identities.json, each person's maps carry the face half of their neutral map
+    (`neutral_sources`; `neutral=False` reads the maps as they are)."""
 
-    def __init__(self, folder: str | Path, resolution: int):
+    def __init__(self, folder: str | Path, resolution: int, neutral: bool = True):
         self.files = map_files(folder)
         if not self.files:
             raise ValueError(f"{folder}: no maps (.exr, .npy or *_-20_to_20_ch0.png triplets)")
         self.resolution = resolution
+        self.neutral = neutral_sources(folder, self.files) if neutral else {}
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def map(self, i: int) -> np.ndarray:
+        """Map i as training sees it, (H, W, 3) before packing and resizing."""
         path = self.files[i]
-        m = formats.read(path)
-        if m.ndim != 3 or m.shape[2] != 3 or m.shape[0] != m.shape[1]:
-            raise ValueError(f"{path}: a square 3-channel map is needed, not {m.shape}")
-        if not np.isfinite(m).all():
-            raise ValueError(f"{path}: the map has NaN or infinite texels")
-        x = torch.from_numpy(pack(m).transpose(2, 0, 1).copy())
+        m = read_map(path)
+        if path in self.neutral:
+            try:
+                m = neutral_face(m, read_map(self.neutral[path]))
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+        return m
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = torch.from_numpy(pack(self.map(i)).transpose(2, 0, 1).copy())
         r = self.resolution
         if x.shape[-1] != r:
             mode = "area" if x.shape[-1] > r else "bilinear"
@@ -185,7 +304,7 @@ def build_module(config: TrainConfig, data: str = "", grid_scale: float = 1.0):
         def _path_length(self, n: int) -> torch.Tensor:
             z = torch.randn(max(1, n // 2), self.cfg.z_dim, device=self.device)
             ws = _style_mix(self.G, z, self.cfg.style_mixing)
-            img = self.G.synthesis(ws, "random")
+            img = training_maps(ws, self.G, self.cfg.noise)
             noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
             (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
             lengths = grad.square().sum(2).mean(1).sqrt()
@@ -200,7 +319,7 @@ def build_module(config: TrainConfig, data: str = "", grid_scale: float = 1.0):
 
             self.toggle_optimizer(opt_g)
             z = torch.randn(n, c.z_dim, device=self.device)
-            fake = self.G.synthesis(_style_mix(self.G, z, c.style_mixing), "random")
+            fake = training_maps(_style_mix(self.G, z, c.style_mixing), self.G, c.noise)
             loss_g = F.softplus(-self.D(fake)).mean()
             logs["loss/g"] = loss_g.detach()
             if c.pl_weight > 0 and it % c.pl_every == 0:
@@ -215,7 +334,7 @@ def build_module(config: TrainConfig, data: str = "", grid_scale: float = 1.0):
             self.toggle_optimizer(opt_d)
             with torch.no_grad():
                 z = torch.randn(n, c.z_dim, device=self.device)
-                fake = self.G.synthesis(_style_mix(self.G, z, c.style_mixing), "random")
+                fake = training_maps(_style_mix(self.G, z, c.style_mixing), self.G, c.noise)
             do_r1 = c.r1_gamma > 0 and it % c.r1_every == 0
             real = real.detach().requires_grad_(do_r1)
             d_real, d_fake = self.D(real), self.D(fake)
@@ -254,7 +373,9 @@ def build_module(config: TrainConfig, data: str = "", grid_scale: float = 1.0):
         @torch.no_grad()
         def write_grid(self, it: int) -> Path:
             G = self.G_ema.eval()
-            six = G.synthesis(G.mapping(self.grid_z.to(self.device)), "const")
+            ws = G.mapping(self.grid_z.to(self.device))
+            # as sampling makes them (paper), or the constant noise everywhere (random)
+            six = synthesize(G, ws, "const") if self.cfg.noise == "paper" else G.synthesis(ws, "const")
             grid = map_grid([unpack(s) for s in six], self.grid_scale)
             out = Path(self.trainer.default_root_dir) / "samples" / f"iter_{it:07d}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -305,12 +426,19 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, devices: in
     from lightning.pytorch.strategies import DDPStrategy
 
     out = Path(out)
-    ds = MapFolder(data, config.resolution)
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise ValueError(f"{last}: nothing to resume")
     if not resume and last.is_file():
         raise ValueError(f"{out} holds a run already: pass --resume to continue it, or choose another --out")
+    if resume:
+        given, config = config, resumed_config(_saved_config(last), config)
+        kept = [f"{k} {getattr(config, k)} (not {getattr(given, k)})" for k in asdict(config)
+                if getattr(config, k) != getattr(given, k)]
+        if kept:
+            print(f"resuming with the run's own settings: {', '.join(kept)}", flush=True)
+        check_config(config)
+    ds = MapFolder(data, config.resolution)
     module = build_module(config, str(Path(data).resolve()), estimate_scale(ds))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)   # tips and device banners
     warnings.filterwarnings("ignore", ".*(LeafSpec|does not have many workers|smaller than the logging|exists and is not empty|all_gather is deprecated|pre-optimization state).*")
@@ -330,7 +458,11 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, devices: in
     if trainer.is_global_zero:
         n_params = sum(p.numel() for p in module.G.parameters())
         print(f"training a {config.resolution}^2 generator ({n_params / 1e6:.2f} M parameters) on {len(ds)} maps "
-              f"for {config.iterations} iterations, {trainer.world_size} process(es) of batch {config.batch}", flush=True)
+              f"for {config.iterations} iterations, {trainer.world_size} process(es) of batch {config.batch}, "
+              f"noise {config.noise}", flush=True)
+        if ds.neutral:
+            print(f"{len(ds.neutral)} map(s) take the face half of their person's neutral map ({IDENTITIES})",
+                  flush=True)
     t0 = time.time()
     try:    # a checkpoint is read with torch's weights-only unpickler, whatever torch's default
         trainer.fit(module, loader, ckpt_path=str(last) if resume else None, weights_only=True)
