@@ -560,7 +560,7 @@ def cmd_fit_latent(args) -> int:
 TRAIN_OVERRIDES = (("resolution", int), ("z_dim", int), ("w_dim", int), ("mapping_layers", int),
                    ("channel_base", int), ("channel_max", int), ("batch", int), ("lr_g", float), ("lr_d", float),
                    ("r1_gamma", float), ("r1_every", int), ("pl_weight", float), ("pl_every", int), ("style_mixing", float), ("iterations", int),
-                   ("seed", int), ("sample_every", int), ("checkpoint_every", int))
+                   ("seed", int), ("sample_every", int), ("checkpoint_every", int), ("noise", str))
 
 
 def cmd_train(args) -> int:
