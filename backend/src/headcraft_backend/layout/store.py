@@ -180,9 +180,22 @@ def import_layout(data: HeadModelData, name: str, content: bytes, fmt: str, sour
     return save_custom_layout(data, name, uv, cache_dir)
 
 
+_HALVES: dict[str, tuple[float, float]] = {}
+
+
 def halves(data: HeadModelData, layout: Layout) -> tuple[float, float]:
     """Fractions of the face's UV area in the left half (u < 0.5) and of the rest of the head
-    (scalp, back, ears, neck) in the right half: the packing HeadCraft generators assume."""
+    (scalp, back, ears, neck) in the right half: the packing HeadCraft generators assume
+    (remembered per model and UVs: every generator request checks it)."""
+    h = hashlib.sha1(model_key(data).encode())
+    hash_arrays(h, (layout.uv, np.float32))
+    key = h.hexdigest()
+    if key not in _HALVES:
+        _HALVES[key] = _halves(data, layout)
+    return _HALVES[key]
+
+
+def _halves(data: HeadModelData, layout: Layout) -> tuple[float, float]:
     groups = triangle_groups(data, data.faces.astype(np.int64))
     uv = layout.uv.astype(np.float64)
     e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
