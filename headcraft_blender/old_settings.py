@@ -32,6 +32,8 @@ RENAMED = {
         ("turntable_views", "turntable_views"), ("folder", "output_folder"), ("contact_count", "sheet_frames"),
         ("contact_columns", "sheet_columns"))},
 }
+# settings that came after the grouping (no old file holds them)
+ADDED = {("generate", "hair_source")}
 # A file stores an enum setting as its item's index: the old settings' items, in their order.
 OLD_ENUM_ITEMS = {
     "model": ("OPENHEAD", "FLAME"), "fit_model": ("OPENHEAD", "FLAME"), "fit_preset": ("PAPER", "PREVIEW"),

@@ -257,10 +257,10 @@ def test_a_replaced_head_model_file_replaces_its_cache_entry(tmp_path):
 # -- 6: layout names -------------------------------------------------------------------------
 def test_layout_names_outside_the_folder_are_no_layout(tmp_path):
     from headcraft_backend.head.registry import load_model_data
-    from headcraft_backend.layout.store import _folder, get_layout, save_custom_layout
+    from headcraft_backend.layout.store import _user_folder, get_layout, save_custom_layout
     data = load_model_data({"model": "openhead"})
     save_custom_layout(data, "mine", data.uv, cache_dir=tmp_path)
-    folder = _folder(data, tmp_path)
+    folder = _user_folder(data, tmp_path)
     outside = tmp_path / "outside.npz"
     outside.write_bytes((folder / "mine.npz").read_bytes())
     (folder / "linked.npz").symlink_to(outside)
