@@ -89,11 +89,8 @@ def fit_latent_job(ctx, params, arrays):
     visibility mask; the generator's version of the map comes back applied to the head."""
     from .fit_latent import L1_ONLY, LatentFitSettings, fit_latent
     from .perceptual import load_lpips
-    G, info = cached_generator(ctx, params["checkpoint"])
-    if isinstance(G, PCAModel):
-        raise UserError("latent fitting needs a StyleGAN checkpoint")
     head = request_head(ctx, params)
-    check_layout(head.model.data, head.layout, G)
+    G, info = _stylegan(ctx, params, head)
     if "base" in arrays and "displacement" in arrays:     # a detailed head: bake it at the generator's size
         n = head.dense.num_vertices
         baked = bake_displacement(ctx, head, G.img_resolution, vectors(arrays, "base", n),
@@ -137,7 +134,7 @@ def _detailed(head, arrays: dict, suffix: str) -> DetailedHead:
 def _stylegan(ctx, params, head):
     G, info = cached_generator(ctx, params["checkpoint"])
     if isinstance(G, PCAModel):
-        raise UserError("fitting a head to the generator needs a StyleGAN checkpoint, not the PCA baseline")
+        raise UserError("latent fitting needs a StyleGAN checkpoint, not the PCA baseline")
     check_layout(head.model.data, head.layout, G)
     return G, info
 

@@ -26,7 +26,6 @@ from ..raster import Camera, rasterize as rasterize_camera
 SEAM_BLEND = 10.0          # texels over which a seam correction fades out (supp. A.2)
 SEAM_REACH = 1.5           # texels: the band treated as "on the seam" (covers bilinear stencils)
 GUTTER = 2.0              # texels around each chart that hold the field extrapolated
-MAX_CANDIDATES = 8_000_000  # texel tests per rasterisation chunk (bounds memory at 4096^2)
 
 
 @dataclasses.dataclass
