@@ -445,12 +445,10 @@ def cmd_interpolate(args) -> int:
 def _fitted_styles_of(compute, args, G, path: str):
     """A map file's styles: the map resampled to the generator's size, then fitted (cached)."""
     from .errors import UserError
-    from .generate.fit_latent import LatentFitSettings
+    from .generate.fit_latent import LatentFitSettings, require_stylegan
     from .generate.fitted import fitted_styles, resized
-    from .generate.pca import PCAModel
     from .generate.perceptual import load_lpips
-    if isinstance(G, PCAModel):
-        raise UserError("fitting a map to the generator needs a StyleGAN checkpoint, not the PCA baseline")
+    G = require_stylegan(G)
     from .layout import formats
     try:
         m = formats.read(path)
@@ -521,8 +519,7 @@ def cmd_fit_latent(args) -> int:
     import numpy as np
     from .errors import UserError
     from .generate.checkpoint import cached_generator
-    from .generate.fit_latent import L1_ONLY, LatentFitSettings, fit_latent
-    from .generate.pca import PCAModel
+    from .generate.fit_latent import L1_ONLY, LatentFitSettings, fit_latent, require_stylegan
     from .generate.perceptual import load_lpips
     from .layout.maps import apply_map, dense_base
     m = _read_map(args.map, "fit-latent")
@@ -530,9 +527,7 @@ def cmd_fit_latent(args) -> int:
         return 2
     mask = np.load(args.mask).astype(np.float32) if args.mask else None
     compute = _compute(args.device)
-    G, _ = cached_generator(compute, args.checkpoint)
-    if isinstance(G, PCAModel):
-        raise UserError("latent fitting needs a StyleGAN checkpoint")
+    G = require_stylegan(cached_generator(compute, args.checkpoint)[0])
     if m.shape[0] != G.img_resolution or (mask is not None and mask.shape != m.shape[:2]):
         raise UserError(f"the map is {m.shape[0]}^2 (mask {None if mask is None else mask.shape}); this "
                         f"generator makes {G.img_resolution}^2 maps")

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .networks import Generator
 from .sample import pack, unpack
 
@@ -87,6 +88,13 @@ def average_ws(G: Generator, n: int, seed: int = 0) -> torch.Tensor:
     with torch.no_grad():
         z = torch.randn(n, G.z_dim, generator=g)
         return torch.cat([G.mapping(c, update_w_avg=False) for c in z.split(1000)]).mean(0, keepdim=True)
+
+
+def require_stylegan(G) -> Generator:
+    """G when it is a StyleGAN; UserError for the PCA baseline, which has no styles to fit."""
+    if not isinstance(G, Generator):
+        raise UserError("latent fitting needs a StyleGAN checkpoint, not the PCA baseline")
+    return G
 
 
 def fit_latent(G: Generator, target_map: np.ndarray, mask: np.ndarray | None = None,

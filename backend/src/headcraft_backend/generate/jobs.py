@@ -8,10 +8,10 @@ from ..errors import UserError
 from ..handlers import CHECKPOINT, LAYOUT, MODEL, Param, job, request_base, request_head, request_map, vectors
 from ..layout.maps import apply_map, bake_displacement, check_map
 from .checkpoint import cached_generator
+from .fit_latent import require_stylegan
 from .fitted import HAIR_SOURCES, DetailedHead, fitted_styles, hair_transfer_map, head_map, interpolation_bases, \
     resized, styles_maps
 from .networks import NOISE_MODES
-from .pca import PCAModel
 from .sample import check_layout, interpolate_maps, sample_maps
 
 
@@ -133,8 +133,7 @@ def _detailed(head, arrays: dict, suffix: str) -> DetailedHead:
 
 def _stylegan(ctx, params, head):
     G, info = cached_generator(ctx, params["checkpoint"])
-    if isinstance(G, PCAModel):
-        raise UserError("latent fitting needs a StyleGAN checkpoint, not the PCA baseline")
+    G = require_stylegan(G)
     check_layout(head.model.data, head.layout, G)
     return G, info
 
