@@ -162,3 +162,19 @@ def test_register_dataset_reads_a_scans_landmark_file(scans, tmp_path, capsys):
     assert landmark_file(str(marks), "scan_000001") is None          # no file: detect them
     assert main(["register-dataset", str(scans), "--landmarks", str(tmp_path / "nowhere")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_synth_varied_looks(tmp_path, capsys):
+    out = tmp_path / "varied"
+    assert main(["synth", "--n", "2", "--seed", "3", "--hair", "varied", "--headwear", "turban", "--holes", "0",
+                 "--out", str(out)]) == 0
+    entries = json.loads((out / "manifest.json").read_text())["scans"]
+    for e in entries:
+        assert e["look"]["headwear"] == "turban" and e["hair"] == e["look"]["hair"]
+        truth = read_truth(out / e["truth"])
+        assert truth["look"]["headwear"] == "turban" and len(truth["truth_regions"]["headwear"]) > 5000
+        assert truth["truth_hair_mm"].max() > 90          # 10-20 cm above the crown
+    assert entries[0]["look"] != entries[1]["look"]
+    # --headwear only goes with --hair varied.
+    assert main(["synth", "--n", "1", "--hair", "short", "--headwear", "cap", "--out", str(tmp_path / "x")]) == 2
+    assert "--headwear" in capsys.readouterr().err

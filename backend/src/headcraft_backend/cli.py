@@ -620,7 +620,7 @@ def cmd_synth(args) -> int:
     from .head.registry import load_model_data
     options = SynthOptions(n=args.n, seed=args.seed, hair=args.hair, colour=args.colour, noise_mm=args.noise_mm,
                            holes=args.holes, max_rotation_deg=args.max_rotation, views=args.views,
-                           sparse=args.sparse, mesh_format=args.format)
+                           sparse=args.sparse, mesh_format=args.format, headwear=args.headwear)
     try:
         options.check()
         write_set(load_model_data(_model_params(args)), args.out, options)
@@ -847,8 +847,13 @@ def main(argv=None) -> int:
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--out", default="synthetic-scans")
     sy.add_argument("--hair", default="random",
-                    help="random (every style in turn), none, buzz, short, long (shoulder-length), bob, bun, "
+                    help="random (every style in turn), varied (a random look per scan: hair from bald to 8 cm "
+                         "afros, buns, ponytails, fringes, partings, receding hairlines; beards; headwear; ears; "
+                         "age), or one style: none, buzz, short, long (shoulder-length), bob, bun, "
                          "ponytail, fringe or beard; aliases buzz-cut, shoulder-length, bald")
+    sy.add_argument("--headwear", default="random",
+                    help="with --hair varied: none, cap, beanie, headband or turban (10-20 cm tall) on every "
+                         "scan; random (default): about one scan in four wears something")
     sy.add_argument("--colour", action="store_true", help="vertex colours (they help the automatic landmarks)")
     sy.add_argument("--noise-mm", type=float, default=0.2, help="scanner noise along the normals (std)")
     sy.add_argument("--holes", type=int, default=3, help="random holes per scan")

@@ -3,7 +3,7 @@ written to a folder deterministically from one seed. Scan i has the seed `seed +
 same whatever else is generated with it.
 
 OUT/
-  manifest.json                 the scans: file, seed, hair style, orientation hints, units
+  manifest.json                 the scans: file, seed, hair style (and look), orientation hints, units
   scan_000007.ply               a scan mesh (PLY or OBJ; vertex colours with `colour`)
   truth/scan_000007.npz         its ground truth: SyntheticScan's fields (`read_truth`), ~9 MB
   views/scan_000007_view0.ply   `views`: partial depth views, points and normals (scan frame)
@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..procedural.scans import HAIRSTYLES, SyntheticScan, make_scan, partial_view, sparse_subset
+from ..procedural.scans import HAIRSTYLES, HEADWEAR, SyntheticScan, make_scan, partial_view, random_look, sparse_subset
 from ..head.data import HeadModelData
 
 # The issue's names for styles that HAIRSTYLES spells differently.
@@ -36,7 +36,8 @@ MAX_VIEWS = 32
 class SynthOptions:
     n: int = 10
     seed: int = 0
-    hair: str = "random"          # a style (or alias), or "random": HAIRSTYLES[scan seed % 9]
+    hair: str = "random"          # a style (or alias), "random": HAIRSTYLES[scan seed % 9], or
+                                  # "varied": random_look(scan seed) (hair volumes, beards, headwear...)
     colour: bool = False          # procedural vertex colours (they help the automatic landmarks)
     noise_mm: float = 0.2         # scanner noise along the normals (standard deviation)
     holes: int = 3                # random holes in the scan
@@ -44,13 +45,16 @@ class SynthOptions:
     views: int = 0                # partial depth views per scan
     sparse: int = 0               # points per sparse cloud (one per view)
     mesh_format: str = "ply"
+    headwear: str = "random"      # with "varied": a HEADWEAR kind on every scan, or as drawn
 
     def check(self) -> None:
         """Raises ValueError naming the first bad setting."""
         if self.n < 1 or self.seed < 0:
             raise ValueError("--n must be at least 1 and --seed at least 0")
-        if self.hair != "random":
+        if self.hair not in ("random", "varied"):
             style(self.hair)
+        if self.headwear != "random" and (self.hair != "varied" or self.headwear not in HEADWEAR):
+            raise ValueError(f"--headwear takes random or one of {', '.join(HEADWEAR)}, and needs --hair varied")
         if self.noise_mm < 0 or self.holes < 0:
             raise ValueError("--noise-mm and --holes must be at least 0")
         if not 0 <= self.max_rotation_deg <= 180:
@@ -68,7 +72,7 @@ def style(name: str) -> str:
     name = HAIR_ALIASES.get(name, name)
     if name not in HAIRSTYLES:
         known = ", ".join([*HAIRSTYLES, *HAIR_ALIASES])
-        raise ValueError(f"unknown hair style {name!r}; choose random or one of {known}")
+        raise ValueError(f"unknown hair style {name!r}; choose random, varied or one of {known}")
     return name
 
 
@@ -194,16 +198,22 @@ def _finished_entries(out: Path, settings: dict) -> dict[int, dict]:
         old = json.loads((out / "manifest.json").read_text())
     except (OSError, ValueError):
         return {}
-    same = {k: v for k, v in old.get("settings", {}).items() if k not in ("n", "seed")} == \
+    # Settings added since an old run had their defaults in it.
+    old_settings = {**dataclasses.asdict(SynthOptions()), **old.get("settings", {})}
+    same = {k: v for k, v in old_settings.items() if k not in ("n", "seed")} == \
         {k: v for k, v in settings.items() if k not in ("n", "seed")}
     return {e["seed"]: e for e in old.get("scans", []) if same and all(
         (out / f).is_file() for f in (e["file"], e["truth"], *e["views"], *e["sparse"]))}
 
 
 def _write_scan(data: HeadModelData, out: Path, o: SynthOptions, scan_seed: int) -> dict:
-    hair = scan_style(o.hair, scan_seed)
-    scan = make_scan(data, scan_seed, hair=hair, noise_mm=o.noise_mm, holes=o.holes, color=o.colour,
-                     max_rotation_deg=o.max_rotation_deg)
+    if o.hair == "varied":
+        fixed = {} if o.headwear == "random" else {"headwear": o.headwear}
+        scan = make_scan(data, scan_seed, look=random_look(scan_seed, **fixed), noise_mm=o.noise_mm,
+                         holes=o.holes, color=o.colour, max_rotation_deg=o.max_rotation_deg)
+    else:
+        scan = make_scan(data, scan_seed, hair=scan_style(o.hair, scan_seed), noise_mm=o.noise_mm,
+                         holes=o.holes, color=o.colour, max_rotation_deg=o.max_rotation_deg)
     name = f"scan_{scan_seed:06d}"
     mesh = f"{name}.{o.mesh_format}"
     if o.mesh_format == "ply":
@@ -226,7 +236,8 @@ def _write_scan(data: HeadModelData, out: Path, o: SynthOptions, scan_seed: int)
             write_ply(out / sparse[-1], pts, normals=pv.normals[idx])
             truth[f"view{k}_sparse_index"] = idx    # into view k's points
     np.savez_compressed(out / "truth" / f"{name}.npz", **truth)
-    return {"file": mesh, "truth": f"truth/{name}.npz", "seed": scan_seed, "hair": hair,
+    return {"file": mesh, "truth": f"truth/{name}.npz", "seed": scan_seed, "hair": scan.hair,
+            **({"look": scan.look} if scan.look else {}),
             # The head's up (+Y) and forward (+Z) axes in the scan frame: register-dataset's hints.
             "up": (scan.rotation @ [0.0, 1.0, 0.0]).tolist(),
             "forward": (scan.rotation @ [0.0, 0.0, 1.0]).tolist(),

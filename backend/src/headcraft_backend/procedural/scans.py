@@ -51,8 +51,8 @@ from ..raster import Camera, rasterize
 if TYPE_CHECKING:
     from ..head.model import HeadModel
 
-__all__ = ["HAIRSTYLES", "SyntheticScan", "PartialView", "make_scan", "partial_view",
-           "sparse_subset", "similarity_matrix"]
+__all__ = ["HAIRSTYLES", "Look", "SyntheticScan", "PartialView", "make_scan", "random_look",
+           "partial_view", "sparse_subset", "similarity_matrix"]
 
 HAIRSTYLES = ("none", "buzz", "short", "long", "bob", "bun", "ponytail", "fringe", "beard")
 # Styles that leave the face region bare (face truth == clean head + skin detail).
@@ -102,6 +102,7 @@ class SyntheticScan:
     noise_mm: float
     expression_keys: dict[str, float]  # OpenHead: the ARKit keys used; PCA models: {}
     model_name: str
+    look: dict[str, float | str | bool] = dataclasses.field(default_factory=dict)  # the Look's fields; {} for `hair`
 
     @property
     def mm_per_scan_unit(self) -> float:
@@ -281,6 +282,7 @@ class _Dense:
     boundary_loops: list[np.ndarray]  # ordered dense boundary loops, lowest (neck) first
     head_centre: np.ndarray
     model: HeadModel
+    ear_rings: list[np.ndarray] = dataclasses.field(default_factory=list)  # ear borders, +X side first
 
 
 _CACHE: dict[str, _Dense] = {}
@@ -383,6 +385,14 @@ def _dense_for(data: HeadModelData) -> _Dense:
         loops = _boundary_loops(faces)
         loops.sort(key=lambda lp: float(rest[lp, 1].mean()))
         dense.boundary_loops = loops
+        # Where each ear meets the head, and the distance (mm) into the ear from there.
+        ears = np.zeros(nv, bool)
+        ears[regions.get("ears", np.zeros(0, np.int32))] = True
+        e = unique_edges(faces)
+        cross = ears[e[:, 0]] != ears[e[:, 1]]
+        ring = np.unique(np.where(ears[e[cross, 0]], e[cross, 0], e[cross, 1]))
+        dense.ear_rings = [ring[rest[ring, 0] > 0], ring[rest[ring, 0] <= 0]]
+        dist["ear_depth"] = np.where(ears, _geodesic(graph, ring, limit=0.03) * 1000.0, 0.0)
         if len(_CACHE) >= 4:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = dense
@@ -543,6 +553,391 @@ def _skin_detail(dense: _Dense, rng):
 
 
 # ------------------------------------------------------------------------------------------------
+# Varied looks: hair, facial hair, headwear, ears and age as parameters (make_scan(look=...))
+# ------------------------------------------------------------------------------------------------
+LOOK_HAIR = ("bald", "buzz", "crop", "medium", "long", "curly", "afro", "bun", "ponytail")
+BEARDS = ("none", "stubble", "moustache", "goatee", "short", "full", "long")
+HEADWEAR = ("none", "cap", "beanie", "headband", "turban")
+PARTS = ("none", "left", "centre", "right")
+# Bounds of Look's numbers (name, low, high).
+LOOK_RANGES = (("length_mm", 0.0, 100.0), ("curl", 0.0, 1.0), ("recession", 0.0, 1.0),
+               ("beard_mm", 0.0, 100.0), ("headwear_mm", 0.0, 250.0), ("age", 15.0, 95.0),
+               ("ear_scale", 0.8, 1.25), ("ear_angle_deg", -5.0, 25.0))
+# random_look's ranges per kind (mm): hair on top of the head, facial hair, headwear.
+HAIR_MM = {"bald": (0.0, 0.0), "buzz": (1.0, 3.0), "crop": (4.0, 12.0), "medium": (12.0, 30.0),
+           "long": (12.0, 30.0), "curly": (20.0, 45.0), "afro": (40.0, 80.0), "bun": (6.0, 15.0),
+           "ponytail": (6.0, 15.0)}
+BEARD_MM = {"none": (0.0, 0.0), "stubble": (0.5, 1.5), "moustache": (4.0, 10.0), "goatee": (8.0, 25.0),
+            "short": (3.0, 8.0), "full": (10.0, 30.0), "long": (35.0, 80.0)}
+HEADWEAR_MM = {"none": (0.0, 0.0), "cap": (45.0, 70.0), "beanie": (6.0, 10.0), "headband": (3.0, 6.0),
+               "turban": (100.0, 200.0)}
+HAIR_SLOPE = 2.0     # steepest rise of hair per unit of surface distance
+WEAR_SLOPE = 15.0    # the same for headwear (a cap's brim is a steep fin)
+
+
+@dataclasses.dataclass(frozen=True)
+class Look:
+    """What a procedural head wears, as parameters (`random_look` samples them from a seed).
+
+    hair: one of LOOK_HAIR; length_mm: how far it stands off the top of the head (long styles
+    grow to twice that down the back, buns and ponytails add their own volume); curl: 0 straight
+    to 1 tight curls (lumps of ~15 % of the length); fringe: hair over the forehead; part: a
+    parting line (left = the subject's left, +X); recession: 0 a full hairline to 1 receded by
+    ~55 mm at the temples and ~25 mm in the middle. beard: one of BEARDS, beard_mm its
+    thickness (long beards double it at the chin). headwear: one of HEADWEAR; headwear_mm is the
+    cap's brim length, the beanie's or headband's thickness, or the turban's height above the
+    crown. age: years (wrinkles deepen from 20 on). ear_scale, ear_angle_deg: ear size and how
+    far the ears turn out about their front edge.
+    """
+    hair: str = "medium"
+    length_mm: float = 20.0
+    curl: float = 0.0
+    fringe: bool = False
+    part: str = "none"
+    recession: float = 0.0
+    beard: str = "none"
+    beard_mm: float = 0.0
+    headwear: str = "none"
+    headwear_mm: float = 0.0
+    age: float = 30.0
+    ear_scale: float = 1.0
+    ear_angle_deg: float = 0.0
+
+    def check(self) -> None:
+        """Raises ValueError naming the first bad parameter."""
+        for name, value, choices in (("hair", self.hair, LOOK_HAIR), ("beard", self.beard, BEARDS),
+                                     ("headwear", self.headwear, HEADWEAR), ("part", self.part, PARTS)):
+            if value not in choices:
+                raise ValueError(f"unknown look {name} {value!r}; choose one of {', '.join(choices)}")
+        for name, lo, hi in LOOK_RANGES:
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ValueError(f"look {name} = {value} is outside {lo:g}..{hi:g}")
+
+
+def random_look(seed: int, **fixed) -> Look:
+    """A look drawn from `seed` (the same seed, the same look); `fixed` sets any field, and the
+    fields that depend on it follow it: random_look(3, hair="afro") draws an afro's length."""
+    names = {f.name for f in dataclasses.fields(Look)}
+    if set(fixed) - names:
+        raise ValueError(f"unknown look field(s) {', '.join(sorted(set(fixed) - names))}; "
+                         f"choose from {', '.join(sorted(names))}")
+    order = [f.name for f in dataclasses.fields(Look)]
+
+    def pick(name, draw):       # each field draws from a stream of its own: fixing one leaves the others
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 29, order.index(name)]))
+        return fixed[name] if name in fixed else draw(rng)
+
+    hair = pick("hair", lambda r: str(r.choice(LOOK_HAIR, p=[0.07, 0.1, 0.14, 0.15, 0.14, 0.11, 0.09, 0.1, 0.1])))
+    styled = hair in ("crop", "medium", "long")
+    length = pick("length_mm", lambda r: float(r.uniform(*HAIR_MM[hair])))
+    curl = pick("curl", lambda r: float(r.uniform(0.6, 1.0) if hair in ("curly", "afro") else r.uniform(0.0, 0.3)))
+    fringe = pick("fringe", lambda r: bool(styled and r.random() < 0.35))
+    part = pick("part", lambda r: str(r.choice(PARTS)) if styled and not fringe else "none")
+    recession = pick("recession", lambda r: float(r.uniform(0.2, 1.0))
+                     if hair in ("buzz", "crop", "medium") and r.random() < 0.3 else 0.0)
+    beard = pick("beard", lambda r: str(r.choice(BEARDS[1:])) if r.random() < 0.4 else "none")
+    beard_mm = pick("beard_mm", lambda r: float(r.uniform(*BEARD_MM[beard])))
+    headwear = pick("headwear", lambda r: str(r.choice(HEADWEAR[1:], p=[0.3, 0.25, 0.25, 0.2]))
+                    if r.random() < 0.25 else "none")
+    headwear_mm = pick("headwear_mm", lambda r: float(r.uniform(*HEADWEAR_MM[headwear])))
+    look = Look(hair=hair, length_mm=length, curl=curl, fringe=fringe, part=part, recession=recession,
+                beard=beard, beard_mm=beard_mm, headwear=headwear, headwear_mm=headwear_mm,
+                age=pick("age", lambda r: float(r.uniform(18.0, 80.0))),
+                ear_scale=pick("ear_scale", lambda r: float(r.uniform(0.9, 1.12))),
+                ear_angle_deg=pick("ear_angle_deg", lambda r: float(r.uniform(-3.0, 18.0))))
+    look.check()
+    return look
+
+
+def _landmarks(dense: _Dense) -> dict[str, np.ndarray]:
+    """Rough facial landmarks of the refined template from its regions (OpenHead and FLAME)."""
+    R = dense.rest
+    out = {}
+    lips = R[dense.regions["lips"]]
+    out["mouth"] = lips.mean(0)
+    out["mouth_corner"] = np.array([np.abs(lips[:, 0]).max(), out["mouth"][1], lips[:, 2].min()])
+    nose = R[dense.regions["nose"]]
+    low = nose[nose[:, 1] < np.quantile(nose[:, 1], 0.25)]
+    out["nose_wing"] = np.array([np.abs(low[:, 0]).max(), low[:, 1].mean(), low[:, 2].min()])
+    eyes = R[dense.regions["eyeballs"]]
+    out["eye"] = np.array([np.abs(eyes[:, 0]).mean(), eyes[:, 1].mean(), eyes[:, 2].mean()])
+    out["brow_y"] = np.array(out["eye"][1] + 0.021)
+    return out
+
+
+def _ear_offset(dense: _Dense, look: Look) -> np.ndarray:
+    """Per-vertex displacement (metres, rest frame) scaling each ear about its base and turning
+    it out about the base's front, faded in from the ear's border over 8 mm."""
+    out = np.zeros((len(dense.rest), 3))
+    if look.ear_scale == 1.0 and look.ear_angle_deg == 0.0:
+        return out
+    R = dense.rest
+    w = _smoothstep(dense.dist["ear_depth"] / 8.0)
+    for side in (1.0, -1.0):
+        mine = np.flatnonzero((w > 0) & (np.sign(R[:, 0]) == side))
+        ring = dense.ear_rings[0 if side > 0 else 1]
+        if len(mine) == 0 or len(ring) == 0:
+            continue
+        centre = R[ring].mean(0)
+        pivot = R[ring[np.argmax(R[ring, 2])]]
+        p = centre + look.ear_scale * (R[mine] - centre)
+        a = -side * np.radians(look.ear_angle_deg)     # the back of the ear moves outwards
+        ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        p = pivot + (p - pivot) @ ry.T
+        out[mine] = w[mine, None] * (p - R[mine])
+    return out
+
+
+def _look_hair(dense: _Dense, look: Look, rng) -> np.ndarray:
+    """Scalp hair thickness in mm for a look (before smoothing, curls and the slope cap)."""
+    R, W, d, c = dense.rest, dense.region_w, dense.dist, dense.head_centre
+    zero = np.zeros(len(R))
+    if look.hair == "bald":
+        return zero
+    x, y, z = R.T
+    u = _unit(R - c)
+    scalp, neck = W.get("scalp", zero), W.get("neck", zero)
+    # Receding: the hairline moves back from the face border, at the temples first (an M).
+    front = _smoothstep((z - c[2]) / 0.04)
+    temple = _smoothstep((np.abs(x) - 0.02) / 0.03)
+    back_mm = look.recession * front * (25.0 + 30.0 * temple)
+    var = np.clip(_fourier(u * 0.1, rng, 6, 0.06, 0.2), -1.5, 1.5)
+    t = look.length_mm * (1 + 0.1 * var) * (0.8 + 0.2 * _smoothstep(u[:, 1] / 0.8))
+    if look.hair in ("buzz", "crop"):
+        ramp = 5.0 if look.hair == "buzz" else 8.0
+        cov = scalp * _smoothstep((d["face"] - back_mm) / ramp) * _smoothstep(d["ears"] / ramp) * \
+            _smoothstep(d["neck"] / ramp)
+        hair = cov * t
+    else:
+        back = _smoothstep((c[2] - 0.005 - z) / 0.035)
+        ears_fade = _smoothstep(d["ears"] / 8.0)
+        hairline = _smoothstep((d["face"] - back_mm) / 10.0)
+        if look.hair == "long":
+            y_end = c[1] - rng.uniform(0.085, 0.1)
+            down = _smoothstep((c[1] - 0.03 - y) / max(c[1] - 0.05 - y_end, 1e-3)) * back
+            cov = scalp * hairline * ears_fade * (back + (1 - back) * _smoothstep(d["neck"] / 12.0)) + \
+                neck * back * ears_fade * _smoothstep((y - y_end) / 0.02)
+            hair = cov * t * (1 + down)
+        else:       # medium, curly, afro, bun, ponytail: the volume ends at the nape
+            cov = scalp * hairline * ears_fade * _smoothstep(d["neck"] / (10.0 + 0.3 * look.length_mm))
+            hair = cov * t
+    if look.hair in ("bun", "ponytail"):
+        dirn = _unit(np.array([0.0, 0.6, -0.8]) if look.hair == "bun" else np.array([0.0, 0.15, -1.0]))
+        dirn = _unit(dirn + rng.normal(0, 0.08, 3))
+        apex = R[np.argmax(u @ dirn * scalp)]
+        dlt = R - apex
+        if look.hair == "bun":
+            r_b, height = rng.uniform(0.022, 0.032), rng.uniform(40.0, 70.0)
+            rho = np.linalg.norm(dlt, axis=1) / r_b
+            hair = np.maximum(hair, height * np.sqrt(np.clip(1 - rho ** 2, 0, 1)))
+        else:       # the tie, and the tail hanging from it down the back of the head and neck
+            width, height = rng.uniform(0.016, 0.022), rng.uniform(25.0, 40.0)
+            tail = np.exp(-(dlt[:, 0] / width) ** 2) * _smoothstep((apex[1] + 0.01 - y) / 0.02) * \
+                _smoothstep((y - (apex[1] - 0.16)) / 0.03) * back
+            tie = np.exp(-(dlt ** 2).sum(1) / (0.6 * width) ** 2)
+            hair = np.maximum(hair, height * np.maximum(tail, tie))
+    if look.fringe:
+        y_fr = c[1] + rng.uniform(0.04, 0.06)
+        fr = W.get("face", zero) * _smoothstep((y - y_fr) / 0.008) * _smoothstep((0.06 - np.abs(x)) / 0.015)
+        hair = np.maximum(hair, fr * np.minimum(t, 12.0))
+    if look.part != "none":
+        x_part = {"left": 0.025, "centre": 0.0, "right": -0.025}[look.part]
+        on_top = _smoothstep((y - (c[1] + 0.07)) / 0.02) * _smoothstep((z - (c[2] - 0.04)) / 0.03)
+        hair = hair * (1 - 0.7 * on_top * np.exp(-((x - x_part) / 0.003) ** 2))
+        if x_part:      # combed over: the far side fuller
+            hair = hair * (1 + 0.2 * on_top * np.tanh((x - x_part) / 0.02 * -np.sign(x_part)))
+    if look.curl > 0:       # lumps of up to ~15 % of the length
+        lumps = 0.07 * _fourier(R, rng, 24, 0.012, 0.04) + 0.03 * _fourier(R, rng, 16, 0.004, 0.009)
+        hair = hair * (1 + look.curl * np.clip(lumps, -0.15, 0.15))
+    return np.maximum(hair, 0.0)
+
+
+def _beard(dense: _Dense, look: Look, lm: dict[str, np.ndarray]) -> np.ndarray:
+    """Facial hair thickness in mm (before smoothing)."""
+    R, W, c = dense.rest, dense.region_w, dense.head_centre
+    zero = np.zeros(len(R))
+    if look.beard == "none":
+        return zero
+    x, y, z = R.T
+    face, neck = W.get("face", zero) * (1 - W.get("lips", zero)), W.get("neck", zero)
+    m, corner, wing = lm["mouth"], lm["mouth_corner"], lm["nose_wing"]
+    # The mouth stays clear: an ellipse a little larger than the lips.
+    ell = np.sqrt((x / (corner[0] + 0.004)) ** 2 + ((y - m[1]) / 0.013) ** 2)
+    clear = _smoothstep((ell - 1.0) / 0.25)
+    # The moustache hangs over the upper lip's top half, up to the nose.
+    upper_lip = W.get("face", zero) * _smoothstep((y - m[1] - 0.003) / 0.004) * \
+        _smoothstep((wing[1] + 0.002 - y) / 0.004) * _smoothstep((corner[0] + 0.008 - np.abs(x)) / 0.006)
+    chin = face * _smoothstep((m[1] - 0.008 - y) / 0.005) * _smoothstep((corner[0] + 0.002 - np.abs(x)) / 0.008)
+    # Full beards: the lower face below a cheek line rising towards the sideburns, and the throat.
+    cheek_line = m[1] + 0.015 + 0.9 * np.maximum(np.abs(x) - corner[0], 0.0)
+    jaw = face * _smoothstep((np.minimum(cheek_line, wing[1] + 0.03) - y) / 0.008)
+    throat = neck * _smoothstep((z - (c[2] + 0.01)) / 0.02) * _smoothstep((y - (c[1] - 0.12)) / 0.02)
+    t = look.beard_mm
+    if look.beard == "moustache":
+        return upper_lip * t
+    if look.beard == "goatee":
+        return np.maximum(chin * t, upper_lip * 0.5 * t) * clear
+    full = np.maximum(jaw, throat) * clear
+    if look.beard == "long":      # longest at the chin
+        return full * t * (0.4 + 0.6 * _smoothstep((m[1] - y) / 0.05))
+    return np.maximum(full, upper_lip * clear) * t
+
+
+def _headwear(dense: _Dense, look: Look, lm: dict[str, np.ndarray]):
+    """(covered weight, thickness in mm, brim weight) of the headwear over the head."""
+    R, c = dense.rest, dense.head_centre
+    zero = np.zeros(len(R))
+    if look.headwear == "none":
+        return zero, zero, zero
+    x, y, z = R.T
+    front_z = R[:, 2].max()
+    lift = {"cap": 0.02, "beanie": 0.018, "headband": 0.024, "turban": 0.012}[look.headwear]
+    # Signed distance (m) above the rim: a plane 17 deg from level, lowest at the back.
+    e = ((y - lm["brow_y"] - lift) - 0.3 * (z - front_z)) / np.sqrt(1.09)
+    covered = _smoothstep(e / 0.004)
+    h = look.headwear_mm
+    brim = zero
+    if look.headwear == "beanie":
+        thick = h + 3.0 * _smoothstep((0.025 - e) / 0.003)       # the folded cuff
+    elif look.headwear == "headband":
+        width = 0.035
+        covered = covered * _smoothstep((width - e) / 0.003)
+        thick = np.full(len(R), h)
+    elif look.headwear == "cap":
+        thick = np.full(len(R), 3.0)
+        # The brim: a fin off the forehead, its lower face over 5 mm and its upper over 10 mm.
+        ahead = _smoothstep((z - c[2] - 0.03) / 0.03) * _smoothstep((0.085 - np.abs(x)) / 0.045)
+        brim = ahead * np.where(e < 0.002, _smoothstep((e + 0.003) / 0.005), _smoothstep((0.012 - e) / 0.01))
+        covered = np.maximum(covered, brim)
+        thick = np.maximum(thick, h * brim)
+    else:       # turban: 25 mm of cloth at the rim rising to its height over the crown
+        a = _unit(R - c)[:, 1]
+        thick = 25.0 + (h - 25.0) * _smoothstep((a - 0.2) / 0.8) ** 1.5
+        thick = thick * (1 + 0.04 * np.sin(40.0 * (x + 0.5 * y)))    # the wraps
+    return covered, thick, brim
+
+
+def _cap_slope(h, dense: _Dense, direction, nrm, slope: float) -> np.ndarray:
+    """Lowers h (mm) until it rises along no edge faster than `slope` mm per mm of surface, nor
+    faster than 0.8 / sin(angle between the offset direction and the normal): an offset tilted
+    by that angle shears the surface, and a steeper rise would fold it."""
+    sin = np.linalg.norm(np.cross(direction, nrm), axis=1)
+    sin = np.where((direction * nrm).sum(1) > 0, sin, 1.0)
+    limit = np.minimum(slope, 0.8 / np.maximum(sin, 1e-6))
+    g = dense.graph.tocsr()         # rows sorted: one reduceat per sweep
+    a = np.repeat(np.arange(len(h)), np.diff(g.indptr))
+    b = g.indices
+    step = g.data * 1000.0 * np.minimum(limit[a], limit[b])
+    rows = np.flatnonzero(np.diff(g.indptr) > 0)
+    h = h.copy()
+    for _ in range(500):
+        cand = np.minimum.reduceat(h[b] + step, g.indptr[rows])
+        new = h.copy()
+        new[rows] = np.minimum(h[rows], cand)
+        if np.array_equal(new, h):
+            break
+        h = new
+    return h
+
+
+def _unfold(dense: _Dense, base, direction, h, start=None, max_iter: int = 80) -> np.ndarray:
+    """Thins the offset h (mm) where `start` (default: base) moved by it turns triangles over
+    against `base` (where the offset directions converge faster than the surface bends, as
+    under the chin, or a wrinkle is sharper than the mesh): smoothly by up to 30 % around every
+    such triangle, until none is left."""
+    f = dense.faces.astype(np.int64)
+
+    def normals(v):
+        return np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+
+    n0 = normals(base)
+    for _ in range(max_iter):
+        bad = (normals((base if start is None else start) + direction * (h * 1e-3)[:, None]) * n0).sum(1) <= 0
+        if not bad.any():
+            break
+        w = np.zeros(len(h))
+        w[f[bad].ravel()] = 1.0
+        for _ in range(3):
+            w = np.maximum(w, dense.avg @ w)
+        h = h * (1 - 0.3 * w)
+    return h
+
+
+def _look_offsets(dense: _Dense, look: Look, rng, base, hair_dir, nrm):
+    """Offset (mm) along a direction field for a look: hair, facial hair and headwear, and the
+    regions each covers. Returns (offset_mm, direction, regions)."""
+    lm = _landmarks(dense)
+    hair = _look_hair(dense, look, rng)
+    beard = _beard(dense, look, lm)
+    for _ in range(4):
+        hair, beard = dense.avg @ hair, dense.avg @ beard
+    if not look.fringe:         # smoothing must not leak scalp hair onto the face
+        hair = hair * _smoothstep(dense.dist["face"] / 3.0)
+    ears = _smoothstep(dense.dist["ears"] / 3.0)        # nor hair onto the ears
+    hair, beard = hair * ears, beard * ears
+    total = _cap_slope(np.maximum(hair, beard), dense, hair_dir, nrm, HAIR_SLOPE)
+    total = np.maximum(total + _strands(dense, rng, _smoothstep(total / 2.0)) * (total > 0.5), 0.0)
+    covered, thick, brim = _headwear(dense, look, lm)
+    # Under headwear the hair is pressed flat (at most 6 mm of it remains).
+    offset = total * (1 - covered) + covered * (np.minimum(total, 20.0) * 0.3 + thick)
+    direction = hair_dir
+    if look.headwear == "cap":          # the brim leaves along the true normal (no shear)
+        wb = _smoothstep(brim / 0.01)
+        direction = _unit(hair_dir * (1 - wb)[:, None] + nrm * wb[:, None])
+    elif look.headwear == "turban":     # the upper turban rises more steeply than the normals
+        a = _unit(dense.rest - dense.head_centre)[:, 1]
+        up = _smoothstep((a - 0.3) / 0.6) * covered
+        direction = _unit(hair_dir + 1.5 * up[:, None] * np.array([0.0, 1.0, 0.0]))
+    if look.headwear != "none":
+        offset = _cap_slope(offset * ears, dense, direction, nrm, WEAR_SLOPE)
+    offset = _unfold(dense, base, direction, offset)
+    regions = {"hair": np.flatnonzero((hair > 0.5) & (covered < 0.5)),
+               "facial_hair": np.flatnonzero((beard > 0.3) & (beard >= hair)),
+               "headwear": np.flatnonzero(covered >= 0.5)}
+    return offset, direction, {k: v.astype(np.int32) for k, v in regions.items()}
+
+
+def _aged_detail(dense: _Dense, rng, age: float) -> np.ndarray:
+    """Signed skin offset in mm on the face for an age: pores (2.5-5 mm wavelengths, which a
+    256^2 map still holds), bumps, forehead lines, crow's feet and nasolabial folds, all
+    deepening with age."""
+    R = dense.rest
+    zero = np.zeros(len(R))
+    face = dense.region_w.get("face", zero)
+    on = np.flatnonzero(face > 0)
+    P, fw = R[on], face[on]
+    lm = _landmarks(dense)
+    k = float(np.clip((age - 20.0) / 50.0, 0.0, 1.3))   # 0 at 20 years, 1 at 70
+    x, y, z = P.T
+    c = dense.head_centre
+    pores = (0.05 + 0.04 * k) * _fourier(P, rng, 48, 0.0025, 0.005)
+    bumps = rng.uniform(0.08, 0.14) * _fourier(P, rng, 24, 0.005, 0.012)
+    # Forehead lines: narrow grooves, more and deeper with age.
+    lam = rng.uniform(0.006, 0.010) * (1.3 - 0.4 * min(k, 1.0))
+    wav = 0.004 * np.sin(2 * np.pi * x / rng.uniform(0.05, 0.08) + rng.uniform(0, 6.3))
+    forehead = _smoothstep((y - (lm["brow_y"] + 0.005)) / 0.01) * \
+        _smoothstep((lm["brow_y"] + 0.05 - y) / 0.012) * _smoothstep((0.055 - np.abs(x)) / 0.015)
+    lines = -(0.08 + 0.45 * k) * np.maximum(np.sin(2 * np.pi * (y + wav) / lam), 0) ** 4 * forehead
+    # Crow's feet: grooves fanning out from the outer eye corners.
+    eye = lm["eye"]
+    rel = np.stack([np.abs(x) - (eye[0] + 0.018), y - eye[1]], 1)
+    r = np.linalg.norm(rel, axis=1)
+    fan = _smoothstep((r - 0.004) / 0.004) * _smoothstep((0.02 - r) / 0.006) * (rel[:, 0] > -0.002)
+    crows = -0.35 * k * np.maximum(np.sin(9.0 * np.arctan2(rel[:, 1], rel[:, 0])), 0) ** 6 * fan
+    # Nasolabial folds: a groove from the nose wing past the mouth corner.
+    a = lm["nose_wing"][:2] + np.array([0.003, 0.0])
+    b = lm["mouth_corner"][:2] + np.array([0.008, -0.012])
+    q = np.stack([np.abs(x), y], 1)
+    s = np.clip(((q - a) @ (b - a)) / ((b - a) @ (b - a)), 0, 1)
+    dist = np.linalg.norm(q - (a + s[:, None] * (b - a)), axis=1)
+    folds = -(0.1 + 0.9 * k) * np.exp(-(dist / 0.0025) ** 2) * (z > c[2] + 0.04)
+    out = np.zeros(len(R))
+    out[on] = fw * (pores + bumps + lines + crows + folds)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # Orthographic z-buffer
 # ------------------------------------------------------------------------------------------------
 def _view_basis(d):
@@ -693,7 +1088,7 @@ def _stub_faces(loop_ids, first_new, K, n):
 # ------------------------------------------------------------------------------------------------
 # Colour
 # ------------------------------------------------------------------------------------------------
-def _colours(dense: _Dense, rng, hair_mm, eye_centres):
+def _colours(dense: _Dense, rng, hair_mm, eye_centres, wear=None):
     R = dense.rest
     zero = np.zeros(len(R))
     skin = np.array([rng.uniform(0.55, 0.95), 0, 0])
@@ -718,6 +1113,9 @@ def _colours(dense: _Dense, rng, hair_mm, eye_centres):
                                                                       [0.25, 0.4, 0.25]]))
         ecol[cosang > np.cos(np.radians(12))] = 0.03
         col[mine] = ecol
+    if wear is not None:        # headwear in a colour of its own
+        w = wear[:, None]
+        col = col * (1 - w) + w * rng.uniform(0.1, 0.85, 3)
     return np.clip(col * 255, 0, 255).astype(np.uint8)
 
 
@@ -728,7 +1126,7 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
               holes: int = 3, similarity: bool = True, scale: float | None = None,
               junk: bool = True, n_points: int | None = None, color: bool = True,
               shoulders: bool | None = None, detail: bool = True, neck_hair: bool = True,
-              max_rotation_deg: float = 25.0) -> SyntheticScan:
+              max_rotation_deg: float = 25.0, look: Look | None = None) -> SyntheticScan:
     """A procedural scan of a random head of `data` with its ground truth (see module doc).
 
     hair: one of HAIRSTYLES. noise_mm: std of the Gaussian noise along normals. holes: number
@@ -741,7 +1139,19 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
     stays on the scalp). max_rotation_deg: bound of the random rotation about each axis (0: the
     scan stays upright, face +Z). ~1 s per scan after a one-off ~2-3 s per model (refinement and
     geodesic fields, cached in memory).
+
+    look: a Look (see `random_look`) instead of `hair`: hair of any volume, facial hair,
+    headwear, ear shape and age-dependent skin detail (the identity, expression, holes, noise
+    and similarity are those of the same seed without it). Everything a look adds is an offset
+    of the same dense surface, so the truth keeps its topology: truth_base_vertices includes
+    the ears' shape, truth_hair_mm is the whole offset along the hair directions (hair, beard,
+    and headwear with the hair pressed under it), truth_detail_mm the skin detail, and
+    truth_regions gains "hair", "facial_hair" and "headwear" (the truth vertices each covers).
     """
+    if look is not None:
+        if hair != "short":
+            raise ValueError("give make_scan either hair (a HAIRSTYLES name) or look, not both")
+        look.check()
     if hair not in HAIRSTYLES:
         raise ValueError(f"unknown hair style {hair!r}; choose one of {', '.join(HAIRSTYLES)}")
     if not (noise_mm >= 0 and holes >= 0 and (scale is None or scale > 0) and 0 <= max_rotation_deg <= 180):
@@ -760,24 +1170,39 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
     base, nrm = _phong(X, Nc, dense.corner_ids, dense.vbary)
 
     # Hair along heavily smoothed normals; the field itself is smoothed to avoid folds.
-    hair_mm = _hair_field(dense, hair, r_hair, neck_hair)
-    if hair != "none":
-        for _ in range(6):
-            hair_mm = dense.avg @ hair_mm
-        hair_mm = hair_mm + _strands(dense, r_hair, _smoothstep(hair_mm / 2.0)) * (hair_mm > 0.5)
-        hair_mm = np.maximum(hair_mm, 0.0)
-        if hair in BARE_FACE_STYLES:     # smoothing must not leak hair onto the face
-            hair_mm = hair_mm * _smoothstep(dense.dist["face"] / 3.0)
     Ns = Nc
     for _ in range(20):
         Ns = _unit(dense.coarse_avg @ Ns)
     hair_dir = _unit((dense.vbary[:, :, None] * Ns[dense.corner_ids]).sum(1))
-    det_mm = _skin_detail(dense, r_det) * (1 - _smoothstep(hair_mm / 1.0)) if detail else \
-        np.zeros(len(base))
-    truth = base + hair_dir * (hair_mm * 1e-3)[:, None] + nrm * (det_mm * 1e-3)[:, None]
+    skin = base             # the scanner's visibility test looks at the skin before any look
+    look_regions: dict[str, np.ndarray] = {}
+    wear = None
+    if look is None:
+        hair_mm = _hair_field(dense, hair, r_hair, neck_hair)
+        if hair != "none":
+            for _ in range(6):
+                hair_mm = dense.avg @ hair_mm
+            hair_mm = hair_mm + _strands(dense, r_hair, _smoothstep(hair_mm / 2.0)) * (hair_mm > 0.5)
+            hair_mm = np.maximum(hair_mm, 0.0)
+            if hair in BARE_FACE_STYLES:     # smoothing must not leak hair onto the face
+                hair_mm = hair_mm * _smoothstep(dense.dist["face"] / 3.0)
+        det_mm = _skin_detail(dense, r_det) if detail else np.zeros(len(base))
+    else:
+        hair = look.hair
+        base = base + _ear_offset(dense, look)
+        hair_mm, hair_dir, look_regions = _look_offsets(dense, look, r_hair, base, hair_dir, nrm)
+        det_mm = _aged_detail(dense, r_det, look.age) if detail else np.zeros(len(base))
+        if look.headwear != "none":
+            wear = np.zeros(len(base))
+            wear[look_regions["headwear"]] = 1.0
+    det_mm = det_mm * (1 - _smoothstep(hair_mm / 1.0))
+    outer = base + hair_dir * (hair_mm * 1e-3)[:, None]
+    if look is not None:
+        det_mm = _unfold(dense, base, nrm, det_mm, start=outer)
+    truth = outer + nrm * (det_mm * 1e-3)[:, None]
 
     # What the scanner sees.
-    vis = _visible_vertices(X, cf, base, nrm)
+    vis = _visible_vertices(X, cf, skin, nrm)
     observed = vis.copy()
     F = dense.faces.astype(np.int64)
     face_w = dense.region_w.get("face", np.zeros(len(base)))
@@ -832,7 +1257,7 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
         eb = data.regions.get("eyeballs", np.zeros(0, int))
         vt = data.v_template
         centres = [vt[eb[vt[eb, 0] > 0]].mean(0), vt[eb[vt[eb, 0] <= 0]].mean(0)] if len(eb) else []
-        tcol = _colours(dense, r_col, hair_mm, centres)
+        tcol = _colours(dense, r_col, hair_mm, centres, wear)
         colors = np.empty((len(V_s), 3), np.uint8)
         colors[src_s >= 0] = tcol[src_s[src_s >= 0]]
         stub = np.flatnonzero(src_s == -1)
@@ -861,13 +1286,13 @@ def make_scan(data: HeadModelData, seed: int, *, hair: str = "short", noise_mm: 
         vertices=V_scan, faces=F_s, colors=colors, points=points, point_normals=point_normals,
         scale=s, rotation=R, translation=t, shape=shape, expr=expr, pose=pose,
         truth_vertices=truth, truth_faces=dense.faces.copy(),
-        truth_regions={k: v.copy() for k, v in dense.regions.items()},
+        truth_regions={**{k: v.copy() for k, v in dense.regions.items()}, **look_regions},
         truth_hair_mm=hair_mm.astype(np.float32), truth_detail_mm=det_mm.astype(np.float32),
         truth_observed=truth_observed, truth_base_vertices=base, model_vertices=X,
         model_faces=data.faces.astype(np.int32).copy(),
         scan_truth_index=np.maximum(src_s, -1).astype(np.int64),
         seed=int(seed), hair=hair, noise_mm=float(noise_mm), expression_keys=keys,
-        model_name=data.name)
+        model_name=data.name, look=dataclasses.asdict(look) if look is not None else {})
 
 
 def _sample_similarity(rng, scale=None, max_rotation_deg=25.0):
