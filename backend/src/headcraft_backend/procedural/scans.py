@@ -19,6 +19,10 @@ A scan is built in five steps, all deterministic from one integer seed:
      variation and ~0.2-0.5 mm strand ridges;
    * skin detail on the face: random bumps (wavelengths 2.5-12 mm, RMS 0.10-0.18 mm, peaks
      ~0.5 mm) and forehead wrinkles (0.1-0.3 mm), which a high-detail registration can recover.
+   Or, with `look=` (a Look, `random_look(seed)`), hair of real volume (bald to 8 cm afros, buns,
+   ponytails, fringes, partings, receding hairlines), facial hair, headwear (cap with a brim,
+   beanie, headband, a 10-20 cm turban), ear shape and age-dependent pores and wrinkles: all
+   offsets of the same dense surface, slope-capped and thinned where a triangle would turn over.
 3. What a scanner sees: vertices visible from any of ~22 directions around and above the head
    (z-buffer of the posed coarse head, so the mouth interior, the eyeballs behind the lids and
    deep ear folds drop out), minus `holes` random geodesic patches (radius 5-15 mm; at most one,
