@@ -672,10 +672,24 @@ def cmd_eval(args) -> int:
     from .errors import UserError
     try:
         table(data, methods, n=args.n, n_points=args.points, device=args.device)
+        if args.n_complete and checkpoint:
+            _completion_table(args, data, methods.get("HeadCraft (ours)"), methods.get("PCA baseline"))
     except UserError as exc:      # an unreadable checkpoint: one line, no traceback
         print(f"headcraft-backend eval: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _completion_table(args, data, checkpoint, pca) -> None:
+    from .evaluate.completion import format_table, unseen_errors
+    from .fit.pipeline import fit_options
+    from .generate.complete import completion_options
+    steps = {"steps": args.complete_steps} if args.complete_steps else None
+    options = completion_options(fit_options(args.preset, partial=True, stage1=steps, stage2=steps,
+                                             coarse={"scale": 1.0}))
+    print(f"\n== completion of {args.n_complete} single front depth views ({args.preset} registration, "
+          f"the paper's latent fit) ==")
+    print(format_table(unseen_errors(data, checkpoint, pca, options, n=args.n_complete, device=args.device)))
 
 
 def cmd_synth(args) -> int:
@@ -938,6 +952,8 @@ def main(argv=None) -> int:
     ev.add_argument("--n", type=int, default=20, help="heads per set")
     ev.add_argument("--points", type=int, default=10_000, help="surface points per mesh")
     ev.add_argument("--n-fit", type=int, default=3, help="scans to register (0: skip)")
+    ev.add_argument("--n-complete", type=int, default=3, help="depth views to complete (0: skip)")
+    ev.add_argument("--complete-steps", type=int, default=0, help="their registration steps per stage (0: preset)")
     ev.add_argument("--preset", default="preview", choices=("paper", "preview"))
     ev.add_argument("--device", default="auto")
     _model_args(ev)
