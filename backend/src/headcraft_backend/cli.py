@@ -189,6 +189,9 @@ def cmd_complete(args) -> int:
     from .generate.perceptual import load_lpips
     if bool(args.scan) == bool(args.depth):
         raise UserError("give a partial scan file or --depth FILE (one of them)")
+    up: tuple[float, float, float] | None
+    forward: tuple[float, float, float] | None
+    scale: float | None
     if args.depth:
         if not args.intrinsics:
             raise UserError("--depth needs --intrinsics fx,fy,cx,cy (pixels)")

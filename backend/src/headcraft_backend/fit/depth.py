@@ -95,7 +95,7 @@ def back_project(depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
     if (depth < 0).any():
         raise UserError(f"the depth image has {int((depth < 0).sum()):,} negative depths; depths are distances "
                         f"in front of the camera (0: no measurement)")
-    k = intrinsics.check(depth.shape)
+    k = intrinsics.check((depth.shape[0], depth.shape[1]))
     v, u = np.nonzero(depth > 0)
     if len(v) == 0:
         raise UserError("the depth image has no measured pixel (every depth is 0)")

@@ -971,7 +971,7 @@ def depth_view(scan: SyntheticScan, view_dir=(0.0, 0.0, 1.0), *, distance_m: flo
     seen[inside] = (ref > 0) & (z[inside] <= ref + tolerance_mm * 1e-3 * scan.scale)
     seen &= scan.truth_observed
     # the rasteriser's principal point is in continuous coordinates (pixel centres at +0.5)
-    return DepthView(depth=depth, intrinsics=(focal_px, focal_px, camera.cx - 0.5, camera.cy - 0.5),
+    return DepthView(depth=depth, intrinsics=(focal_px, focal_px, w / 2.0 - 0.5, h / 2.0 - 0.5),
                      rotation=R, position=position, truth_seen=seen)
 
 
