@@ -1,6 +1,4 @@
 """Operators: detect landmarks on a scan (editable), fit a head to it."""
-import json
-
 import bpy
 
 from .. import polls, runtime
@@ -125,8 +123,7 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
 
 
 class HEADCRAFT_OT_complete_scan(bpy.types.Operator):
-    """Complete a partial scan (a depth view or a sparse cloud) into a whole detailed head: partial fit, then the
-    generator (Generate panel's checkpoint) fills in what the scan does not show (the scan is not changed)"""
+    """Complete a partial scan into a whole detailed head with the Generate panel's generator"""
     bl_idname = "headcraft.complete_scan"
     bl_label = "Complete Head"
     bl_options = runtime.JOB_OPTIONS
@@ -170,7 +167,6 @@ class HEADCRAFT_OT_complete_scan(bpy.types.Operator):
                                           objects.similarity_matrix(result["similarity"]),
                                           head_objects.collection_of(bpy.context, scan_obj))
             obj["headcraft_scan"] = name
-            obj["headcraft_fit_report"] = json.dumps(result["report"])
             head_objects.select_only(bpy.context, obj)
             runtime.notify(f"Completed {name}: {result['seen']:.0%} of the head seen, the rest from "
                            f"{result['generator']}" + (f" ({'; '.join(result['notes'])})" if result["notes"] else ""))

@@ -32,7 +32,7 @@ class VIEW3D_PT_headcraft_fit(SidebarSubPanel, bpy.types.Panel):
         row.operator("headcraft.fit_scan", icon="MOD_SHRINKWRAP")
         if s.scan_kind != "FULL":
             box = layout.box()
-            box.label(text="Completion (generator: Generate panel)", icon="MOD_REMESH")
+            box.label(text="Completion", icon="MOD_REMESH")
             box.prop(s, "latent_steps")
             box.prop(s, "keep_observed")
             box.operator("headcraft.complete_scan", icon="MOD_REMESH")

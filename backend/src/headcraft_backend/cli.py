@@ -786,7 +786,8 @@ def main(argv=None) -> int:
     f.set_defaults(fn=cmd_fit)
     cp = sub.add_parser("complete", help="complete a partial scan or a single depth view into a whole detailed head "
                         "(partial registration, then the generator's masked latent fit)")
-    cp.add_argument("scan", nargs="?", default="", help="a partial scan: OBJ, PLY, GLB/glTF, STL or OFF (mesh or cloud)")
+    cp.add_argument("scan", nargs="?", default="",
+                    help="a partial scan: OBJ, PLY, GLB/glTF, STL or OFF (mesh or cloud)")
     cp.add_argument("--depth", default="", help="a depth image instead: float .npy, or a 16-bit .png (0 = no "
                     "measurement; z-depth along the camera's axis)")
     cp.add_argument("--intrinsics", default="", help="with --depth: fx,fy,cx,cy in pixels (OpenCV: pixel centres "
