@@ -2,6 +2,7 @@
 import bpy
 
 from .. import polls, runtime
+from ..head import objects as head_objects
 from ..models import model_params
 from ..roles import Role, role_of
 from . import objects
@@ -121,4 +122,56 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
         return _submit(self, f"Fit {name}", "fit.scan", params, arrays, apply)
 
 
-CLASSES = (HEADCRAFT_OT_detect_landmarks, HEADCRAFT_OT_fit_scan)
+class HEADCRAFT_OT_complete_scan(bpy.types.Operator):
+    """Complete a partial scan into a whole detailed head with the Generate panel's generator"""
+    bl_idname = "headcraft.complete_scan"
+    bl_label = "Complete Head"
+    bl_options = runtime.JOB_OPTIONS
+
+    @classmethod
+    def poll(cls, context):
+        return polls.check(cls, context, (chosen_scan(context) is not None,
+                                          "Choose the scan mesh in the Fit Scan panel"),
+                           (context.scene.headcraft.fit.scan_kind != "FULL",
+                            "Set Scan Kind to Depth View or Sparse Cloud: a full scan needs no completion"))
+
+    def execute(self, context):
+        settings = context.scene.headcraft
+        s = settings.fit
+        scan = chosen_scan(context)
+        arrays = objects.scan_arrays(scan)
+        if s.landmarks == "HAND":
+            lmk = landmarks_object(scan)
+            if lmk is None:
+                self.report({"ERROR"}, f"No '{scan.name} Landmarks' object: press Detect Landmarks "
+                                       f"first, or choose Automatic")
+                return {"CANCELLED"}
+            try:
+                arrays.update(objects.landmark_arrays(lmk))
+            except ValueError as exc:
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+        checkpoint = settings.generate.checkpoint
+        n = s.latent_steps
+        params = dict(model_params(s.model), name=scan.name, preset=s.preset.lower(), sparse=s.scan_kind == "SPARSE",
+                      layout=settings.layout.uv_layout.strip() or "headcraft", keep_observed=s.keep_observed,
+                      checkpoint=bpy.path.abspath(checkpoint) if checkpoint.startswith("//") else checkpoint,
+                      settings={"steps_z": n, "steps_delta": n, "steps_noise": n})
+        params.update(fit_settings(context.scene))
+        params.update(found_directions(scan))
+        name = scan.name
+
+        def apply(result, out):
+            scan_obj = bpy.data.objects[name]
+            obj = objects.create_detailed(bpy.context, result, out, f"{name} Completed",
+                                          objects.similarity_matrix(result["similarity"]),
+                                          head_objects.collection_of(bpy.context, scan_obj))
+            obj["headcraft_scan"] = name
+            head_objects.select_only(bpy.context, obj)
+            runtime.notify(f"Completed {name}: {result['seen']:.0%} of the head seen, the rest from "
+                           f"{result['generator']}" + (f" ({'; '.join(result['notes'])})" if result["notes"] else ""))
+
+        return _submit(self, f"Complete {name}", "generate.complete", params, arrays, apply)
+
+
+CLASSES = (HEADCRAFT_OT_detect_landmarks, HEADCRAFT_OT_fit_scan, HEADCRAFT_OT_complete_scan)

@@ -30,6 +30,12 @@ class VIEW3D_PT_headcraft_fit(SidebarSubPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("headcraft.detect_landmarks", icon="EMPTY_AXIS")
         row.operator("headcraft.fit_scan", icon="MOD_SHRINKWRAP")
+        if s.scan_kind != "FULL":
+            box = layout.box()
+            box.label(text="Completion", icon="MOD_REMESH")
+            box.prop(s, "latent_steps")
+            box.prop(s, "keep_observed")
+            box.operator("headcraft.complete_scan", icon="MOD_REMESH")
         obj = context.active_object
         if obj is not None and obj.get("headcraft_fit_report"):
             report = json.loads(obj["headcraft_fit_report"])

@@ -69,6 +69,14 @@ class HeadCraftFitSettings(bpy.types.PropertyGroup):
                                  description="Registration steps per stage; 0 uses the preset's")
     units: bpy.props.EnumProperty(name="Scan Units", items=UNIT_ITEMS, default="AUTO",
                                   description="The scan's units, which set the head's size")
+    latent_steps: bpy.props.IntProperty(
+        name="Latent Steps per Stage", default=500, min=1, max=100_000,
+        description="Complete Head: steps of each stage of the generator's latent fit (z, the W+ delta, the "
+                    "scalp noise; the paper: 500 each)")
+    keep_observed: bpy.props.BoolProperty(
+        name="Keep Observed Detail", default=False,
+        description="Complete Head: keep the registered displacements where the scan saw the head (the paper "
+                    "uses the generator's everywhere)")
     custom_weights: bpy.props.BoolProperty(
         name="Custom Weights", default=False,
         description="Send the weights below instead of the preset's (learning rates stay the preset's)")

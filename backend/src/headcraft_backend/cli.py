@@ -175,6 +175,73 @@ def cmd_fit(args) -> int:
     return 0
 
 
+@_user_errors("complete")
+def cmd_complete(args) -> int:
+    import numpy as np
+    from .errors import UserError
+    from .fit.depth import CAMERA_FORWARD, CAMERA_UP, Intrinsics, read_depth_file
+    from .fit.landmark_file import read_landmark_file
+    from .fit.pipeline import fit_options, format_report
+    from .fit.scan import load_scan_file
+    from .generate.checkpoint import cached_generator
+    from .generate.complete import complete_scan, completion_options, depth_scan
+    from .generate.fit_latent import L1_ONLY, LatentFitSettings
+    from .generate.perceptual import load_lpips
+    if bool(args.scan) == bool(args.depth):
+        raise UserError("give a partial scan file or --depth FILE (one of them)")
+    up: tuple[float, float, float] | None
+    forward: tuple[float, float, float] | None
+    scale: float | None
+    if args.depth:
+        if not args.intrinsics:
+            raise UserError("--depth needs --intrinsics fx,fy,cx,cy (pixels)")
+        scan = depth_scan(read_depth_file(args.depth, args.depth_scale), Intrinsics.parse(args.intrinsics),
+                          Path(args.depth).name)
+        up, forward, scale = CAMERA_UP, CAMERA_FORWARD, UNITS_PER_METRE_OF[args.depth_units]
+        source = args.depth
+    else:
+        try:
+            up, forward = parse_direction(args.up), parse_direction(args.forward)
+        except ValueError as exc:
+            raise UserError(f"--up/--forward: {exc}") from None
+        scan = load_scan_file(args.scan)
+        scale = None if args.units == "auto" else UNITS_PER_METRE_OF[args.units]
+        source = args.scan
+    steps = {"steps": args.steps} if args.steps else None
+    fit = fit_options(args.preset, partial=True, sparse=args.sparse, up=up, forward=forward, stage1=steps,
+                      stage2=steps, coarse=None if scale is None else {"scale": scale})
+    latent = LatentFitSettings(steps_z=args.latent_steps // 2, steps_delta=args.latent_steps // 2,
+                               steps_noise=args.noise_steps, seed=args.seed)
+    options = completion_options(fit, latent, keep_observed=args.keep_observed)
+    manual = read_landmark_file(args.landmarks) if args.landmarks else None
+    compute = _compute(args.device)
+    G, info = cached_generator(compute, args.checkpoint)
+    head = _generator_head(compute, args, G)
+    net, why = load_lpips()
+    res = complete_scan(compute, head, G, scan, options, manual, net)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(source).stem
+    sim = res.fit.coarse.similarity
+    _write_obj(out_dir / f"{stem}_completed.obj", sim.apply(res.final), head.dense.faces)
+    _write_obj(out_dir / f"{stem}_fitted.obj", sim.apply(res.base), head.dense.faces)
+    written = [f"{stem}_completed.obj", f"{stem}_fitted.obj"]
+    if args.maps:
+        written += _write_map_files(res.map, args.format, f"{stem}_completed", out_dir)
+        written += _write_map_files(res.partial_map, args.format, f"{stem}_partial", out_dir)
+        np.save(out_dir / f"{stem}_mask.npy", res.mask)
+        written.append(f"{stem}_mask.npy")
+    notes = res.notes
+    if why and L1_ONLY in notes:     # the specific reason replaces the generic note
+        notes[notes.index(L1_ONLY)] = why
+    print(format_report(res.fit.report))
+    for note in notes:
+        print(f"note: {note}")
+    print(f"{res.visibility.mean():.0%} of the head seen, {res.mask.mean():.0%} of the {res.mask.shape[0]}^2 map; "
+          f"completed with {info['source']}; wrote " + ", ".join(str(out_dir / n) for n in written))
+    return 0
+
+
 def _write_obj(path: Path, verts, faces, uv=None) -> None:
     """OBJ with optional per-corner UVs (F, 3, 2); formatted in one call per block (fast)."""
     import numpy as np
@@ -608,10 +675,24 @@ def cmd_eval(args) -> int:
     from .errors import UserError
     try:
         table(data, methods, n=args.n, n_points=args.points, device=args.device)
+        if args.n_complete and checkpoint:
+            _completion_table(args, data, methods.get("HeadCraft (ours)"), methods.get("PCA baseline"))
     except UserError as exc:      # an unreadable checkpoint: one line, no traceback
         print(f"headcraft-backend eval: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _completion_table(args, data, checkpoint, pca) -> None:
+    from .evaluate.completion import format_table, unseen_errors
+    from .fit.pipeline import fit_options
+    from .generate.complete import completion_options
+    steps = {"steps": args.complete_steps} if args.complete_steps else None
+    options = completion_options(fit_options(args.preset, partial=True, stage1=steps, stage2=steps,
+                                             coarse={"scale": 1.0}))
+    print(f"\n== completion of {args.n_complete} single front depth views ({args.preset} registration, "
+          f"the paper's latent fit) ==")
+    print(format_table(unseen_errors(data, checkpoint, pca, options, n=args.n_complete, device=args.device)))
 
 
 def cmd_synth(args) -> int:
@@ -703,6 +784,43 @@ def main(argv=None) -> int:
     f.add_argument("--device", default="auto")
     f.add_argument("--out", default="fit-output")
     f.set_defaults(fn=cmd_fit)
+    cp = sub.add_parser("complete", help="complete a partial scan or a single depth view into a whole detailed head "
+                        "(partial registration, then the generator's masked latent fit)")
+    cp.add_argument("scan", nargs="?", default="",
+                    help="a partial scan: OBJ, PLY, GLB/glTF, STL or OFF (mesh or cloud)")
+    cp.add_argument("--depth", default="", help="a depth image instead: float .npy, or a 16-bit .png (0 = no "
+                    "measurement; z-depth along the camera's axis)")
+    cp.add_argument("--intrinsics", default="", help="with --depth: fx,fy,cx,cy in pixels (OpenCV: pixel centres "
+                    "at integer coordinates)")
+    cp.add_argument("--depth-scale", type=float, default=1.0, help="with --depth: multiplies the stored values "
+                    "(e.g. 0.1 for a PNG in tenths of millimetres with --depth-units mm)")
+    cp.add_argument("--depth-units", default="m", choices=tuple(UNITS_PER_METRE_OF),
+                    help="with --depth: the unit of the (scaled) depths")
+    cp.add_argument("--checkpoint", default="", help="the generator (default: the bundled demo model); a PCA "
+                    ".json completes with the PCA baseline")
+    _model_args(cp)
+    cp.add_argument("--layout", default=None, help="as for generate")
+    cp.add_argument("--sparse", action="store_true", help="a sparse cloud (proximity threshold 0.3 instead of 0.1)")
+    cp.add_argument("--preset", default="paper", choices=("paper", "preview"))
+    cp.add_argument("--steps", type=int, default=0, help="registration steps per stage (0: preset)")
+    cp.add_argument("--latent-steps", type=int, default=1000, help="latent-fit steps, half for z and half for the "
+                    "W+ delta (the paper: 500 + 500)")
+    cp.add_argument("--noise-steps", type=int, default=None, help="scalp-noise steps (default 500, the paper's)")
+    cp.add_argument("--seed", type=int, default=0, help="the z sample the latent fit starts from")
+    cp.add_argument("--keep-observed", action="store_true", help="keep the registered displacements where the "
+                    "scan saw the head (the paper: the generator's everywhere)")
+    cp.add_argument("--units", default="auto", choices=tuple(UNITS_PER_METRE_OF) + ("auto",),
+                    help="a scan file's units")
+    cp.add_argument("--landmarks", default="", help="hand-placed landmarks in the scan's (or camera's) frame, as "
+                    "for fit")
+    cp.add_argument("--up", nargs="+", default=["+Y"], metavar="DIR", help=f"a scan file's up: {DIRECTION_HELP}")
+    cp.add_argument("--forward", nargs="+", default=["+Z"], metavar="DIR", help="the way its face looks")
+    cp.add_argument("--maps", action="store_true", help="also write the completed and partial maps and the mask")
+    cp.add_argument("--format", nargs="+", default=["exr"], choices=("exr", "png16", "npy"))
+    cp.add_argument("--device", default="auto")
+    cp.add_argument("--out", default="completed")
+    cp.set_defaults(fn=cmd_complete)
+
     er = sub.add_parser("eval-real", help="fit the real scans in a folder and print quality figures per region")
     er.add_argument("folder", help="a folder of scan files (OBJ, PLY, ...)")
     _model_args(er)
@@ -838,6 +956,8 @@ def main(argv=None) -> int:
     ev.add_argument("--n", type=int, default=20, help="heads per set")
     ev.add_argument("--points", type=int, default=10_000, help="surface points per mesh")
     ev.add_argument("--n-fit", type=int, default=3, help="scans to register (0: skip)")
+    ev.add_argument("--n-complete", type=int, default=3, help="depth views to complete (0: skip)")
+    ev.add_argument("--complete-steps", type=int, default=0, help="their registration steps per stage (0: preset)")
     ev.add_argument("--preset", default="preview", choices=("paper", "preview"))
     ev.add_argument("--device", default="auto")
     _model_args(ev)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
+from ..fit.depth import CAMERA_FORWARD, CAMERA_UP, Intrinsics
+from ..fit.jobs import SCAN_PARAMS, directions
+from ..fit.pipeline import fit_options
+from ..fit.scan import sanitize
 from ..handlers import CHECKPOINT, LAYOUT, MODEL, Param, job, request_base, request_head, request_map, vectors
 from ..layout.maps import apply_map, bake_displacement, check_map
 from .checkpoint import cached_generator
@@ -16,6 +20,7 @@ from .sample import check_layout, interpolate_maps, sample_maps
 
 
 HEAD = {**MODEL, **LAYOUT, **CHECKPOINT}
+DEPTH_UNITS = {"mm": 1000.0, "cm": 100.0, "m": 1.0}     # depth units -> scan units per metre
 PSI = Param("float", 0.7, "truncation in W (0: the average head)", lo=-1, hi=2)
 
 
@@ -222,3 +227,93 @@ def transfer_hair_job(ctx, params, arrays):
     out = apply_map(ctx, head, m, request_base(ctx, head, arrays), "object")
     out["map"] = m
     return {"layout": head.layout.name}, out
+
+
+@job("generate.complete", {**HEAD, **SCAN_PARAMS,
+                           "preset": Param("str", "paper", "the partial registration's steps",
+                                           choices=("paper", "preview")),
+                           "sparse": Param("bool", False, "a sparse cloud (proximity threshold 0.3, not 0.1)"),
+                           "num_points": Param("int", 200_000, "scan samples", lo=1000, hi=5_000_000),
+                           "coarse": Param("dict", None, "fields of `CoarseSettings`, as for `fit.scan`"),
+                           "stage1": Param("dict", None, "as for `fit.scan`"),
+                           "stage2": Param("dict", None, "as for `fit.scan`"),
+                           "intrinsics": Param("any", None, "with a `depth` array: `[fx, fy, cx, cy]` in pixels"),
+                           "depth_units": Param("str", "m", "with a `depth` array: the unit of its values",
+                                                choices=tuple(DEPTH_UNITS)),
+                           "settings": Param("dict", None, "fields of `LatentFitSettings` (partial: `steps_z "
+                                             "steps_delta steps_noise seed` ...)"),
+                           "keep_observed": Param("bool", False, "the registered displacements where the scan saw "
+                                                  "the head (the paper: the generator's everywhere)"),
+                           "lpips": LPIPS},
+     arrays="a partial scan (`vertices`, optional `faces`), or `depth (H,W)` (z-depth, 0 = no measurement) with "
+            "the `intrinsics` param; optional hand-placed `landmark_ids (K,)` with `landmark_points (K,3)` (scan "
+            "or camera frame)",
+     result="fields `model version similarity {scale, rotation, translation} report notes layout generator seen "
+            "final_loss`; arrays `dense_faces dense_uv base final displacement (Vd,3) visibility (Vd,) |u1 "
+            "coarse_vertices (V,3) map partial_map (N,N,3) mask (N,N)`",
+     notes="A partial scan or a single depth view completed into a whole detailed head (supp. B.1): partial "
+           "registration, the visible part baked with its mask, the generator's masked latent fit (a PCA "
+           "checkpoint: its masked least squares), applied to the fitted head. Refused: a depth image with NaN, "
+           "infinite or negative values or no measured pixel, intrinsics that are not four numbers with positive "
+           "focal lengths and the principal point in the image, fewer than 6 usable landmarks, a view of which "
+           "nothing registers onto the head.")
+def complete_job(ctx, params, arrays):
+    from .complete import complete_scan, completion_options, depth_scan
+    from .fit_latent import L1_ONLY, LatentFitSettings
+    from .perceptual import load_lpips
+    name = params.get("name") or "the scan"
+    up, forward = directions(params)
+    scale = (params.get("coarse") or {}).get("scale")
+    if "depth" in arrays:
+        k = params.get("intrinsics")
+        if not (isinstance(k, list) and len(k) == 4 and all(isinstance(x, (int, float)) for x in k)):
+            raise UserError("a depth image needs the `intrinsics` param: [fx, fy, cx, cy] in pixels")
+        scan = depth_scan(arrays["depth"], Intrinsics(*map(float, k)), name)
+        up, forward, scale = CAMERA_UP, CAMERA_FORWARD, DEPTH_UNITS[params["depth_units"]]
+    elif "vertices" in arrays:
+        scan = sanitize(arrays["vertices"], arrays.get("faces"), name=name)
+    else:
+        raise UserError("no scan was sent: a `vertices` array (a partial scan) or a `depth` image")
+    manual = None
+    if "landmark_ids" in arrays:
+        ids, pts = arrays["landmark_ids"], arrays.get("landmark_points")
+        if pts is None or np.shape(pts) != (len(ids), 3) or not np.isfinite(pts).all():
+            raise UserError("hand-placed landmarks must be finite (K, 3) points, one per id")
+        manual = {int(i): np.asarray(p, np.float64) for i, p in zip(ids, pts)}
+    coarse = {**(params.get("coarse") or {}), **({} if scale is None else {"scale": scale})}
+    fit = fit_options(params["preset"], partial=True, sparse=params["sparse"], num_points=params["num_points"],
+                      up=up, forward=forward, seed=params.get("seed", 0), coarse=coarse or None,
+                      stage1=params.get("stage1"), stage2=params.get("stage2"))
+    try:
+        latent = LatentFitSettings(**params.get("settings") or {})
+    except TypeError as exc:
+        raise UserError(f"bad latent-fit settings: {exc}") from None
+    options = completion_options(fit, latent, keep_observed=params["keep_observed"])
+    head = request_head(ctx, params)
+    G, info = cached_generator(ctx, params["checkpoint"])
+    check_layout(head.model.data, head.layout, G)
+    net, why = load_lpips() if params["lpips"] else (None, "LPIPS off by request; L1 only")
+    res = complete_scan(ctx, head, G, scan, options, manual, net)
+    notes = list(res.notes)
+    if why and L1_ONLY in notes:     # the specific reason replaces the generic note
+        notes[notes.index(L1_ONLY)] = why
+    sim = res.fit.coarse.similarity
+    out = {"dense_faces": head.dense.faces.astype(np.int32), "dense_uv": head.dense.uv.astype(np.float32),
+           "base": res.base.astype(np.float32), "final": res.final, "displacement": res.displacement,
+           "visibility": res.visibility.astype(np.uint8), "coarse_vertices": res.fit.coarse.vertices.astype(np.float32),
+           "map": res.map, "partial_map": res.partial_map, "mask": res.mask}
+    return _finite({"model": head.model.data.name, "version": head.model.data.version,
+            "similarity": {"scale": sim.scale, "rotation": sim.rotation.ravel().tolist(),
+                           "translation": sim.translation.tolist()},
+            "report": res.fit.report, "notes": notes, "layout": head.layout.name, "generator": info["source"],
+            "seen": float(res.visibility.mean()),
+            "final_loss": res.loss_history[-1] if res.loss_history else None}), out
+
+
+def _finite(value):
+    """JSON-safe fields: a region the partial scan does not reach has NaN figures; they go as null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value

@@ -69,6 +69,17 @@ class PCAModel:
         a, b = self.coefficients(seed_a), self.coefficients(seed_b)
         return [self.decode((1 - t) * a + t * b, psi) for t in np.linspace(0, 1, max(int(steps), 2))]
 
+    def fit_masked(self, target: np.ndarray, mask: np.ndarray, noise: float = 0.1) -> np.ndarray:
+        """The model's map that best explains `target` (H, W, 3) on the texels of `mask` (H, W):
+        the coefficients' posterior mean under their N(0, I) prior, with Gaussian texel noise of
+        std `noise` (HeadCraft units). The PCA counterpart of a partial latent fit."""
+        seen = np.asarray(mask, bool).reshape(-1)
+        a = (self.components.reshape(self.z_dim, -1, 3)[:, seen] * self.sigma[:, None, None]).reshape(self.z_dim, -1)
+        b = (np.asarray(target, np.float64) - self.mean).reshape(-1, 3)[seen].ravel()
+        a64 = a.astype(np.float64)
+        c = np.linalg.solve(a64 @ a64.T + noise ** 2 * np.eye(self.z_dim), a64 @ b)
+        return self.decode(c.astype(np.float32))
+
     def explained(self, maps: np.ndarray) -> float:
         """Fraction of the maps' variance the components hold."""
         x = maps.reshape(len(maps), -1) - self.mean.ravel()

@@ -55,8 +55,8 @@ from ..raster import Camera, rasterize
 if TYPE_CHECKING:
     from ..head.model import HeadModel
 
-__all__ = ["HAIRSTYLES", "Look", "SyntheticScan", "PartialView", "make_scan", "random_look",
-           "partial_view", "sparse_subset", "similarity_matrix"]
+__all__ = ["HAIRSTYLES", "Look", "SyntheticScan", "PartialView", "DepthView", "make_scan", "random_look",
+           "partial_view", "depth_view", "sparse_subset", "similarity_matrix"]
 
 HAIRSTYLES = ("none", "buzz", "short", "long", "bob", "bun", "ponytail", "fringe", "beard")
 # Styles that leave the face region bare (face truth == clean head + skin detail).
@@ -134,6 +134,21 @@ class PartialView:
     pixel_index: np.ndarray         # (K,) row * width + column in the depth image
     image_shape: tuple[int, int]    # (H, W)
     pixel_size: float               # scan units
+
+
+@dataclasses.dataclass
+class DepthView:
+    """A pinhole depth camera's image of a scan, as a depth sensor gives it (fit/depth.py's
+    conventions: OpenCV camera frame, z-depth, 0 where nothing was seen)."""
+    depth: np.ndarray               # (H, W) float64 z-depth in scan units, 0 = background
+    intrinsics: tuple[float, float, float, float]   # fx, fy, cx, cy (pixels; pixel centres at integers)
+    rotation: np.ndarray            # (3, 3) scan frame -> camera frame (rows: right, down, forward)
+    position: np.ndarray            # (3,) the camera's centre, scan frame
+    truth_seen: np.ndarray          # (Vt,) bool: truth vertices this view sees
+
+    def to_scan(self, points) -> np.ndarray:
+        """Camera-frame points -> the scan frame."""
+        return np.asarray(points, np.float64) @ self.rotation + self.position
 
 
 def similarity_matrix(scale: float, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
@@ -1357,6 +1372,36 @@ def partial_view(scan: SyntheticScan, seed: int, view_dir=None, *, pixel_mm: flo
     return PartialView(points=pts, normals=nrm, truth_index=truth_index, view_dir=ds,
                        view_dir_model=dm, pixel_index=pix, image_shape=(zb.H, zb.W),
                        pixel_size=pixel)
+
+
+def depth_view(scan: SyntheticScan, view_dir=(0.0, 0.0, 1.0), *, distance_m: float = 0.6, focal_px: float = 600.0,
+               size: tuple[int, int] = (400, 320), tolerance_mm: float = 1.5) -> DepthView:
+    """What a depth camera `distance_m` from the head centre along `view_dir` (MODEL frame, from the
+    head towards the camera; default: in front of the face) sees of the scan: a perspective z-buffer
+    of the scan mesh (back faces dropped, so holes stay holes), `size` (H, W) pixels, focal length
+    `focal_px`, the principal point at the image centre. `truth_seen` marks the truth vertices in
+    the scan that are no deeper than the depth there (+ tolerance_mm)."""
+    d = scan.rotation @ _unit(np.asarray(view_dir, np.float64))
+    up = scan.rotation @ np.array([0.0, 1.0, 0.0])
+    forward = -d
+    right = _unit(np.cross(forward, up))
+    R = np.stack([right, np.cross(forward, right), forward])
+    centre = scan.to_scan(scan.truth_base_vertices.mean(0))
+    position = centre + d * distance_m * scan.scale
+    h, w = size
+    camera = Camera(rotation=R, position=position, width=w, height=h, focal=focal_px)
+    ids, _, depth = rasterize(camera, scan.vertices, scan.faces)
+    depth = np.where(ids >= 0, depth, 0.0).astype(np.float64)
+    xy, z = camera.project(scan.to_scan(scan.truth_vertices))
+    col, row = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    seen = np.zeros(len(z), bool)
+    ref = depth[row[inside], col[inside]]
+    seen[inside] = (ref > 0) & (z[inside] <= ref + tolerance_mm * 1e-3 * scan.scale)
+    seen &= scan.truth_observed
+    # the rasteriser's principal point is in continuous coordinates (pixel centres at +0.5)
+    return DepthView(depth=depth, intrinsics=(focal_px, focal_px, w / 2.0 - 0.5, h / 2.0 - 0.5),
+                     rotation=R, position=position, truth_seen=seen)
 
 
 def sparse_subset(points, n: int, seed: int = 0, return_index: bool = False):
