@@ -407,6 +407,22 @@ def test_fit_error_report_measures_to_the_scan_surface():
     assert by_points["face"]["result_to_scan_median"] > 10 * table["face"]["result_to_scan_median"]
 
 
+def test_fit_error_report_of_a_region_no_scan_point_reaches_is_json_safe():
+    """A partial scan leaves the back of the head without scan points: its scan->result figures
+    are None (the wire refuses NaN) and the printed table shows a dash."""
+    import json
+    import types
+    from headcraft_backend.fit.pipeline import error_report, format_report
+    v, faces = _grid(11)
+    final_m = to_metres(v * 0.5)
+    back = np.arange(len(v)) >= len(v) // 2
+    dense = types.SimpleNamespace(faces=faces, regions={"face": np.flatnonzero(~back), "scalp": np.flatnonzero(back)})
+    _, table = error_report(final_m, dense, (v[~back] * 0.5).astype(np.float32))
+    assert table["scalp"]["scan_to_result_median"] is None and table["scalp"]["result_to_scan_median"] > 0
+    json.dumps(table, allow_nan=False)
+    assert format_report(table).splitlines()[-1].split()[-1] == "-"
+
+
 @pytest.mark.parametrize("params", [{"stage2_mode": "sideways"}, {"stage1": {"lr": 0}}, {"stage2": {"bogus": 1}},
                                     {"coarse": {"scale": -1}}, {"preset": "fast"}])
 def test_bad_fit_settings_are_refused_before_any_work(params):

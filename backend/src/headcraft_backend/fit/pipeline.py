@@ -168,8 +168,10 @@ def error_report(final_m: np.ndarray, dense: DenseTemplate, scan_units: np.ndarr
 
 
 def _stats(result_to_scan: np.ndarray, scan_to_result: np.ndarray) -> dict:
+    """None where a region has no scan point nearest to it (the back of a head seen from the
+    front): JSON has no NaN."""
     def q(a, p):
-        return float(np.percentile(a, p)) if a.size else float("nan")
+        return float(np.percentile(a, p)) if a.size else None
     return {"result_to_scan_median": q(result_to_scan, 50), "result_to_scan_p95": q(result_to_scan, 95),
             "scan_to_result_median": q(scan_to_result, 50), "scan_to_result_p95": q(scan_to_result, 95),
             "vertices": int(result_to_scan.size), "scan_points": int(scan_to_result.size)}
@@ -178,7 +180,9 @@ def _stats(result_to_scan: np.ndarray, scan_to_result: np.ndarray) -> dict:
 def format_report(table: dict) -> str:
     """The fit's own error figures (distances to the scan) as a fixed-width table."""
     lines = [f"{'region':<12} {'result->scan median':>20} {'p95':>7} {'scan->result median':>20} {'p95':>7}  (mm)"]
+    def mm(v, width):
+        return f"{v:>{width}.3f}" if v is not None else f"{'-':>{width}}"
     for name, r in table.items():
-        lines.append(f"{name:<12} {r['result_to_scan_median']:>20.3f} {r['result_to_scan_p95']:>7.3f} "
-                     f"{r['scan_to_result_median']:>20.3f} {r['scan_to_result_p95']:>7.3f}")
+        lines.append(f"{name:<12} {mm(r['result_to_scan_median'], 20)} {mm(r['result_to_scan_p95'], 7)} "
+                     f"{mm(r['scan_to_result_median'], 20)} {mm(r['scan_to_result_p95'], 7)}")
     return "\n".join(lines)
