@@ -4,7 +4,8 @@ and a real backend process, as a user would click them:
   a procedural scan (or --scan FILE) -> Fit Scan -> Bake Map -> four generated heads on the fitted
   identity -> an interpolation between two of them -> the shipped ARKit performance on the
   fitted head -> the detailed rig and the exact PC2 bake -> a contact sheet of the heads, a
-  turntable and an animation contact sheet -> out/demo/demo.blend
+  turntable and an animation contact sheet -> out/demo/demo.blend; and a gallery of 16 heads of
+  the generator (front and three-quarter, the backend's rasteriser) -> out/demo/gallery.png
 """
 from __future__ import annotations
 
@@ -88,6 +89,19 @@ def render_lineup(bpy, ext, steps: Steps, objects, columns: int = 4) -> Path:
     return sheet
 
 
+def render_gallery(steps: Steps, checkpoint: str) -> Path:
+    """16 generated heads on the template, front and three-quarter (evaluate/gallery.py)."""
+    from PIL import Image
+    from headcraft_backend.evaluate.gallery import gallery
+    t = time.perf_counter()
+    g = gallery(checkpoint)
+    path = OUT / "gallery.png"
+    Image.fromarray(g.image).save(path)
+    print(f"[{time.perf_counter() - steps.t0:6.0f} s] Gallery of {len(g.tiles)} generated heads -> "
+          f"{path.relative_to(ROOT)} ({time.perf_counter() - t:.1f} s)", flush=True)
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scan", type=Path, help="your own scan instead of a procedural one")
@@ -96,7 +110,13 @@ def main() -> int:
     ap.add_argument("--checkpoint", default="", help="generator (default: the bundled demo model)")
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples")
     ap.add_argument("--resolution", type=int, default=384)
+    ap.add_argument("--gallery-only", action="store_true",
+                    help="only the gallery of generated heads (no Blender; a few seconds per head)")
     args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.gallery_only:
+        render_gallery(Steps(), args.checkpoint)
+        return 0
     sys.path.insert(0, str(ROOT / "tools"))
     import bpy
 
@@ -179,9 +199,11 @@ def main() -> int:
         scene.frame_step = 1
         scene.frame_set(scene.frame_start)
         bpy.ops.wm.save_as_mainfile(filepath=str(OUT / "demo.blend"))
+        render_gallery(steps, args.checkpoint)
         print(f"\ndone in {time.perf_counter() - steps.t0:.0f} s:\n"
               f"  {OUT / 'demo.blend'}\n  maps: {OUT / 'maps'}\n"
-              f"  renders and contact sheets (heads, turntable, animation): {OUT / 'render'}\n  PC2 cache: {baked['headcraft_cache']}")
+              f"  renders and contact sheets (heads, turntable, animation): {OUT / 'render'}\n"
+              f"  gallery of generated heads: {OUT / 'gallery.png'}\n  PC2 cache: {baked['headcraft_cache']}")
     finally:
         disable_extension(ext)
     return 0

@@ -43,7 +43,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100, help="registration steps per stage")
     ap.add_argument("--workers", type=int, default=0, help="scans registered at a time (0: all CPUs)")
     ap.add_argument("--iterations", type=int, default=4000)
-    ap.add_argument("--eval", type=int, default=20, help="held-apart heads for the metrics")
+    ap.add_argument("--eval", type=int, default=100, help="held-apart heads for the metrics")
     ap.add_argument("--stage", choices=("all", "data", "train", "publish"), default="all")
     args = ap.parse_args()
     scans, maps, run = WORK / "scans", WORK / "maps", WORK / "run"
@@ -77,7 +77,7 @@ def fit_pca(maps: Path) -> None:
 
 
 def publish(maps: Path, run: Path, args, seconds: float) -> None:
-    from headcraft_backend.evaluate.generation import table
+    from headcraft_backend.evaluate.generation import markdown, table1
     from headcraft_backend.head.registry import load_model_data
     cfg = json.loads((run / "generator.json").read_text())
     training = cfg["training"]
@@ -85,9 +85,9 @@ def publish(maps: Path, run: Path, args, seconds: float) -> None:
     for suffix in (".json", ".safetensors"):
         shutil.copyfile(run / f"generator{suffix}", ASSETS / f"demo_generator{suffix}")
     pca = ASSETS / "demo_pca.json"
-    rows = table(load_model_data({"model": "openhead"}),
-                 {"HeadCraft demo (ours)": str(ASSETS / "demo_generator.json"), "PCA baseline": str(pca),
-                  "template, no displacement": None}, n=args.eval)
+    result = table1(load_model_data({"model": "openhead"}),
+                    {"HeadCraft demo (ours)": str(ASSETS / "demo_generator.json"), "PCA baseline": str(pca),
+                     "template, no displacement": None}, n=args.eval, n_train=min(args.eval, args.scans))
     size = sum((ASSETS / f"demo_generator{s}").stat().st_size for s in (".json", ".safetensors")) / 1e6
     c = training["config"]
     lines = [
@@ -109,10 +109,9 @@ def publish(maps: Path, run: Path, args, seconds: float) -> None:
         f"- {training['iterations']} iterations in {training['seconds'] / 60:.0f} min on {hardware()} "
         f"({training['device']}, {training['world_size']} process); whole pipeline {seconds / 3600:.1f} h; "
         f"files {size:.1f} MB", "",
-        f"## Metrics ({args.eval} held-apart procedural heads, 10K points per mesh; PointFlow definitions)", "",
-        "| method | MMD-CD (mm^2) | COV (%) | JSD |", "|---|---|---|---|",
-        *(f"| {name} | {r['mmd'] * 1e6:.1f} | {100 * r['cov']:.1f} | {r['jsd']:.4f} |" for name, r in rows.items()),
-        "", "## Licence", "GPL-3.0-or-later, like the rest of the project; trained on data made by the project.", ""]
+        f"## Metrics (`build.py eval`: {args.eval} held-apart procedural heads, {result.n_points} points per "
+        f"mesh, PointFlow definitions, ± bootstrap std over the reference heads; {result.seconds / 60:.0f} min)", "",
+        *markdown(result), "## Licence", "GPL-3.0-or-later, like the rest of the project; trained on data made by the project.", ""]
     (ASSETS / "MODEL_CARD.md").write_text("\n".join(lines))
     print(f"wrote {ASSETS / 'demo_generator.json'} (+ .safetensors, {size:.1f} MB) and {ASSETS / 'MODEL_CARD.md'}")
 

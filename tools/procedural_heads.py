@@ -20,6 +20,25 @@ FIXED = [dict(hair="afro", length_mm=70.0, curl=0.9), dict(headwear="turban", he
          dict(headwear="beanie", headwear_mm=8.0, hair="long")]
 
 
+def _head_part(scan) -> np.ndarray:
+    """The true surface above the lowest eighth (the neck stump) (hair, headwear and beards included)."""
+    v = scan.truth_vertices
+    lo, hi = v[:, 1].min(), v[:, 1].max()
+    return v[v[:, 1] > lo + 0.12 * (hi - lo)]
+
+
+def head_centre(scan) -> np.ndarray:
+    """The middle of the head's bounding box: every head centred in its tile, whatever it wears."""
+    v = _head_part(scan)
+    return (v.min(0) + v.max(0)) / 2
+
+
+def head_radius(scan) -> float:
+    """Half the bounding box's largest side, a little more: the head fills its tile."""
+    v = _head_part(scan)
+    return 0.58 * float((v.max(0) - v.min(0)).max())
+
+
 def main() -> int:
     from PIL import Image
     from headcraft_backend.fit.render import camera_for_head, render_mesh
@@ -31,7 +50,7 @@ def main() -> int:
     tiles = []
     for i, look in enumerate(looks):
         scan = make_scan(data, 200 + i, look=look, similarity=False, junk=False, shoulders=True, holes=0)
-        cam = camera_for_head(centre=(0.0, 0.19, 0.01), radius=0.23, yaw_deg=35.0, pitch_deg=8.0,
+        cam = camera_for_head(centre=head_centre(scan), radius=head_radius(scan), yaw_deg=35.0, pitch_deg=8.0,
                               image_size=TILE, fov_deg=20.0)
         tiles.append(render_mesh(scan.vertices, scan.faces, cam, colors=scan.colors, shading=0.8).image)
         print(f"{i + 1}/{len(looks)}: {look.hair} {look.length_mm:.0f} mm, beard {look.beard}, "

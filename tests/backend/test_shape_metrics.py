@@ -171,3 +171,64 @@ def test_format_table():
     assert "MMD-CD (mm^2)" in lines[0] and "COV (%)" in lines[0] and "JSD" in lines[0]
     assert lines[2].split() == ["HeadCraft", "1.234", "50.0", "0.0123"]
     assert lines[3].split() == ["Baseline", "10.500", "25.0", "0.2000"]
+
+
+# --- error bars and the nearest-training check -------------------------------------------------
+@pytest.fixture(scope="module")
+def many():
+    """Twelve ellipsoids, semi-axes 4 mm apart from one to the next, as 800-point clouds."""
+    meshes = [ellipsoid((0.07 + 0.004 * k, 0.09 - 0.002 * k, 0.10 + 0.003 * (k % 4)), 24) for k in range(12)]
+    return [M.sample_points(v, f, 800, k) for k, (v, f) in enumerate(meshes)]
+
+
+def test_identical_clouds_give_zero_mmd_full_coverage_and_a_tight_interval(many):
+    r = M.evaluate_clouds(many, many, resamples=200, seed=0)
+    assert r["mmd"] == 0.0 and r["cov"] == 1.0 and r["jsd"] == pytest.approx(0.0, abs=1e-12)
+    assert r["mmd_std"] == 0.0 and r["cov_lo"] == r["cov_hi"] == 1.0
+    assert r["num_generated"] == r["num_reference"] == 12 and r["n_points"] == 800
+
+
+def test_bootstrap_interval_holds_the_value_and_a_shifted_set_is_worse(many):
+    half = M.evaluate_clouds(many[::2], many[1::2], resamples=300, seed=1)
+    shifted = M.evaluate_clouds([c + [0.0, 0.0, 0.03] for c in many[::2]], many[1::2], resamples=300, seed=1)
+    for r in (half, shifted):
+        for k in ("mmd", "cov", "jsd"):
+            assert r[f"{k}_lo"] <= r[k] <= r[f"{k}_hi"], (k, r)
+            assert r[f"{k}_std"] >= 0
+    assert shifted["mmd"] > 3 * half["mmd"] and shifted["jsd"] > half["jsd"]
+    # MMD's error bars do not overlap: the metric separates these sets
+    assert shifted["mmd_lo"] > half["mmd_hi"]
+    # the bootstrap is reproducible from its seed and spreads with the references' spread
+    again = M.evaluate_clouds(many[::2], many[1::2], resamples=300, seed=1)
+    assert again == half
+
+
+def test_bootstrap_by_hand():
+    D = np.array([[1.0, 5.0, 9.0], [2.0, 1.0, 9.0]])     # reference 2 is nobody's nearest
+    b = M.bootstrap(D, n=2000, seed=0)
+    # per reference: min distance (1, 1, 9), matched (1, 1, 0); means 11/3 and 2/3
+    assert M.mmd(D) == pytest.approx(11 / 3) and M.cov(D) == pytest.approx(2 / 3)
+    assert b["mmd_std"] == pytest.approx(np.std([1, 1, 9]) / np.sqrt(3), rel=0.1)
+    assert b["cov_lo"] <= 2 / 3 <= b["cov_hi"] and 0 <= b["cov_lo"] and b["cov_hi"] <= 1
+    with pytest.raises(ValueError):
+        M.bootstrap(D, n=1)
+
+
+def test_nearest_training_tells_copies_from_new_shapes(many):
+    train = many[:8]
+    copies = M.nearest_training([c + 1e-5 for c in train[:3]], train)
+    assert copies["copies"] == 1.0 and np.all(copies["generated"] < 1e-9)
+    np.testing.assert_array_equal(copies["nearest"], [0, 1, 2])
+    new = M.nearest_training(many[8:], train)
+    assert new["copies"] == 0.0 and new["generated"].shape == (4,) and new["training"].shape == (8,)
+    assert np.all(new["generated"] > 0) and np.all(np.isfinite(new["training"]))
+    text = M.format_nearest(new)
+    assert "median" in text and "0 %" in text.splitlines()[-1]
+    with pytest.raises(ValueError):
+        M.nearest_training(many[:2], many[:1])
+
+
+def test_format_table_with_error_bars():
+    rows = {"ours": {"mmd": 2e-6, "mmd_std": 0.5e-6, "mmd_lo": 1e-6, "mmd_hi": 3e-6, "cov": 0.5, "jsd": 0.1}}
+    line = M.format_table(rows).splitlines()[2]
+    assert "2.000 ± 0.500 [1.000, 3.000]" in line and "50.0" in line

@@ -116,28 +116,47 @@ def cov(D) -> float:
     return len(np.unique(D.argmin(axis=1))) / D.shape[1]
 
 
-def jsd(gen_points, ref_points, resolution: int = 28) -> float:
-    """Jensen-Shannon divergence (base 2, in [0, 1]) between the point distributions of two
-    collections, each an (N, 3) array or a sequence of them, on a common resolution^3 grid."""
+def _grid(p: np.ndarray, q: np.ndarray, resolution: int) -> tuple[np.ndarray, float]:
+    """The cube that carries the JSD grid: centred on the joint bounding box, side = its largest
+    extent. Returns its corner and the grid spacing."""
     if resolution < 2:
         raise ValueError("resolution must be at least 2")
-    p = np.concatenate([_cloud(c) for c in _as_clouds(gen_points)])
-    q = np.concatenate([_cloud(c) for c in _as_clouds(ref_points)])
     both = np.concatenate([p, q])
     lo, hi = both.min(axis=0), both.max(axis=0)
     side = float((hi - lo).max()) or 1.0    # all points coincide: any cube holds them
-    corner = (lo + hi) / 2 - side / 2
-    spacing = side / (resolution - 1)
+    return (lo + hi) / 2 - side / 2, side / (resolution - 1)
 
-    def histogram(x):
-        ijk = np.clip(np.rint((x - corner) / spacing).astype(np.int64), 0, resolution - 1)
-        flat = (ijk[:, 0] * resolution + ijk[:, 1]) * resolution + ijk[:, 2]
-        h = np.bincount(flat, minlength=resolution ** 3).astype(np.float64)
-        return h / h.sum()
 
-    P, Q = histogram(p), histogram(q)
+def _counts(x: np.ndarray, corner: np.ndarray, spacing: float, resolution: int) -> np.ndarray:
+    """Points per grid point (each point goes to the nearest one)."""
+    ijk = np.clip(np.rint((x - corner) / spacing).astype(np.int64), 0, resolution - 1)
+    flat = (ijk[:, 0] * resolution + ijk[:, 1]) * resolution + ijk[:, 2]
+    return np.bincount(flat, minlength=resolution ** 3).astype(np.float64)
+
+
+def _js(P: np.ndarray, Q: np.ndarray) -> float:
+    P, Q = P / P.sum(), Q / Q.sum()
     js = _entropy2((P + Q) / 2) - (_entropy2(P) + _entropy2(Q)) / 2
     return float(np.clip(js, 0.0, 1.0))     # rounding can step just outside [0, 1]
+
+
+def jsd(gen_points, ref_points, resolution: int = 28) -> float:
+    """Jensen-Shannon divergence (base 2, in [0, 1]) between the point distributions of two
+    collections, each an (N, 3) array or a sequence of them, on a common resolution^3 grid."""
+    p = np.concatenate([_cloud(c) for c in _as_clouds(gen_points)])
+    q = np.concatenate([_cloud(c) for c in _as_clouds(ref_points)])
+    corner, spacing = _grid(p, q, resolution)
+    return _js(_counts(p, corner, spacing, resolution), _counts(q, corner, spacing, resolution))
+
+
+def shape_counts(gen_clouds: Sequence, ref_clouds: Sequence, resolution: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """Per cloud, its points per cell of jsd's common grid: (G, cells) and (R, cells). The sums
+    over any subsets give the JSD of those subsets on the full sets' grid (bootstrap)."""
+    gen = [_cloud(c) for c in gen_clouds]
+    ref = [_cloud(c) for c in ref_clouds]
+    corner, spacing = _grid(np.concatenate(gen), np.concatenate(ref), resolution)
+    return (np.stack([_counts(c, corner, spacing, resolution) for c in gen]),
+            np.stack([_counts(c, corner, spacing, resolution) for c in ref]))
 
 
 def _entropy2(p: np.ndarray) -> float:
@@ -152,27 +171,121 @@ def _as_clouds(x) -> list:
     return list(x)
 
 
+def matched(D) -> np.ndarray:
+    """(R,) bool: the references that are the nearest of at least one generated shape."""
+    D = np.asarray(D)
+    out = np.zeros(D.shape[1], bool)
+    out[D.argmin(axis=1)] = True
+    return out
+
+
+def bootstrap(D, gen_counts: np.ndarray | None = None, ref_counts: np.ndarray | None = None,
+              n: int = 500, seed: int = 0) -> dict:
+    """Spread of MMD, COV (and JSD, given shape_counts) over the reference set: n resamples of
+    the references with replacement, the generated set fixed. MMD and COV are means over the
+    references of a per-reference value (its distance to the nearest generated shape; whether
+    some generated shape has it as its nearest), taken on the full sets and averaged over
+    each resample; JSD sums the resampled references' grid counts. Returns, per metric, the
+    resamples' standard deviation (`<m>_std`) and a 95 % interval (`<m>_lo`, `<m>_hi`): their
+    2.5/97.5 % percentiles shifted by the bootstrap's bias estimate (mean of the resamples minus
+    the full sets' value). MMD and COV, means of fixed per-reference values, have no such bias;
+    JSD has: a resample repeats some references, which narrows its point distribution and
+    raises the divergence, and the unshifted percentiles would lie above the value itself."""
+    D = np.asarray(D, np.float64)
+    if n < 2:
+        raise ValueError("a bootstrap needs at least 2 resamples")
+    R = D.shape[1]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, R, size=(n, R))
+    weights = np.stack([np.bincount(i, minlength=R) for i in idx]).astype(np.float64)   # (n, R)
+    per_ref = {"mmd": D.min(axis=0), "cov": matched(D).astype(np.float64)}
+    point = {k: float(v.mean()) for k, v in per_ref.items()}
+    samples = {k: weights @ v / R for k, v in per_ref.items()}
+    if gen_counts is not None and ref_counts is not None:
+        P = gen_counts.sum(axis=0)
+        point["jsd"] = _js(P, ref_counts.sum(axis=0))
+        samples["jsd"] = np.array([_js(P, w @ ref_counts) for w in weights])
+    out = {}
+    for k, v in samples.items():
+        bias = float(v.mean()) - point[k]
+        lo, hi = np.percentile(v, [2.5, 97.5]) - bias
+        top = np.inf if k == "mmd" else 1.0            # COV and JSD lie in [0, 1], MMD >= 0
+        out.update({f"{k}_std": float(v.std(ddof=1)), f"{k}_lo": float(max(lo, 0.0)),
+                    f"{k}_hi": float(min(hi, top))})
+    return out
+
+
+def evaluate_clouds(gen: Sequence, ref: Sequence, resolution: int = 28, resamples: int = 0,
+                    seed: int = 0) -> dict:
+    """MMD-CD, COV and JSD of two sets of point clouds; with resamples > 0 also their bootstrap
+    spread over the references (see `bootstrap`)."""
+    if not len(gen) or not len(ref):
+        raise ValueError("both sets need at least one point cloud")
+    D = pairwise_chamfer(gen, ref)
+    out = {"mmd": mmd(D), "cov": cov(D), "jsd": jsd(gen, ref, resolution),
+           "num_generated": len(gen), "num_reference": len(ref), "n_points": len(gen[0])}
+    if resamples:
+        out.update(bootstrap(D, *shape_counts(gen, ref, resolution), n=resamples, seed=seed))
+    return out
+
+
 def evaluate_sets(generated: Sequence, reference: Sequence, n_points: int = 10_000,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, resamples: int = 0) -> dict:
     """MMD-CD (mesh units squared), COV (fraction) and JSD of generated vs reference meshes,
     each a (vertices, faces) pair, from n_points surface samples per mesh. The two sets draw
     from independent streams of `seed`, so a reference set's samples do not depend on the
-    generated set (rows of one table share them)."""
+    generated set (rows of one table share them). resamples: see evaluate_clouds."""
     if not generated or not reference:
         raise ValueError("both sets need at least one mesh")
     gen_seq, ref_seq = np.random.SeedSequence(seed).spawn(2)
     gen_rng, ref_rng = np.random.default_rng(gen_seq), np.random.default_rng(ref_seq)
     gen = [sample_points(v, f, n_points, gen_rng) for v, f in generated]
     ref = [sample_points(v, f, n_points, ref_rng) for v, f in reference]
-    D = pairwise_chamfer(gen, ref)
-    return {"mmd": mmd(D), "cov": cov(D), "jsd": jsd(gen, ref),
-            "num_generated": len(gen), "num_reference": len(ref), "n_points": n_points}
+    out = evaluate_clouds(gen, ref, resamples=resamples, seed=seed)
+    out["n_points"] = n_points
+    return out
+
+
+def nearest_training(gen: Sequence, train: Sequence) -> dict:
+    """The paper's Fig. 5 check, as numbers: for each generated cloud the Chamfer distance to
+    its nearest training cloud (`generated`, (G,), with `nearest` its index), and for each
+    training cloud the distance to its nearest other training cloud (`training`, (T,)). A
+    generator that copies its training heads puts `generated` well below `training`;
+    `copies` is the share of generated clouds nearer to a training cloud than the closest two
+    training clouds are to each other."""
+    if len(train) < 2 or not len(gen):
+        raise ValueError("the check needs at least one generated and two training clouds")
+    Dgt = pairwise_chamfer(gen, train)
+    Dtt = pairwise_chamfer(train, train)
+    np.fill_diagonal(Dtt, np.inf)
+    g, t = Dgt.min(axis=1), Dtt.min(axis=1)
+    return {"generated": g, "nearest": Dgt.argmin(axis=1), "training": t,
+            "copies": float(np.mean(g < t.min()))}
+
+
+def format_nearest(check: Mapping, scale: float = 1e6, unit: str = "mm^2") -> str:
+    """Medians and 5-95 % ranges of the two nearest-neighbour distances."""
+    def spread(x):
+        lo, med, hi = np.percentile(x, [5, 50, 95]) * scale
+        return f"median {med:.3g} {unit} (5-95 %: {lo:.3g}-{hi:.3g})"
+    return (f"generated -> nearest training head: {spread(check['generated'])}\n"
+            f"training -> nearest other training head: {spread(check['training'])}\n"
+            f"generated heads nearer to a training head than the closest training pair: "
+            f"{100 * check['copies']:.0f} %")
 
 
 def format_table(rows: Mapping[str, Mapping]) -> str:
-    """Table 1 layout: one row per method; MMD-CD in mm^2 (from metres), COV in %, JSD (base 2)."""
+    """Table 1 layout: one row per method; MMD-CD in mm^2 (from metres), COV in %, JSD (base 2).
+    Rows with a bootstrap (`mmd_std`...) show value ± std and the 95 % interval."""
+    def cell(m, key, scale, digits):
+        text = f"{m[key] * scale:.{digits}f}"
+        if f"{key}_std" in m:
+            text += (f" ± {m[key + '_std'] * scale:.{digits}f} "
+                     f"[{m[key + '_lo'] * scale:.{digits}f}, {m[key + '_hi'] * scale:.{digits}f}]")
+        return text
+
     header = ("Method", "MMD-CD (mm^2)", "COV (%)", "JSD")
-    body = [(name, f"{m['mmd'] * 1e6:.3f}", f"{m['cov'] * 100:.1f}", f"{m['jsd']:.4f}")
+    body = [(name, cell(m, "mmd", 1e6, 3), cell(m, "cov", 100, 1), cell(m, "jsd", 1, 4))
             for name, m in rows.items()]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 

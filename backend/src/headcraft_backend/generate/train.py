@@ -469,13 +469,24 @@ def train(data: str | Path, out: str | Path, config: TrainConfig, *, devices: in
     except pickle.UnpicklingError as exc:
         raise ValueError(f"{last}: refused to resume from it, it holds more than weights and training "
                          f"state ({str(exc).splitlines()[0][:200]})") from None
-    summary = {"iterations": module.iteration, "maps": len(ds), "data": str(Path(data).resolve()),
+    summary = {"iterations": module.iteration, "maps": len(ds), "data": portable_path(data),
                "seconds": round(time.time() - t0, 1), "world_size": trainer.world_size,
                "device": _device_name(module.device), "config": asdict(config)}
     if trainer.is_global_zero:
         summary["generator"] = str(checkpoint.save(module.G_ema.cpu(), out / "generator",
                                                    extra={"training": summary})[1])
     return summary
+
+
+def portable_path(path: str | Path) -> str:
+    """A path fit for files that travel to other machines (the generator's .json): relative to
+    the working folder when inside it (the project root for `build.py demo-model`), else only the
+    folder's name; never the absolute path of the machine that trained."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.name
 
 
 def _device_name(device: torch.device) -> str:
