@@ -7,7 +7,7 @@ from scipy.spatial.transform import Rotation
 from headcraft_backend.fit.coarse import CoarseSettings, fit_coarse, umeyama
 from headcraft_backend.fit.losses import (MeshRegulariser, NearestNeighbours, PairedChamfer, bruteforce_chamfer,
                                           pruned_chamfer, unique_edges)
-from headcraft_backend.fit.register import FoldBarrier, Registration, SmoothField, hull_mask, preset
+from headcraft_backend.fit.register import FoldBarrier, Registration, SmoothField, face_bands, hull_mask, preset
 from headcraft_backend.fit.scan import sanitize
 from headcraft_backend.units import MM_PER_UNIT, to_metres, to_units
 from headcraft_backend.head.model import HeadModel
@@ -433,8 +433,9 @@ def test_bad_fit_settings_are_refused_before_any_work(params):
 
 def test_paper_preset_moves_the_ears_in_stage_1_and_untangles_them(openhead):
     """The default convention's paper preset lets stage 1 move the ears (the model fits real ears
-    2-3 mm off); preview and the paper's own conventions keep them frozen."""
-    assert preset("paper").stage1_regions == ("scalp", "ears")
+    2-3 mm off), the lips and the face near the scalp; preview and the paper's own conventions
+    keep them frozen."""
+    assert preset("paper").stage1_regions == ("scalp", "ears", "lips", "hairline")
     assert preset("preview").stage1_regions == preset("paper", "paper").stage1_regions == ("scalp",)
     d, m = openhead
     v, *_ = _posed(m, d, seed=3, jaw=0.0, spread=0.3)
@@ -447,3 +448,8 @@ def test_paper_preset_moves_the_ears_in_stage_1_and_untangles_them(openhead):
     res = reg.run()
     ears = np.setdiff1d(d.regions["ears"], d.regions["scalp"])
     assert np.abs(res.stage1[ears] - to_units(d.v_template)[ears]).max() > 1e-3
+    hairline = face_bands(to_units(d.v_template), d.regions)["hairline"]
+    assert set(hairline) <= set(reg.checked) and 0 < len(hairline) < len(d.regions["face"])
+    still = np.setdiff1d(d.regions["face"], np.concatenate([hairline, d.regions["lips"]]))
+    assert np.abs(res.stage1[hairline] - to_units(d.v_template)[hairline]).max() > 1e-3
+    assert np.abs(res.stage1[still] - to_units(d.v_template)[still]).max() < 1e-6

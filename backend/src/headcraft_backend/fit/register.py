@@ -14,6 +14,7 @@ import torch
 from scipy.spatial import ConvexHull, Delaunay, cKDTree
 
 from ..presets import PAPER_WEIGHTS
+from ..units import MM_PER_UNIT
 from .losses import MeshRegulariser, PairedChamfer
 
 
@@ -21,6 +22,7 @@ CONVERGED = 0.002          # the presets' relative loss decrease per window that
 CONVERGE_WINDOW = 100      # steps
 SMOOTH = 10.0              # the default convention's smoothness of steps (StageSettings.smooth)
 W_FOLD = 100.0             # and its fold barrier's weight, both stages
+HAIRLINE_BAND = 30.0 / MM_PER_UNIT   # face_bands
 
 
 @dataclasses.dataclass
@@ -104,11 +106,14 @@ def preset(name: str = "paper", convention: str = "default", partial: bool = Fal
         squared1 = (s1.chamfer or CONVENTIONS[convention][0]) == "reference"
         s1 = dataclasses.replace(s1, w_edge=8e5, w_laplacian=1e5, prune=10.0 if squared1 else np.sqrt(10.0))
         s2 = dataclasses.replace(s2, prune=0.1)
-    # The default convention's paper preset also moves the ears in stage 1: the model fits them
-    # 2-3 mm off a real ear, and with smooth steps and the fold barrier they reach the scan
-    # (Demosthenes: ears median 2.6 -> 1.2 mm) without a fold. The preview preset's 4x steps
-    # fold the ear/scalp border (3 triangles), so there they keep the coarse fit.
-    regions = ("scalp", "ears") if convention == "default" and name == "paper" else ("scalp",)
+    # The default convention's paper preset also moves in stage 1 the ears (the model fits them
+    # 2-3 mm off a real ear), the lips (the coarse fit can leave a lip a few mm proud, and stage
+    # 2 cannot move a thin flap back along its normals without folding it) and the face within
+    # 30 mm of the scalp (hair over the temples and forehead); with smooth steps and the fold
+    # barrier they reach the scan without a fold (Demosthenes: face p95 2.31 -> 1.54 mm, scalp
+    # p95 2.22 -> 1.39 mm, ears median 2.6 -> 1.37 mm). The preview preset's 4x steps fold the
+    # ear/scalp border (3 triangles), so there they keep the coarse fit.
+    regions = ("scalp", "ears", "lips", "hairline") if convention == "default" and name == "paper" else ("scalp",)
     return RegistrationSettings(s1, s2, convention=convention, partial=partial, refresh=10,
                                 stage1_regions=regions)
 
@@ -232,6 +237,19 @@ def _adam(params, lr):
         return torch.optim.Adam(params, lr=lr)
 
 
+def face_bands(base: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Parts of the face that stage 1 may move (RegistrationSettings.stage1_regions), found on
+    the fitted template (units): "hairline", the face vertices within HAIRLINE_BAND of the
+    scalp, where hair, a fringe or sideburns may cover the skin and stage 2's moves along the
+    normals cannot reach the hair's surface."""
+    face = np.asarray(regions.get("face", []), np.int64)
+    scalp = np.asarray(regions.get("scalp", []), np.int64)
+    if not len(face) or not len(scalp):
+        return {}
+    d, _ = cKDTree(base[scalp]).query(base[face], workers=-1)
+    return {"hairline": face[d < HAIRLINE_BAND]}
+
+
 class Registration:
     """Runs both stages on one dense template and one scan (both (N, 3) HeadCraft units)."""
 
@@ -249,6 +267,7 @@ class Registration:
             raise ValueError(f"unknown convention {settings.convention!r}; choose {', '.join(CONVENTIONS)}")
         self.chamfer_form, regularise = CONVENTIONS[settings.convention]
         self.regulariser = MeshRegulariser(np.asarray(faces), V, self.device, regularise)
+        regions = {**regions, **face_bands(np.asarray(base), regions)}
         region = lambda name: np.asarray(regions.get(name, []), np.int64)  # noqa: E731
         move1 = np.zeros(V, bool)
         for name in settings.stage1_regions:
