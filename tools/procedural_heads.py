@@ -13,11 +13,11 @@ OUT = ROOT / "docs" / "images" / "procedural_heads.jpg"
 TILE = 256
 COLUMNS = 6
 # Seeds 0-15 as random_look draws them, then 8 with one feature fixed, so every kind shows.
-FIXED = [dict(hair="afro", length_mm=70.0, curl=0.9), dict(headwear="turban", headwear_mm=120.0),
-         dict(headwear="cap", headwear_mm=60.0, hair="crop"), dict(hair="bun", beard="none", headwear="none"),
-         dict(hair="ponytail", headwear="none"), dict(beard="long", beard_mm=60.0, hair="medium", age=70.0),
-         dict(hair="buzz", recession=0.9, beard="moustache", beard_mm=8.0, headwear="none"),
-         dict(headwear="beanie", headwear_mm=8.0, hair="long")]
+FIXED: list[dict[str, object]] = [dict(hair="afro", length_mm=70.0, curl=0.9), dict(headwear="turban", headwear_mm=120.0),
+                                  dict(headwear="cap", headwear_mm=60.0, hair="crop"), dict(hair="bun", beard="none", headwear="none"),
+                                  dict(hair="ponytail", headwear="none"), dict(beard="long", beard_mm=60.0, hair="medium", age=70.0),
+                                  dict(hair="buzz", recession=0.9, beard="moustache", beard_mm=8.0, headwear="none"),
+                                  dict(headwear="beanie", headwear_mm=8.0, hair="long")]
 
 
 def _head_part(scan) -> np.ndarray:

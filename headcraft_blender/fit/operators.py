@@ -85,6 +85,23 @@ class HEADCRAFT_OT_detect_landmarks(_ScanOperator, bpy.types.Operator):
         return _submit(self, f"Landmarks on {name}", "fit.landmarks", {"name": name}, arrays, apply)
 
 
+def _scan_arrays(op, scan, hand_landmarks: bool) -> dict | None:
+    """The scan's arrays, with its hand-placed landmarks when asked for (None: reported)."""
+    arrays = objects.scan_arrays(scan)
+    if hand_landmarks:
+        lmk = landmarks_object(scan)
+        if lmk is None:
+            op.report({"ERROR"}, f"No '{scan.name} Landmarks' object: press Detect Landmarks "
+                                 f"first, or choose Automatic")
+            return None
+        try:
+            arrays.update(objects.landmark_arrays(lmk))
+        except ValueError as exc:
+            op.report({"ERROR"}, str(exc))
+            return None
+    return arrays
+
+
 class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
     """Fit the head model and high-detail displacements to the scan (the scan is not changed)"""
     bl_idname = "headcraft.fit_scan"
@@ -94,18 +111,9 @@ class HEADCRAFT_OT_fit_scan(_ScanOperator, bpy.types.Operator):
     def execute(self, context):
         s = context.scene.headcraft.fit
         scan = chosen_scan(context)
-        arrays = objects.scan_arrays(scan)
-        if s.landmarks == "HAND":
-            lmk = landmarks_object(scan)
-            if lmk is None:
-                self.report({"ERROR"}, f"No '{scan.name} Landmarks' object: press Detect Landmarks "
-                                       f"first, or choose Automatic")
-                return {"CANCELLED"}
-            try:
-                arrays.update(objects.landmark_arrays(lmk))
-            except ValueError as exc:
-                self.report({"ERROR"}, str(exc))
-                return {"CANCELLED"}
+        arrays = _scan_arrays(self, scan, s.landmarks == "HAND")
+        if arrays is None:
+            return {"CANCELLED"}
         params = dict(model_params(s.model), name=scan.name, preset=s.preset.lower(),
                       partial=s.scan_kind != "FULL", sparse=s.scan_kind == "SPARSE")
         params.update(fit_settings(context.scene))
@@ -139,18 +147,9 @@ class HEADCRAFT_OT_complete_scan(bpy.types.Operator):
         settings = context.scene.headcraft
         s = settings.fit
         scan = chosen_scan(context)
-        arrays = objects.scan_arrays(scan)
-        if s.landmarks == "HAND":
-            lmk = landmarks_object(scan)
-            if lmk is None:
-                self.report({"ERROR"}, f"No '{scan.name} Landmarks' object: press Detect Landmarks "
-                                       f"first, or choose Automatic")
-                return {"CANCELLED"}
-            try:
-                arrays.update(objects.landmark_arrays(lmk))
-            except ValueError as exc:
-                self.report({"ERROR"}, str(exc))
-                return {"CANCELLED"}
+        arrays = _scan_arrays(self, scan, s.landmarks == "HAND")
+        if arrays is None:
+            return {"CANCELLED"}
         checkpoint = settings.generate.checkpoint
         n = s.latent_steps
         params = dict(model_params(s.model), name=scan.name, preset=s.preset.lower(), sparse=s.scan_kind == "SPARSE",
