@@ -33,7 +33,7 @@ RENAMED = {
         ("contact_columns", "sheet_columns"))},
 }
 # settings that came after the grouping (no old file holds them)
-ADDED = {("generate", "hair_source")}
+ADDED = {("generate", "hair_source"), ("fit", "latent_steps"), ("fit", "keep_observed")}
 # A file stores an enum setting as its item's index: the old settings' items, in their order.
 OLD_ENUM_ITEMS = {
     "model": ("OPENHEAD", "FLAME"), "fit_model": ("OPENHEAD", "FLAME"), "fit_preset": ("PAPER", "PREVIEW"),
