@@ -38,6 +38,25 @@ result = str(checkpoint.save(G, path)[1])
 """, path=str(path), seed=seed, to_rgb_scale=to_rgb_scale)
 
 
+def random_openhead(path, seed: int = 4):
+    """(vertices (V, 3) metres, faces) of an OpenHead with a random identity (30 components), made in
+    the backend's Python and passed through `path` (.npz)."""
+    import numpy as np
+    run("""
+import numpy as np, torch
+from headcraft_backend.head.model import HeadModel
+from headcraft_backend.head.registry import load_model_data
+d = load_model_data({"model": "openhead"})
+rng = np.random.default_rng(seed)
+with torch.no_grad():
+    v = HeadModel(d)(shape=torch.tensor(rng.standard_normal((1, 30)), dtype=torch.float32)).vertices[0].numpy()
+np.savez(path, vertices=v, faces=d.faces)
+result = None
+""", path=str(path), seed=seed)
+    with np.load(path) as f:
+        return f["vertices"], f["faces"]
+
+
 def demo_model_resolution() -> int:
     return run("""
 from headcraft_backend.generate import checkpoint

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from backend_side import run
+from backend_side import random_openhead
 from recording_layout import draw
 
 
@@ -10,20 +10,8 @@ from recording_layout import draw
 def front_scan(blender, ext, tmp_path):
     """The front half of an OpenHead with a random identity, in millimetres: a single view's worth."""
     bpy = blender
-    run("""
-import numpy as np, torch
-from headcraft_backend.head.model import HeadModel
-from headcraft_backend.head.registry import load_model_data
-d = load_model_data({"model": "openhead"})
-rng = np.random.default_rng(4)
-with torch.no_grad():
-    v = HeadModel(d)(shape=torch.tensor(rng.standard_normal((1, 30)), dtype=torch.float32)).vertices[0].numpy()
-front = d.faces[(v[d.faces][:, :, 2] > np.quantile(v[:, 2], 0.5)).all(1)]
-np.savez(path, vertices=v, faces=front)
-result = None
-""", path=str(tmp_path / "scan.npz"))
-    with np.load(tmp_path / "scan.npz") as f:
-        v, faces = f["vertices"], f["faces"]
+    v, all_faces = random_openhead(tmp_path / "scan.npz")
+    faces = all_faces[(v[all_faces][:, :, 2] > np.quantile(v[:, 2], 0.5)).all(1)]
     used = np.unique(faces)
     remap = np.zeros(len(v), np.int64)
     remap[used] = np.arange(len(used))

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from backend_side import run
+from backend_side import random_openhead, run
 from recording_layout import draw
 
 
@@ -12,19 +12,7 @@ from recording_layout import draw
 def scan(blender, ext, tmp_path):
     """An OpenHead with a random identity, in millimetres, rotated: what an import gives."""
     bpy = blender
-    run("""
-import numpy as np, torch
-from headcraft_backend.head.model import HeadModel
-from headcraft_backend.head.registry import load_model_data
-d = load_model_data({"model": "openhead"})
-rng = np.random.default_rng(4)
-with torch.no_grad():
-    v = HeadModel(d)(shape=torch.tensor(rng.standard_normal((1, 30)), dtype=torch.float32)).vertices[0].numpy()
-np.savez(path, vertices=v, faces=d.faces)
-result = None
-""", path=str(tmp_path / "scan.npz"))
-    with np.load(tmp_path / "scan.npz") as f:
-        v, faces = f["vertices"], f["faces"]
+    v, faces = random_openhead(tmp_path / "scan.npz")
     me = ext.meshdata.new_mesh("Scan", ext.meshdata.model_to_blender(v) * 1000.0, faces)
     obj = bpy.data.objects.new("Scan", me)
     bpy.context.scene.collection.objects.link(obj)
