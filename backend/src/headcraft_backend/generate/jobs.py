@@ -302,18 +302,9 @@ def complete_job(ctx, params, arrays):
            "base": res.base.astype(np.float32), "final": res.final, "displacement": res.displacement,
            "visibility": res.visibility.astype(np.uint8), "coarse_vertices": res.fit.coarse.vertices.astype(np.float32),
            "map": res.map, "partial_map": res.partial_map, "mask": res.mask}
-    return _finite({"model": head.model.data.name, "version": head.model.data.version,
+    return {"model": head.model.data.name, "version": head.model.data.version,
             "similarity": {"scale": sim.scale, "rotation": sim.rotation.ravel().tolist(),
                            "translation": sim.translation.tolist()},
             "report": res.fit.report, "notes": notes, "layout": head.layout.name, "generator": info["source"],
             "seen": float(res.visibility.mean()),
-            "final_loss": res.loss_history[-1] if res.loss_history else None}), out
-
-
-def _finite(value):
-    """JSON-safe fields: a region the partial scan does not reach has NaN figures; they go as null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and not np.isfinite(value) else value
+            "final_loss": res.loss_history[-1] if res.loss_history else None}, out
