@@ -91,6 +91,25 @@ def test_pruning_drops_far_pairs():
     assert pruned_chamfer(v, s, t2s, s2t, 1.0, "paper").item() == pytest.approx(1.0, rel=1e-5)
 
 
+def test_far_pairs_reach_past_the_pruning_radius_only_from_their_vertices():
+    """A scan point beyond the pruning radius keeps its pair when its nearest template vertex is
+    one of the `far` vertices (within the far radius), and only then; the kept squared distance
+    is in the loss and pulls that vertex."""
+    v = torch.tensor([[0.0, 0, 0], [0.0, 10, 0]], requires_grad=True)
+    s = torch.tensor([[0.0, 0.5, 0], [0.0, 15, 0], [0.0, 60, 0], [0.0, -5, 0]])
+    mask = torch.tensor([False, True])
+    for far, kept, n_far in ((None, 1, 0), ((mask, 20.0), 2, 1), ((mask, 100.0), 3, 2), ((~mask, 100.0), 2, 1)):
+        pc = PairedChamfer(s, 1.0, "reference", far=far)
+        loss = pc(v)
+        assert (pc.kept, pc.far_pairs) == (kept, n_far)
+        if far is not None and far[0][1] and far[1] > 20:
+            loss.backward()                    # 15 and 60 pull vertex 1 up
+            assert v.grad[1, 1] < 0
+            v.grad = None
+    with pytest.raises(ValueError, match="reference"):
+        PairedChamfer(s, 1.0, "paper", far=(mask, 20.0))
+
+
 def test_regulariser_matches_definitions():
     rng = np.random.default_rng(1)
     faces = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 1]])
@@ -453,3 +472,32 @@ def test_paper_preset_moves_the_ears_in_stage_1_and_untangles_them(openhead):
     still = np.setdiff1d(d.regions["face"], np.concatenate([hairline, d.regions["lips"]]))
     assert np.abs(res.stage1[hairline] - to_units(d.v_template)[hairline]).max() > 1e-3
     assert np.abs(res.stage1[still] - to_units(d.v_template)[still]).max() < 1e-6
+
+
+def test_stage_1_grows_the_scalp_out_to_tall_headwear(openhead):
+    """Headwear standing 60 mm off the crown lies far beyond stage 1's pruning radius (~14 mm):
+    the paper preset's far pairs carry the scalp out towards it; without them it stays put."""
+    d, _ = openhead
+    from headcraft_backend.fit.metrics import surface_distances
+    from headcraft_backend.fit.register import vertex_normals
+    from headcraft_backend.fit.scan import Scan
+    base = to_units(d.v_template).astype(np.float32)
+    n = vertex_normals(torch.as_tensor(base), torch.as_tensor(d.faces)).numpy()
+    scalp = d.regions["scalp"]
+    top = scalp[base[scalp, 1] > np.percentile(base[scalp, 1], 70)]
+    worn = base.copy()
+    worn[top] += n[top] * (60.0 / MM_PER_UNIT)
+    scan = Scan(worn, d.faces).sample_points(30_000)
+    crown = Scan(worn, d.faces[np.isin(d.faces, top).all(1)]).sample_points(2_000)
+    gap = {}
+    for far in (True, False):
+        s = preset("paper")
+        assert s.stage1.far > 0 and s.stage2.far == 0 and preset("paper", partial=True).stage1.far == 0
+        s.stage1.steps, s.stage2.steps = 150, 1
+        if not far:
+            s.stage1.far = 0.0
+        res = Registration(base, d.faces, d.regions, scan, s).run()
+        gap[far] = np.median(surface_distances(crown, res.stage1, d.faces)) * MM_PER_UNIT
+        assert not far or res.history[0]["far_pairs"] > 1000
+    assert gap[False] > 55.0          # the crown's scan points as far from the result as at the start
+    assert gap[True] < 45.0           # 150 steps of the 4.6K-vertex template (the dense one: ~800 for 15 cm)

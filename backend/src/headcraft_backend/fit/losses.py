@@ -124,13 +124,30 @@ class NearestNeighbours:
                 return _chunked_argmin(verts, self.scan, self.chunk, within)
             return _bounded(self.scan_tree, verts.detach().cpu().numpy(), within).to(verts.device)
 
-    def nearest_template(self, verts: torch.Tensor, within: float | None = None) -> torch.Tensor:
-        """Index into `verts` of the nearest template vertex for each scan point (-1 as above)."""
+    def nearest_template(self, verts: torch.Tensor, within: float | None = None,
+                         far: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+        """Index into `verts` of the nearest template vertex for each scan point (-1 as above).
+        far = (mask, radius): scan points with none `within` look again up to `radius` and keep
+        what they find if it is a `mask` vertex (one KD-tree for both searches)."""
         with torch.no_grad():
             if self.exact:
-                return _chunked_argmin(self.scan, verts, self.chunk, within)
-            assert self.scan_tree is not None   # built whenever the search is not exact
-            return _bounded(cKDTree(verts.detach().cpu().numpy()), self.scan_tree.data, within).to(verts.device)
+                near = _chunked_argmin(self.scan, verts, self.chunk, within)
+            else:
+                assert self.scan_tree is not None   # built whenever the search is not exact
+                tree = cKDTree(verts.detach().cpu().numpy())
+                near = _bounded(tree, self.scan_tree.data, within).to(verts.device)
+            if far is None:
+                return near
+            mask, radius = far
+            miss = torch.nonzero(near < 0).squeeze(1)
+            if not len(miss):
+                return near
+            if self.exact:
+                again = _chunked_argmin(self.scan[miss], verts, self.chunk, radius)
+            else:
+                again = _bounded(tree, self.scan_tree.data[miss.cpu().numpy()], radius).to(verts.device)
+            near[miss] = torch.where((again >= 0) & mask[again.clamp_min(0)], again, -1)
+            return near
 
 
 def _bounded(tree: cKDTree, queries: np.ndarray, within: float | None) -> torch.Tensor:
@@ -149,13 +166,20 @@ class PairedChamfer:
     points, and in the reference convention the scan->template side, with the kept pairs chosen
     at the refresh, is summed per vertex as count, sum and squared sum of its scan points'
     offsets, so a step costs O(V) instead of gathering every scan point. `moving` (V,) bool
-    restricts the template->scan side to those vertices (the reference convention's mask)."""
+    restricts the template->scan side to those vertices (the reference convention's mask).
+
+    far = (mask, radius), reference convention only: a scan point beyond the pruning radius
+    whose nearest template vertex, within `radius`, is a `mask` vertex keeps its pair. Pruning
+    alone ignores what lies farther than ~14 mm from the start (a turban, a bun, big curls), so
+    the loss is flat and the scalp never grows out to it; with the pair the squared distance
+    pulls hardest on what is farthest until the surface has reached it."""
 
     REACH = 1.5
     STILL = 0.02   # units (0.17 mm): a fifth of the spacing of 200K points on a head
 
     def __init__(self, scan: torch.Tensor, threshold: float, convention: str = "reference",
-                 moving: torch.Tensor | None = None, refresh: int = 10, bruteforce: bool = False):
+                 moving: torch.Tensor | None = None, refresh: int = 10, bruteforce: bool = False,
+                 far: tuple[torch.Tensor, float] | None = None):
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown Chamfer convention {convention!r}; use one of {CONVENTIONS}")
         self.scan, self.threshold, self.convention = scan, float(threshold), convention
@@ -163,6 +187,10 @@ class PairedChamfer:
         self.refresh = 1 if self.nn.exact else max(1, int(refresh))
         self.rows = None if moving is None else torch.nonzero(moving).squeeze(1)
         self.reach = self.REACH * (np.sqrt(self.threshold) if convention == "reference" else self.threshold)
+        if far is not None and convention != "reference":
+            raise ValueError("far pairs need the reference convention's squared Chamfer")
+        self.far = far
+        self.far_pairs = 0      # pairs kept beyond the pruning radius at the last refresh
         self.calls = 0
 
     def _moved(self, verts: torch.Tensor) -> bool:
@@ -178,12 +206,15 @@ class PairedChamfer:
             t2s = self.nn.nearest_scan(mv, self.reach)
             self.found = t2s >= 0
             self.target = self.scan[t2s.clamp_min(0)]
-            s2t = self.nn.nearest_template(verts, self.reach)
+            s2t = self.nn.nearest_template(verts, self.reach, self.far)
             near = s2t >= 0
             self.s2t, self.near_scan = s2t[near], self.scan[near]
             if self.convention == "reference":
                 q = self.near_scan - verts[self.s2t]            # offsets from the refresh's vertices
                 keep = (q * q).sum(-1) < self.threshold
+                if self.far is not None:
+                    self.far_pairs = int((~keep & self.far[0][self.s2t]).sum())
+                    keep |= self.far[0][self.s2t]
                 idx = self.s2t[keep]
                 V = len(verts)
                 qk = q[keep]                # |q - u|^2 = q.q - 2 q.u + u.u, summed per vertex

@@ -23,6 +23,7 @@ CONVERGE_WINDOW = 100      # steps
 SMOOTH = 10.0              # the default convention's smoothness of steps (StageSettings.smooth)
 W_FOLD = 100.0             # and its fold barrier's weight, both stages
 HAIRLINE_BAND = 30.0 / MM_PER_UNIT   # face_bands
+FAR_REACH = 300.0 / MM_PER_UNIT      # StageSettings.far of the default convention's stage 1
 
 
 @dataclasses.dataclass
@@ -48,6 +49,9 @@ class StageSettings:
     smooth: float = 0.0
     # Chamfer form of this stage (losses.CONVENTIONS; None: the registration convention's).
     chamfer: str | None = None
+    # Scan points up to this far (units) from the moving scalp keep their pairs past the pruning
+    # radius (losses.PairedChamfer's far pairs; squared Chamfer only; 0: off).
+    far: float = 0.0
 
 
 @dataclasses.dataclass
@@ -100,7 +104,8 @@ def preset(name: str = "paper", convention: str = "default", partial: bool = Fal
         # on procedural scans: whole-head p95 1.5 mm, against 8 mm with distances). Smooth steps
         # and the fold barrier in both stages: without them stage 1 folded the scalp where it
         # meets the frozen ears (220 triangles on the Demosthenes bust), with them none.
-        s1 = dataclasses.replace(s1, chamfer="reference", prune=w1["prune"], smooth=SMOOTH, w_fold=W_FOLD)
+        s1 = dataclasses.replace(s1, chamfer="reference", prune=w1["prune"], smooth=SMOOTH, w_fold=W_FOLD,
+                                 far=0.0 if partial else FAR_REACH)
         s2 = dataclasses.replace(s2, lr=3e-3 * lr, decay_to=0.01, smooth=SMOOTH, w_fold=W_FOLD)
     if partial:  # stronger stage-1 regularisation and wider pruning for partial observations
         squared1 = (s1.chamfer or CONVENTIONS[convention][0]) == "reference"
@@ -286,6 +291,9 @@ class Registration:
             move1 &= self.support
             move2 &= self.support
         self.move1 = torch.as_tensor(move1, device=self.device)
+        far = np.zeros(V, bool)
+        far[region("scalp")] = True
+        self.far = torch.as_tensor(far & move1, device=self.device)   # who may take far pairs
         self.move2 = torch.as_tensor(move2, device=self.device)
         self.history: list[dict] = []
         self.faces_np = np.asarray(faces)
@@ -305,7 +313,8 @@ class Registration:
         # folds count against the fitted template, so a triangle may not turn over in two halves
         fold = FoldBarrier(self.faces, moving, self.base, s.fold_cos) if s.w_fold > 0 else None
         chamfer = PairedChamfer(self.scan, s.prune, conv, moving if conv == "reference" else None,
-                                self.settings.refresh, self.settings.bruteforce)
+                                self.settings.refresh, self.settings.bruteforce,
+                                far=(self.far & moving, s.far) if s.far > 0 else None)
         losses: dict[int, float] = {}
         for step in range(s.steps):
             verts = verts_fn()
@@ -323,7 +332,8 @@ class Registration:
             converged = False
             if step % 10 == 0 or step == s.steps - 1:
                 row: dict[str, Any] = {"stage": name, "step": step, "loss": loss.item(), "chamfer": lc.item(),
-                       "edge": le.item(), "laplacian": ll.item(), "fold": 0.0 if lf is None else lf.item()}
+                       "edge": le.item(), "laplacian": ll.item(), "fold": 0.0 if lf is None else lf.item(),
+                       "far_pairs": chamfer.far_pairs}
                 self.history.append(row)
                 losses[step] = row["loss"]
                 before = losses.get(step - CONVERGE_WINDOW)
