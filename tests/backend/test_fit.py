@@ -106,6 +106,10 @@ def test_far_pairs_reach_past_the_pruning_radius_only_from_their_vertices():
             loss.backward()                    # 15 and 60 pull vertex 1 up
             assert v.grad[1, 1] < 0
             v.grad = None
+            assert torch.equal(pc.far_candidates, torch.tensor([False, True, True, False]))
+            pc.refresh = 1                     # later refreshes search again from the candidates only
+            pc(v.detach() + torch.tensor([0.0, 1.0, 0.0]))
+            assert (pc.kept, pc.far_pairs) == (3, 2)
     with pytest.raises(ValueError, match="reference"):
         PairedChamfer(s, 1.0, "paper", far=(mask, 20.0))
 

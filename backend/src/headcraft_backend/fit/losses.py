@@ -14,20 +14,14 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial import cKDTree
 
+from ..head.topology import adjacency, unique_edges
+
 # Conventions. "reference" (the published code, with which the weights were tuned): mean of
 # squared distances, pairs kept when d^2 < threshold (3.0 in stage 1, 1.0 in stage 2), the
 # template->scan side over the moving vertices, regularisers on the displacement (see
 # MeshRegulariser). "paper" (the equations as printed): mean of distances, pairs kept when
 # d < threshold (1.0), regularisers on the vertices.
 CONVENTIONS = ("reference", "paper")
-
-
-def unique_edges(faces: np.ndarray, return_counts: bool = False):
-    """Unique (sorted) vertex pairs of a triangle mesh; with return_counts also how many faces
-    share each one."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    e.sort(axis=1)
-    return np.unique(e, axis=0, return_counts=return_counts)  # type: ignore[call-overload]  # numpy 1.26: Literal flags only
 
 
 def _csr(m: sp.csr_matrix, device) -> torch.Tensor:
@@ -63,14 +57,11 @@ class MeshRegulariser:
         faces = np.asarray(faces)
         n = num_vertices
         edges, counts = unique_edges(faces, return_counts=True)
-        rows = np.concatenate([edges[:, 0], edges[:, 1]])
-        cols = np.concatenate([edges[:, 1], edges[:, 0]])
-        A = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n))
+        A = adjacency(edges, n, dtype=np.float32)
         deg = np.asarray(A.sum(1)).ravel().astype(np.float32)
         L = (sp.identity(n, np.float32, format="csr") - sp.diags(1.0 / np.maximum(deg, 1)) @ A).tocsr()
         reference = convention == "reference"
-        w = np.tile(counts if reference else np.ones(len(edges)), 2).astype(np.float32)
-        Aw = sp.csr_matrix((w, (rows, cols)), shape=(n, n))
+        Aw = adjacency(edges, n, counts if reference else None, np.float32)
         K = (sp.diags(np.asarray(Aw.sum(1)).ravel()) - Aw).tocsr()     # symmetric
         self.L, self.LT, self.K = _csr(L, device), _csr(L.T.tocsr(), device), _csr(K, device)
         self.edge_norm = float(len(faces) if reference else len(edges))
@@ -125,10 +116,12 @@ class NearestNeighbours:
             return _bounded(self.scan_tree, verts.detach().cpu().numpy(), within).to(verts.device)
 
     def nearest_template(self, verts: torch.Tensor, within: float | None = None,
-                         far: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+                         far: tuple[torch.Tensor, float] | None = None,
+                         candidates: torch.Tensor | None = None) -> torch.Tensor:
         """Index into `verts` of the nearest template vertex for each scan point (-1 as above).
-        far = (mask, radius): scan points with none `within` look again up to `radius` and keep
-        what they find if it is a `mask` vertex (one KD-tree for both searches)."""
+        far = (mask, radius): scan points with none `within` (and, given `candidates` (N,) bool,
+        among those) look again up to `radius` and keep what they find if it is a `mask` vertex
+        (one KD-tree for both searches)."""
         with torch.no_grad():
             if self.exact:
                 near = _chunked_argmin(self.scan, verts, self.chunk, within)
@@ -139,7 +132,7 @@ class NearestNeighbours:
             if far is None:
                 return near
             mask, radius = far
-            miss = torch.nonzero(near < 0).squeeze(1)
+            miss = torch.nonzero((near < 0) if candidates is None else (near < 0) & candidates).squeeze(1)
             if not len(miss):
                 return near
             if self.exact:
@@ -191,6 +184,9 @@ class PairedChamfer:
             raise ValueError("far pairs need the reference convention's squared Chamfer")
         self.far = far
         self.far_pairs = 0      # pairs kept beyond the pruning radius at the last refresh
+        # Scan points that found a far vertex at the first refresh: only they search again
+        # (a bust's chest, nearest the frozen neck, would cost a wide search every refresh).
+        self.far_candidates: torch.Tensor | None = None
         self.calls = 0
 
     def _moved(self, verts: torch.Tensor) -> bool:
@@ -206,7 +202,9 @@ class PairedChamfer:
             t2s = self.nn.nearest_scan(mv, self.reach)
             self.found = t2s >= 0
             self.target = self.scan[t2s.clamp_min(0)]
-            s2t = self.nn.nearest_template(verts, self.reach, self.far)
+            s2t = self.nn.nearest_template(verts, self.reach, self.far, self.far_candidates)
+            if self.far is not None and self.far_candidates is None:
+                self.far_candidates = (s2t >= 0) & self.far[0][s2t.clamp_min(0)]
             near = s2t >= 0
             self.s2t, self.near_scan = s2t[near], self.scan[near]
             if self.convention == "reference":

@@ -203,11 +203,8 @@ class SmoothField:
     def __init__(self, faces: np.ndarray, moving: np.ndarray, smooth: float):
         import scipy.sparse as sp
         from scipy.sparse.linalg import splu
-        from .losses import unique_edges
-        e = unique_edges(faces)
-        n = len(moving)
-        A = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])),
-                          shape=(n, n)).tocsr()
+        from ..head.topology import adjacency, unique_edges
+        A = adjacency(unique_edges(faces), len(moving))
         K = sp.diags(np.asarray(A.sum(1)).ravel()) - A   # rows keep edges to still vertices: x = 0 there
         idx = np.flatnonzero(moving)
         self.M = (sp.identity(len(idx)) + smooth * K[idx][:, idx]).tocsc()

@@ -24,14 +24,13 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..compute import Compute
 from ..errors import UserError
 from ..fit.depth import Intrinsics, back_project
-from ..fit.losses import unique_edges
 from ..fit.pipeline import FitOptions, FitResult, fit_scan
 from ..fit.scan import Scan, sanitize
+from ..head.topology import averaging, unique_edges
 from ..layout.maps import MappedHead, apply_map, bake_displacement
 from .fit_latent import LatentFitSettings, fit_latent
 from .networks import Generator
@@ -131,11 +130,7 @@ def complete_scan(compute: Compute, head: MappedHead, G: Generator | PCAModel, s
 
 def observed_weight(faces: np.ndarray, visibility: np.ndarray, rings: int = BLEND_RINGS) -> np.ndarray:
     """1 deep inside the seen part, 0 outside it, fading over `rings` rings inside its border."""
-    e = unique_edges(np.asarray(faces, np.int64))
-    n = len(visibility)
-    adj = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n))
-    adj = sp.csr_matrix(adj) + sp.identity(n, format="csr")
-    avg = sp.diags(1.0 / np.asarray(adj.sum(1)).ravel()) @ adj
+    avg = averaging(unique_edges(np.asarray(faces, np.int64)), len(visibility), self_weight=1.0)
     w = np.asarray(visibility, np.float64)
     for _ in range(rings):          # erode: a vertex stays 1 only when its whole ring is
         w = np.minimum(w, (avg @ w >= 1 - 1e-9).astype(np.float64))

@@ -48,7 +48,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from ..head.data import HeadModelData
-from ..fit.losses import unique_edges
+from ..head.topology import adjacency, averaging, unique_edges
 from ..fit.render import vertex_normals
 from ..raster import Camera, rasterize
 
@@ -182,18 +182,12 @@ def _euler(rx, ry, rz):
 def _graph(v, f):
     e = unique_edges(f)
     w = np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1)
-    n = len(v)
-    g = sp.coo_matrix((np.r_[w, w], (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), (n, n))
-    return g.tocsr()
+    return adjacency(e, len(v), w)
 
 
 def _laplacian_average(f, n):
     """Row-normalised vertex adjacency (uniform averaging operator)."""
-    e = unique_edges(f)
-    a = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])),
-                      (n, n)).tocsr()
-    deg = np.asarray(a.sum(1)).ravel()
-    return sp.diags(1.0 / np.maximum(deg, 1)) @ a
+    return averaging(unique_edges(f), n)
 
 
 def _geodesic(graph, sources, limit):
