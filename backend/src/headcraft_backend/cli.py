@@ -924,8 +924,9 @@ def main(argv=None) -> int:
                         "TensorBoard logs, sample grids, multi-GPU/multi-node DDP)")
     tr.add_argument("data", help="folder of .exr, .npy or 16-bit PNG triplets")
     tr.add_argument("--out", default="runs/generator", help="run folder: checkpoints/, tensorboard/, samples/")
-    tr.add_argument("--preset", choices=("paper", "small"), default=None,
-                    help="paper: 256^2, 512-d (default with CUDA); small: 64^2, 128-d for a CPU (default without)")
+    tr.add_argument("--preset", choices=("paper", "small", "demo"), default=None,
+                    help="paper: 256^2, 512-d (default with CUDA); small: 64^2, 128-d for a CPU (default without); "
+                    "demo: 128^2, 256-d, the bundled model's")
     for name, kind in TRAIN_OVERRIDES:
         tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
     tr.add_argument("--devices", default="auto", help="processes per node (GPUs, or CPU processes with ddp)")
