@@ -353,6 +353,30 @@ def test_untangle_undoes_only_new_crossings(openhead):
     assert (np.linalg.norm(out - moved, axis=1)[kept] == 0).mean() > 0.99    # the rest keep their moves
 
 
+def test_untangle_also_undoes_folds_it_finds(openhead):
+    """A triangle turned over from `start` (here a face vertex pulled past a neighbour) is
+    wrong too: its vertices' moves are halved until no triangle is folded."""
+    from headcraft_backend.fit.register import untangle
+    d, _ = openhead
+    start = d.v_template.astype(np.float64)
+    face = d.regions["face"]
+    ring = d.faces[np.isin(d.faces, face[len(face) // 2]).any(1)]
+    v = face[len(face) // 2]
+    others = np.setdiff1d(ring, [v])
+    moved = start.copy()
+    moved[v] += 2.5 * (start[others[0]] - start[v])                 # sideways past a neighbour
+
+    def folded(x):
+        n = lambda y: np.cross(y[ring[:, 1]] - y[ring[:, 0]], y[ring[:, 2]] - y[ring[:, 0]])  # noqa: E731
+        return int(((n(x) * n(start)).sum(1) < 0).sum())
+
+    assert folded(moved) > 0
+    out, touched = untangle(moved, start, d.faces, face)
+    assert folded(out) == 0 and touched > 0
+    far = np.setdiff1d(np.arange(len(start)), np.unique(ring))
+    np.testing.assert_array_equal(out[far], moved[far])
+
+
 def test_partial_hull_mask():
     rng = np.random.default_rng(9)
     cloud = rng.uniform(-1, 1, size=(2000, 3)) * [1, 1, 0.2]
@@ -458,7 +482,7 @@ def test_paper_preset_moves_the_ears_in_stage_1_and_untangles_them(openhead):
     """The default convention's paper preset lets stage 1 move the ears (the model fits real ears
     2-3 mm off), the lips and the face near the scalp; preview and the paper's own conventions
     keep them frozen."""
-    assert preset("paper").stage1_regions == ("scalp", "ears", "lips", "hairline")
+    assert preset("paper").stage1_regions == ("scalp", "ears", "lips", "hairline", "lids")
     assert preset("preview").stage1_regions == preset("paper", "paper").stage1_regions == ("scalp",)
     d, m = openhead
     v, *_ = _posed(m, d, seed=3, jaw=0.0, spread=0.3)
@@ -473,7 +497,9 @@ def test_paper_preset_moves_the_ears_in_stage_1_and_untangles_them(openhead):
     assert np.abs(res.stage1[ears] - to_units(d.v_template)[ears]).max() > 1e-3
     hairline = face_bands(to_units(d.v_template), d.regions)["hairline"]
     assert set(hairline) <= set(reg.checked) and 0 < len(hairline) < len(d.regions["face"])
-    still = np.setdiff1d(d.regions["face"], np.concatenate([hairline, d.regions["lips"]]))
+    lids = face_bands(to_units(d.v_template), d.regions)["lids"]
+    assert 0 < len(lids) < len(d.regions["face"]) / 4 and set(lids) <= set(reg.checked)
+    still = np.setdiff1d(d.regions["face"], np.concatenate([hairline, lids, d.regions["lips"]]))
     assert np.abs(res.stage1[hairline] - to_units(d.v_template)[hairline]).max() > 1e-3
     assert np.abs(res.stage1[still] - to_units(d.v_template)[still]).max() < 1e-6
 

@@ -136,7 +136,7 @@ def fit_scan(model: HeadModel, dense: DenseTemplate, scan: Scan, options: FitOpt
     final = to_metres(reg.final)
     notes = list(scan.notes)
     if reg.untangled:
-        notes.append(f"{reg.untangled} face and hair vertices moved less in stage 2 so that no triangles cross")
+        notes.append(f"{reg.untangled} face and hair vertices moved less so that no triangles cross or turn over")
     report(0.97, "errors", "measuring the fit")
     surface = None if scan.faces is None else (to_units(coarse.similarity.inverse(scan.vertices)), scan.faces)
     err, table = error_report(final, dense, scan_units, surface)

@@ -23,6 +23,7 @@ CONVERGE_WINDOW = 100      # steps
 SMOOTH = 10.0              # the default convention's smoothness of steps (StageSettings.smooth)
 W_FOLD = 100.0             # and its fold barrier's weight, both stages
 HAIRLINE_BAND = 30.0 / MM_PER_UNIT   # face_bands
+LID_BAND = 6.0 / MM_PER_UNIT         # face_bands
 FAR_REACH = 300.0 / MM_PER_UNIT      # StageSettings.far of the default convention's stage 1
 
 
@@ -113,12 +114,15 @@ def preset(name: str = "paper", convention: str = "default", partial: bool = Fal
         s2 = dataclasses.replace(s2, prune=0.1)
     # The default convention's paper preset also moves in stage 1 the ears (the model fits them
     # 2-3 mm off a real ear), the lips (the coarse fit can leave a lip a few mm proud, and stage
-    # 2 cannot move a thin flap back along its normals without folding it) and the face within
-    # 30 mm of the scalp (hair over the temples and forehead); with smooth steps and the fold
-    # barrier they reach the scan without a fold (Demosthenes: face p95 2.31 -> 1.54 mm, scalp
-    # p95 2.22 -> 1.39 mm, ears median 2.6 -> 1.37 mm). The preview preset's 4x steps fold the
-    # ear/scalp border (3 triangles), so there they keep the coarse fit.
-    regions = ("scalp", "ears", "lips", "hairline") if convention == "default" and name == "paper" else ("scalp",)
+    # 2 cannot move a thin flap back along its normals without folding it), the face within
+    # 30 mm of the scalp (hair over the temples and forehead) and the lids (face within 6 mm of
+    # the eyeballs, which stage 2 keeps still); with smooth steps and the fold barrier they reach
+    # the scan, and lids that would cross the eyeballs are untangled after stage 1 (Demosthenes:
+    # face p95 2.31 -> 1.44 mm, scalp p95 2.22 -> 1.41 mm, ears median 2.6 -> 1.39 mm, no fold or
+    # crossing). The preview preset's 4x steps fold the ear/scalp border (3 triangles), so
+    # there they keep the coarse fit.
+    regions = (("scalp", "ears", "lips", "hairline", "lids") if convention == "default" and name == "paper"
+               else ("scalp",))
     return RegistrationSettings(s1, s2, convention=convention, partial=partial, refresh=10,
                                 stage1_regions=regions)
 
@@ -130,7 +134,7 @@ class RegistrationResult:
     displacement: np.ndarray    # (V, 3) final - base (object-space vector displacement)
     visibility: np.ndarray | None   # (V,) bool for partial fits: vertices supported by the cloud
     history: list[dict]         # per logged step: stage, step, loss terms
-    untangled: int = 0          # vertices whose stage-2 displacement was shrunk to uncross face and hair
+    untangled: int = 0          # vertices whose moves were shrunk so that no triangles cross or turn over (untangle)
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -153,24 +157,33 @@ def hull_mask(points: np.ndarray, verts: np.ndarray, up: np.ndarray = np.array([
 
 
 def untangle(verts: np.ndarray, start: np.ndarray, faces: np.ndarray, region: np.ndarray,
-             rounds: int = 6) -> tuple[np.ndarray, int]:
+             rounds: int = 6, rest: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Halve, round by round, the move from `start` of the vertices of triangles in `region`
-    that cross each other in `verts` but not in `start`; what still crosses goes back to
-    `start`. Returns the vertices and how many were touched."""
+    that cross each other in `verts` but not in `start`, or whose normal turned over from
+    the one in `rest` (default `start`; halving one vertex's move and not its neighbour's can
+    fold a triangle); what is still wrong goes back to `start`. Returns the vertices and how
+    many were touched."""
     from .metrics import self_intersecting_pairs
+    inside = np.zeros(len(verts), bool)
+    inside[region] = True
+    tris = faces[inside[faces].any(1)]
 
-    def new_crossings(v):
-        pairs = self_intersecting_pairs(v, faces, region, within=True)
-        return [p for p in map(tuple, pairs) if p not in before]
+    def normals(v):
+        return np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
+
+    def wrong(v):
+        pairs = [p for p in map(tuple, self_intersecting_pairs(v, faces, region, within=True)) if p not in before]
+        folded = tris[(normals(v) * rest_n).sum(1) < 0]
+        return np.unique(np.r_[faces[np.array(pairs, np.int64).reshape(-1)].ravel(), folded.ravel()])
 
     before = set(map(tuple, self_intersecting_pairs(start, faces, region, within=True)))
+    rest_n = normals(start if rest is None else rest)
     out = verts.copy()
     touched = np.zeros(len(out), bool)
     for k in range(rounds + 1):
-        new = new_crossings(out)
-        if not new:
+        vs = wrong(out)
+        if not len(vs):
             break
-        vs = np.unique(faces[np.array(new).ravel()])
         touched[vs] = True
         out[vs] = start[vs] if k == rounds else start[vs] + 0.5 * (out[vs] - start[vs])
     return out, int(touched.sum())
@@ -246,10 +259,15 @@ def face_bands(base: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, np
     normals cannot reach the hair's surface."""
     face = np.asarray(regions.get("face", []), np.int64)
     scalp = np.asarray(regions.get("scalp", []), np.int64)
-    if not len(face) or not len(scalp):
-        return {}
-    d, _ = cKDTree(base[scalp]).query(base[face], workers=-1)
-    return {"hairline": face[d < HAIRLINE_BAND]}
+    eyes = np.asarray(regions.get("eyeballs", []), np.int64)
+    bands = {}
+    if len(face) and len(scalp):
+        d, _ = cKDTree(base[scalp]).query(base[face], workers=-1)
+        bands["hairline"] = face[d < HAIRLINE_BAND]
+    if len(face) and len(eyes):
+        d, _ = cKDTree(base[eyes]).query(base[face], workers=-1)
+        bands["lids"] = face[d < LID_BAND]
+    return bands
 
 
 class Registration:
@@ -288,6 +306,8 @@ class Registration:
             move1 &= self.support
             move2 &= self.support
         self.move1 = torch.as_tensor(move1, device=self.device)
+        # lids moved in stage 1 are untangled from the (still) eyeballs after it
+        self.lids = np.r_[region("lids"), region("eyeballs")] if "lids" in settings.stage1_regions else None
         far = np.zeros(V, bool)
         far[region("scalp")] = True
         self.far = torch.as_tensor(far & move1, device=self.device)   # who may take far pairs
@@ -364,6 +384,10 @@ class Registration:
         D0 = (torch.randn(self.base.shape, generator=gen) * s.init_std).to(self.device)
         D, field1 = self._field(D0, self.move1, s.stage1.smooth)
         stage1 = self._optimise("stage 1", [D], lambda: self.base + field1(), s.stage1, self.base, self.move1, 0.0, 0.5)
+        untangled = 0
+        if self.lids is not None and s.untangle:
+            fixed, n = untangle(stage1.cpu().numpy(), self.base.cpu().numpy(), self.faces_np, self.lids)
+            stage1, untangled = torch.as_tensor(fixed, device=self.device), n
         normals = vertex_normals(stage1, self.faces).detach()
         width = 1 if s.stage2_mode == "scalar" else 3
         if s.stage2_mode not in ("scalar", "vector"):
@@ -376,10 +400,10 @@ class Registration:
             d, _ = cKDTree(self.scan.cpu().numpy()).query(final.cpu().numpy(), workers=-1)
             visibility = (d <= t) & self.support     # supp. B.1: m_final = m * [distance <= t]
         stage1_np, final_np = stage1.cpu().numpy(), final.cpu().numpy()
-        untangled = 0
         if len(self.checked) and s.untangle:
             self.report(0.99, "stage 2", "checking face and hair for crossed triangles")
-            final_np, untangled = untangle(final_np, stage1_np, self.faces_np, self.checked)
+            final_np, n = untangle(final_np, stage1_np, self.faces_np, self.checked, rest=self.base.cpu().numpy())
+            untangled += n
         return RegistrationResult(stage1=stage1_np, final=final_np,
                                   displacement=final_np - self.base.cpu().numpy(),
                                   visibility=visibility, history=self.history, untangled=untangled)
