@@ -138,6 +138,7 @@ class NearestNeighbours:
             if self.exact:
                 again = _chunked_argmin(self.scan[miss], verts, self.chunk, radius)
             else:
+                assert self.scan_tree is not None
                 again = _bounded(tree, self.scan_tree.data[miss.cpu().numpy()], radius).to(verts.device)
             near[miss] = torch.where((again >= 0) & mask[again.clamp_min(0)], again, -1)
             return near
