@@ -167,25 +167,34 @@ def untangle(verts: np.ndarray, start: np.ndarray, faces: np.ndarray, region: np
     inside = np.zeros(len(verts), bool)
     inside[region] = True
     tris = faces[inside[faces].any(1)]
+    whole = inside[faces].all(1)          # triangles in the region: the crossings that count
 
     def normals(v):
         return np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
 
-    def wrong(v):
-        pairs = [p for p in map(tuple, self_intersecting_pairs(v, faces, region, within=True)) if p not in before]
+    def wrong(v, moved):
+        # After the first round only pairs with a triangle at a vertex just moved can be new.
+        if moved is None:
+            pairs = self_intersecting_pairs(v, faces, region, within=True)
+        else:
+            pairs = self_intersecting_pairs(v, faces, moved)
+            pairs = pairs[whole[pairs].all(1)]
+        new = np.array([p for p in map(tuple, pairs) if p not in before], np.int64).reshape(-1, 2)
         folded = tris[(normals(v) * rest_n).sum(1) < 0]
-        return np.unique(np.r_[faces[np.array(pairs, np.int64).reshape(-1)].ravel(), folded.ravel()])
+        return np.unique(np.r_[faces[new.ravel()].ravel(), folded.ravel()])
 
     before = set(map(tuple, self_intersecting_pairs(start, faces, region, within=True)))
     rest_n = normals(start if rest is None else rest)
     out = verts.copy()
     touched = np.zeros(len(out), bool)
+    moved = None
     for k in range(rounds + 1):
-        vs = wrong(out)
+        vs = wrong(out, moved)
         if not len(vs):
             break
         touched[vs] = True
         out[vs] = start[vs] if k == rounds else start[vs] + 0.5 * (out[vs] - start[vs])
+        moved = vs
     return out, int(touched.sum())
 
 
