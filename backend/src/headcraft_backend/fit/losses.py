@@ -212,8 +212,9 @@ class PairedChamfer:
                 q = self.near_scan - verts[self.s2t]            # offsets from the refresh's vertices
                 keep = (q * q).sum(-1) < self.threshold
                 if self.far is not None:
-                    self.far_pairs = int((~keep & self.far[0][self.s2t]).sum())
-                    keep |= self.far[0][self.s2t]
+                    far = self.far[0][self.s2t]             # pairs of a far vertex: kept at any distance
+                    self.far_pairs = int((~keep & far).sum())
+                    keep |= far
                 idx = self.s2t[keep]
                 V = len(verts)
                 qk = q[keep]                # |q - u|^2 = q.q - 2 q.u + u.u, summed per vertex

@@ -267,15 +267,12 @@ def face_bands(base: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, np
     scalp, where hair, a fringe or sideburns may cover the skin and stage 2's moves along the
     normals cannot reach the hair's surface."""
     face = np.asarray(regions.get("face", []), np.int64)
-    scalp = np.asarray(regions.get("scalp", []), np.int64)
-    eyes = np.asarray(regions.get("eyeballs", []), np.int64)
     bands = {}
-    if len(face) and len(scalp):
-        d, _ = cKDTree(base[scalp]).query(base[face], workers=-1)
-        bands["hairline"] = face[d < HAIRLINE_BAND]
-    if len(face) and len(eyes):
-        d, _ = cKDTree(base[eyes]).query(base[face], workers=-1)
-        bands["lids"] = face[d < LID_BAND]
+    for name, near, width in (("hairline", "scalp", HAIRLINE_BAND), ("lids", "eyeballs", LID_BAND)):
+        other = np.asarray(regions.get(near, []), np.int64)
+        if len(face) and len(other):
+            d, _ = cKDTree(base[other]).query(base[face], workers=-1)
+            bands[name] = face[d < width]
     return bands
 
 
@@ -316,7 +313,7 @@ class Registration:
             move2 &= self.support
         self.move1 = torch.as_tensor(move1, device=self.device)
         # lids moved in stage 1 are untangled from the (still) eyeballs after it
-        self.lids = np.r_[region("lids"), region("eyeballs")] if "lids" in settings.stage1_regions else None
+        self.lid_check = np.r_[region("lids"), region("eyeballs")] if "lids" in settings.stage1_regions else None
         far = np.zeros(V, bool)
         far[region("scalp")] = True
         self.far = torch.as_tensor(far & move1, device=self.device)   # who may take far pairs
@@ -394,8 +391,8 @@ class Registration:
         D, field1 = self._field(D0, self.move1, s.stage1.smooth)
         stage1 = self._optimise("stage 1", [D], lambda: self.base + field1(), s.stage1, self.base, self.move1, 0.0, 0.5)
         untangled = 0
-        if self.lids is not None and s.untangle:
-            fixed, n = untangle(stage1.cpu().numpy(), self.base.cpu().numpy(), self.faces_np, self.lids)
+        if self.lid_check is not None and s.untangle:
+            fixed, n = untangle(stage1.cpu().numpy(), self.base.cpu().numpy(), self.faces_np, self.lid_check)
             stage1, untangled = torch.as_tensor(fixed, device=self.device), n
         normals = vertex_normals(stage1, self.faces).detach()
         width = 1 if s.stage2_mode == "scalar" else 3
