@@ -43,7 +43,9 @@ EXT_ID = "headcraft"
 BPY = "bpy==4.2.23"          # newest 4.2 LTS wheel
 TORCH = "torch==2.13.0"       # the CPU build on this project's machines
 NUMPY = "numpy==1.26.4"       # the numpy Blender 4.2 bundles (and mediapipe needs < 2)
-REQUIREMENTS = [NUMPY, TORCH, BPY, "scipy>=1.10", "pytest>=8", "pytest-timeout>=2.3", "mypy==2.4.1"]
+# pytest-xdist: tests mostly keep one core busy, so two workers halve the suite's time on CI's two cores
+TEST_RUNNERS = ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5"]
+REQUIREMENTS = [NUMPY, TORCH, BPY, "scipy>=1.10", *TEST_RUNNERS, "mypy==2.4.1"]
 # The other Blender versions the manifest admits: bpy and what Blender-side tests import, never
 # torch (the backend runs in .venv, as it runs in its own environment for users).
 BLENDERS = {   # label: (venv, Python, bpy pin)
@@ -58,7 +60,7 @@ BLENDERS = {   # label: (venv, Python, bpy pin)
 # types it as the element: only the None branch goes unchecked).
 TYPECHECK_VENV = ROOT / ".venv-typecheck"
 TYPECHECK_REQUIREMENTS = ["fake-bpy-module-4.2==20260128", "mypy==2.4.1", NUMPY]
-BLENDER_TEST_REQUIREMENTS = ["scipy>=1.10", "Pillow>=10", "OpenEXR>=3.2", "pytest>=8", "pytest-timeout>=2.3"]
+BLENDER_TEST_REQUIREMENTS = ["scipy>=1.10", "Pillow>=10", "OpenEXR>=3.2", *TEST_RUNNERS]
 LPIPS = "lpips==0.1.4"        # only its weight files are read; --no-deps keeps torchvision (and a CUDA torch) out
 WIRE_SRC = ROOT / "backend" / "src" / "headcraft_backend" / "wire.py"
 WIRE_COPY = ROOT / "headcraft_blender" / "client" / "wire.py"
@@ -215,8 +217,9 @@ def typecheck(py: Path | None = None) -> int:
 
 def test(args) -> int:
     """The static checks, then the whole suite on bpy 4.2 (.venv), then tests/blender on each
-    other Blender version with the backend started from .venv's Python. Non-zero when any of
-    them fails (a failed check does not stop the test runs)."""
+    other Blender version with the backend started from .venv's Python, each run spread over
+    pytest-xdist workers. Non-zero when any of them fails (a failed check does not stop the
+    test runs)."""
     py = setup()
     start = time.monotonic()
     code = typecheck(py)
@@ -227,8 +230,10 @@ def test(args) -> int:
     runs += [(f"Blender {pin.split('==')[1]}", setup_blender(label),
               ["tests/blender", "-m", "not backend_bound"]) for label, (_, _, pin) in BLENDERS.items()]
     env = {**os.environ, "HEADCRAFT_BACKEND_PYTHON": str(py)}
+    # two workers or more (CI has two cores), at most four (each holds bpy, torch and a backend)
+    workers = ["-n", str(min(4, max(2, os.cpu_count() or 2)))]
     for name, python, tests in runs:
-        cmd = [python, "-m", "pytest", "-q", "-ra", "--timeout=900", *tests, *args]
+        cmd = [python, "-m", "pytest", "-q", "-ra", "--timeout=900", *workers, *tests, *args]
         print(f"=== {name}\n+", " ".join(map(str, cmd)), flush=True)
         start = time.monotonic()
         code = subprocess.run(cmd, cwd=ROOT, env=env).returncode

@@ -18,13 +18,25 @@ for _name in ("wire.py", "limits.py", "units.py", "presets.py"):
     if not _copy.exists() or _copy.read_bytes() != _src.read_bytes():
         _copy.write_bytes(_src.read_bytes())
 
+# pytest-xdist workers (build.py test runs two): each gets Blender user, cache and staging
+# folders of its own, since they inherit the controller's environment.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _own_folder(var: str, prefix: str) -> None:
+    if WORKER or not os.environ.get(var):
+        os.environ[var] = tempfile.mkdtemp(prefix=prefix)
+
+
 # Nothing a test does with Blender may land in the real ~/.config/blender.
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="headcraft-blender-user-"))
+_own_folder("BLENDER_USER_RESOURCES", "headcraft-blender-user-")
+if WORKER:
+    os.environ["HEADCRAFT_STAGE"] = tempfile.mkdtemp(prefix="headcraft-stage-")
 # bpy before anything imports libigl: once libigl's Embree is loaded, bpy's import fails with an
 # undefined Embree symbol (the other order works). Only this test process has both.
 import bpy  # noqa: E402,F401
 # ...nor in the user's HeadCraft cache (dense templates are rebuilt in a few seconds).
-os.environ.setdefault("HEADCRAFT_CACHE", tempfile.mkdtemp(prefix="headcraft-cache-"))
+_own_folder("HEADCRAFT_CACHE", "headcraft-cache-")
 
 
 @pytest.fixture(scope="session")

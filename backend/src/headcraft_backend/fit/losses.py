@@ -144,6 +144,26 @@ class NearestNeighbours:
             return near
 
 
+def descend(points: torch.Tensor, verts: torch.Tensor, start: torch.Tensor, table: torch.Tensor,
+            rounds: int = 8) -> torch.Tensor:
+    """For each of `points`, walk over the mesh from its `start` vertex to whichever of the
+    current vertex and its neighbours (`table`, topology.neighbour_table) is nearest, until no
+    step helps: the nearest vertex again after the mesh moved a little, at the cost of a few
+    gathers instead of a KD-tree over the whole template."""
+    cur = start.clone()
+    live = torch.arange(len(cur), device=cur.device)
+    for _ in range(rounds):
+        cand = table[cur[live]]                                       # (P, 1 + degree)
+        d = ((verts[cand] - points[live, None]) ** 2).sum(-1)
+        best = cand.gather(1, d.argmin(1, keepdim=True)).squeeze(1)
+        moved = best != cur[live]
+        cur[live] = best
+        live = live[moved]
+        if not len(live):
+            break
+    return cur
+
+
 def _bounded(tree: cKDTree, queries: np.ndarray, within: float | None) -> torch.Tensor:
     d, i = tree.query(queries, workers=-1, distance_upper_bound=np.inf if within is None else within)
     i[~np.isfinite(d)] = -1
@@ -166,14 +186,20 @@ class PairedChamfer:
     whose nearest template vertex, within `radius`, is a `mask` vertex keeps its pair. Pruning
     alone ignores what lies farther than ~14 mm from the start (a turban, a bun, big curls), so
     the loss is flat and the scalp never grows out to it; with the pair the squared distance
-    pulls hardest on what is farthest until the surface has reached it."""
+    pulls hardest on what is farthest until the surface has reached it.
+
+    neighbours (topology.neighbour_table of the template), KD-tree search only: between full
+    searches (every FULL-th refresh) each paired scan point finds its template vertex again by
+    `descend` from the last one, 5-10x cheaper than a tree over the moved template; points
+    without a pair wait for the next full search."""
 
     REACH = 1.5
     STILL = 0.02   # units (0.17 mm): a fifth of the spacing of 200K points on a head
+    FULL = 5
 
     def __init__(self, scan: torch.Tensor, threshold: float, convention: str = "reference",
                  moving: torch.Tensor | None = None, refresh: int = 10, bruteforce: bool = False,
-                 far: tuple[torch.Tensor, float] | None = None):
+                 far: tuple[torch.Tensor, float] | None = None, neighbours: torch.Tensor | None = None):
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown Chamfer convention {convention!r}; use one of {CONVENTIONS}")
         self.scan, self.threshold, self.convention = scan, float(threshold), convention
@@ -189,6 +215,9 @@ class PairedChamfer:
         # (a bust's chest, nearest the frozen neck, would cost a wide search every refresh).
         self.far_candidates: torch.Tensor | None = None
         self.calls = 0
+        self.table = None if self.nn.exact else neighbours
+        self.searches = 0
+        self.s2t_all = torch.empty(0, dtype=torch.long)
 
     def _moved(self, verts: torch.Tensor) -> bool:
         """Whether any vertex moved STILL or more since the last refresh: if none did, its pairs
@@ -203,7 +232,7 @@ class PairedChamfer:
             t2s = self.nn.nearest_scan(mv, self.reach)
             self.found = t2s >= 0
             self.target = self.scan[t2s.clamp_min(0)]
-            s2t = self.nn.nearest_template(verts, self.reach, self.far, self.far_candidates)
+            s2t = self._scan_to_template(verts)
             if self.far is not None and self.far_candidates is None:
                 self.far_candidates = (s2t >= 0) & self.far[0][s2t.clamp_min(0)]
             near = s2t >= 0
@@ -222,6 +251,26 @@ class PairedChamfer:
                 self.S = torch.zeros_like(verts).index_add_(0, idx, qk)
                 self.Q = (qk * qk).sum()
                 self.kept = int(keep.sum())
+
+    def _scan_to_template(self, verts: torch.Tensor) -> torch.Tensor:
+        """Each scan point's nearest template vertex, -1 where none is within reach (or, for
+        far pairs, where the nearest is not a far vertex within its radius)."""
+        if self.table is None or self.searches % self.FULL == 0:
+            s2t = self.nn.nearest_template(verts, self.reach, self.far, self.far_candidates)
+        else:
+            s2t = self.s2t_all.clone()
+            ok = torch.nonzero(s2t >= 0).squeeze(1)
+            points = self.scan[ok]
+            nearest = descend(points, verts, s2t[ok], self.table)
+            d2 = ((points - verts[nearest]) ** 2).sum(-1)
+            limit = torch.full_like(d2, self.reach ** 2)
+            if self.far is not None:
+                mask, radius = self.far
+                limit[mask[nearest]] = max(radius, self.reach) ** 2
+            s2t[ok] = torch.where(d2 < limit, nearest, -1)
+        self.searches += 1
+        self.s2t_all = s2t
+        return s2t
 
     def __call__(self, verts: torch.Tensor) -> torch.Tensor:
         if self.calls % self.refresh == 0 and (self.calls == 0 or self.nn.exact or self._moved(verts)):

@@ -27,3 +27,13 @@ def averaging(edges: np.ndarray, n: int, self_weight: float = 0.0) -> sp.csr_mat
     if self_weight:
         a = a + self_weight * sp.identity(n, format="csr")
     return (sp.diags(1.0 / np.maximum(np.asarray(a.sum(1)).ravel(), 1e-12)) @ a).tocsr()
+
+
+def neighbour_table(faces: np.ndarray, n: int) -> np.ndarray:
+    """(n, 1 + max degree) int64: each vertex, then its neighbours, padded with itself."""
+    a = adjacency(unique_edges(faces), n)
+    deg = np.diff(a.indptr)
+    table = np.repeat(np.arange(n, dtype=np.int64)[:, None], 1 + int(deg.max(initial=0)), 1)
+    rows = np.repeat(np.arange(n), deg)
+    table[rows, 1 + np.arange(len(a.indices)) - a.indptr[rows]] = a.indices
+    return table
