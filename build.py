@@ -23,6 +23,7 @@ Every subcommand is idempotent and works on a fresh machine (PyPI reachable).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import re
@@ -220,18 +221,27 @@ def test(args) -> int:
     other Blender version with the backend started from .venv's Python, each run spread over
     pytest-xdist workers. Non-zero when any of them fails (a failed check does not stop the
     test runs)."""
-    py = setup()
+    with concurrent.futures.ThreadPoolExecutor() as pool:   # the environments install side by side
+        others = {label: pool.submit(setup_blender, label) for label in BLENDERS}
+        checker = pool.submit(setup_typecheck)
+        py = setup()
+        pythons = {label: f.result() for label, f in others.items()}
+        checker.result()
     start = time.monotonic()
     code = typecheck(py)
     summary = [f"static checks: {'passed' if code == 0 else 'FAILED'} in {time.monotonic() - start:.0f} s"]
     failed = code != 0
     runs = [(f"Blender {BPY.split('==')[1]}", py, ["tests"])]
     # Tests marked backend_bound spend their time in the backend, the same on every Blender.
-    runs += [(f"Blender {pin.split('==')[1]}", setup_blender(label),
+    runs += [(f"Blender {pin.split('==')[1]}", pythons[label],
               ["tests/blender", "-m", "not backend_bound"]) for label, (_, _, pin) in BLENDERS.items()]
-    env = {**os.environ, "HEADCRAFT_BACKEND_PYTHON": str(py)}
-    # two workers or more (CI has two cores), at most four (each holds bpy, torch and a backend)
-    workers = ["-n", str(min(4, max(2, os.cpu_count() or 2)))]
+    # Two workers or more (CI has two cores), at most four (each holds bpy, torch and a backend),
+    # sharing the cores out: torch's threads spin while they wait, so two workers of two
+    # threads each on two cores ran the fitting tests 3-8x slower than one worker did.
+    cores = os.cpu_count() or 2
+    n = min(4, max(2, cores))
+    workers = ["-n", str(n)]
+    env = {**os.environ, "HEADCRAFT_BACKEND_PYTHON": str(py), "OMP_NUM_THREADS": str(max(1, cores // n))}
     for name, python, tests in runs:
         cmd = [python, "-m", "pytest", "-q", "-ra", "--timeout=900", *workers, *tests, *args]
         print(f"=== {name}\n+", " ".join(map(str, cmd)), flush=True)

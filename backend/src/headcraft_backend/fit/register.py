@@ -66,7 +66,7 @@ class RegistrationSettings:
     bruteforce: bool = False          # exact torch.cdist search every step (the benchmark baseline)
     init_std: float = 1e-4
     untangle: bool = True             # shrink stage-2 moves that cross face/hair triangles (see untangle)
-    lid_margin: float = 0.4           # stage 2 also freezes face vertices this close to the eyeballs (units)
+    lid_margin: float = 0.1           # stage 2 also freezes face vertices this close to the eyeballs (units)
     stage1_regions: tuple[str, ...] = ("scalp",)   # what stage 1 moves (the paper: hair and scalp)
     partial: bool = False             # single depth view or sparse cloud (supp. B.1)
     sparse: bool = False              # with partial: a sparse cloud (proximity mask t = 0.3)
@@ -340,8 +340,9 @@ class Registration:
         self.history: list[dict] = []
         self.faces_np = np.asarray(faces)
         self.neighbours = torch.as_tensor(neighbour_table(self.faces_np, V), device=self.device)
-        # untangled after stage 2: what either stage moved
-        self.checked = np.unique(np.concatenate([region(n) for n in ("face", "scalp", *settings.stage1_regions)]))
+        # untangled after stage 2: what either stage moved, and the eyeballs the lids may cross
+        self.checked = np.unique(np.concatenate([region(n) for n in ("face", "scalp", "eyeballs",
+                                                                       *settings.stage1_regions)]))
 
     def _optimise(self, name: str, params: list[torch.Tensor], verts_fn, s: StageSettings, rest: torch.Tensor,
                   moving: torch.Tensor, progress0: float, progress1: float) -> torch.Tensor:
