@@ -97,6 +97,12 @@ class _Regularise(torch.autograd.Function):
         return grad, None
 
 
+def exact_search(scan: torch.Tensor, bruteforce: bool = False) -> bool:
+    """Whether pairs come from an exact chunked torch.cdist search (on a GPU, or `bruteforce`)
+    rather than from KD-trees and walks over the mesh."""
+    return scan.is_cuda or bruteforce
+
+
 class NearestNeighbours:
     """Nearest scan point for each template vertex and nearest template vertex for each scan
     point: KD-trees on the CPU, an exact chunked search on a GPU or when `bruteforce`."""
@@ -104,7 +110,7 @@ class NearestNeighbours:
     def __init__(self, scan: torch.Tensor, chunk: int = 8192, bruteforce: bool = False):
         self.scan = scan
         self.chunk = chunk
-        self.exact = scan.is_cuda or bruteforce   # exact chunked torch.cdist search
+        self.exact = exact_search(scan, bruteforce)
         self.scan_tree = None if self.exact else cKDTree(scan.detach().cpu().numpy())
 
     def nearest_scan(self, verts: torch.Tensor, within: float | None = None) -> torch.Tensor:
@@ -190,7 +196,7 @@ class PairedChamfer:
 
     neighbours (topology.neighbour_table of the template), KD-tree search only: between full
     searches (every FULL-th refresh) each paired scan point finds its template vertex again by
-    `descend` from the last one, 5-10x cheaper than a tree over the moved template; points
+    `descend` from the last one, 3x cheaper than a tree over the moved template; points
     without a pair wait for the next full search."""
 
     REACH = 1.5

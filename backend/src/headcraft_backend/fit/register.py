@@ -16,7 +16,7 @@ from scipy.spatial import ConvexHull, Delaunay, cKDTree
 from ..head.topology import neighbour_table
 from ..presets import PAPER_WEIGHTS
 from ..units import MM_PER_UNIT
-from .losses import MeshRegulariser, PairedChamfer
+from .losses import MeshRegulariser, PairedChamfer, exact_search
 
 
 CONVERGED = 0.002          # the presets' relative loss decrease per window that counts as converged
@@ -339,7 +339,9 @@ class Registration:
         self.move2 = torch.as_tensor(move2, device=self.device)
         self.history: list[dict] = []
         self.faces_np = np.asarray(faces)
-        self.neighbours = torch.as_tensor(neighbour_table(self.faces_np, V), device=self.device)
+        # the template's neighbours, for the pair search's walks (not needed by an exact search)
+        self.neighbours = (None if exact_search(self.scan, settings.bruteforce)
+                           else torch.as_tensor(neighbour_table(self.faces_np, V)))
         # untangled after stage 2: what either stage moved, and the eyeballs the lids may cross
         self.checked = np.unique(np.concatenate([region(n) for n in ("face", "scalp", "eyeballs",
                                                                        *settings.stage1_regions)]))
